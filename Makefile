@@ -1,0 +1,82 @@
+# nape: two commands on a fresh machine.
+#   make demo   installs what is missing, builds, and runs nape on the bundled networks
+#   make test   installs what is missing, builds, and runs every test
+# Everything installed lives in this folder: .venv-torch (libtorch from the PyPI wheel
+# torch==2.11.0, for tch 0.24.0, without the CUDA wheels) and .venv-py (onnx + onnxruntime,
+# used by tests that check our ONNX files with the reference implementation).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+TORCH_VER   := 2.11.0
+TORCH_VENV  := .venv-torch
+PY_VENV     := .venv-py
+TORCH_STAMP := $(TORCH_VENV)/.installed-$(TORCH_VER)
+PY_STAMP    := $(PY_VENV)/.installed-1
+# benchmark data: never committed; CI and the developers' machines have it beside the repo
+NAPE_DATA   ?= $(abspath ../shared/data)
+export NAPE_DATA
+
+CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
+
+.PHONY: help setup demo test check fmt clippy bench corpus golden fuzz clean
+
+help:
+	@echo "make demo   - install, build, run nape on the bundled networks"
+	@echo "make test   - install, build, run all tests"
+	@echo "make check  - fmt --check + clippy -D warnings"
+	@echo "make bench  - release build, nape bench (stage throughput table)"
+	@echo "make golden - regenerate golden CG files from tests/corpus"
+
+$(TORCH_STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3 (python3-venv)" >&2; exit 1; }
+	@command -v cargo >/dev/null || { echo "error: cargo not found; install Rust (rustup)" >&2; exit 1; }
+	rm -rf $(TORCH_VENV)
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps \
+	    torch==$(TORCH_VER) nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+	@lib=$$(ls -d $$PWD/$(TORCH_VENV)/lib/python3*/site-packages/torch); \
+	  test -f $$lib/lib/libtorch_cpu.so || { echo "error: libtorch_cpu.so missing under $$lib/lib: the torch wheel did not install" >&2; exit 1; }; \
+	  echo $$lib > $(TORCH_VENV)/.libtorch
+	touch $@
+
+$(PY_STAMP):
+	rm -rf $(PY_VENV)
+	$(PYTHON) -m venv $(PY_VENV)
+	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check onnx==1.20.0 onnxruntime numpy
+	$(PY_VENV)/bin/python -c "import onnx, onnxruntime" || { echo "error: onnx/onnxruntime did not install in $(PY_VENV)" >&2; exit 1; }
+	touch $@
+
+setup: $(TORCH_STAMP) $(PY_STAMP)
+
+demo: setup
+	$(CARGO_ENV) cargo build --bin nape
+	@echo "== nape inspect: the bundled torchvision zoo (weights stripped) =="
+	./target/debug/nape inspect tests/corpus/zoo
+	@echo "== nape inspect: one network in detail =="
+	./target/debug/nape inspect tests/corpus/zoo/resnet18.onnx
+
+test: setup
+	$(CARGO_ENV) NAPE_PYTHON=$$PWD/$(PY_VENV)/bin/python cargo test --all-targets 2>&1
+	$(CARGO_ENV) cargo test --doc 2>&1
+
+check: setup
+	cargo fmt --all -- --check
+	$(CARGO_ENV) cargo clippy --all-targets -- -D warnings
+
+bench: setup
+	$(CARGO_ENV) cargo build --release --bin nape
+	./target/release/nape bench
+
+golden: setup
+	$(CARGO_ENV) cargo build --bin nape
+	scripts/regen_golden.sh
+
+fuzz:
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run load_onnx -- -max_total_time=600
+
+clean:
+	cargo clean
+	rm -rf $(TORCH_VENV) $(PY_VENV)

@@ -1,0 +1,252 @@
+//! `nape inspect`: what is in an ONNX file, as nape sees it.
+
+use super::util::{collect_onnx_files, OutputFormat, ShapeArg};
+use crate::error::exit;
+use crate::graph::{to_dot, Cg};
+use crate::onnx::{load, ImportOptions};
+use rayon::prelude::*;
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Arguments of `nape inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// ONNX files or folders (searched recursively for .onnx files).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// One JSON document (the whole graph for one file; a list for several).
+    #[arg(long, conflicts_with_all = ["dot", "csv", "jsonl"])]
+    pub json: bool,
+    /// One JSON summary object per file per line.
+    #[arg(long, conflicts_with_all = ["dot", "csv"])]
+    pub jsonl: bool,
+    /// A CSV summary, one row per file.
+    #[arg(long, conflicts_with = "dot")]
+    pub csv: bool,
+    /// Graphviz DOT of the graph (one file only).
+    #[arg(long)]
+    pub dot: bool,
+    /// Bind the data input to this shape, e.g. 1,3,32,32 (default: the model's, batch 1).
+    #[arg(long)]
+    pub input_shape: Option<ShapeArg>,
+    /// Unknown ops are errors (exit code 4) instead of Unknown nodes.
+    #[arg(long)]
+    pub strict: bool,
+    /// Show the canonical graph (BatchNorm folded into the preceding conv, Linear biases
+    /// folded), the form features are computed on.
+    #[arg(long)]
+    pub canonical: bool,
+}
+
+fn summary_json(file: &str, cg: &Cg) -> serde_json::Value {
+    let s = cg.summary();
+    json!({
+        "file": file,
+        "ok": true,
+        "nodes": s.nodes,
+        "edges": s.edges,
+        "params": s.params,
+        "macs": s.macs,
+        "flops": s.flops,
+        "depth": s.depth,
+        "max_channels": s.max_channels,
+        "max_activation": {"elements": s.max_activation.0, "node": s.max_activation.1},
+        "by_kind": s.by_kind,
+        "unknown_ops": s.unknown,
+    })
+}
+
+fn human(n: u64) -> String {
+    let f = n as f64;
+    if f >= 1e9 {
+        format!("{:.2} G", f / 1e9)
+    } else if f >= 1e6 {
+        format!("{:.2} M", f / 1e6)
+    } else if f >= 1e3 {
+        format!("{:.1} k", f / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+/// Runs `nape inspect`.
+pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
+    let files = collect_onnx_files(&a.paths);
+    if files.is_empty() {
+        anyhow::bail!(crate::Error::MissingData {
+            what: "ONNX files".into(),
+            path: a.paths[0].clone(),
+            hint: "; the folder holds no .onnx file".into(),
+        });
+    }
+    if a.dot && files.len() != 1 {
+        anyhow::bail!(crate::Error::Usage("--dot takes exactly one file".into()));
+    }
+    let opts = ImportOptions {
+        input_shape: a.input_shape.as_ref().map(|s| s.0.clone()),
+        strict: a.strict,
+    };
+    let results: Vec<(String, crate::Result<Cg>)> = files
+        .par_iter()
+        .map(|f| {
+            let r = load(f, &opts).map(|cg| if a.canonical { cg.canonical() } else { cg });
+            (f.display().to_string(), r)
+        })
+        .collect();
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    // a single file: its error is the command's error
+    if results.len() == 1 && failed == 1 {
+        let (_, r) = results.into_iter().next().expect("one result");
+        return Err(r.err().expect("failed").into());
+    }
+    let mut out = std::io::stdout().lock();
+    let format = if a.json {
+        OutputFormat::Json
+    } else if a.jsonl {
+        OutputFormat::Jsonl
+    } else if a.csv {
+        OutputFormat::Csv
+    } else {
+        OutputFormat::Table
+    };
+    if a.dot {
+        if let Some((_, Ok(cg))) = results.first() {
+            write!(out, "{}", to_dot(cg))?;
+        }
+        return Ok(exit::OK);
+    }
+    match format {
+        OutputFormat::Json => {
+            let doc = if results.len() == 1 {
+                let (_, r) = &results[0];
+                let cg = r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut v = serde_json::to_value(cg.to_json())?;
+                let s = cg.summary();
+                v["nape_version"] = json!(env!("CARGO_PKG_VERSION"));
+                v["units"] = json!({"params": "count", "macs": "multiply-accumulates", "flops": "floating-point operations, 2 per MAC plus elementwise work"});
+                v["summary"] = json!({"by_kind": s.by_kind, "max_channels": s.max_channels, "unknown_ops": s.unknown});
+                v
+            } else {
+                let files: Vec<_> = results
+                    .iter()
+                    .map(|(f, r)| match r {
+                        Ok(cg) => summary_json(f, cg),
+                        Err(e) => json!({"file": f, "ok": false, "error": e.to_string(), "exit_code": e.exit_code()}),
+                    })
+                    .collect();
+                json!({"schema_version": crate::graph::CG_SCHEMA_VERSION, "nape_version": env!("CARGO_PKG_VERSION"), "files": files})
+            };
+            serde_json::to_writer_pretty(&mut out, &doc)?;
+            writeln!(out)?;
+        }
+        OutputFormat::Jsonl => {
+            for (f, r) in &results {
+                let v = match r {
+                    Ok(cg) => summary_json(f, cg),
+                    Err(e) => {
+                        json!({"file": f, "ok": false, "error": e.to_string(), "exit_code": e.exit_code()})
+                    }
+                };
+                writeln!(out, "{v}")?;
+            }
+        }
+        OutputFormat::Csv => {
+            writeln!(out, "file,ok,nodes,params,macs,flops,depth,unknown_ops,error")?;
+            for (f, r) in &results {
+                match r {
+                    Ok(cg) => {
+                        let s = cg.summary();
+                        writeln!(
+                            out,
+                            "{},true,{},{},{},{},{},{},",
+                            csv_field(f),
+                            s.nodes,
+                            s.params,
+                            s.macs,
+                            s.flops,
+                            s.depth,
+                            s.unknown.values().sum::<usize>()
+                        )?;
+                    }
+                    Err(e) => {
+                        writeln!(out, "{},false,,,,,,,{}", csv_field(f), csv_field(&e.to_string()))?
+                    }
+                }
+            }
+        }
+        OutputFormat::Table => {
+            if results.len() == 1 {
+                let (f, r) = &results[0];
+                let cg = r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let s = cg.summary();
+                writeln!(out, "{f}")?;
+                writeln!(out, "  nodes        {} ({} edges)", s.nodes, s.edges)?;
+                writeln!(out, "  parameters   {} ({})", s.params, human(s.params))?;
+                writeln!(out, "  MACs         {} ({})", s.macs, human(s.macs))?;
+                writeln!(out, "  FLOPs        {} ({})", s.flops, human(s.flops))?;
+                writeln!(out, "  depth        {} compute ops on the longest path", s.depth)?;
+                writeln!(out, "  widest       {} channels", s.max_channels)?;
+                writeln!(
+                    out,
+                    "  largest act. {} elements at '{}'",
+                    s.max_activation.0, s.max_activation.1
+                )?;
+                writeln!(out, "  ops by kind:")?;
+                let mut kinds: Vec<_> = s.by_kind.iter().collect();
+                kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                for (k, n) in kinds {
+                    let flag = if s.unknown.contains_key(k) { "  (unknown op)" } else { "" };
+                    writeln!(out, "    {k:<16} {n:>6}{flag}")?;
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{:<48} {:>6} {:>12} {:>14} {:>6}  status",
+                    "file", "nodes", "params", "FLOPs", "depth"
+                )?;
+                for (f, r) in &results {
+                    match r {
+                        Ok(cg) => {
+                            let s = cg.summary();
+                            writeln!(
+                                out,
+                                "{:<48} {:>6} {:>12} {:>14} {:>6}  ok",
+                                f, s.nodes, s.params, s.flops, s.depth
+                            )?;
+                        }
+                        Err(e) => writeln!(
+                            out,
+                            "{f:<48} {:>6} {:>12} {:>14} {:>6}  error: {e}",
+                            "-", "-", "-", "-"
+                        )?,
+                    }
+                }
+            }
+        }
+    }
+    for (_, r) in &results {
+        if let Err(e) = r {
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(if failed == 0 {
+        exit::OK
+    } else if failed == results.len() {
+        results
+            .iter()
+            .find_map(|(_, r)| r.as_ref().err().map(|e| e.exit_code()))
+            .unwrap_or(exit::FAILURE)
+    } else {
+        exit::PARTIAL
+    })
+}
+
+/// Quotes a CSV field when needed.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}

@@ -1,0 +1,1 @@
+//! Labelled records and datasets.

@@ -1,0 +1,143 @@
+//! The library's one error type. Every message names the file, and the node and op where there
+//! is one; [`Error::exit_code`] maps each kind to the documented exit codes.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in nape's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A data file the command needs is missing.
+    #[error("{what} not found: looked for {path}{hint}")]
+    MissingData {
+        /// What it is ("NAS-Bench-101 labelled set").
+        what: String,
+        /// Where it was expected.
+        path: PathBuf,
+        /// How to get it (starts with "; " when present).
+        hint: String,
+    },
+    /// A data file is there but malformed.
+    #[error("{path}:{line}: {msg}")]
+    BadData {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The file is not a readable ONNX model.
+    #[error("{path}: not a valid ONNX model: {msg}")]
+    InvalidOnnx {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A node of the model is invalid or cannot be handled.
+    #[error("{path}: node {index} '{node}' ({op}): {msg}")]
+    Node {
+        /// The file.
+        path: String,
+        /// Position of the node in the file's node list.
+        index: usize,
+        /// Node name (or its first output's name when unnamed).
+        node: String,
+        /// ONNX op type.
+        op: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// An op outside nape's vocabulary, under `--strict`.
+    #[error("{path}: node {index} '{node}': unsupported op {op} (not in nape's op vocabulary; rerun without --strict to keep it as Unknown)")]
+    Unsupported {
+        /// The file.
+        path: String,
+        /// Node position.
+        index: usize,
+        /// Node name.
+        node: String,
+        /// ONNX op type.
+        op: String,
+    },
+    /// Shapes could not be inferred or are inconsistent.
+    #[error("{path}: shape error: {msg}")]
+    Shape {
+        /// The file.
+        path: String,
+        /// What is wrong (names the node where known).
+        msg: String,
+    },
+    /// A benchmark spec (cell) is invalid.
+    #[error("invalid {family} architecture '{spec}': {msg}")]
+    BadSpec {
+        /// Search space.
+        family: String,
+        /// The spec as given.
+        spec: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A command-line value is wrong.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Shorthand result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Exit codes, as documented in the README.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Any other failure.
+    pub const FAILURE: i32 = 1;
+    /// Wrong command-line usage.
+    pub const USAGE: i32 = 2;
+    /// Missing data or I/O error.
+    pub const DATA: i32 = 3;
+    /// Invalid or unsupported ONNX.
+    pub const ONNX: i32 = 4;
+    /// Some items of a batch failed, others succeeded.
+    pub const PARTIAL: i32 = 5;
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Io { .. } | Error::MissingData { .. } | Error::BadData { .. } => exit::DATA,
+            Error::InvalidOnnx { .. }
+            | Error::Node { .. }
+            | Error::Unsupported { .. }
+            | Error::Shape { .. } => exit::ONNX,
+            Error::BadSpec { .. } | Error::Usage(_) => exit::USAGE,
+        }
+    }
+
+    /// An I/O error on `path`; a missing file becomes [`Error::MissingData`]-like wording.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir =
+        path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}

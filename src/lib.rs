@@ -1,0 +1,15 @@
+//! nape predicts the trained accuracy of a neural network from its ONNX file.
+//!
+//! The pipeline flows one way: [`onnx`] reads a file into a [`graph::Cg`] (the ground floor);
+//! [`spaces`] turns benchmark specs into ONNX; [`dataset`] holds labelled records; later stages
+//! (features, proxies, encoder, ensemble) read graphs and never import back down the chain.
+
+pub mod dataset;
+pub mod error;
+pub mod graph;
+pub mod metrics;
+pub mod onnx;
+pub mod spaces;
+
+pub use error::{Error, Result};
+pub mod cli;

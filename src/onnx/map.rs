@@ -1,0 +1,418 @@
+//! ONNX op -> [`OpKind`], attributes and costs (see `docs/costs.md` for the FLOP conventions).
+
+use super::Static;
+use crate::graph::{Attrs, OpKind, Shape};
+use tract_onnx::pb;
+
+/// What the loader knows about one node when mapping it.
+pub(super) struct NodeCtx<'a> {
+    pub pn: &'a pb::NodeProto,
+    /// Shapes of the activation inputs, in order.
+    pub in_shapes: &'a [Shape],
+    /// Shapes of the outputs.
+    pub out_shapes: &'a [Shape],
+    /// Static operands by ONNX input slot.
+    pub statics: &'a [(usize, &'a Static)],
+    /// ONNX input slots of the activation inputs.
+    pub act_slots: Vec<usize>,
+}
+
+/// A mapped node.
+pub(super) struct Mapped {
+    pub kind: OpKind,
+    pub attrs: Attrs,
+    pub macs: u64,
+    pub flops: u64,
+}
+
+/// Ops that pass their input through unchanged at inference.
+pub(super) fn is_pass_through(op: &str) -> bool {
+    matches!(op, "Identity" | "Dropout")
+}
+
+/// Ops through which a constant keeps being the parameter it was made from (indexing, layout).
+pub(super) fn keeps_param_identity(op: &str) -> bool {
+    matches!(
+        op,
+        "Gather"
+            | "Reshape"
+            | "Transpose"
+            | "Unsqueeze"
+            | "Squeeze"
+            | "Slice"
+            | "Expand"
+            | "Concat"
+            | "Cast"
+            | "Identity"
+            | "Flatten"
+            | "Tile"
+            | "Split"
+    )
+}
+
+/// Whether the ONNX op type is in nape's vocabulary.
+pub(super) fn is_known(op: &str) -> bool {
+    !kind_of(op).is_unknown()
+}
+
+/// Input slots that hold weights by the op's definition (used to spot weight inputs in files
+/// exported without data).
+pub(super) fn is_weight_slot(op: &str, slot: usize) -> bool {
+    match op {
+        "Conv" | "ConvTranspose" | "Gemm" => slot == 1 || slot == 2,
+        "BatchNormalization" => (1..=4).contains(&slot),
+        "LayerNormalization" | "InstanceNormalization" | "GroupNormalization" | "PRelu" => {
+            slot >= 1
+        }
+        _ => false,
+    }
+}
+
+/// Whether a static float operand at `slot` of `op` is a trainable parameter.
+pub(super) fn is_param_slot(op: &str, slot: usize) -> bool {
+    match op {
+        "BatchNormalization" => slot == 1 || slot == 2,
+        "Resize" | "Upsample" | "Clip" | "Pad" | "Reshape" | "Expand" | "Tile" | "Slice"
+        | "Split" | "Squeeze" | "Unsqueeze" | "ReduceMean" | "ReduceSum" | "ReduceMax"
+        | "ReduceMin" | "ReduceProd" | "Range" | "ConstantOfShape" | "TopK" | "OneHot" | "Pow" => {
+            slot == 0
+        }
+        "Where" => slot != 0,
+        _ => true,
+    }
+}
+
+fn kind_of(op: &str) -> OpKind {
+    use OpKind::*;
+    match op {
+        "Conv" => Conv,
+        "ConvTranspose" => ConvTranspose,
+        "Gemm" | "MatMul" => Linear,
+        "BatchNormalization" => BatchNorm,
+        "LayerNormalization" => LayerNorm,
+        "GroupNormalization" => GroupNorm,
+        "InstanceNormalization" => InstanceNorm,
+        "Relu" => Relu,
+        "Clip" => Clip,
+        "LeakyRelu" | "PRelu" => LeakyRelu,
+        "Elu" | "Selu" | "Celu" => Elu,
+        "Sigmoid" => Sigmoid,
+        "Tanh" => Tanh,
+        "Gelu" => Gelu,
+        "HardSwish" => HardSwish,
+        "HardSigmoid" => HardSigmoid,
+        "Mish" => Mish,
+        "Softplus" => Softplus,
+        "Softmax" => Softmax,
+        "LogSoftmax" => LogSoftmax,
+        "Add" | "Sum" => Add,
+        "Sub" => Sub,
+        "Mul" => Mul,
+        "Div" => Div,
+        "Pow" => Pow,
+        "Sqrt" => Sqrt,
+        "Exp" => Exp,
+        "Log" => Log,
+        "Neg" => Neg,
+        "Abs" => Abs,
+        "Reciprocal" => Reciprocal,
+        "Erf" => Erf,
+        "Max" => Max,
+        "Min" => Min,
+        "Where" => Where,
+        "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or" => {
+            Compare
+        }
+        "Cast" | "CastLike" => Cast,
+        "Concat" => Concat,
+        "Split" => Split,
+        "Slice" => Slice,
+        "Gather" | "GatherElements" => Gather,
+        "Reshape" => Reshape,
+        "Flatten" => Flatten,
+        "Transpose" => Transpose,
+        "Squeeze" => Squeeze,
+        "Unsqueeze" => Unsqueeze,
+        "Expand" => Expand,
+        "Tile" => Tile,
+        "Pad" => Pad,
+        "Resize" | "Upsample" => Resize,
+        "DepthToSpace" => DepthToSpace,
+        "SpaceToDepth" => SpaceToDepth,
+        "MaxPool" => MaxPool,
+        "AveragePool" => AvgPool,
+        "GlobalAveragePool" => GlobalAvgPool,
+        "GlobalMaxPool" => GlobalMaxPool,
+        "ReduceMean" => ReduceMean,
+        "ReduceSum" => ReduceSum,
+        "ReduceMax" => ReduceMax,
+        "ReduceMin" => ReduceMin,
+        "ReduceProd" => ReduceProd,
+        "ArgMax" | "ArgMin" => ArgMax,
+        other => Unknown(other.to_string()),
+    }
+}
+
+fn attr<'a>(pn: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+    pn.attribute.iter().find(|a| a.name == name)
+}
+
+fn attr_ints(pn: &pb::NodeProto, name: &str) -> Vec<i64> {
+    attr(pn, name).map(|a| a.ints.clone()).unwrap_or_default()
+}
+
+fn attr_int(pn: &pb::NodeProto, name: &str) -> Option<i64> {
+    attr(pn, name).map(|a| a.i)
+}
+
+fn to_usizes(v: &[i64]) -> Vec<usize> {
+    v.iter().map(|&x| x.max(0) as usize).collect()
+}
+
+fn numel(s: &[usize]) -> u64 {
+    s.iter().map(|&d| d as u64).product()
+}
+
+/// The scalar value of a static operand at `slot`, when known.
+fn scalar_at(ctx: &NodeCtx, slot: usize) -> Option<f64> {
+    let (_, s) = ctx.statics.iter().find(|(sl, _)| *sl == slot)?;
+    let t = s.value.as_ref()?;
+    if t.len() != 1 {
+        return None;
+    }
+    t.cast_to_scalar::<f64>().ok()
+}
+
+fn static_numel_at(ctx: &NodeCtx, slot: usize) -> Option<u64> {
+    ctx.statics.iter().find(|(sl, _)| *sl == slot).map(|(_, s)| s.numel)
+}
+
+/// Maps one ONNX node. Errors are messages; the loader adds file, node and op.
+pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
+    let pn = ctx.pn;
+    let op = pn.op_type.as_str();
+    let mut kind = kind_of(op);
+    let mut attrs = Attrs::default();
+    let out = ctx.out_shapes.first().cloned().unwrap_or_default();
+    let out_elems = numel(&out);
+    let in0 = ctx.in_shapes.first().cloned().unwrap_or_default();
+    let in_elems = numel(&in0);
+    let mut macs = 0u64;
+    let flops;
+    let act_at = |slot: usize| ctx.act_slots.contains(&slot);
+    match op {
+        "Conv" | "ConvTranspose" => {
+            if !act_at(0) {
+                return Err("the data input of a convolution is a constant".into());
+            }
+            if !ctx.statics.iter().any(|(sl, _)| *sl == 1) {
+                return Err("the convolution weight is not a constant or weight input".into());
+            }
+            let spatial = in0.len().saturating_sub(2);
+            let mut kernel = to_usizes(&attr_ints(pn, "kernel_shape"));
+            let groups = attr_int(pn, "group").unwrap_or(1).max(1) as usize;
+            let cin = in0.get(1).copied().unwrap_or(0);
+            let cout = out.get(1).copied().unwrap_or(0);
+            if kernel.is_empty() {
+                // infer kernel from weight numel: numel = cout * cin/g * prod(k) (conv)
+                let wn = static_numel_at(ctx, 1).unwrap_or(0);
+                let per = if op == "Conv" {
+                    cout as u64 * (cin / groups) as u64
+                } else {
+                    cin as u64 * (cout / groups) as u64
+                };
+                let k = if per > 0 { wn / per } else { 0 };
+                let side = (k as f64).powf(1.0 / spatial.max(1) as f64).round() as usize;
+                kernel = vec![side; spatial];
+            }
+            attrs.kernel = kernel.clone();
+            attrs.stride = {
+                let s = to_usizes(&attr_ints(pn, "strides"));
+                if s.is_empty() {
+                    vec![1; spatial]
+                } else {
+                    s
+                }
+            };
+            attrs.dilation = {
+                let d = to_usizes(&attr_ints(pn, "dilations"));
+                if d.is_empty() {
+                    vec![1; spatial]
+                } else {
+                    d
+                }
+            };
+            attrs.padding = {
+                let p = to_usizes(&attr_ints(pn, "pads"));
+                if p.is_empty() {
+                    vec![0; 2 * spatial]
+                } else {
+                    p
+                }
+            };
+            attrs.groups = Some(groups);
+            let bias = ctx.statics.iter().any(|(sl, _)| *sl == 2)
+                || pn.input.get(2).is_some_and(|s| !s.is_empty());
+            attrs.bias = Some(bias);
+            let kprod: u64 = kernel.iter().map(|&k| k as u64).product();
+            if cin % groups != 0 || cout % groups != 0 {
+                return Err(format!(
+                    "{cin} input and {cout} output channels do not divide into {groups} groups"
+                ));
+            }
+            macs = if op == "Conv" {
+                out_elems * (cin / groups) as u64 * kprod
+            } else {
+                in_elems * (cout / groups) as u64 * kprod
+            };
+            flops = 2 * macs + if bias { out_elems } else { 0 };
+        }
+        "Gemm" | "MatMul" => {
+            let weight_operand = ctx.statics.iter().any(|(_, s)| s.float && s.numel > 1);
+            kind = if weight_operand { OpKind::Linear } else { OpKind::MatMul };
+            // inner dimension K: from the first operand (activation or static)
+            let trans_a = attr_int(pn, "transA").unwrap_or(0) != 0;
+            let k = if act_at(0) {
+                if op == "Gemm" && trans_a {
+                    in0.first().copied().unwrap_or(0)
+                } else {
+                    in0.last().copied().unwrap_or(0)
+                }
+            } else {
+                // A is static: K = numel(A) / rows of the output
+                let a = static_numel_at(ctx, 0).unwrap_or(0);
+                let rows = if out.len() >= 2 { out[out.len() - 2] as u64 } else { 1 };
+                (a / rows.max(1)) as usize
+            };
+            let bias = op == "Gemm" && pn.input.get(2).is_some_and(|s| !s.is_empty());
+            attrs.bias = Some(bias);
+            macs = out_elems * k as u64;
+            flops = 2 * macs + if bias { out_elems } else { 0 };
+        }
+        "BatchNormalization" => flops = 2 * out_elems,
+        "LayerNormalization" | "GroupNormalization" | "InstanceNormalization" => {
+            if let Some(a) = attr_int(pn, "axis") {
+                attrs.axes = vec![a];
+            }
+            if let Some(g) = attr_int(pn, "num_groups") {
+                attrs.groups = Some(g as usize);
+            }
+            flops = 5 * out_elems;
+        }
+        "Clip" => {
+            let lo = attr(pn, "min").map(|a| a.f as f64).or_else(|| scalar_at(ctx, 1));
+            let hi = attr(pn, "max").map(|a| a.f as f64).or_else(|| scalar_at(ctx, 2));
+            if lo == Some(0.0) && hi == Some(6.0) {
+                kind = OpKind::Relu6;
+            }
+            if let Some(v) = lo {
+                attrs.values.insert("min".into(), v);
+            }
+            if let Some(v) = hi {
+                attrs.values.insert("max".into(), v);
+            }
+            flops = out_elems;
+        }
+        "Mul" => {
+            // x * 0 is NAS-Bench-201's `none`: an op that outputs zeros
+            let zero =
+                ctx.statics.iter().any(|(sl, s)| s.numel <= 1 && scalar_at(ctx, *sl) == Some(0.0));
+            if zero && ctx.act_slots.len() == 1 {
+                kind = OpKind::Zero;
+                flops = 0;
+            } else {
+                flops = out_elems;
+            }
+        }
+        "Softmax" | "LogSoftmax" => {
+            attrs.axes = vec![attr_int(pn, "axis").unwrap_or(-1)];
+            flops = 3 * out_elems;
+        }
+        "Concat" | "Split" | "Gather" | "Flatten" | "Squeeze" | "Unsqueeze" => {
+            if let Some(a) = attr_int(pn, "axis") {
+                attrs.axes = vec![a];
+            }
+            let ax = attr_ints(pn, "axes");
+            if !ax.is_empty() {
+                attrs.axes = ax;
+            }
+            flops = 0;
+        }
+        "Transpose" => {
+            attrs.axes = attr_ints(pn, "perm");
+            flops = 0;
+        }
+        "Reshape" | "Expand" | "Tile" | "Slice" | "Cast" | "CastLike" | "DepthToSpace"
+        | "SpaceToDepth" | "Pad" => {
+            if let Some(b) = attr_int(pn, "blocksize") {
+                attrs.kernel = vec![b as usize];
+            }
+            flops = 0;
+        }
+        "MaxPool" | "AveragePool" => {
+            let spatial = in0.len().saturating_sub(2);
+            let kernel = to_usizes(&attr_ints(pn, "kernel_shape"));
+            attrs.stride = {
+                let s = to_usizes(&attr_ints(pn, "strides"));
+                if s.is_empty() {
+                    vec![1; spatial]
+                } else {
+                    s
+                }
+            };
+            attrs.padding = {
+                let p = to_usizes(&attr_ints(pn, "pads"));
+                if p.is_empty() {
+                    vec![0; 2 * spatial]
+                } else {
+                    p
+                }
+            };
+            let d = to_usizes(&attr_ints(pn, "dilations"));
+            if !d.is_empty() {
+                attrs.dilation = d;
+            }
+            if let Some(c) = attr_int(pn, "count_include_pad") {
+                attrs.values.insert("count_include_pad".into(), c as f64);
+            }
+            flops = out_elems * kernel.iter().map(|&k| k as u64).product::<u64>();
+            attrs.kernel = kernel;
+        }
+        "GlobalAveragePool" | "GlobalMaxPool" => flops = in_elems,
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ArgMax"
+        | "ArgMin" => {
+            attrs.axes = attr_ints(pn, "axes");
+            if let Some(a) = attr_int(pn, "axis") {
+                attrs.axes = vec![a];
+            }
+            if let Some(k) = attr_int(pn, "keepdims") {
+                attrs.values.insert("keepdims".into(), k as f64);
+            }
+            flops = in_elems;
+        }
+        "LeakyRelu" | "Elu" | "Selu" | "Celu" | "HardSigmoid" => {
+            for a in &pn.attribute {
+                if a.r#type == 1 {
+                    attrs.values.insert(a.name.clone(), a.f as f64);
+                }
+            }
+            flops = out_elems;
+        }
+        "Resize" | "Upsample" => {
+            if let Some(m) = attr(pn, "mode") {
+                let mode = String::from_utf8_lossy(&m.s).to_string();
+                let code = match mode.as_str() {
+                    "nearest" => 0.0,
+                    "linear" | "bilinear" => 1.0,
+                    _ => 2.0,
+                };
+                attrs.values.insert("mode".into(), code);
+            }
+            flops = out_elems;
+        }
+        _ => {
+            flops = if kind.is_unknown() { 0 } else { out_elems };
+        }
+    }
+    Ok(Mapped { kind, attrs, macs, flops })
+}

@@ -1,0 +1,1 @@
+//! Benchmark search spaces: architecture specs -> ONNX networks.

@@ -1,0 +1,101 @@
+//! The test corpus (tests/corpus, made by scripts/gen_corpus.py): every file parses; parameter
+//! counts equal the ONNX file's own weights; MACs equal an independent count made in PyTorch;
+//! widely used architectures parse with zero Unknown compute ops; every OpKind is covered.
+
+use nape::graph::{Cg, OpKind, ALL_KINDS};
+use nape::onnx::{load, ImportOptions};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+fn manifest() -> serde_json::Map<String, serde_json::Value> {
+    let p = corpus().join("manifest.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str::<serde_json::Value>(&text)
+        .expect("manifest is JSON")
+        .as_object()
+        .expect("object")
+        .clone()
+}
+
+fn load_rel(rel: &str) -> Cg {
+    let p = corpus().join(rel);
+    load(&p, &ImportOptions::default()).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+#[test]
+fn params_equal_the_files_own_weights() {
+    let mut bad = Vec::new();
+    for (rel, m) in manifest() {
+        let Some(want) = m["file_params"].as_u64() else { continue };
+        let got = load_rel(&rel).summary().params;
+        if got != want {
+            bad.push(format!("{rel}: nape {got}, file {want}"));
+        }
+    }
+    assert!(bad.is_empty(), "parameter counts differ:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn macs_equal_an_independent_pytorch_count() {
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    for (rel, m) in manifest() {
+        let Some(want) = m["macs"].as_u64() else { continue };
+        let got = load_rel(&rel).summary().macs;
+        checked += 1;
+        if got != want {
+            bad.push(format!("{rel}: nape {got}, PyTorch hooks {want}"));
+        }
+    }
+    assert!(checked >= 20, "only {checked} files have an independent MAC count");
+    assert!(bad.is_empty(), "MAC counts differ:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn zoo_architectures_have_no_unknown_ops() {
+    let zoo = corpus().join("zoo");
+    let mut files: Vec<_> =
+        std::fs::read_dir(&zoo).expect("tests/corpus/zoo").flatten().map(|e| e.path()).collect();
+    files.sort();
+    assert!(files.len() >= 12, "expected the 12 torchvision exports in {}", zoo.display());
+    for f in files {
+        let cg = load(&f, &ImportOptions { strict: true, ..Default::default() })
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let s = cg.summary();
+        assert!(s.unknown.is_empty(), "{}: unknown ops {:?}", f.display(), s.unknown);
+        assert!(s.params > 1_000_000 && s.macs > 10_000_000, "{}: {s:?}", f.display());
+    }
+}
+
+#[test]
+fn every_op_kind_is_covered_by_the_corpus() {
+    let mut seen = BTreeSet::new();
+    for rel in manifest().keys() {
+        for (_, n) in load_rel(rel).nodes() {
+            seen.insert(n.kind.clone());
+        }
+    }
+    let missing: Vec<&OpKind> = ALL_KINDS.iter().filter(|k| !seen.contains(k)).collect();
+    assert!(missing.is_empty(), "OpKinds no corpus file exercises: {missing:?}");
+}
+
+#[test]
+fn every_graph_is_valid_and_deterministic() {
+    for rel in manifest().keys() {
+        let a = load_rel(rel);
+        a.validate().unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let b = load_rel(rel);
+        assert_eq!(
+            serde_json::to_string(&a.to_json()).unwrap(),
+            serde_json::to_string(&b.to_json()).unwrap(),
+            "{rel}: two loads differ"
+        );
+        // canonical form is valid too, and never has more parameters than the raw graph + biases
+        let c = a.canonical();
+        c.validate().unwrap_or_else(|e| panic!("{rel} (canonical): {e}"));
+    }
+}
