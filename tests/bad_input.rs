@@ -150,3 +150,14 @@ fn batch_keeps_going_and_reports_partial_success() {
     assert_eq!(lines[1]["ok"], false);
     assert!(err.contains("b_bad.onnx"), "{err}");
 }
+
+#[test]
+fn fuzzer_findings_stay_clean_errors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("tests/fuzz_regressions").flatten() {
+        n += 1;
+        check(&e.path(), &[], 4, &["not a valid ONNX"]);
+    }
+    assert!(n >= 1, "no regression files in {}", dir.display());
+}

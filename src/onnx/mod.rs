@@ -135,9 +135,9 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
     // exports need it) but its symbolic dims can contradict the bound input shape: try with it,
     // and without it when that leaves tensors unknown.
     let bind = |name: &str| bind_input(name, graph, &data_inputs, &weight_inputs, opts, source);
-    let mut facts = analyse(model, false, &bind, source)?;
+    let mut facts = guarded(source, || analyse(model, false, &bind, source))?;
     if facts.unknown > 0 {
-        let second = analyse(model, true, &bind, source)?;
+        let second = guarded(source, || analyse(model, true, &bind, source))?;
         if second.unknown < facts.unknown {
             facts = second;
         }
@@ -362,9 +362,52 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
         cg.graph.add_edge(src, n, TensorEdge { src_slot, dst_slot: 0, shape, name: t });
     }
     prune_dead(&mut cg);
+    cg.fuse_activations();
     cg.sort().map_err(|e| invalid(e.to_string()))?;
     cg.validate().map_err(|e| Error::Shape { path: source.into(), msg: e.to_string() })?;
     Ok(cg)
+}
+
+thread_local! {
+    static IN_TRACT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs tract on user input. tract can panic on malformed models (an `unwrap` deep in an op's
+/// rules); such a panic becomes an `InvalidOnnx` error for this file instead of a crash. The
+/// panic hook stays silent inside this region only, so nape's own bugs still report loudly.
+fn guarded<T>(source: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_TRACT.with(|c| c.get()) {
+                previous(info);
+            }
+        }));
+    });
+    IN_TRACT.with(|c| c.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_TRACT.with(|c| c.set(false));
+    match r {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown cause".into());
+            let first = msg.lines().next().unwrap_or("").trim();
+            Err(Error::InvalidOnnx {
+                path: source.into(),
+                msg: format!("the model is malformed (tract failed: {first})"),
+            })
+        }
+    }
+}
+
+/// The first line of a message (tract's errors can carry a backtrace).
+fn one_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
 }
 
 /// What tract's analysis knows of one tensor.
@@ -464,7 +507,7 @@ fn analyse(
     let onnx = tract_onnx::onnx()
         .with_ignore_output_shapes(true)
         .with_ignore_value_info(ignore_value_info);
-    let parsed = onnx.parse(model, None).map_err(|e| invalid(format!("{e:#}")))?;
+    let parsed = onnx.parse(model, None).map_err(|e| invalid(one_line(&format!("{e:#}"))))?;
     let mut tm = parsed.model;
     let input_outlets: Vec<OutletId> =
         tm.input_outlets().map_err(|e| invalid(format!("{e:#}")))?.to_vec();
@@ -473,7 +516,7 @@ fn analyse(
         let fact = bind(&name)?;
         tm.set_input_fact(ix, fact).map_err(|e| invalid(format!("{e:#}")))?;
     }
-    let error = tm.analyse(true).err().map(|e| format!("{e:#}"));
+    let error = tm.analyse(true).err().map(|e| one_line(&format!("{e:#}")));
     let mut table = HashMap::with_capacity(parsed.outlets_by_name.len());
     let mut unknown = 0;
     let node_outputs: HashSet<&str> = model

@@ -1,0 +1,9 @@
+//! Fuzzes the ONNX loader: any bytes must give a Cg or an error, never a panic or a hang.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use nape::onnx::{load_bytes, ImportOptions};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = load_bytes(data, "fuzz.onnx", &ImportOptions::default());
+});
