@@ -157,7 +157,7 @@ fn fuzzer_findings_stay_clean_errors() {
     let mut n = 0;
     for e in std::fs::read_dir(&dir).expect("tests/fuzz_regressions").flatten() {
         n += 1;
-        check(&e.path(), &[], 4, &["not a valid ONNX"]);
+        check(&e.path(), &[], 4, &[]);
     }
     assert!(n >= 1, "no regression files in {}", dir.display());
 }

@@ -97,6 +97,7 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
     if graph.node.is_empty() {
         return Err(invalid("the graph has no nodes".into()));
     }
+    sanity_check(graph, source)?;
     let initializers: HashMap<&str, &pb::TensorProto> =
         graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     let declared_weights: HashSet<&str> = model
@@ -218,8 +219,11 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
             let sources: Vec<String> = if map::keeps_param_identity(&pn.op_type) {
                 inputs
                     .iter()
-                    .flatten()
-                    .flat_map(|i| statics.get(i).map(|s| s.sources.clone()).unwrap_or_default())
+                    .enumerate()
+                    .filter(|(slot, _)| *slot == 0 || pn.op_type == "Concat")
+                    .filter_map(|(_, i)| i.as_ref().and_then(|i| statics.get(i)))
+                    .filter(|s| s.float)
+                    .flat_map(|s| s.sources.clone())
                     .collect()
             } else {
                 Vec::new()
@@ -319,8 +323,11 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
                 continue;
             }
             for src in &s.sources {
+                let Some(origin) = statics.get(src).filter(|o| o.float && o.numel > 1) else {
+                    continue;
+                };
                 if claimed.insert(src.clone()) {
-                    params += statics.get(src).map(|s| s.numel).unwrap_or(0);
+                    params += origin.numel;
                 }
             }
         }
@@ -403,6 +410,58 @@ fn guarded<T>(source: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
             })
         }
     }
+}
+
+/// Rejects values no real model has but that send tract's shape rules into endless loops or
+/// huge allocations (found by fuzzing: an axis of 2^37 in a LayerNorm spins for minutes).
+fn sanity_check(graph: &pb::GraphProto, source: &str) -> Result<()> {
+    const MAX_AXIS: i64 = 64;
+    const MAX_DIM: i64 = 1 << 30;
+    const MAX_ELEMS: u64 = 1 << 34;
+    for (index, pn) in graph.node.iter().enumerate() {
+        for a in &pn.attribute {
+            let bad_axis = matches!(a.name.as_str(), "axis" | "axes" | "perm")
+                && (a.i.abs() > MAX_AXIS || a.ints.iter().any(|v| v.abs() > MAX_AXIS));
+            let bad_shape =
+                matches!(a.name.as_str(), "kernel_shape" | "strides" | "dilations" | "pads")
+                    && a.ints.iter().any(|&v| !(0..=MAX_DIM).contains(&v));
+            if bad_axis || bad_shape {
+                let node = if pn.name.is_empty() {
+                    pn.output.first().cloned().unwrap_or_default()
+                } else {
+                    pn.name.clone()
+                };
+                return Err(Error::Node {
+                    path: source.into(),
+                    index,
+                    node,
+                    op: pn.op_type.clone(),
+                    msg: format!("attribute '{}' has an impossible value", a.name),
+                });
+            }
+        }
+    }
+    for vi in graph.input.iter().chain(graph.output.iter()) {
+        if declared_dims(vi).iter().flatten().any(|&d| d > MAX_DIM) {
+            return Err(Error::InvalidOnnx {
+                path: source.into(),
+                msg: format!("tensor '{}' declares a dimension over {MAX_DIM}", vi.name),
+            });
+        }
+    }
+    for t in &graph.initializer {
+        let elems =
+            t.dims
+                .iter()
+                .try_fold(1u64, |acc, &d| if d < 0 { None } else { acc.checked_mul(d as u64) });
+        if elems.is_none_or(|e| e > MAX_ELEMS) {
+            return Err(Error::InvalidOnnx {
+                path: source.into(),
+                msg: format!("initializer '{}' has impossible dims {:?}", t.name, t.dims),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The first line of a message (tract's errors can carry a backtrace).
