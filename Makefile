@@ -52,11 +52,17 @@ $(PY_STAMP):
 setup: $(TORCH_STAMP) $(PY_STAMP)
 
 demo: setup
-	$(CARGO_ENV) cargo build --bin nape
+	# --all-targets: the same feature set as `make test`, so the two commands share one build
+	$(CARGO_ENV) cargo build --all-targets
 	@echo "== nape inspect: the bundled torchvision zoo (weights stripped) =="
 	./target/debug/nape inspect tests/corpus/zoo
 	@echo "== nape inspect: one network in detail =="
 	./target/debug/nape inspect tests/corpus/zoo/resnet18.onnx
+	@if [ -f "$(NAPE_DATA)/nasbench201/nb201_all_15625.csv" ]; then \
+	  echo "== nape export: 8 NAS-Bench-201 networks as ONNX, then inspect them =="; \
+	  ./target/debug/nape export nb201 --data "$(NAPE_DATA)" --out runs/demo/nb201 --limit 8 && \
+	  ./target/debug/nape inspect runs/demo/nb201; \
+	else echo "(benchmark data not found under $(NAPE_DATA): skipping the NAS-Bench export; set NAPE_DATA)"; fi
 
 test: setup
 	$(CARGO_ENV) NAPE_PYTHON=$$PWD/$(PY_VENV)/bin/python cargo test --all-targets 2>&1

@@ -36,7 +36,7 @@ fn corpus_file(rel: &str) -> Option<Net> {
 /// The built-in networks: benchmark-cell networks from the search spaces and widely used
 /// architectures from the bundled corpus.
 fn networks(extra: &[PathBuf]) -> anyhow::Result<Vec<Net>> {
-    let mut nets = space_networks();
+    let mut nets = space_networks()?;
     nets.extend(
         ["zoo/resnet50.onnx", "zoo/mobilenet_v2.onnx", "zoo/vit_b_16.onnx"]
             .iter()
@@ -49,9 +49,34 @@ fn networks(extra: &[PathBuf]) -> anyhow::Result<Vec<Net>> {
     Ok(nets)
 }
 
-/// Full benchmark networks generated from their specs (NAS-Bench-101 and -201 cells).
-fn space_networks() -> Vec<Net> {
-    Vec::new()
+/// Full benchmark networks generated from their specs: NAS-Bench-101's published test-vector
+/// cell (8.6 M parameters) and NAS-Bench-201's best CIFAR-10 cell, each with its weights as
+/// data (as a user's file would be) and without (nape's compact export).
+fn space_networks() -> anyhow::Result<Vec<Net>> {
+    use crate::onnx::write::Weights;
+    use crate::spaces::{BuildOptions, Space};
+    let cells = [
+        (
+            Space::Nb101,
+            "nb101",
+            "0100110/0010000/0001001/0000010/0000010/0000001/0000000:input,conv3x3-bn-relu,maxpool3x3,conv3x3-bn-relu,conv3x3-bn-relu,conv1x1-bn-relu,output",
+        ),
+        (
+            Space::Nb201,
+            "nb201",
+            "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+        ),
+    ];
+    let mut nets = Vec::new();
+    for (space, label, spec) in cells {
+        let arch = space.parse_spec(spec)?;
+        for (weights, tag) in [(Weights::Data(0), "weights"), (Weights::Inputs, "no weights")] {
+            let opts = BuildOptions { weights, ..BuildOptions::default() };
+            let built = arch.build(&opts)?;
+            nets.push(Net { label: format!("{label} network ({tag})"), bytes: built.to_bytes() });
+        }
+    }
+    Ok(nets)
 }
 
 /// Times `f` repeatedly for about `budget`; returns the median duration of one call.

@@ -97,8 +97,10 @@ pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     // a single file: its error is the command's error
     if results.len() == 1 && failed == 1 {
-        let (_, r) = results.into_iter().next().expect("one result");
-        return Err(r.err().expect("failed").into());
+        if let Some((_, Err(e))) = results.into_iter().next() {
+            return Err(e.into());
+        }
+        return Ok(exit::FAILURE);
     }
     let mut out = std::io::stdout().lock();
     let format = if a.json {

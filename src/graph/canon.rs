@@ -21,8 +21,7 @@ impl Cg {
     /// The canonical form of this graph (see the module docs). Node order stays topological.
     pub fn canonical(&self) -> Cg {
         let mut cg = self.clone();
-        loop {
-            let Some((w, victim)) = cg.find_foldable() else { break };
+        while let Some((w, victim)) = cg.find_foldable() {
             cg.fold_into(w, victim);
         }
         // removal keeps topological order (StableGraph keeps indices); compact them

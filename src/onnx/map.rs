@@ -221,7 +221,7 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
                 } else {
                     cin as u64 * (cout / groups) as u64
                 };
-                let k = if per > 0 { wn / per } else { 0 };
+                let k = wn.checked_div(per).unwrap_or(0);
                 let side = (k as f64).powf(1.0 / spatial.max(1) as f64).round() as usize;
                 kernel = vec![side; spatial];
             }

@@ -138,6 +138,7 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
     let bind = |name: &str| bind_input(name, graph, &data_inputs, &weight_inputs, opts, source);
     let mut facts = guarded(source, || analyse(model, false, &bind, source))?;
     if facts.unknown > 0 {
+        tracing::debug!("{source}: {} tensors without shape after the first analysis; retrying without value_info", facts.unknown);
         let second = guarded(source, || analyse(model, true, &bind, source))?;
         if second.unknown < facts.unknown {
             facts = second;
