@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::spaces::{nb101, nb201, tnb_micro, Space};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Fields of `nb101_labelled.jsonl` that are not labels.
 const NB101_NON_LABELS: &[&str] = &["hash", "matrix", "ops", "sources", "zc", "naslib_tuple"];
@@ -79,7 +79,7 @@ pub fn load_nb101(data_dir: &Path) -> Result<Dataset> {
         ds.records.push(r);
     }
     if ds.records.is_empty() {
-        return Err(Error::BadData { path, line: 0, msg: "no records".into() });
+        return Err(no_records(path, &ds.issues));
     }
     Ok(ds)
 }
@@ -142,7 +142,7 @@ pub fn load_nb201(data_dir: &Path) -> Result<Dataset> {
         ds.records.push(r);
     }
     if ds.records.is_empty() {
-        return Err(Error::BadData { path, line: 0, msg: "no records".into() });
+        return Err(no_records(path, &ds.issues));
     }
     Ok(ds)
 }
@@ -254,7 +254,7 @@ pub fn load_naslib_zc(data_dir: &Path, space: NaslibSpace) -> Result<Dataset> {
     }
     ds.records = by_id.into_values().collect();
     if ds.records.is_empty() {
-        return Err(Error::BadData { path, line: 0, msg: "no records".into() });
+        return Err(no_records(path, &ds.issues));
     }
     Ok(ds)
 }
@@ -349,6 +349,23 @@ fn add_label(
             };
             issues.push(issue(path, line, id, &format!("label '{name}' is {what}: left out")));
         }
+    }
+}
+
+/// The error for a file none of whose records could be used: says why, from the first issue.
+fn no_records(path: PathBuf, issues: &[Issue]) -> Error {
+    match issues.first() {
+        Some(i) => Error::BadData {
+            path,
+            line: i.line,
+            msg: format!(
+                "no usable records ({} skipped; the first: '{}': {})",
+                issues.len(),
+                i.id,
+                i.msg
+            ),
+        },
+        None => Error::BadData { path, line: 0, msg: "no records".into() },
     }
 }
 
