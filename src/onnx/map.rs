@@ -169,6 +169,16 @@ fn to_usizes(v: &[i64]) -> Vec<usize> {
     v.iter().map(|&x| x.max(0) as usize).collect()
 }
 
+/// An ints attribute as usizes, or `len` copies of `default` when it is absent.
+fn ints_or(pn: &pb::NodeProto, name: &str, default: usize, len: usize) -> Vec<usize> {
+    let v = to_usizes(&attr_ints(pn, name));
+    if v.is_empty() {
+        vec![default; len]
+    } else {
+        v
+    }
+}
+
 fn numel(s: &[usize]) -> u64 {
     s.iter().map(|&d| d as u64).product()
 }
@@ -226,30 +236,9 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
                 kernel = vec![side; spatial];
             }
             attrs.kernel = kernel.clone();
-            attrs.stride = {
-                let s = to_usizes(&attr_ints(pn, "strides"));
-                if s.is_empty() {
-                    vec![1; spatial]
-                } else {
-                    s
-                }
-            };
-            attrs.dilation = {
-                let d = to_usizes(&attr_ints(pn, "dilations"));
-                if d.is_empty() {
-                    vec![1; spatial]
-                } else {
-                    d
-                }
-            };
-            attrs.padding = {
-                let p = to_usizes(&attr_ints(pn, "pads"));
-                if p.is_empty() {
-                    vec![0; 2 * spatial]
-                } else {
-                    p
-                }
-            };
+            attrs.stride = ints_or(pn, "strides", 1, spatial);
+            attrs.dilation = ints_or(pn, "dilations", 1, spatial);
+            attrs.padding = ints_or(pn, "pads", 0, 2 * spatial);
             attrs.groups = Some(groups);
             let bias = ctx.statics.iter().any(|(sl, _)| *sl == 2)
                 || pn.input.get(2).is_some_and(|s| !s.is_empty());
@@ -352,22 +341,8 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
         "MaxPool" | "AveragePool" => {
             let spatial = in0.len().saturating_sub(2);
             let kernel = to_usizes(&attr_ints(pn, "kernel_shape"));
-            attrs.stride = {
-                let s = to_usizes(&attr_ints(pn, "strides"));
-                if s.is_empty() {
-                    vec![1; spatial]
-                } else {
-                    s
-                }
-            };
-            attrs.padding = {
-                let p = to_usizes(&attr_ints(pn, "pads"));
-                if p.is_empty() {
-                    vec![0; 2 * spatial]
-                } else {
-                    p
-                }
-            };
+            attrs.stride = ints_or(pn, "strides", 1, spatial);
+            attrs.padding = ints_or(pn, "pads", 0, 2 * spatial);
             let d = to_usizes(&attr_ints(pn, "dilations"));
             if !d.is_empty() {
                 attrs.dilation = d;

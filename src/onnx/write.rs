@@ -360,7 +360,9 @@ fn count_params(g: &pb::GraphProto, weight_inputs: &[String]) -> u64 {
         .input
         .iter()
         .filter(|v| weight_inputs.contains(&v.name))
-        .map(|v| numel(&dims_of(v)))
+        .map(|v| {
+            super::declared_dims(v).iter().map(|d| d.unwrap_or(0).max(0) as u64).product::<u64>()
+        })
         .sum();
     let from_init: u64 = g
         .initializer
@@ -374,26 +376,6 @@ fn count_params(g: &pb::GraphProto, weight_inputs: &[String]) -> u64 {
         .filter(|&n| n > 1)
         .sum();
     from_inputs + from_init
-}
-
-fn dims_of(v: &pb::ValueInfoProto) -> Vec<i64> {
-    use pb::type_proto::Value;
-    match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(Value::TensorType(t)) => t
-            .shape
-            .as_ref()
-            .map(|s| {
-                s.dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => v,
-                        _ => -1,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    }
 }
 
 /// A float tensor value-info with static dims.
