@@ -27,12 +27,8 @@ pub fn load_nb101(data_dir: &Path) -> Result<Dataset> {
     let path = data_file(data_dir, super::NB101_LABELLED, "NAS-Bench-101 labelled cells")?;
     let text = read_text(&path, "NAS-Bench-101 labelled cells")?;
     let mut ds = Dataset { family: Space::Nb101.name().into(), ..Default::default() };
-    for (i, line) in text.lines().enumerate() {
-        let lineno = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let obj = parse_object(line, &path, lineno)?;
+    for item in jsonl_objects(&text, &path) {
+        let (lineno, obj) = item?;
         let bad = |msg: &str| Error::BadData { path: path.clone(), line: lineno, msg: msg.into() };
         let id = obj.get("hash").and_then(Value::as_str).ok_or_else(|| bad("no 'hash' string"))?;
         let matrix = obj
@@ -181,12 +177,8 @@ pub fn load_naslib_zc(data_dir: &Path, space: NaslibSpace) -> Result<Dataset> {
     let mut ds = Dataset { family: family.name().into(), ..Default::default() };
     let mut by_id: BTreeMap<String, Record> = BTreeMap::new();
     let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let lineno = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let obj = parse_object(line, &path, lineno)?;
+    for item in jsonl_objects(&text, &path) {
+        let (lineno, obj) = item?;
         let bad = |msg: &str| Error::BadData { path: path.clone(), line: lineno, msg: msg.into() };
         let arch =
             obj.get("arch").and_then(Value::as_str).ok_or_else(|| bad("no 'arch' string"))?;
@@ -271,6 +263,17 @@ fn normalise_dataset(d: &str) -> String {
 
 /// Parses one JSONL line into an object. Python writes non-finite floats as bare `NaN` and
 /// `Infinity`, which are not JSON: those become `null` (and so a reported missing label).
+/// The non-empty lines of a JSONL file as JSON objects, with their 1-based line numbers.
+fn jsonl_objects<'a>(
+    text: &'a str,
+    path: &'a Path,
+) -> impl Iterator<Item = Result<(usize, Map<String, Value>)>> + 'a {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(move |(i, line)| parse_object(line, path, i + 1).map(|obj| (i + 1, obj)))
+}
+
 fn parse_object(line: &str, path: &Path, lineno: usize) -> Result<Map<String, Value>> {
     let parsed =
         serde_json::from_str::<Value>(line).or_else(|e| match nulls_for_non_finite(line) {

@@ -108,6 +108,9 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
         .collect();
     let weight_slots = weight_like_inputs(graph, &initializers);
     // graph inputs: data inputs vs weight inputs
+    // the weight-slot heuristic applies only if it leaves at least one data input
+    let heuristic_leaves_data =
+        data_inputs_exist(graph, &initializers, &declared_weights, &weight_slots);
     let mut data_inputs = Vec::new();
     let mut weight_inputs: HashMap<&str, Vec<usize>> = HashMap::new();
     for vi in &graph.input {
@@ -116,8 +119,7 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
         }
         let dims = declared_dims(vi);
         if declared_weights.contains(vi.name.as_str())
-            || (weight_slots.contains(vi.name.as_str())
-                && data_inputs_exist(graph, &initializers, &declared_weights, &weight_slots))
+            || (weight_slots.contains(vi.name.as_str()) && heuristic_leaves_data)
         {
             let dims: Option<Vec<usize>> = dims.iter().map(|d| d.map(|v| v as usize)).collect();
             let dims = dims.ok_or_else(|| {

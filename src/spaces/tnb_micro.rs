@@ -38,8 +38,8 @@ pub const BASE_CHANNELS: usize = 64;
 pub const MACRO_CODE: &str = "41414";
 /// Cells per layer.
 pub const CELLS_PER_LAYER: usize = 2;
-/// Edges of a cell, in code order: (0,1), (0,2), (1,2), (0,3), (1,3), (2,3).
-pub const EDGES: [(usize, usize); 6] = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)];
+/// Edges of a cell, in code order: the same 4-node cell as NAS-Bench-201's.
+pub const EDGES: [(usize, usize); 6] = super::nb201::EDGES;
 
 /// An op on one edge of a micro cell, by its TransNAS-Bench-101 code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
