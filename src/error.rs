@@ -89,6 +89,15 @@ pub enum Error {
     /// A command-line value is wrong.
     #[error("{0}")]
     Usage(String),
+    /// A network that parsed but could not be run or scored (no weights where the file's were
+    /// asked for, a proxy whose definition does not apply, a numerical failure).
+    #[error("{path}: {msg}")]
+    Run {
+        /// The network's file or spec.
+        path: String,
+        /// What went wrong.
+        msg: String,
+    },
 }
 
 /// Shorthand result type.
@@ -120,6 +129,7 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Shape { .. } => exit::ONNX,
             Error::BadSpec { .. } | Error::Usage(_) => exit::USAGE,
+            Error::Run { .. } => exit::FAILURE,
         }
     }
 

@@ -6,6 +6,8 @@
 
 pub mod dataset;
 pub mod error;
+#[cfg(feature = "torch")]
+pub mod exec;
 pub mod graph;
 pub mod metrics;
 pub mod onnx;

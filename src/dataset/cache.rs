@@ -83,6 +83,9 @@ pub fn cg_from_json(j: &CgJson) -> Cg {
                 params: n.params,
                 macs: n.macs,
                 flops: n.flops,
+                act_slots: Vec::new(),
+                operands: Vec::new(),
+                onnx_attrs: Default::default(),
             })
         })
         .collect();

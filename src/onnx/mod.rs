@@ -13,10 +13,11 @@
 //! by several nodes is counted once, at its first consumer in file order.
 
 mod map;
+pub mod run;
 pub mod write;
 
 use crate::error::{Error, Result};
-use crate::graph::{Cg, OpKind, OpNode, Shape, TensorEdge};
+use crate::graph::{AttrValue, Cg, ConstValue, OpKind, OpNode, Operand, Shape, TensorEdge};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use tract_onnx::pb;
@@ -334,7 +335,31 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
                 }
             }
         }
+        let operands = static_inputs
+            .iter()
+            .map(|(slot, s)| {
+                let name = inputs[*slot].clone().unwrap_or_default();
+                let shape = weight_inputs
+                    .get(name.as_str())
+                    .cloned()
+                    .or_else(|| shape_of(&name))
+                    .unwrap_or_default();
+                Operand {
+                    slot: *slot,
+                    param: s.float
+                        && s.numel > 1
+                        && !s.sources.is_empty()
+                        && map::is_param_slot(&pn.op_type, *slot),
+                    value: s.value.as_deref().and_then(const_value),
+                    name,
+                    shape,
+                }
+            })
+            .collect();
         let mut node = OpNode::new(mapped.kind, name);
+        node.act_slots = act_inputs.iter().map(|(s, _)| *s).collect();
+        node.operands = operands;
+        node.onnx_attrs = pn.attribute.iter().filter_map(attr_value).collect();
         node.onnx_op = pn.op_type.clone();
         node.attrs = mapped.attrs;
         node.in_shapes = in_shapes.clone();
@@ -465,6 +490,39 @@ fn sanity_check(graph: &pb::GraphProto, source: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A constant's values as the executor keeps them (floats as f32, integers and booleans as i64).
+fn const_value(t: &Tensor) -> Option<ConstValue> {
+    if t.datum_type().is_float() {
+        let c = t.cast_to::<f32>().ok()?;
+        Some(ConstValue::Float(Arc::new(
+            c.to_plain_array_view::<f32>().ok()?.iter().copied().collect(),
+        )))
+    } else {
+        let c = t.cast_to::<i64>().ok()?;
+        Some(ConstValue::Int(Arc::new(
+            c.to_plain_array_view::<i64>().ok()?.iter().copied().collect(),
+        )))
+    }
+}
+
+/// An ONNX attribute as a name and value (graphs and tensors as attributes are left out).
+fn attr_value(a: &pb::AttributeProto) -> Option<(String, AttrValue)> {
+    let v = match a.r#type {
+        1 => AttrValue::Float(a.f as f64),
+        2 => AttrValue::Int(a.i),
+        3 => AttrValue::Str(String::from_utf8_lossy(&a.s).into_owned()),
+        6 => AttrValue::Floats(a.floats.iter().map(|&f| f as f64).collect()),
+        7 => AttrValue::Ints(a.ints.clone()),
+        _ if !a.ints.is_empty() => AttrValue::Ints(a.ints.clone()),
+        _ if !a.floats.is_empty() => {
+            AttrValue::Floats(a.floats.iter().map(|&f| f as f64).collect())
+        }
+        _ if !a.s.is_empty() => AttrValue::Str(String::from_utf8_lossy(&a.s).into_owned()),
+        _ => return None,
+    };
+    Some((a.name.clone(), v))
 }
 
 /// The first line of a message (tract's errors can carry a backtrace).

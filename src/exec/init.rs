@@ -1,0 +1,110 @@
+//! Weight initialisation schemes, generated in Rust from a seed so that a network's weights
+//! do not depend on libtorch's global generator or on which thread builds it.
+
+use super::Role;
+use crate::dataset::SplitMix64;
+
+/// How parameters are initialised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// PyTorch's defaults for a freshly built network: conv/linear weights Kaiming-uniform with
+    /// `a = sqrt(5)` (bound `1/sqrt(fan_in)`), biases uniform in `±1/sqrt(fan_in)`,
+    /// normalisation scale 1 and shift 0; other parameters (embeddings, tokens, layer scales)
+    /// `N(0, 0.02)`, the usual transformer choice.
+    Default,
+    /// SWAP's `network_weight_gaussian_init`: conv/linear weights `N(0, 1)`, biases 0,
+    /// normalisation scale 1 and shift 0; other parameters as [`Init::Default`].
+    Gaussian,
+    /// epsinas' constant init: every weight (conv, linear, normalisation scale, others) the
+    /// constant, every bias and shift 0.
+    Constant(f64),
+    /// The absolute value of the current weights (SynFlow's linearisation).
+    Abs,
+    /// The values stored in the file (an error for files exported without weights).
+    File,
+}
+
+/// The values of one parameter under `init` (not `Abs`/`File`, which the executor handles).
+pub(super) fn values(
+    init: Init,
+    role: Role,
+    fan_in: usize,
+    numel: i64,
+    seed: u64,
+    index: u64,
+) -> Vec<f64> {
+    let n = numel.max(0) as usize;
+    let mut rng = SplitMix64(
+        seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x5851_F42D_4C95_7F2D),
+    );
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    let mut uniform = |lo: f64, hi: f64| -> Vec<f64> {
+        (0..n).map(|_| lo + (hi - lo) * unit(&mut rng)).collect()
+    };
+    match (init, role) {
+        (Init::Constant(_), Role::Bias | Role::NormShift) => vec![0.0; n],
+        (Init::Constant(c), _) => vec![c; n],
+        (_, Role::NormScale) => vec![1.0; n],
+        (_, Role::NormShift) => vec![0.0; n],
+        (Init::Gaussian, Role::Bias) => vec![0.0; n],
+        (Init::Gaussian, Role::Weight | Role::TransposedWeight) => normals(&mut rng, n, 1.0),
+        (_, Role::Weight | Role::TransposedWeight | Role::Bias) => uniform(-bound, bound),
+        (_, Role::Other) => normals(&mut rng, n, 0.02),
+    }
+}
+
+/// A uniform number in [0, 1) with 53 random bits.
+fn unit(rng: &mut SplitMix64) -> f64 {
+    (rng.next() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `n` draws of `N(0, std^2)` (Box-Muller).
+fn normals(rng: &mut SplitMix64, n: usize, std: f64) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1 = unit(rng).max(f64::MIN_POSITIVE);
+        let u2 = unit(rng);
+        let r = (-2.0 * u1.ln()).sqrt() * std;
+        let t = std::f64::consts::TAU * u2;
+        out.push(r * t.cos());
+        out.push(r * t.sin());
+    }
+    out.truncate(n);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_weights_respect_the_kaiming_bound_and_are_seeded() {
+        let a = values(Init::Default, Role::Weight, 27, 1000, 7, 0);
+        let b = values(Init::Default, Role::Weight, 27, 1000, 7, 0);
+        let c = values(Init::Default, Role::Weight, 27, 1000, 8, 0);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let bound = 1.0 / 27f64.sqrt();
+        assert!(a.iter().all(|v| v.abs() <= bound));
+        // spread close to the uniform's: variance bound^2/3
+        let var = a.iter().map(|v| v * v).sum::<f64>() / a.len() as f64;
+        assert!((var / (bound * bound / 3.0) - 1.0).abs() < 0.15, "{var}");
+    }
+
+    #[test]
+    fn gaussian_weights_are_standard_normal_and_biases_zero() {
+        let w = values(Init::Gaussian, Role::Weight, 9, 20_000, 1, 3);
+        let mean = w.iter().sum::<f64>() / w.len() as f64;
+        let var = w.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / w.len() as f64;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+        assert!(values(Init::Gaussian, Role::Bias, 9, 5, 1, 3).iter().all(|&v| v == 0.0));
+        assert!(values(Init::Gaussian, Role::NormScale, 9, 5, 1, 3).iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn constant_init_sets_weights_and_zeroes_biases() {
+        assert_eq!(values(Init::Constant(1e-7), Role::Weight, 3, 2, 0, 0), vec![1e-7; 2]);
+        assert_eq!(values(Init::Constant(1e-7), Role::NormScale, 3, 2, 0, 0), vec![1e-7; 2]);
+        assert_eq!(values(Init::Constant(1e-7), Role::Bias, 3, 2, 0, 0), vec![0.0; 2]);
+    }
+}

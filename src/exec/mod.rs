@@ -1,0 +1,500 @@
+//! Runs a computation graph with libtorch (tch): the stage between the CG and the proxies.
+//!
+//! An [`Executor`] turns a [`Cg`] (loaded from ONNX, so its nodes carry their ONNX attributes and
+//! static operands) into tch tensors: one trainable tensor per parameter operand, one constant
+//! per constant operand, and a forward pass that evaluates the nodes in topological order with
+//! ONNX semantics (`ops.rs`). Parameters can be (re)initialised by the schemes the zero-cost
+//! proxies prescribe ([`Init`]); the forward pass can tap chosen activations (every ReLU's input or
+//! output, every conv/linear output), and gradients flow through everything, so `backward` on
+//! any scalar of the outputs gives per-parameter and per-activation gradients.
+//!
+//! The executor runs on the CPU by default, in float32 or float64, and on CUDA when asked
+//! ([`device::resolve`]). It builds nothing from tract: tract is only the loader's shape
+//! analyser, and the agreement of the two on the same weights is tested (`tests/exec.rs`).
+
+pub mod device;
+mod init;
+mod ops;
+
+pub use init::Init;
+
+use crate::error::{Error, Result};
+use crate::graph::{Cg, ConstValue, OpKind, OpNode, Operand};
+use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::{EdgeRef, IntoEdgeReferences};
+use petgraph::Direction;
+use std::collections::{BTreeMap, HashMap};
+use tch::{Device, Kind, Tensor};
+
+/// What a parameter is to the network: the proxies score only the weights of convolutions and
+/// fully-connected layers (`nn.Conv2d`/`nn.Linear` in the reference code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The weight of a convolution or a matrix product with a weight (Conv, Gemm, MatMul).
+    Weight,
+    /// The bias of a convolution or Gemm.
+    Bias,
+    /// A normalisation's scale (gamma).
+    NormScale,
+    /// A normalisation's shift (beta).
+    NormShift,
+    /// The weight of a transposed convolution (a weight, but not an `nn.Conv2d`).
+    TransposedWeight,
+    /// Anything else (positional embeddings, PReLU slopes, class tokens, layer scales ...).
+    Other,
+}
+
+/// One trainable tensor.
+#[derive(Debug)]
+pub struct Param {
+    /// The operand's name in the source file.
+    pub name: String,
+    /// The tensor (a leaf that requires grad).
+    pub tensor: Tensor,
+    /// Its role.
+    pub role: Role,
+    /// Fan-in as PyTorch computes it for this layer (for Kaiming init and bias bounds).
+    pub fan_in: usize,
+    /// The node that first reads it.
+    pub node: String,
+}
+
+/// How the executor runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExecOptions {
+    /// Where tensors live.
+    pub device: Device,
+    /// float64 instead of float32 (SynFlow runs in float64).
+    pub double: bool,
+    /// Training mode: batch normalisation uses batch statistics (how the reference proxy code
+    /// runs freshly built networks); evaluation mode uses the running statistics.
+    pub train: bool,
+    /// Keep batch normalisation; `false` makes every BatchNorm an identity (the reference's
+    /// `bn=False` copies, used by SynFlow).
+    pub keep_bn: bool,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions { device: Device::Cpu, double: false, train: true, keep_bn: true }
+    }
+}
+
+/// Which activations a forward pass hands back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Taps {
+    /// The input of every ReLU node.
+    pub relu_in: bool,
+    /// The output of every ReLU node.
+    pub relu_out: bool,
+    /// The output of every node with a [`Role::Weight`] parameter (conv and linear layers).
+    pub weighted_out: bool,
+}
+
+/// One tapped activation.
+#[derive(Debug)]
+pub struct Tap {
+    /// The node's name.
+    pub node: String,
+    /// The activation.
+    pub value: Tensor,
+}
+
+/// The result of a forward pass.
+#[derive(Debug, Default)]
+pub struct Forward {
+    /// One tensor per Output node, in graph order.
+    pub outputs: Vec<Tensor>,
+    /// ReLU inputs, when asked for, in topological order.
+    pub relu_in: Vec<Tap>,
+    /// ReLU outputs, when asked for.
+    pub relu_out: Vec<Tap>,
+    /// Conv/linear outputs, when asked for.
+    pub weighted_out: Vec<Tap>,
+}
+
+/// A CG made runnable: parameters, constants and the evaluation order.
+pub struct Executor<'a> {
+    cg: &'a Cg,
+    opts: ExecOptions,
+    order: Vec<NodeIndex>,
+    /// Parameters by operand name, in first-use order.
+    params: Vec<Param>,
+    param_index: HashMap<String, usize>,
+    consts: HashMap<String, Tensor>,
+    /// The batch size the CG's shapes were bound at.
+    cg_batch: i64,
+    /// How many consumers read each node output (to free activations early).
+    uses: HashMap<(NodeIndex, usize), usize>,
+}
+
+/// The role a static operand plays at `slot` of `node`, if it is a parameter.
+fn role_of(node: &OpNode, op: &Operand) -> Role {
+    match (node.onnx_op.as_str(), op.slot) {
+        ("Conv", 1) => Role::Weight,
+        ("ConvTranspose", 1) => Role::TransposedWeight,
+        ("Conv" | "ConvTranspose" | "Gemm", 2) => Role::Bias,
+        ("Gemm" | "MatMul", _) => Role::Weight,
+        (
+            "BatchNormalization"
+            | "LayerNormalization"
+            | "GroupNormalization"
+            | "InstanceNormalization",
+            1,
+        ) => Role::NormScale,
+        (
+            "BatchNormalization"
+            | "LayerNormalization"
+            | "GroupNormalization"
+            | "InstanceNormalization",
+            2,
+        ) => Role::NormShift,
+        _ => Role::Other,
+    }
+}
+
+/// PyTorch's fan-in of a weight: dimension 1 times the receptive field for convolutions, the
+/// input features for linear layers.
+fn fan_in(node: &OpNode, op: &Operand) -> usize {
+    let s = &op.shape;
+    match node.onnx_op.as_str() {
+        "Conv" | "ConvTranspose" => {
+            s.get(1).copied().unwrap_or(1) * s.iter().skip(2).product::<usize>().max(1)
+        }
+        "Gemm" => {
+            let trans_b = node.attr_int("transB", 0) != 0;
+            if op.slot == 1 && trans_b {
+                s.get(1).copied().unwrap_or(1)
+            } else {
+                s.first().copied().unwrap_or(1)
+            }
+        }
+        "MatMul" if s.len() >= 2 => s[s.len() - 2],
+        _ => s.iter().skip(1).product::<usize>().max(1),
+    }
+}
+
+impl<'a> Executor<'a> {
+    /// Builds the executor: allocates parameters (initialised by `init`, with `seed`) and
+    /// constants. Errors name the node whose operand cannot be built.
+    pub fn new(cg: &'a Cg, opts: ExecOptions, init: Init, seed: u64) -> Result<Executor<'a>> {
+        let kind = if opts.double { Kind::Double } else { Kind::Float };
+        let order: Vec<NodeIndex> = cg.graph.node_indices().collect();
+        let mut params: Vec<Param> = Vec::new();
+        let mut param_index = HashMap::new();
+        let mut consts = HashMap::new();
+        // the bias of a layer takes its weight's fan-in
+        for &n in &order {
+            let node = &cg.graph[n];
+            let weight_fan_in =
+                node.operands.iter().find(|o| o.param && o.slot == 1).map(|o| fan_in(node, o));
+            for op in &node.operands {
+                if op.param {
+                    if param_index.contains_key(&op.name) {
+                        continue;
+                    }
+                    let role = role_of(node, op);
+                    let fi = match role {
+                        Role::Bias => weight_fan_in.unwrap_or_else(|| fan_in(node, op)),
+                        _ => fan_in(node, op),
+                    };
+                    let dims: Vec<i64> = op.shape.iter().map(|&d| d as i64).collect();
+                    let tensor = Tensor::zeros(&dims, (kind, opts.device));
+                    param_index.insert(op.name.clone(), params.len());
+                    params.push(Param {
+                        name: op.name.clone(),
+                        tensor,
+                        role,
+                        fan_in: fi.max(1),
+                        node: node.name.clone(),
+                    });
+                } else if !consts.contains_key(&op.name) {
+                    let t = const_tensor(node, op, kind, opts.device).map_err(|msg| {
+                        node_error(cg, n, format!("operand '{}': {msg}", op.name))
+                    })?;
+                    consts.insert(op.name.clone(), t);
+                }
+            }
+        }
+        let mut uses = HashMap::new();
+        for e in (&cg.graph).edge_references() {
+            *uses.entry((e.source(), e.weight().src_slot)).or_insert(0) += 1;
+        }
+        let cg_batch = cg
+            .graph
+            .node_weights()
+            .find(|n| n.kind == OpKind::Input)
+            .and_then(|n| n.out_shape().first().copied())
+            .unwrap_or(1) as i64;
+        let mut ex = Executor { cg, opts, order, params, param_index, consts, cg_batch, uses };
+        ex.init(init, seed)?;
+        Ok(ex)
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> ExecOptions {
+        self.opts
+    }
+
+    /// The float kind of its tensors.
+    pub fn kind(&self) -> Kind {
+        if self.opts.double {
+            Kind::Double
+        } else {
+            Kind::Float
+        }
+    }
+
+    /// Its parameters, in first-use (topological) order.
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// Mutable access to the parameters (for proxies that rewrite weights, e.g. SynFlow's
+    /// absolute values).
+    pub fn params_mut(&mut self) -> &mut [Param] {
+        &mut self.params
+    }
+
+    /// The constant operand `name` (running statistics, shapes, scalars), if the graph has it.
+    pub fn constant(&self, name: &str) -> Option<&Tensor> {
+        self.consts.get(name)
+    }
+
+    /// The parameter `name`, if the graph has it.
+    pub fn param(&self, name: &str) -> Option<&Param> {
+        self.param_index.get(name).map(|&i| &self.params[i])
+    }
+
+    /// Trainable parameter count.
+    pub fn param_count(&self) -> i64 {
+        self.params.iter().map(|p| p.tensor.numel() as i64).sum()
+    }
+
+    /// (Re)initialises every parameter (see [`Init`]).
+    pub fn init(&mut self, init: Init, seed: u64) -> Result<()> {
+        let (kind, device) = (self.kind(), self.opts.device);
+        let values: HashMap<&str, &Operand> = self
+            .cg
+            .graph
+            .node_weights()
+            .flat_map(|n| n.operands.iter())
+            .filter(|o| o.param)
+            .map(|o| (o.name.as_str(), o))
+            .collect();
+        for (i, p) in self.params.iter_mut().enumerate() {
+            let data: Vec<f64> = match init {
+                Init::File => match values.get(p.name.as_str()).and_then(|o| o.value.as_ref()) {
+                    Some(ConstValue::Float(v)) => v.iter().map(|&x| x as f64).collect(),
+                    _ => {
+                        return Err(Error::Run {
+                            path: self.cg.source.clone(),
+                            msg: format!(
+                                "parameter '{}' of node '{}' has no values in the file (exported without weights); use another initialisation",
+                                p.name, p.node
+                            ),
+                        })
+                    }
+                },
+                Init::Abs => {
+                    let t = p.tensor.abs().detach();
+                    p.tensor = t.set_requires_grad(true);
+                    continue;
+                }
+                _ => init::values(init, p.role, p.fan_in, p.tensor.numel() as i64, seed, i as u64),
+            };
+            let shape = p.tensor.size();
+            let t = Tensor::from_slice(&data).to_kind(kind).reshape(&shape).to_device(device);
+            p.tensor = t.set_requires_grad(true);
+        }
+        Ok(())
+    }
+
+    /// Zeroes every parameter's gradient.
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            p.tensor.zero_grad();
+        }
+    }
+
+    /// Runs the graph on `inputs` (one tensor per Input node, in graph order; batch size free).
+    pub fn forward(&self, inputs: &[Tensor], taps: Taps) -> Result<Forward> {
+        let cg = self.cg;
+        let mut values: HashMap<(NodeIndex, usize), Tensor> = HashMap::new();
+        let mut remaining = self.uses.clone();
+        let mut fwd = Forward::default();
+        let mut next_input = 0usize;
+        let batch = inputs.first().map(|t| t.size().first().copied().unwrap_or(1)).unwrap_or(1);
+        let ctx = ops::Ctx {
+            kind: self.kind(),
+            device: self.opts.device,
+            cg_batch: self.cg_batch,
+            batch,
+        };
+        for &n in &self.order {
+            let node = &cg.graph[n];
+            // activation inputs by destination slot
+            let mut acts: Vec<(usize, Tensor)> = Vec::new();
+            for e in cg.graph.edges_directed(n, Direction::Incoming) {
+                let key = (e.source(), e.weight().src_slot);
+                let Some(v) = values.get(&key) else {
+                    return Err(node_error(
+                        cg,
+                        n,
+                        format!("input '{}' was not computed", e.weight().name),
+                    ));
+                };
+                acts.push((e.weight().dst_slot, v.shallow_clone()));
+                if let Some(r) = remaining.get_mut(&key) {
+                    *r -= 1;
+                    if *r == 0 {
+                        values.remove(&key);
+                    }
+                }
+            }
+            acts.sort_by_key(|(s, _)| *s);
+            let acts: Vec<Tensor> = acts.into_iter().map(|(_, t)| t).collect();
+            let outs: Vec<Tensor> = match node.kind {
+                OpKind::Input => {
+                    let Some(x) = inputs.get(next_input) else {
+                        return Err(node_error(
+                            cg,
+                            n,
+                            format!("the graph has more inputs than the {} given", inputs.len()),
+                        ));
+                    };
+                    next_input += 1;
+                    vec![x.to_kind(ops::input_kind(node, ctx.kind)).to_device(ctx.device)]
+                }
+                OpKind::Output => {
+                    if let Some(x) = acts.into_iter().next() {
+                        fwd.outputs.push(x);
+                    }
+                    continue;
+                }
+                OpKind::BatchNorm if !self.opts.keep_bn => acts.into_iter().take(1).collect(),
+                _ => {
+                    let args = self.arguments(node, &acts);
+                    if taps.relu_in && node.kind == OpKind::Relu {
+                        if let Some(x) = acts.first() {
+                            fwd.relu_in
+                                .push(Tap { node: node.name.clone(), value: x.shallow_clone() });
+                        }
+                    }
+                    ops::eval(node, &args, &ctx, self.opts.train)
+                        .map_err(|msg| node_error(cg, n, msg))?
+                }
+            };
+            if taps.relu_out && node.kind == OpKind::Relu {
+                if let Some(y) = outs.first() {
+                    fwd.relu_out.push(Tap { node: node.name.clone(), value: y.shallow_clone() });
+                }
+            }
+            if taps.weighted_out
+                && node.operands.iter().any(|o| {
+                    o.param
+                        && self
+                            .param_index
+                            .get(&o.name)
+                            .is_some_and(|&i| self.params[i].role == Role::Weight)
+                })
+            {
+                if let Some(y) = outs.first() {
+                    fwd.weighted_out
+                        .push(Tap { node: node.name.clone(), value: y.shallow_clone() });
+                }
+            }
+            for (slot, t) in outs.into_iter().enumerate() {
+                if self.uses.contains_key(&(n, slot)) {
+                    values.insert((n, slot), t);
+                }
+            }
+        }
+        Ok(fwd)
+    }
+
+    /// The node's arguments in ONNX slot order: activations where it reads activations,
+    /// parameters and constants where it reads static operands, `None` for omitted inputs.
+    fn arguments(&self, node: &OpNode, acts: &[Tensor]) -> Vec<Option<Tensor>> {
+        let act_slots: Vec<usize> = if node.act_slots.len() == acts.len() {
+            node.act_slots.clone()
+        } else {
+            (0..acts.len()).collect()
+        };
+        let len = act_slots
+            .iter()
+            .copied()
+            .chain(node.operands.iter().map(|o| o.slot))
+            .max()
+            .map(|m| m + 1)
+            .unwrap_or(0);
+        let mut args: Vec<Option<Tensor>> = (0..len).map(|_| None).collect();
+        for (slot, t) in act_slots.iter().zip(acts) {
+            args[*slot] = Some(t.shallow_clone());
+        }
+        for op in &node.operands {
+            let t = if op.param {
+                self.param_index.get(&op.name).map(|&i| self.params[i].tensor.shallow_clone())
+            } else {
+                self.consts.get(&op.name).map(|t| t.shallow_clone())
+            };
+            args[op.slot] = t;
+        }
+        args
+    }
+}
+
+/// A constant operand as a tensor. Floats take the executor's kind; integers stay int64.
+/// Running statistics exported without data start as PyTorch's (mean 0, variance 1).
+fn const_tensor(
+    node: &OpNode,
+    op: &Operand,
+    kind: Kind,
+    device: Device,
+) -> std::result::Result<Tensor, String> {
+    let dims: Vec<i64> = op.shape.iter().map(|&d| d as i64).collect();
+    let numel: usize = op.shape.iter().product();
+    match &op.value {
+        Some(ConstValue::Float(v)) if v.len() == numel => {
+            Ok(Tensor::from_slice(v).to_kind(kind).reshape(&dims).to_device(device))
+        }
+        Some(ConstValue::Int(v)) if v.len() == numel => {
+            Ok(Tensor::from_slice(v).reshape(&dims).to_device(device))
+        }
+        Some(_) => {
+            Err(format!("holds a number of values that does not match its shape {:?}", op.shape))
+        }
+        None => match (node.onnx_op.as_str(), op.slot) {
+            ("BatchNormalization", 3) => Ok(Tensor::zeros(&dims, (kind, device))),
+            ("BatchNormalization", 4) => Ok(Tensor::ones(&dims, (kind, device))),
+            _ => Err("has no value in the file, and the op needs it".into()),
+        },
+    }
+}
+
+fn node_error(cg: &Cg, n: NodeIndex, msg: String) -> Error {
+    let node = &cg.graph[n];
+    Error::Node {
+        path: cg.source.clone(),
+        index: n.index(),
+        node: node.name.clone(),
+        op: if node.onnx_op.is_empty() {
+            node.kind.as_str().to_string()
+        } else {
+            node.onnx_op.clone()
+        },
+        msg: format!("cannot run: {msg}"),
+    }
+}
+
+/// Parameters of an executor as a map of name to values (for tests and debugging).
+pub fn param_values(ex: &Executor) -> BTreeMap<String, Vec<f64>> {
+    ex.params()
+        .iter()
+        .map(|p| {
+            let t = p.tensor.detach().to_kind(Kind::Double).flatten(0, -1);
+            let v: Vec<f64> = Vec::<f64>::try_from(&t).unwrap_or_default();
+            (p.name.clone(), v)
+        })
+        .collect()
+}

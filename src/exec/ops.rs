@@ -1,0 +1,766 @@
+//! ONNX semantics of every op the executor runs, on tch tensors.
+//!
+//! Each node is evaluated from its arguments in ONNX input-slot order (activations, parameters
+//! and constants alike) and its ONNX attributes. Shape-only ops (Reshape, Flatten, Squeeze,
+//! Unsqueeze, Expand, Tile) take their target from the CG's inferred output shape, with the
+//! leading (batch) dimension following the batch actually run, so a graph bound at batch 1 runs
+//! at any batch size.
+
+use crate::graph::{OpKind, OpNode};
+use tch::{Device, Kind, Tensor};
+
+type R<T> = std::result::Result<T, String>;
+
+/// What every op needs besides its arguments.
+pub(super) struct Ctx {
+    pub kind: Kind,
+    pub device: Device,
+    pub cg_batch: i64,
+    pub batch: i64,
+}
+
+fn e(err: tch::TchError) -> String {
+    let s = err.to_string();
+    s.lines().next().unwrap_or("libtorch error").to_string()
+}
+
+/// The kind an Input node's data takes (float inputs follow the executor's precision).
+pub(super) fn input_kind(_node: &OpNode, kind: Kind) -> Kind {
+    kind
+}
+
+/// Argument `slot`, or an error naming it.
+fn arg(args: &[Option<Tensor>], slot: usize) -> R<&Tensor> {
+    args.get(slot).and_then(|a| a.as_ref()).ok_or_else(|| format!("input {slot} is missing"))
+}
+
+fn opt(args: &[Option<Tensor>], slot: usize) -> Option<&Tensor> {
+    args.get(slot).and_then(|a| a.as_ref())
+}
+
+/// The integer values of a small constant tensor (shapes, axes, pads, indices).
+fn ints(t: &Tensor) -> R<Vec<i64>> {
+    let t = t.to_kind(Kind::Int64).to_device(Device::Cpu).flatten(0, -1);
+    Vec::<i64>::try_from(&t).map_err(e)
+}
+
+fn floats(t: &Tensor) -> R<Vec<f64>> {
+    let t = t.to_kind(Kind::Double).to_device(Device::Cpu).flatten(0, -1);
+    Vec::<f64>::try_from(&t).map_err(e)
+}
+
+fn scalar(t: &Tensor) -> R<f64> {
+    floats(t)?.first().copied().ok_or_else(|| "an empty scalar".to_string())
+}
+
+/// An axis in `0..rank`.
+fn axis(a: i64, rank: i64) -> R<i64> {
+    let v = if a < 0 { a + rank } else { a };
+    if (0..rank.max(1)).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("axis {a} is out of range for rank {rank}"))
+    }
+}
+
+fn rank(t: &Tensor) -> i64 {
+    t.dim() as i64
+}
+
+/// The CG's output shape `slot`, with the batch dimension following the run's batch.
+fn target(node: &OpNode, slot: usize, ctx: &Ctx) -> R<Vec<i64>> {
+    let s = node.out_shapes.get(slot).ok_or_else(|| format!("output {slot} has no shape"))?;
+    let mut v: Vec<i64> = s.iter().map(|&d| d as i64).collect();
+    if ctx.batch != ctx.cg_batch {
+        if let Some(first) = v.first_mut() {
+            if *first == ctx.cg_batch {
+                *first = ctx.batch;
+            } else if ctx.cg_batch > 0 && *first % ctx.cg_batch == 0 {
+                // a batch merged with another dimension (B*heads)
+                *first = *first / ctx.cg_batch * ctx.batch;
+            }
+        }
+    }
+    Ok(v)
+}
+
+fn spatial_attr(node: &OpNode, name: &str, n: usize, default: i64) -> Vec<i64> {
+    match node.attr_ints(name) {
+        Some(v) if v.len() == n => v.to_vec(),
+        _ => vec![default; n],
+    }
+}
+
+/// Pads of `n` spatial axes as (begins, ends); `auto_pad` SAME_* computed from the input.
+fn pads(
+    node: &OpNode,
+    x: &Tensor,
+    kernel: &[i64],
+    stride: &[i64],
+    dil: &[i64],
+) -> (Vec<i64>, Vec<i64>) {
+    let n = kernel.len();
+    let auto = node.attr_str("auto_pad").unwrap_or("NOTSET");
+    if auto == "SAME_UPPER" || auto == "SAME_LOWER" {
+        let size = x.size();
+        let mut b = vec![0; n];
+        let mut en = vec![0; n];
+        for i in 0..n {
+            let inp = size.get(2 + i).copied().unwrap_or(1);
+            let out = (inp + stride[i] - 1) / stride[i];
+            let total = ((out - 1) * stride[i] + (kernel[i] - 1) * dil[i] + 1 - inp).max(0);
+            let small = total / 2;
+            if auto == "SAME_UPPER" {
+                b[i] = small;
+                en[i] = total - small;
+            } else {
+                b[i] = total - small;
+                en[i] = small;
+            }
+        }
+        return (b, en);
+    }
+    let p = spatial_attr(node, "pads", 2 * n, 0);
+    (p[..n].to_vec(), p[n..].to_vec())
+}
+
+/// Pads spatial axes explicitly (torch order: last axis first) with `value`.
+fn pad_spatial(x: &Tensor, b: &[i64], en: &[i64], value: f64) -> R<Tensor> {
+    let mut p = Vec::with_capacity(2 * b.len());
+    for i in (0..b.len()).rev() {
+        p.push(b[i]);
+        p.push(en[i]);
+    }
+    x.f_pad(p.as_slice(), "constant", Some(value)).map_err(e)
+}
+
+/// Evaluates one node.
+pub(super) fn eval(
+    node: &OpNode,
+    args: &[Option<Tensor>],
+    ctx: &Ctx,
+    train: bool,
+) -> R<Vec<Tensor>> {
+    // fused kinds first: their parts' ONNX ops are joined with '+'
+    match node.kind {
+        OpKind::Silu if node.onnx_op.contains('+') => {
+            let x = arg(args, 0)?;
+            return Ok(vec![x.f_mul(&x.f_sigmoid().map_err(e)?).map_err(e)?]);
+        }
+        OpKind::HardSwish if node.onnx_op.contains('+') => {
+            return Ok(vec![arg(args, 0)?.f_hardswish().map_err(e)?]);
+        }
+        OpKind::Gelu if node.onnx_op.contains('+') => {
+            return Ok(vec![arg(args, 0)?.f_gelu("none").map_err(e)?]);
+        }
+        _ => {}
+    }
+    let one = |t: Tensor| Ok(vec![t]);
+    let x = || arg(args, 0);
+    match node.onnx_op.as_str() {
+        "Conv" => one(conv(node, args, false, ctx)?),
+        "ConvTranspose" => one(conv(node, args, true, ctx)?),
+        "Gemm" => {
+            let (mut a, mut b) = (x()?.shallow_clone(), arg(args, 1)?.shallow_clone());
+            if node.attr_int("transA", 0) != 0 {
+                a = a.f_transpose(-2, -1).map_err(e)?;
+            }
+            if node.attr_int("transB", 0) != 0 {
+                b = b.f_transpose(-2, -1).map_err(e)?;
+            }
+            let mut y = a.f_matmul(&b).map_err(e)?;
+            let alpha = node.attr_float("alpha", 1.0);
+            if alpha != 1.0 {
+                y = y.f_mul_scalar(alpha).map_err(e)?;
+            }
+            if let Some(c) = opt(args, 2) {
+                let beta = node.attr_float("beta", 1.0);
+                y = y.f_add(&c.f_mul_scalar(beta).map_err(e)?).map_err(e)?;
+            }
+            one(y)
+        }
+        "MatMul" => one(x()?.f_matmul(arg(args, 1)?).map_err(e)?),
+        "BatchNormalization" => {
+            let eps = node.attr_float("epsilon", 1e-5);
+            let (w, b) = (opt(args, 1), opt(args, 2));
+            let y = if train {
+                x()?.f_batch_norm(w, b, None::<&Tensor>, None::<&Tensor>, true, 0.1, eps, false)
+            } else {
+                x()?.f_batch_norm(w, b, opt(args, 3), opt(args, 4), false, 0.1, eps, false)
+            };
+            one(y.map_err(e)?)
+        }
+        "LayerNormalization" => {
+            let x = x()?;
+            let a = axis(node.attr_int("axis", -1), rank(x))?;
+            let shape: Vec<i64> = x.size()[a as usize..].to_vec();
+            let eps = node.attr_float("epsilon", 1e-5);
+            let (w, b) = (opt(args, 1), opt(args, 2));
+            // the ONNX scale may be broadcast from fewer dims: expand to the normalised shape
+            let w = w.map(|w| w.f_expand(shape.as_slice(), false)).transpose().map_err(e)?;
+            let b = b.map(|b| b.f_expand(shape.as_slice(), false)).transpose().map_err(e)?;
+            one(x.f_layer_norm(shape.as_slice(), w.as_ref(), b.as_ref(), eps, false).map_err(e)?)
+        }
+        "GroupNormalization" => {
+            let x = x()?;
+            let g = node.attr_int("num_groups", 1).max(1);
+            let c = x.size().get(1).copied().unwrap_or(1);
+            let eps = node.attr_float("epsilon", 1e-5);
+            // opset 18 gives one scale per group, opset 21 one per channel
+            let per_channel = |t: Option<&Tensor>| -> R<Option<Tensor>> {
+                match t {
+                    Some(t) if t.numel() as i64 == g && g != c => {
+                        Ok(Some(t.f_repeat_interleave_self_int(c / g, 0, None).map_err(e)?))
+                    }
+                    Some(t) => Ok(Some(t.shallow_clone())),
+                    None => Ok(None),
+                }
+            };
+            let (w, b) = (per_channel(opt(args, 1))?, per_channel(opt(args, 2))?);
+            one(x.f_group_norm(g, w.as_ref(), b.as_ref(), eps, false).map_err(e)?)
+        }
+        "InstanceNormalization" => {
+            let eps = node.attr_float("epsilon", 1e-5);
+            one(x()?
+                .f_instance_norm(
+                    opt(args, 1),
+                    opt(args, 2),
+                    None::<&Tensor>,
+                    None::<&Tensor>,
+                    true,
+                    0.1,
+                    eps,
+                    false,
+                )
+                .map_err(e)?)
+        }
+        "Relu" => one(x()?.f_relu().map_err(e)?),
+        "Sigmoid" => one(x()?.f_sigmoid().map_err(e)?),
+        "Tanh" => one(x()?.f_tanh().map_err(e)?),
+        "Exp" => one(x()?.f_exp().map_err(e)?),
+        "Log" => one(x()?.f_log().map_err(e)?),
+        "Neg" => one(x()?.f_neg().map_err(e)?),
+        "Abs" => one(x()?.f_abs().map_err(e)?),
+        "Reciprocal" => one(x()?.f_reciprocal().map_err(e)?),
+        "Sqrt" => one(x()?.f_sqrt().map_err(e)?),
+        "Erf" => one(x()?.f_erf().map_err(e)?),
+        "Softplus" => one(softplus(x()?)?),
+        "Mish" => {
+            let x = x()?;
+            one(x.f_mul(&softplus(x)?.f_tanh().map_err(e)?).map_err(e)?)
+        }
+        "Gelu" => {
+            let approx = node.attr_str("approximate").unwrap_or("none");
+            one(x()?.f_gelu(if approx == "tanh" { "tanh" } else { "none" }).map_err(e)?)
+        }
+        "HardSwish" => one(x()?.f_hardswish().map_err(e)?),
+        "HardSigmoid" => {
+            let (a, b) = (node.attr_float("alpha", 0.2), node.attr_float("beta", 0.5));
+            one(x()?
+                .f_mul_scalar(a)
+                .map_err(e)?
+                .f_add_scalar(b)
+                .map_err(e)?
+                .f_clamp(0.0, 1.0)
+                .map_err(e)?)
+        }
+        "LeakyRelu" => {
+            let a = node.attr_float("alpha", 0.01);
+            let x = x()?;
+            one(x
+                .f_relu()
+                .map_err(e)?
+                .f_sub(&x.f_neg().map_err(e)?.f_relu().map_err(e)?.f_mul_scalar(a).map_err(e)?)
+                .map_err(e)?)
+        }
+        "PRelu" => {
+            let x = x()?;
+            let slope = arg(args, 1)?;
+            let neg = x.f_neg().map_err(e)?.f_relu().map_err(e)?.f_neg().map_err(e)?;
+            one(x.f_relu().map_err(e)?.f_add(&neg.f_mul(slope).map_err(e)?).map_err(e)?)
+        }
+        "Elu" | "Selu" | "Celu" => {
+            let x = x()?;
+            let (alpha, gamma) = match node.onnx_op.as_str() {
+                "Selu" => (
+                    node.attr_float("alpha", 1.673_263_192_176_818_8),
+                    node.attr_float("gamma", 1.050_701_022_148_132_3),
+                ),
+                _ => (node.attr_float("alpha", 1.0), 1.0),
+            };
+            let inner = if node.onnx_op == "Celu" {
+                x.f_div_scalar(alpha).map_err(e)?
+            } else {
+                x.shallow_clone()
+            };
+            let neg = inner
+                .f_clamp_max(0.0)
+                .map_err(e)?
+                .f_expm1()
+                .map_err(e)?
+                .f_mul_scalar(alpha)
+                .map_err(e)?;
+            one(x.f_relu().map_err(e)?.f_add(&neg).map_err(e)?.f_mul_scalar(gamma).map_err(e)?)
+        }
+        "Clip" => {
+            let mut lo = node.onnx_attrs.get("min").map(|_| node.attr_float("min", f64::MIN));
+            let mut hi = node.onnx_attrs.get("max").map(|_| node.attr_float("max", f64::MAX));
+            if let Some(t) = opt(args, 1) {
+                lo = Some(scalar(t)?);
+            }
+            if let Some(t) = opt(args, 2) {
+                hi = Some(scalar(t)?);
+            }
+            let mut y = x()?.shallow_clone();
+            if let Some(l) = lo {
+                y = y.f_clamp_min(l).map_err(e)?;
+            }
+            if let Some(h) = hi {
+                y = y.f_clamp_max(h).map_err(e)?;
+            }
+            one(y)
+        }
+        "Softmax" | "LogSoftmax" => {
+            let x = x()?;
+            let a = axis(node.attr_int("axis", -1), rank(x))?;
+            let y = if node.onnx_op == "Softmax" {
+                x.f_softmax(a, None::<Kind>)
+            } else {
+                x.f_log_softmax(a, None::<Kind>)
+            };
+            one(y.map_err(e)?)
+        }
+        "Add" | "Sum" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Equal" | "Less"
+        | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" => {
+            let items: Vec<&Tensor> = args.iter().flatten().collect();
+            let (first, rest) = items.split_first().ok_or("no inputs")?;
+            let mut y = first.shallow_clone();
+            for t in rest {
+                y = binary(node.onnx_op.as_str(), &y, t)?;
+            }
+            one(y)
+        }
+        "Not" => one(x()?.f_logical_not().map_err(e)?),
+        "Where" => {
+            let c = arg(args, 0)?.f_to_kind(Kind::Bool).map_err(e)?;
+            one(arg(args, 1)?.f_where_self(&c, arg(args, 2)?).map_err(e)?)
+        }
+        "Cast" | "CastLike" => {
+            let k = if node.onnx_op == "CastLike" {
+                arg(args, 1)?.kind()
+            } else {
+                onnx_kind(node.attr_int("to", 1), ctx.kind)?
+            };
+            one(x()?.f_to_kind(k).map_err(e)?)
+        }
+        "Concat" => {
+            let items: Vec<&Tensor> = args.iter().flatten().collect();
+            let r = items.first().map(|t| rank(t)).unwrap_or(1);
+            let a = axis(node.attr_int("axis", 0), r)?;
+            one(Tensor::f_cat(&items, a).map_err(e)?)
+        }
+        "Split" => {
+            let x = x()?;
+            let a = axis(node.attr_int("axis", 0), rank(x))?;
+            let mut sizes = Vec::new();
+            for slot in 0..node.out_shapes.len() {
+                sizes.push(
+                    target(node, slot, ctx)?.get(a as usize).copied().ok_or("bad split shape")?,
+                );
+            }
+            x.f_split_with_sizes(sizes.as_slice(), a).map_err(e)
+        }
+        "Slice" => one(slice(node, args)?),
+        "Gather" => {
+            let x = x()?;
+            let a = axis(node.attr_int("axis", 0), rank(x))?;
+            let idx = arg(args, 1)?.to_kind(Kind::Int64);
+            let dim = x.size()[a as usize];
+            // negative indices count from the end
+            let idx = idx.f_remainder(dim).map_err(e)?;
+            let flat = x.f_index_select(a, &idx.flatten(0, -1)).map_err(e)?;
+            let mut shape: Vec<i64> = x.size()[..a as usize].to_vec();
+            shape.extend(idx.size());
+            shape.extend(&x.size()[a as usize + 1..]);
+            one(flat.f_reshape(shape.as_slice()).map_err(e)?)
+        }
+        "GatherElements" => {
+            let x = x()?;
+            let a = axis(node.attr_int("axis", 0), rank(x))?;
+            let idx = arg(args, 1)?.to_kind(Kind::Int64);
+            one(x.f_gather(a, &idx, false).map_err(e)?)
+        }
+        "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
+            one(x()?.f_reshape(target(node, 0, ctx)?.as_slice()).map_err(e)?)
+        }
+        "Expand" => one(x()?.f_expand(target(node, 0, ctx)?.as_slice(), false).map_err(e)?),
+        "Tile" => {
+            let x = x()?;
+            let t = target(node, 0, ctx)?;
+            let reps: Vec<i64> =
+                x.size().iter().zip(&t).map(|(&i, &o)| if i > 0 { o / i } else { 1 }).collect();
+            one(x.f_repeat(reps.as_slice()).map_err(e)?)
+        }
+        "Transpose" => {
+            let x = x()?;
+            let perm: Vec<i64> = match node.attr_ints("perm") {
+                Some(p) => p.to_vec(),
+                None => (0..rank(x)).rev().collect(),
+            };
+            one(x.f_permute(perm.as_slice()).map_err(e)?)
+        }
+        "Pad" => one(pad(node, args)?),
+        "Resize" | "Upsample" => one(resize(node, args, ctx)?),
+        "DepthToSpace" | "SpaceToDepth" => one(depth_space(node, x()?)?),
+        "MaxPool" | "AveragePool" => one(pool(node, x()?)?),
+        "GlobalAveragePool" | "GlobalMaxPool" => {
+            let x = x()?;
+            let dims: Vec<i64> = (2..rank(x)).collect();
+            let y = if node.onnx_op == "GlobalAveragePool" {
+                x.f_mean_dim(dims.as_slice(), true, None::<Kind>)
+            } else {
+                x.f_amax(dims.as_slice(), true)
+            };
+            one(y.map_err(e)?)
+        }
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => {
+            one(reduce(node, args)?)
+        }
+        "ArgMax" | "ArgMin" => {
+            let x = x()?;
+            let a = axis(node.attr_int("axis", 0), rank(x))?;
+            let keep = node.attr_int("keepdims", 1) != 0;
+            let y =
+                if node.onnx_op == "ArgMax" { x.f_argmax(a, keep) } else { x.f_argmin(a, keep) };
+            one(y.map_err(e)?)
+        }
+        _ if node.kind == OpKind::Zero => one(x()?.f_mul_scalar(0.0).map_err(e)?),
+        other => Err(format!("the executor has no implementation of ONNX op '{other}'")),
+    }
+}
+
+fn softplus(x: &Tensor) -> R<Tensor> {
+    // log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), stable for large |x|
+    let tail =
+        x.f_abs().map_err(e)?.f_neg().map_err(e)?.f_exp().map_err(e)?.f_log1p().map_err(e)?;
+    x.f_relu().map_err(e)?.f_add(&tail).map_err(e)
+}
+
+fn binary(op: &str, a: &Tensor, b: &Tensor) -> R<Tensor> {
+    let r = match op {
+        "Add" | "Sum" => a.f_add(b),
+        "Sub" => a.f_sub(b),
+        "Mul" => a.f_mul(b),
+        "Div" => {
+            if a.kind() == Kind::Int64 && b.kind() == Kind::Int64 {
+                a.f_div_tensor_mode(b, "trunc")
+            } else {
+                a.f_div(b)
+            }
+        }
+        "Pow" => a.f_pow(b),
+        "Max" => a.f_maximum(b),
+        "Min" => a.f_minimum(b),
+        "Equal" => a.f_eq_tensor(b),
+        "Less" => a.f_lt_tensor(b),
+        "Greater" => a.f_gt_tensor(b),
+        "LessOrEqual" => a.f_le_tensor(b),
+        "GreaterOrEqual" => a.f_ge_tensor(b),
+        "And" => a.f_logical_and(b),
+        "Or" => a.f_logical_or(b),
+        _ => return Err(format!("no binary op {op}")),
+    };
+    r.map_err(e)
+}
+
+/// ONNX TensorProto data types to tch kinds (floats follow the executor's precision).
+fn onnx_kind(t: i64, float: Kind) -> R<Kind> {
+    Ok(match t {
+        // float32 follows the executor's precision; narrower floats round as they should
+        1 | 11 => float,
+        10 => Kind::Half,
+        16 => Kind::BFloat16,
+        2 => Kind::Uint8,
+        3 => Kind::Int8,
+        5 => Kind::Int16,
+        6 => Kind::Int,
+        7 | 12 | 13 => Kind::Int64,
+        9 => Kind::Bool,
+        other => return Err(format!("cast to ONNX type {other} is not supported")),
+    })
+}
+
+fn conv(node: &OpNode, args: &[Option<Tensor>], transposed: bool, ctx: &Ctx) -> R<Tensor> {
+    let x = arg(args, 0)?;
+    let w = arg(args, 1)?;
+    let b = opt(args, 2);
+    let n = (rank(x) - 2).max(1) as usize;
+    let kernel: Vec<i64> = w.size()[2..].to_vec();
+    let stride = spatial_attr(node, "strides", n, 1);
+    let dil = spatial_attr(node, "dilations", n, 1);
+    let groups = node.attr_int("group", 1).max(1);
+    let (pb, pe) = pads(node, x, &kernel, &stride, &dil);
+    if !transposed {
+        let (x, padding) = if pb == pe {
+            (x.shallow_clone(), pb)
+        } else {
+            (pad_spatial(x, &pb, &pe, 0.0)?, vec![0; n])
+        };
+        return x
+            .f_convolution(
+                w,
+                b,
+                stride.as_slice(),
+                padding.as_slice(),
+                dil.as_slice(),
+                false,
+                vec![0i64; n].as_slice(),
+                groups,
+            )
+            .map_err(e);
+    }
+    // transposed: full output without padding, then crop the pads (output_padding extends the end)
+    let out_pad = spatial_attr(node, "output_padding", n, 0);
+    let full = x
+        .f_convolution(
+            w,
+            b,
+            stride.as_slice(),
+            vec![0i64; n].as_slice(),
+            dil.as_slice(),
+            true,
+            out_pad.as_slice(),
+            groups,
+        )
+        .map_err(e)?;
+    let want = target(node, 0, ctx)?;
+    let mut y = full;
+    for i in 0..n {
+        let len = want.get(2 + i).copied().ok_or("transposed conv output has no shape")?;
+        y = y.f_narrow(2 + i as i64, pb[i], len).map_err(e)?;
+    }
+    Ok(y)
+}
+
+fn pool(node: &OpNode, x: &Tensor) -> R<Tensor> {
+    let n = (rank(x) - 2).max(1) as usize;
+    let kernel = spatial_attr(node, "kernel_shape", n, 1);
+    let stride = spatial_attr(node, "strides", n, 1);
+    let dil = spatial_attr(node, "dilations", n, 1);
+    let ceil = node.attr_int("ceil_mode", 0) != 0;
+    let (pb, pe) = pads(node, x, &kernel, &stride, &dil);
+    let max = node.onnx_op == "MaxPool";
+    let include_pad = node.attr_int("count_include_pad", 0) != 0;
+    // torch pools take symmetric padding of at most half the kernel; otherwise pad explicitly
+    let symmetric = pb == pe && pb.iter().zip(&kernel).all(|(&p, &k)| 2 * p <= k);
+    let (x, padding) = if symmetric {
+        (x.shallow_clone(), pb.clone())
+    } else if max {
+        (pad_spatial(x, &pb, &pe, f64::NEG_INFINITY)?, vec![0; n])
+    } else if include_pad {
+        (pad_spatial(x, &pb, &pe, 0.0)?, vec![0; n])
+    } else {
+        return Err(
+            "average pooling with asymmetric pads that exclude the padding is not supported".into(),
+        );
+    };
+    let (k, s, p, d) = (kernel.as_slice(), stride.as_slice(), padding.as_slice(), dil.as_slice());
+    let r = match (max, n) {
+        (true, 1) => x.f_max_pool1d(k, s, p, d, ceil),
+        (true, 2) => x.f_max_pool2d(k, s, p, d, ceil),
+        (true, 3) => x.f_max_pool3d(k, s, p, d, ceil),
+        (false, 1) => x.f_avg_pool1d(k, s, p, ceil, include_pad),
+        (false, 2) => x.f_avg_pool2d(k, s, p, ceil, include_pad, None::<i64>),
+        (false, 3) => x.f_avg_pool3d(k, s, p, ceil, include_pad, None::<i64>),
+        _ => return Err(format!("pooling over {n} spatial axes is not supported")),
+    };
+    r.map_err(e)
+}
+
+fn slice(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
+    let x = arg(args, 0)?;
+    let r = rank(x);
+    let (starts, ends, axes, steps) = if let Some(s) = node.attr_ints("starts") {
+        // opset < 10: attributes
+        let ends = node.attr_ints("ends").unwrap_or(&[]).to_vec();
+        let axes = node
+            .attr_ints("axes")
+            .map(|a| a.to_vec())
+            .unwrap_or_else(|| (0..s.len() as i64).collect());
+        (s.to_vec(), ends, axes, vec![1; s.len()])
+    } else {
+        let starts = ints(arg(args, 1)?)?;
+        let ends = ints(arg(args, 2)?)?;
+        let axes = match opt(args, 3) {
+            Some(t) => ints(t)?,
+            None => (0..starts.len() as i64).collect(),
+        };
+        let steps = match opt(args, 4) {
+            Some(t) => ints(t)?,
+            None => vec![1; starts.len()],
+        };
+        (starts, ends, axes, steps)
+    };
+    let mut y = x.shallow_clone();
+    for i in 0..starts.len() {
+        let a = axis(*axes.get(i).ok_or("slice axes")?, r)?;
+        let dim = y.size()[a as usize];
+        let step = *steps.get(i).unwrap_or(&1);
+        let clampi = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
+        let norm = |v: i64| if v < 0 { v + dim } else { v };
+        if step > 0 {
+            let s = clampi(norm(starts[i]), 0, dim);
+            let en = clampi(norm(*ends.get(i).ok_or("slice ends")?), 0, dim);
+            y = y.f_slice(a, s, en.max(s), step).map_err(e)?;
+        } else if step < 0 {
+            let s = clampi(norm(starts[i]), -1, dim - 1);
+            let en = clampi(norm(*ends.get(i).ok_or("slice ends")?), -1, dim - 1);
+            let idx: Vec<i64> = (0..).map(|k| s + k * step).take_while(|&v| v > en).collect();
+            let idx = Tensor::from_slice(&idx).to_device(y.device());
+            y = y.f_index_select(a, &idx).map_err(e)?;
+        } else {
+            return Err("a slice step of 0".into());
+        }
+    }
+    Ok(y)
+}
+
+fn pad(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
+    let x = arg(args, 0)?;
+    let r = rank(x) as usize;
+    let raw = match opt(args, 1) {
+        Some(t) => ints(t)?,
+        None => node.attr_ints("pads").map(|p| p.to_vec()).unwrap_or_default(),
+    };
+    let value = match opt(args, 2) {
+        Some(t) if t.numel() > 0 => scalar(t)?,
+        _ => node.attr_float("value", 0.0),
+    };
+    let axes: Vec<i64> = match opt(args, 3) {
+        Some(t) => ints(t)?.into_iter().map(|a| axis(a, r as i64)).collect::<R<_>>()?,
+        None => (0..r as i64).collect(),
+    };
+    if raw.len() != 2 * axes.len() {
+        return Err(format!("{} pads for {} axes", raw.len(), axes.len()));
+    }
+    let mut full_b = vec![0; r];
+    let mut full_e = vec![0; r];
+    for (i, &a) in axes.iter().enumerate() {
+        full_b[a as usize] = raw[i];
+        full_e[a as usize] = raw[axes.len() + i];
+    }
+    // torch order: last axis first, only as many axes as needed
+    let first = (0..r).find(|&i| full_b[i] != 0 || full_e[i] != 0).unwrap_or(r);
+    let mut p = Vec::new();
+    for i in (first..r).rev() {
+        p.push(full_b[i]);
+        p.push(full_e[i]);
+    }
+    if p.is_empty() {
+        return Ok(x.shallow_clone());
+    }
+    let mode = match node.attr_str("mode").unwrap_or("constant") {
+        "constant" => "constant",
+        "reflect" => "reflect",
+        "edge" => "replicate",
+        "wrap" => "circular",
+        m => return Err(format!("pad mode '{m}' is not supported")),
+    };
+    let value = if mode == "constant" { Some(value) } else { None };
+    x.f_pad(p.as_slice(), mode, value).map_err(e)
+}
+
+fn resize(node: &OpNode, args: &[Option<Tensor>], ctx: &Ctx) -> R<Tensor> {
+    let x = arg(args, 0)?;
+    if rank(x) != 4 {
+        return Err(format!("resizing a rank-{} tensor is not supported (only NCHW)", rank(x)));
+    }
+    let want = target(node, 0, ctx)?;
+    let size = [want[2], want[3]];
+    let in_size = x.size();
+    let (sh, sw) = (size[0] as f64 / in_size[2] as f64, size[1] as f64 / in_size[3] as f64);
+    let mode = node.attr_str("mode").unwrap_or("nearest");
+    let coord = node
+        .attr_str("coordinate_transformation_mode")
+        .unwrap_or(if node.onnx_op == "Upsample" { "asymmetric" } else { "half_pixel" });
+    let align = coord == "align_corners";
+    let r = match mode {
+        "nearest" => {
+            if coord == "asymmetric" {
+                x.f_upsample_nearest2d(size.as_slice(), Some(sh), Some(sw))
+            } else {
+                x.f_internal_upsample_nearest_exact2d(size.as_slice(), Some(sh), Some(sw))
+            }
+        }
+        "linear" | "bilinear" => x.f_upsample_bilinear2d(
+            size.as_slice(),
+            align,
+            if align { None } else { Some(sh) },
+            if align { None } else { Some(sw) },
+        ),
+        "cubic" => x.f_upsample_bicubic2d(
+            size.as_slice(),
+            align,
+            if align { None } else { Some(sh) },
+            if align { None } else { Some(sw) },
+        ),
+        m => return Err(format!("resize mode '{m}' is not supported")),
+    };
+    r.map_err(e)
+}
+
+fn depth_space(node: &OpNode, x: &Tensor) -> R<Tensor> {
+    let b = node.attr_int("blocksize", 1).max(1);
+    let s = x.size();
+    if s.len() != 4 {
+        return Err("DepthToSpace/SpaceToDepth need NCHW".into());
+    }
+    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+    let r = if node.onnx_op == "DepthToSpace" {
+        if node.attr_str("mode").unwrap_or("DCR") == "CRD" {
+            x.f_reshape([n, c / (b * b), b, b, h, w]).and_then(|t| t.f_permute([0, 1, 4, 2, 5, 3]))
+        } else {
+            x.f_reshape([n, b, b, c / (b * b), h, w]).and_then(|t| t.f_permute([0, 3, 4, 1, 5, 2]))
+        }
+        .and_then(|t| t.f_reshape([n, c / (b * b), h * b, w * b]))
+    } else {
+        x.f_reshape([n, c, h / b, b, w / b, b])
+            .and_then(|t| t.f_permute([0, 3, 5, 1, 2, 4]))
+            .and_then(|t| t.f_reshape([n, c * b * b, h / b, w / b]))
+    };
+    r.map_err(e)
+}
+
+fn reduce(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
+    let x = arg(args, 0)?;
+    let r = rank(x);
+    let keep = node.attr_int("keepdims", 1) != 0;
+    let mut axes: Vec<i64> = match (node.attr_ints("axes"), opt(args, 1)) {
+        (Some(a), _) => a.to_vec(),
+        (None, Some(t)) => ints(t)?,
+        (None, None) => Vec::new(),
+    };
+    if axes.is_empty() {
+        if node.attr_int("noop_with_empty_axes", 0) != 0 {
+            return Ok(x.shallow_clone());
+        }
+        axes = (0..r).collect();
+    }
+    let axes: Vec<i64> = axes.into_iter().map(|a| axis(a, r)).collect::<R<_>>()?;
+    let y = match node.onnx_op.as_str() {
+        "ReduceMean" => x.f_mean_dim(axes.as_slice(), keep, None::<Kind>),
+        "ReduceSum" => x.f_sum_dim_intlist(axes.as_slice(), keep, None::<Kind>),
+        "ReduceMax" => x.f_amax(axes.as_slice(), keep),
+        "ReduceMin" => x.f_amin(axes.as_slice(), keep),
+        _ => {
+            let mut sorted = axes.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            let mut y = x.shallow_clone();
+            for a in sorted {
+                y = y.f_prod_dim_int(a, keep, None::<Kind>).map_err(e)?;
+            }
+            Ok(y)
+        }
+    };
+    y.map_err(e)
+}
