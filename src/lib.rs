@@ -11,6 +11,8 @@ pub mod exec;
 pub mod graph;
 pub mod metrics;
 pub mod onnx;
+#[cfg(feature = "torch")]
+pub mod proxies;
 pub mod spaces;
 
 pub use error::{Error, Result};

@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod export;
 pub mod inspect;
+#[cfg(feature = "torch")]
+pub mod proxies;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +36,9 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Throughput of each pipeline stage, as a table.
     Bench(bench::BenchArgs),
+    /// Zero-cost proxy scores of ONNX files, folders, manifests or a benchmark family.
+    #[cfg(feature = "torch")]
+    Proxies(proxies::ProxiesArgs),
 }
 
 /// Runs a parsed command line; returns the exit code.
@@ -42,5 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(a) => inspect::run(&a),
         Command::Export(a) => export::run(&a),
         Command::Bench(a) => bench::run(&a),
+        #[cfg(feature = "torch")]
+        Command::Proxies(a) => proxies::run(&a),
     }
 }

@@ -14,6 +14,7 @@
 //! - [`cache`] stores featurised graphs on disk so later stages never re-parse.
 
 pub mod cache;
+pub mod images;
 pub mod load;
 
 pub use cache::{Cache, CachedGraph, CgCache, Entry};

@@ -1,0 +1,487 @@
+//! `nape proxies`: zero-cost proxy scores of ONNX files, folders, a manifest from `nape export`,
+//! or a benchmark family's cells; parallel across networks, cached so a rerun computes only
+//! what is missing, optionally correlated with the family's accuracies.
+
+use super::util::{collect_onnx_files, OutputFormat};
+use crate::dataset::cache::Cache;
+use crate::dataset::images::ImageSource;
+use crate::dataset::{self, Record};
+use crate::error::{exit, Error};
+use crate::exec::device::{resolve, DeviceChoice};
+use crate::graph::Cg;
+use crate::onnx::{load, load_bytes, write::Weights, ImportOptions};
+use crate::proxies::{self, Proxy, ProxyInput, Swap};
+use crate::spaces::{BuildOptions, Space};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Arguments of `nape proxies`.
+#[derive(Debug, clap::Args)]
+pub struct ProxiesArgs {
+    /// ONNX files, folders, or a manifest.jsonl written by `nape export`.
+    pub paths: Vec<PathBuf>,
+    /// Score a benchmark family's cells instead of files (nb101, nb201, tnb-micro).
+    #[arg(long)]
+    pub family: Option<String>,
+    /// With --family: a seeded random sample of this many cells (default: all).
+    #[arg(long)]
+    pub sample: Option<usize>,
+    /// Proxies, comma-separated (default: all). Known: params, flops, synflow, snip, grad_norm,
+    /// jacov, fisher, grasp, nwot, swap, zico, epsinas, l2_norm, plain.
+    #[arg(long, default_value = "all")]
+    pub names: String,
+    /// Override every data proxy's batch size (default: each proxy's reference size).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Image source: an IDX file, a CIFAR-10 binary batch, a folder of images, or `gaussian`
+    /// (default: Fashion-MNIST from the data folder).
+    #[arg(long)]
+    pub images: Option<String>,
+    /// Seed for image batches and initialisations.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Regularised SWAP: mu and sigma in thousands of parameters (adds `swap_reg`).
+    #[arg(long, num_args = 2, value_names = ["MU", "SIGMA"])]
+    pub swap_reg: Option<Vec<f64>>,
+    /// epsinas' two constant weights (NB-201: 1e-7 1; NB-101: 1e-4 10).
+    #[arg(long, num_args = 2, value_names = ["W1", "W2"])]
+    pub epsinas_weights: Option<Vec<f64>>,
+    /// Benchmark data folder (default: $NAPE_DATA, else ../shared/data).
+    #[arg(long, env = "NAPE_DATA")]
+    pub data: Option<PathBuf>,
+    /// Cache folder (a rerun computes only what is missing).
+    #[arg(long, default_value = "runs/cache")]
+    pub cache: PathBuf,
+    /// Write the records with their proxies (and the family's targets) as a manifest.jsonl.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// With --family: print the Spearman correlation of each proxy with each target.
+    #[arg(long)]
+    pub correlate: bool,
+    /// Threads (networks scored in parallel; libtorch runs one thread each).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Shorthand for --format json.
+    #[arg(long)]
+    pub json: bool,
+    /// Shorthand for --format csv.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// One network's scores: value or error message, by proxy name.
+type Scores = BTreeMap<String, Result<f64, String>>;
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+struct Cached {
+    values: BTreeMap<String, f64>,
+    errors: BTreeMap<String, String>,
+}
+
+struct Job {
+    id: String,
+    /// Cache key: the spec, or the file's md5.
+    key: String,
+    record: Option<Record>,
+    source: JobSource,
+}
+
+enum JobSource {
+    File(PathBuf),
+    Spec(Space, String),
+}
+
+fn build_cg(job: &Job) -> crate::Result<Cg> {
+    match &job.source {
+        JobSource::File(p) => load(p, &ImportOptions::default()),
+        JobSource::Spec(space, spec) => {
+            let arch = space.parse_spec(spec)?;
+            let opts = BuildOptions { weights: Weights::Inputs, ..Default::default() };
+            let bytes = arch.build(&opts)?.to_bytes();
+            load_bytes(&bytes, &format!("{}:{spec}", space.name()), &ImportOptions::default())
+        }
+    }
+}
+
+fn select(a: &ProxiesArgs) -> anyhow::Result<Vec<Box<dyn Proxy>>> {
+    let mut ps: Vec<Box<dyn Proxy>> = proxies::select(&a.names)?
+        .into_iter()
+        .map(|p| -> Box<dyn Proxy> {
+            match (p.name(), &a.epsinas_weights) {
+                ("epsinas", Some(w)) if w.len() == 2 => {
+                    Box::new(proxies::Epsinas { weights: (w[0], w[1]) })
+                }
+                _ => p,
+            }
+        })
+        .collect();
+    if let Some(r) = &a.swap_reg {
+        if r.len() == 2 && r[1] > 0.0 {
+            ps.push(Box::new(Swap { reg: Some((r[0], r[1])), ..Swap::default() }));
+        } else {
+            return Err(Error::Usage("--swap-reg takes MU SIGMA with SIGMA > 0".into()).into());
+        }
+    }
+    Ok(ps)
+}
+
+fn jobs(a: &ProxiesArgs, data_dir: &std::path::Path) -> anyhow::Result<(String, Vec<Job>)> {
+    if let Some(fam) = &a.family {
+        let space = Space::ALL.into_iter().find(|s| s.name() == fam).ok_or_else(|| {
+            Error::Usage(format!("unknown family '{fam}' (nb101, nb201, tnb-micro)"))
+        })?;
+        let ds = match space {
+            Space::Nb101 => dataset::load::load_nb101(data_dir)?,
+            Space::Nb201 => dataset::load::load_nb201(data_dir)?,
+            Space::TnbMicro => {
+                dataset::load::load_naslib_zc(data_dir, dataset::load::NaslibSpace::TnbMicro)?
+            }
+        };
+        let ds = match a.sample {
+            Some(n) => ds.sample(n, a.seed),
+            None => ds,
+        };
+        let jobs = ds
+            .records
+            .into_iter()
+            .map(|r| Job {
+                id: r.id.clone(),
+                key: r.spec.clone(),
+                source: JobSource::Spec(space, r.spec.clone()),
+                record: Some(r),
+            })
+            .collect();
+        return Ok((space.name().to_string(), jobs));
+    }
+    let mut out = Vec::new();
+    for p in &a.paths {
+        if p.extension().is_some_and(|x| x == "jsonl") {
+            let base = p.parent().map(|d| d.to_path_buf()).unwrap_or_default();
+            for r in dataset::read_manifest(p)? {
+                let file = r.file.clone().map(|f| base.join(f));
+                let source = match (&file, Space::ALL.into_iter().find(|s| s.name() == r.family)) {
+                    (Some(f), _) => JobSource::File(f.clone()),
+                    (None, Some(s)) => JobSource::Spec(s, r.spec.clone()),
+                    (None, None) => continue,
+                };
+                let key = match &file {
+                    Some(f) => file_key(f),
+                    None => r.spec.clone(),
+                };
+                out.push(Job { id: r.id.clone(), key, record: Some(r), source });
+            }
+        } else {
+            for f in collect_onnx_files(std::slice::from_ref(p)) {
+                out.push(Job {
+                    id: f.display().to_string(),
+                    key: file_key(&f),
+                    record: None,
+                    source: JobSource::File(f),
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(
+            Error::Usage("give ONNX files, folders, a manifest.jsonl, or --family".into()).into()
+        );
+    }
+    Ok(("files".into(), out))
+}
+
+fn file_key(p: &std::path::Path) -> String {
+    use md5::{Digest, Md5};
+    match std::fs::read(p) {
+        Ok(b) => format!("{:x}", Md5::digest(&b)),
+        Err(_) => "missing".into(),
+    }
+}
+
+/// Runs `nape proxies`.
+pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
+    let format = if a.json {
+        OutputFormat::Json
+    } else if a.csv {
+        OutputFormat::Csv
+    } else {
+        a.format
+    };
+    let data_dir = dataset::data_dir(a.data.as_deref());
+    let ps = select(a)?;
+    let images = match a.images.as_deref() {
+        Some("gaussian") => ImageSource::Gaussian { classes: 10 },
+        Some(p) => ImageSource::from_path(std::path::Path::new(p)),
+        None => ImageSource::fashion_mnist(&data_dir)?,
+    };
+    let choice: DeviceChoice = a.device.parse().map_err(Error::Usage)?;
+    let (device, why) = resolve(choice);
+    if let Some(w) = why {
+        tracing::warn!("{w}");
+    }
+    let (family, jobs) = jobs(a, &data_dir)?;
+    // the cache tag names everything that changes a value
+    let names: Vec<&str> = ps.iter().map(|p| p.name()).collect();
+    let tag = format!(
+        "proxies-seed{}-batch{}-{}-{}",
+        a.seed,
+        a.batch.map(|b| b.to_string()).unwrap_or_else(|| "ref".into()),
+        short_hash(&images.describe()),
+        short_hash(&format!("{:?}{:?}", a.swap_reg, a.epsinas_weights)),
+    );
+    let mut cache: Cache<Cached> = Cache::open(&a.cache, &family, &tag)?;
+    let missing: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| match cache.get(&j.id, &j.key) {
+            Some(c) => {
+                names.iter().any(|n| !c.values.contains_key(*n) && !c.errors.contains_key(*n))
+            }
+            None => true,
+        })
+        .collect();
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    tch::set_num_threads(1);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?;
+    let bar = ProgressBar::new(missing.len() as u64);
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template(
+        "{msg} [{bar:30}] {pos}/{len} {elapsed} eta {eta}",
+    )?);
+    bar.set_message(format!("proxies ({} networks cached)", jobs.len() - missing.len()));
+    let t0 = std::time::Instant::now();
+    for chunk in missing.chunks(64) {
+        let done: Vec<(String, String, Cached)> = pool.install(|| {
+            chunk
+                .par_iter()
+                .map(|job| {
+                    let mut c = cache
+                        .get(&job.id, &job.key)
+                        .cloned()
+                        .unwrap_or(Cached { values: BTreeMap::new(), errors: BTreeMap::new() });
+                    let todo: Vec<&Box<dyn Proxy>> = ps
+                        .iter()
+                        .filter(|p| {
+                            !c.values.contains_key(p.name()) && !c.errors.contains_key(p.name())
+                        })
+                        .collect();
+                    match build_cg(job) {
+                        Ok(cg) => {
+                            let input = ProxyInput {
+                                cg: &cg,
+                                images: &images,
+                                seed: a.seed,
+                                device,
+                                batch: a.batch,
+                            };
+                            for p in todo {
+                                let s: Scores = proxies::score_all(std::slice::from_ref(p), &input);
+                                for (k, v) in s {
+                                    match v {
+                                        Ok(v) => {
+                                            c.values.insert(k, v);
+                                        }
+                                        Err(e) => {
+                                            c.errors.insert(k, e);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            for p in todo {
+                                c.errors.insert(p.name().to_string(), e.to_string());
+                            }
+                        }
+                    }
+                    bar.inc(1);
+                    (job.id.clone(), job.key.clone(), c)
+                })
+                .collect()
+        });
+        for (id, key, c) in done {
+            cache.insert(&id, &key, c);
+        }
+        cache.save()?;
+    }
+    bar.finish_and_clear();
+    if !missing.is_empty() {
+        eprintln!(
+            "scored {} networks in {:.1} s ({:.2} s per network, {threads} threads)",
+            missing.len(),
+            t0.elapsed().as_secs_f64(),
+            t0.elapsed().as_secs_f64() * threads as f64 / missing.len() as f64
+        );
+    }
+    // gather
+    let rows: Vec<(&Job, Cached)> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j,
+                cache
+                    .get(&j.id, &j.key)
+                    .cloned()
+                    .unwrap_or(Cached { values: BTreeMap::new(), errors: BTreeMap::new() }),
+            )
+        })
+        .collect();
+    let mut failed = 0usize;
+    for (j, c) in &rows {
+        for n in &names {
+            if let Some(e) = c.errors.get(*n) {
+                failed += 1;
+                eprintln!("{}: {n}: {e}", j.id);
+            }
+        }
+    }
+    if let Some(out) = &a.out {
+        let records: Vec<Record> = rows
+            .iter()
+            .map(|(j, c)| {
+                let mut r = j.record.clone().unwrap_or_else(|| {
+                    let mut r = Record::new(j.id.clone(), "files", j.key.clone());
+                    if let JobSource::File(f) = &j.source {
+                        r.file = Some(f.clone());
+                    }
+                    r
+                });
+                for (k, v) in &c.values {
+                    r.proxies.insert(k.clone(), *v);
+                }
+                r
+            })
+            .collect();
+        dataset::write_manifest(out, &records)?;
+        eprintln!("wrote {} records with proxies to {}", records.len(), out.display());
+    }
+    if a.correlate {
+        print_correlations(&rows, &names, ps.as_slice());
+    } else {
+        print_rows(&rows, &names, format)?;
+    }
+    Ok(if failed == 0 {
+        exit::OK
+    } else if rows.iter().any(|(_, c)| !c.values.is_empty()) {
+        exit::PARTIAL
+    } else {
+        exit::FAILURE
+    })
+}
+
+fn short_hash(s: &str) -> String {
+    use md5::{Digest, Md5};
+    format!("{:x}", Md5::digest(s.as_bytes()))[..8].to_string()
+}
+
+fn print_rows(rows: &[(&Job, Cached)], names: &[&str], format: OutputFormat) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json | OutputFormat::Jsonl => {
+            let items: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(j, c)| serde_json::json!({"id": j.id, "proxies": c.values, "errors": c.errors}))
+                .collect();
+            if format == OutputFormat::Json {
+                let doc = serde_json::json!({
+                    "schema_version": 1,
+                    "nape_version": env!("CARGO_PKG_VERSION"),
+                    "units": {"params": "millions", "flops": "millions (torchstat)", "synflow": "log10"},
+                    "networks": items,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                for i in items {
+                    println!("{i}");
+                }
+            }
+        }
+        OutputFormat::Csv => {
+            println!("id,{}", names.join(","));
+            for (j, c) in rows {
+                let vals: Vec<String> = names
+                    .iter()
+                    .map(|n| c.values.get(*n).map(|v| format!("{v}")).unwrap_or_default())
+                    .collect();
+                println!("{},{}", j.id, vals.join(","));
+            }
+        }
+        OutputFormat::Table => {
+            let w = rows.iter().map(|(j, _)| j.id.len()).max().unwrap_or(4).clamp(4, 60);
+            print!("{:w$}", "id");
+            for n in names {
+                print!(" {n:>11}");
+            }
+            println!();
+            for (j, c) in rows {
+                print!("{:w$}", j.id);
+                for n in names {
+                    match c.values.get(*n) {
+                        Some(v) => print!(" {:>11}", fmt_num(*v)),
+                        None => print!(" {:>11}", "error"),
+                    }
+                }
+                println!();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fmt_num(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// Spearman of each proxy with each target, signed so that positive means the proxy ranks
+/// networks the way accuracy does (lower-is-better proxies are negated).
+fn print_correlations(rows: &[(&Job, Cached)], names: &[&str], ps: &[Box<dyn Proxy>]) {
+    let mut targets: Vec<String> = rows
+        .iter()
+        .filter_map(|(j, _)| j.record.as_ref())
+        .flat_map(|r| r.targets.keys().cloned())
+        .collect();
+    targets.sort();
+    targets.dedup();
+    targets.retain(|t| {
+        t.contains("test_ep200") || t == "val_acc_ep108" || t.ends_with("_val_accuracy")
+    });
+    print!("{:12} {:>6}", "proxy", "n");
+    for t in &targets {
+        print!(" {t:>22}");
+    }
+    println!();
+    for n in names {
+        let sign = if ps.iter().find(|p| p.name() == *n).is_some_and(|p| !p.higher_is_better()) {
+            -1.0
+        } else {
+            1.0
+        };
+        let mut line = String::new();
+        let mut count = 0;
+        for t in &targets {
+            let (xs, ys): (Vec<f64>, Vec<f64>) = rows
+                .iter()
+                .filter_map(|(j, c)| {
+                    Some((sign * *c.values.get(*n)?, j.record.as_ref()?.target(t)?))
+                })
+                .unzip();
+            count = count.max(xs.len());
+            let rho = crate::metrics::spearman(&xs, &ys);
+            let cell =
+                if xs.len() >= 3 && rho.is_finite() { format!("{rho:.3}") } else { "-".into() };
+            line.push_str(&format!(" {cell:>22}"));
+        }
+        println!("{n:12} {count:>6}{line}");
+    }
+}

@@ -1,0 +1,414 @@
+//! Image batches for the data-dependent proxies: real images from IDX files (Fashion-MNIST),
+//! CIFAR-10 binary batches or a folder of PNG/JPEG files, resized (bilinear) and
+//! channel-replicated to a network's input shape, standardised, and drawn with a seed. Random
+//! Gaussian batches exist as an explicit choice, never as a silent fallback.
+
+use crate::dataset::SplitMix64;
+use crate::error::{Error, Result};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Where images come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageSource {
+    /// An IDX image file (gzip or raw), with its label file beside it when there is one
+    /// (`*-images-idx3-ubyte*` -> `*-labels-idx1-ubyte*`).
+    Idx(PathBuf),
+    /// A CIFAR-10 binary batch (`data_batch_1.bin`: a label byte and 3,072 pixel bytes a row).
+    Cifar(PathBuf),
+    /// A folder of PNG/JPEG images; labels are the index of the image's sub-folder, or 0.
+    Folder(PathBuf),
+    /// Standard normal noise (labels drawn uniformly from `classes`).
+    Gaussian {
+        /// Label count.
+        classes: usize,
+    },
+}
+
+impl ImageSource {
+    /// The source a path names: an IDX or CIFAR file by its name, else a folder.
+    pub fn from_path(p: &Path) -> ImageSource {
+        let name = p.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        if p.is_dir() {
+            ImageSource::Folder(p.to_path_buf())
+        } else if name.contains("idx") {
+            ImageSource::Idx(p.to_path_buf())
+        } else {
+            ImageSource::Cifar(p.to_path_buf())
+        }
+    }
+
+    /// Fashion-MNIST's test images in the data folder.
+    pub fn fashion_mnist(data_dir: &Path) -> Result<ImageSource> {
+        let p = super::data_file(
+            data_dir,
+            "fashion_mnist/t10k-images-idx3-ubyte.gz",
+            "Fashion-MNIST test images (proxy batches)",
+        )?;
+        Ok(ImageSource::Idx(p))
+    }
+
+    /// A short description for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            ImageSource::Idx(p) | ImageSource::Cifar(p) | ImageSource::Folder(p) => {
+                p.display().to_string()
+            }
+            ImageSource::Gaussian { .. } => "gaussian noise".into(),
+        }
+    }
+}
+
+/// A batch in NCHW order, float32, standardised per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageBatch {
+    /// `[n, c, h, w]`.
+    pub shape: [usize; 4],
+    /// Pixel values, row-major.
+    pub data: Vec<f32>,
+    /// One label per image.
+    pub labels: Vec<i64>,
+}
+
+/// Decoded images before resizing: `n` images of `c x h x w` bytes.
+struct Raw {
+    c: usize,
+    h: usize,
+    w: usize,
+    images: Vec<Vec<u8>>,
+    labels: Vec<i64>,
+}
+
+fn read_maybe_gz(p: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(p).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::MissingData {
+                what: "image file".into(),
+                path: p.to_path_buf(),
+                hint: " (pass --images FILE|DIR, or --images gaussian for noise)".into(),
+            }
+        } else {
+            Error::io(p, e)
+        }
+    })?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::BadData { path: p.into(), line: 0, msg: format!("gzip: {e}") })?;
+        Ok(out)
+    } else {
+        Ok(bytes)
+    }
+}
+
+fn be_u32(b: &[u8], at: usize) -> usize {
+    b.get(at..at + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize).unwrap_or(0)
+}
+
+fn read_idx(p: &Path) -> Result<Raw> {
+    let bad = |msg: String| Error::BadData { path: p.into(), line: 0, msg };
+    let b = read_maybe_gz(p)?;
+    if b.len() < 16 || be_u32(&b, 0) != 0x803 {
+        return Err(bad("not an IDX image file (magic 0x00000803)".into()));
+    }
+    let (n, h, w) = (be_u32(&b, 4), be_u32(&b, 8), be_u32(&b, 12));
+    if n == 0 || b.len() != 16 + n * h * w {
+        return Err(bad(format!(
+            "header says {n} images of {h}x{w}, the file has {} bytes",
+            b.len()
+        )));
+    }
+    let images: Vec<Vec<u8>> = b[16..].chunks(h * w).map(|c| c.to_vec()).collect();
+    // labels beside it, when present
+    let name = p.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let lname = name.replace("images-idx3", "labels-idx1");
+    let lp = p.with_file_name(lname);
+    let labels = if lp != p && lp.exists() {
+        let l = read_maybe_gz(&lp)?;
+        if l.len() != 8 + n || be_u32(&l, 0) != 0x801 {
+            return Err(Error::BadData {
+                path: lp,
+                line: 0,
+                msg: "label file does not match the images".into(),
+            });
+        }
+        l[8..].iter().map(|&v| v as i64).collect()
+    } else {
+        vec![0; n]
+    };
+    Ok(Raw { c: 1, h, w, images, labels })
+}
+
+fn read_cifar(p: &Path) -> Result<Raw> {
+    let b = read_maybe_gz(p)?;
+    const ROW: usize = 1 + 3 * 32 * 32;
+    if b.is_empty() || b.len() % ROW != 0 {
+        return Err(Error::BadData {
+            path: p.into(),
+            line: 0,
+            msg: format!("{} bytes is not a whole number of CIFAR-10 rows of {ROW}", b.len()),
+        });
+    }
+    let (images, labels) = b.chunks(ROW).map(|r| (r[1..].to_vec(), r[0] as i64)).unzip();
+    Ok(Raw { c: 3, h: 32, w: 32, images, labels })
+}
+
+fn read_folder(dir: &Path, want: usize, seed: u64) -> Result<Raw> {
+    let mut files: Vec<(PathBuf, i64)> = Vec::new();
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    classes.sort();
+    let is_image = |p: &Path| {
+        p.extension()
+            .map(|x| x.to_string_lossy().to_lowercase())
+            .is_some_and(|x| matches!(x.as_str(), "png" | "jpg" | "jpeg"))
+    };
+    let mut label = 0i64;
+    for c in &classes {
+        if c.is_dir() {
+            let mut inner: Vec<PathBuf> = std::fs::read_dir(c)
+                .map_err(|e| Error::io(c, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_image(p))
+                .collect();
+            inner.sort();
+            files.extend(inner.into_iter().map(|p| (p, label)));
+            label += 1;
+        } else if is_image(c) {
+            files.push((c.clone(), 0));
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::MissingData {
+            what: "images (PNG/JPEG)".into(),
+            path: dir.into(),
+            hint: String::new(),
+        });
+    }
+    let order = draw(files.len(), want, seed);
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    let (h, w) = (64usize, 64usize);
+    for i in order {
+        let (p, l) = &files[i];
+        let img = image::open(p).map_err(|e| Error::BadData {
+            path: p.clone(),
+            line: 0,
+            msg: e.to_string(),
+        })?;
+        let rgb = image::imageops::resize(
+            &img.to_rgb8(),
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        );
+        // to planar CHW
+        let raw = rgb.into_raw();
+        let mut chw = vec![0u8; 3 * h * w];
+        for (k, px) in raw.chunks(3).enumerate() {
+            for c in 0..3 {
+                chw[c * h * w + k] = px[c];
+            }
+        }
+        images.push(chw);
+        labels.push(*l);
+    }
+    Ok(Raw { c: 3, h, w, images, labels })
+}
+
+/// `want` distinct indices of `0..n` drawn with `seed` (all of them, shuffled, when `want >= n`;
+/// with repetition when `want > n`).
+fn draw(n: usize, want: usize, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut rng = SplitMix64(seed);
+    for i in (1..n).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        idx.swap(i, j);
+    }
+    (0..want).map(|k| idx[k % n]).collect()
+}
+
+/// Bilinear resize of one channel (align_corners = false, as torchvision's Resize).
+fn resize(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+    let mut out = vec![0f32; oh * ow];
+    let sy = h as f32 / oh as f32;
+    let sx = w as f32 / ow as f32;
+    for y in 0..oh {
+        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
+        let (y0, ty) = (fy.floor() as usize, fy - fy.floor());
+        let y1 = (y0 + 1).min(h - 1);
+        for x in 0..ow {
+            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
+            let (x0, tx) = (fx.floor() as usize, fx - fx.floor());
+            let x1 = (x0 + 1).min(w - 1);
+            let a = src[y0 * w + x0] * (1.0 - tx) + src[y0 * w + x1] * tx;
+            let b = src[y1 * w + x0] * (1.0 - tx) + src[y1 * w + x1] * tx;
+            out[y * ow + x] = a * (1.0 - ty) + b * ty;
+        }
+    }
+    out
+}
+
+/// Draws `n` images with `seed` from `source`, shaped `[n, c, h, w]`: resized bilinearly,
+/// grey replicated to every channel (or colour averaged to one), scaled to [0, 1] and
+/// standardised per channel with the batch's mean and standard deviation.
+pub fn load_batch(
+    source: &ImageSource,
+    n: usize,
+    chw: [usize; 3],
+    seed: u64,
+) -> Result<ImageBatch> {
+    let [c, h, w] = chw;
+    if n == 0 || c == 0 || h == 0 || w == 0 {
+        return Err(Error::Usage(format!("an image batch of {n} x {c} x {h} x {w} is empty")));
+    }
+    if let ImageSource::Gaussian { classes } = source {
+        let mut rng = SplitMix64(seed);
+        let mut data = Vec::with_capacity(n * c * h * w);
+        while data.len() < n * c * h * w {
+            let u1 = ((rng.next() >> 11) as f64 / (1u64 << 53) as f64).max(f64::MIN_POSITIVE);
+            let u2 = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+            let r = (-2.0 * u1.ln()).sqrt();
+            data.push((r * (std::f64::consts::TAU * u2).cos()) as f32);
+            data.push((r * (std::f64::consts::TAU * u2).sin()) as f32);
+        }
+        data.truncate(n * c * h * w);
+        let labels = (0..n).map(|_| (rng.next() % (*classes).max(1) as u64) as i64).collect();
+        return Ok(ImageBatch { shape: [n, c, h, w], data, labels });
+    }
+    let raw: Arc<Raw> = match source {
+        ImageSource::Idx(p) | ImageSource::Cifar(p) => {
+            // decoded once per process: proxies draw many batches from the same file
+            static FILES: Mutex<Vec<(PathBuf, Arc<Raw>)>> = Mutex::new(Vec::new());
+            let cached = FILES
+                .lock()
+                .ok()
+                .and_then(|f| f.iter().find(|(q, _)| q == p).map(|(_, r)| r.clone()));
+            match cached {
+                Some(r) => r,
+                None => {
+                    let r = Arc::new(if matches!(source, ImageSource::Idx(_)) {
+                        read_idx(p)?
+                    } else {
+                        read_cifar(p)?
+                    });
+                    if let Ok(mut f) = FILES.lock() {
+                        f.push((p.clone(), r.clone()));
+                    }
+                    r
+                }
+            }
+        }
+        ImageSource::Folder(p) => Arc::new(read_folder(p, n, seed)?),
+        ImageSource::Gaussian { .. } => {
+            return Err(Error::Usage("gaussian batches are drawn above".into()))
+        }
+    };
+    let picks = match source {
+        ImageSource::Folder(_) => (0..raw.images.len()).collect(),
+        _ => draw(raw.images.len(), n, seed),
+    };
+    let plane = raw.h * raw.w;
+    let mut data = Vec::with_capacity(n * c * h * w);
+    let mut labels = Vec::with_capacity(n);
+    for &i in &picks {
+        let img = &raw.images[i];
+        for ch in 0..c {
+            let src: Vec<f32> = if raw.c == 1 {
+                img[..plane].iter().map(|&v| v as f32 / 255.0).collect()
+            } else if c == 1 {
+                (0..plane)
+                    .map(|k| {
+                        (0..raw.c).map(|q| img[q * plane + k] as f32).sum::<f32>()
+                            / (255.0 * raw.c as f32)
+                    })
+                    .collect()
+            } else {
+                let q = ch % raw.c;
+                img[q * plane..(q + 1) * plane].iter().map(|&v| v as f32 / 255.0).collect()
+            };
+            if raw.h == h && raw.w == w {
+                data.extend(src);
+            } else {
+                data.extend(resize(&src, raw.h, raw.w, h, w));
+            }
+        }
+        labels.push(raw.labels[i]);
+    }
+    // standardise per channel
+    for ch in 0..c {
+        let vals = || (0..n).flat_map(|i| (0..h * w).map(move |k| (i * c + ch) * h * w + k));
+        let count = (n * h * w) as f64;
+        let mean = vals().map(|k| data[k] as f64).sum::<f64>() / count;
+        let var = vals().map(|k| (data[k] as f64 - mean).powi(2)).sum::<f64>() / count;
+        let std = var.sqrt().max(1e-6);
+        for k in vals().collect::<Vec<_>>() {
+            data[k] = ((data[k] as f64 - mean) / std) as f32;
+        }
+    }
+    Ok(ImageBatch { shape: [n, c, h, w], data, labels })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx_file(dir: &Path, n: usize) -> PathBuf {
+        let mut b = vec![0, 0, 8, 3];
+        for v in [n as u32, 4, 4] {
+            b.extend(v.to_be_bytes());
+        }
+        for i in 0..n * 16 {
+            b.push((i * 7 % 256) as u8);
+        }
+        let p = dir.join("t-images-idx3-ubyte");
+        std::fs::write(&p, b).expect("write");
+        let mut l = vec![0, 0, 8, 1];
+        l.extend((n as u32).to_be_bytes());
+        l.extend((0..n).map(|i| (i % 10) as u8));
+        std::fs::write(dir.join("t-labels-idx1-ubyte"), l).expect("write");
+        p
+    }
+
+    #[test]
+    fn idx_batches_are_resized_replicated_standardised_and_seeded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let src = ImageSource::Idx(idx_file(dir.path(), 20));
+        let a = load_batch(&src, 6, [3, 8, 8], 1).expect("batch");
+        let b = load_batch(&src, 6, [3, 8, 8], 1).expect("batch");
+        let c = load_batch(&src, 6, [3, 8, 8], 2).expect("batch");
+        assert_eq!(a, b);
+        assert_ne!(a.labels, c.labels);
+        assert_eq!(a.shape, [6, 3, 8, 8]);
+        assert_eq!(a.data.len(), 6 * 3 * 64);
+        // grey replicated: channel 0 equals channel 1 of each image
+        assert_eq!(a.data[..64], a.data[64..128]);
+        let mean = a.data.iter().map(|&v| v as f64).sum::<f64>() / a.data.len() as f64;
+        assert!(mean.abs() < 1e-4);
+        assert!(a.labels.iter().all(|&l| (0..10).contains(&l)));
+    }
+
+    #[test]
+    fn truncated_and_missing_files_are_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("x-images-idx3-ubyte");
+        std::fs::write(&p, [0, 0, 8, 3, 0, 0, 0, 9]).expect("write");
+        let e = load_batch(&ImageSource::Idx(p.clone()), 2, [1, 4, 4], 0).expect_err("bad");
+        assert!(e.to_string().contains("x-images-idx3-ubyte"), "{e}");
+        let e = load_batch(&ImageSource::Cifar(dir.path().join("none.bin")), 2, [3, 4, 4], 0)
+            .expect_err("missing");
+        assert_eq!(e.exit_code(), 3);
+    }
+
+    #[test]
+    fn gaussian_is_explicit_and_seeded() {
+        let g = ImageSource::Gaussian { classes: 10 };
+        let a = load_batch(&g, 4, [3, 5, 5], 9).expect("batch");
+        assert_eq!(a, load_batch(&g, 4, [3, 5, 5], 9).expect("batch"));
+        assert!(a.data.iter().all(|v| v.is_finite()));
+    }
+}

@@ -1,0 +1,569 @@
+//! The proxies, one type each. Definitions: ANCHORS.md section 3.3 (the official code).
+
+use super::{Needs, Proxy, ProxyInput};
+use crate::error::Result;
+use crate::exec::{ExecOptions, Executor, Init, Role, Taps};
+use crate::spaces::torchstat_flops;
+use tch::{Kind, Reduction, Tensor};
+
+type TchResult<T> = std::result::Result<T, tch::TchError>;
+
+fn tch_err(input: &ProxyInput, what: &str, e: tch::TchError) -> crate::Error {
+    let s = e.to_string();
+    input.fail(format!("{what}: {}", s.lines().next().unwrap_or("libtorch error")))
+}
+
+/// The logits of the first output as `[N, classes]`.
+fn logits(ex: &Executor, x: &Tensor, input: &ProxyInput) -> Result<Tensor> {
+    let fwd = ex.forward(&[x.shallow_clone()], Taps::default())?;
+    let y = fwd
+        .outputs
+        .into_iter()
+        .next()
+        .ok_or_else(|| input.fail("the network has no output".into()))?;
+    let n = y.size().first().copied().unwrap_or(1);
+    y.f_reshape([n, -1]).map_err(|e| tch_err(input, "output", e))
+}
+
+/// Cross-entropy of `y` against labels (folded into the network's class count).
+fn cross_entropy(y: &Tensor, labels: &Tensor, input: &ProxyInput) -> Result<Tensor> {
+    let classes = y.size().get(1).copied().unwrap_or(1).max(1);
+    let t = labels.remainder(classes);
+    y.f_cross_entropy_loss(&t, None::<Tensor>, Reduction::Mean, -100, 0.0)
+        .map_err(|e| tch_err(input, "loss", e))
+}
+
+/// The conv/linear weights the proxies score (`nn.Conv2d` and `nn.Linear` in the reference).
+fn weights<'e>(ex: &'e Executor) -> Vec<&'e Tensor> {
+    ex.params().iter().filter(|p| p.role == Role::Weight).map(|p| &p.tensor).collect()
+}
+
+fn sum_all(ts: impl IntoIterator<Item = TchResult<Tensor>>) -> TchResult<f64> {
+    let mut total = 0f64;
+    for t in ts {
+        total += t?.f_sum(Kind::Double)?.f_double_value(&[])?;
+    }
+    Ok(total)
+}
+
+/// A default-initialised network in training mode with the gradients of the cross-entropy on
+/// a batch of `n` images (what SNIP, GradNorm and Plain read).
+fn grads_on_batch<'a>(input: &'a ProxyInput, n: usize) -> Result<Executor<'a>> {
+    let ex = input.executor(ExecOptions::default(), Init::Default)?;
+    let (x, labels) = input.batch(n, ex.kind())?;
+    let y = logits(&ex, &x, input)?;
+    let loss = cross_entropy(&y, &labels, input)?;
+    loss.f_backward().map_err(|e| tch_err(input, "backward", e))?;
+    Ok(ex)
+}
+
+fn no_grad_of(input: &ProxyInput, t: &Tensor) -> Result<Tensor> {
+    let g = t.grad();
+    if g.defined() {
+        Ok(g)
+    } else {
+        Err(input.fail("a weight got no gradient".into()))
+    }
+}
+
+/// `#params` in millions (NASLib's unit for NB-201).
+pub struct Params;
+impl Proxy for Params {
+    fn name(&self) -> &'static str {
+        "params"
+    }
+    fn needs(&self) -> Needs {
+        Needs::Graph
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        Ok(input.cg.summary().params as f64 / 1e6)
+    }
+}
+
+/// FLOPs in millions, counted as torchstat counts them (NASLib's `flops`, see `spaces::flops`).
+pub struct Flops;
+impl Proxy for Flops {
+    fn name(&self) -> &'static str {
+        "flops"
+    }
+    fn needs(&self) -> Needs {
+        Needs::Graph
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        Ok(torchstat_flops(input.cg) as f64 / 1e6)
+    }
+}
+
+/// SynFlow: float64, BatchNorm removed, weights made absolute, an all-ones input of batch 1,
+/// R = sum(output); score = sum |theta * dR/dtheta| over conv/linear weights. Stored as log10
+/// (raw values reach 1e60); a score of 0 (no path from input to output) is stored as log10 of
+/// the smallest positive double, -307.65, so it ranks last.
+pub struct Synflow;
+impl Proxy for Synflow {
+    fn name(&self) -> &'static str {
+        "synflow"
+    }
+    fn log10(&self) -> bool {
+        true
+    }
+    fn needs(&self) -> Needs {
+        Needs::Nothing
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let opts = ExecOptions { double: true, keep_bn: false, ..Default::default() };
+        let mut ex = input.executor(opts, Init::Default)?;
+        ex.init(Init::Abs, input.seed)?;
+        let [c, h, w] = input.input_chw()?;
+        let x = Tensor::ones([1, c as i64, h as i64, w as i64], (Kind::Double, input.device));
+        let fwd = ex.forward(&[x], Taps::default())?;
+        let y = fwd.outputs.into_iter().next().ok_or_else(|| input.fail("no output".into()))?;
+        y.f_sum(Kind::Double)
+            .and_then(|r| r.f_backward())
+            .map_err(|e| tch_err(input, "backward", e))?;
+        let mut terms = Vec::new();
+        for w in weights(&ex) {
+            let g = no_grad_of(input, w)?;
+            terms.push(w.f_mul(&g).and_then(|t| t.f_abs()));
+        }
+        let s = sum_all(terms).map_err(|e| tch_err(input, "score", e))?;
+        Ok(s.max(f64::MIN_POSITIVE).log10())
+    }
+}
+
+/// SNIP: sum |theta * dL/dtheta| over conv/linear weights, cross-entropy on a batch of 64.
+pub struct Snip;
+impl Proxy for Snip {
+    fn name(&self) -> &'static str {
+        "snip"
+    }
+    fn needs(&self) -> Needs {
+        Needs::Images(64)
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let ex = grads_on_batch(input, 64)?;
+        let mut terms = Vec::new();
+        for w in weights(&ex) {
+            terms.push(w.f_mul(&no_grad_of(input, w)?).and_then(|t| t.f_abs()));
+        }
+        sum_all(terms).map_err(|e| tch_err(input, "score", e))
+    }
+}
+
+/// GradNorm: sum over conv/linear layers of the Frobenius norm of dL/dW, batch 64.
+pub struct GradNorm;
+impl Proxy for GradNorm {
+    fn name(&self) -> &'static str {
+        "grad_norm"
+    }
+    fn needs(&self) -> Needs {
+        Needs::Images(64)
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let ex = grads_on_batch(input, 64)?;
+        let mut terms = Vec::new();
+        for w in weights(&ex) {
+            terms.push(no_grad_of(input, w)?.f_norm());
+        }
+        sum_all(terms).map_err(|e| tch_err(input, "score", e))
+    }
+}
+
+/// Plain: sum of theta * dL/dtheta (no absolute value) over conv/linear weights, batch 64.
+pub struct Plain;
+impl Proxy for Plain {
+    fn name(&self) -> &'static str {
+        "plain"
+    }
+    fn needs(&self) -> Needs {
+        Needs::Images(64)
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let ex = grads_on_batch(input, 64)?;
+        let mut terms = Vec::new();
+        for w in weights(&ex) {
+            terms.push(w.f_mul(&no_grad_of(input, w)?));
+        }
+        sum_all(terms).map_err(|e| tch_err(input, "score", e))
+    }
+}
+
+/// L2 norm: sum over conv/linear layers of the Frobenius norm of the initial weights.
+pub struct L2Norm;
+impl Proxy for L2Norm {
+    fn name(&self) -> &'static str {
+        "l2_norm"
+    }
+    fn needs(&self) -> Needs {
+        Needs::Nothing
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let ex = input.executor(ExecOptions::default(), Init::Default)?;
+        sum_all(weights(&ex).into_iter().map(|w| w.f_norm()))
+            .map_err(|e| tch_err(input, "score", e))
+    }
+}
+
+/// Jacobian covariance: J = d(sum y)/dx per sample on a batch of 64, C = corrcoef(J),
+/// score = -sum(log(v + 1e-5) + 1/(v + 1e-5)) over C's eigenvalues v.
+pub struct Jacov;
+impl Proxy for Jacov {
+    fn name(&self) -> &'static str {
+        "jacov"
+    }
+    fn needs(&self) -> Needs {
+        Needs::Images(64)
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let ex = input.executor(ExecOptions::default(), Init::Default)?;
+        let (x, _) = input.batch(64, ex.kind())?;
+        let x = x.set_requires_grad(true);
+        let fwd = ex.forward(&[x.shallow_clone()], Taps::default())?;
+        let y = fwd.outputs.into_iter().next().ok_or_else(|| input.fail("no output".into()))?;
+        let f = |e| tch_err(input, "jacobian", e);
+        let j = Tensor::f_run_backward(&[y.f_sum(Kind::Float).map_err(f)?], &[&x], false, false)
+            .map_err(f)?;
+        let j = j[0].f_reshape([x.size()[0], -1]).map_err(f)?.to_kind(Kind::Double);
+        let c = j.f_corrcoef().map_err(f)?;
+        let v = c.f_linalg_eigvalsh("L").map_err(f)?;
+        let k = 1e-5;
+        let s = v
+            .f_add_scalar(k)
+            .and_then(|vk| vk.f_log()?.f_add(&vk.f_reciprocal()?))
+            .and_then(|t| t.f_sum(Kind::Double))
+            .and_then(|t| t.f_double_value(&[]))
+            .map_err(f)?;
+        if s.is_nan() {
+            return Err(
+                input.fail("jacov is undefined: a sample's input gradient is constant".into())
+            );
+        }
+        Ok(-s)
+    }
+}
+
+/// Fisher (channel mode): for every conv/linear output a with gradient g, per channel
+/// 0.5 * mean_n (sum_spatial a * g)^2, summed over channels and layers; batch 64.
+pub struct Fisher;
+impl Proxy for Fisher {
+    fn name(&self) -> &'static str {
+        "fisher"
+    }
+    fn needs(&self) -> Needs {
+        Needs::Images(64)
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let ex = input.executor(ExecOptions::default(), Init::Default)?;
+        let (x, labels) = input.batch(64, ex.kind())?;
+        let fwd = ex.forward(&[x], Taps { weighted_out: true, ..Default::default() })?;
+        let y = fwd.outputs.first().ok_or_else(|| input.fail("no output".into()))?;
+        let n = y.size()[0];
+        let y = y.reshape([n, -1]);
+        let loss = cross_entropy(&y, &labels, input)?;
+        let acts: Vec<&Tensor> = fwd.weighted_out.iter().map(|t| &t.value).collect();
+        if acts.is_empty() {
+            return Err(input.fail("no conv or linear layer to score".into()));
+        }
+        let f = |e| tch_err(input, "fisher", e);
+        let grads = Tensor::f_run_backward(&[&loss], &acts, false, false).map_err(f)?;
+        let mut terms = Vec::new();
+        for (a, g) in acts.iter().zip(&grads) {
+            let ag = a.f_mul(g).map_err(f)?;
+            let per = if ag.dim() > 2 {
+                let dims: Vec<i64> = (2..ag.dim() as i64).collect();
+                ag.f_sum_dim_intlist(dims.as_slice(), false, Kind::Double).map_err(f)?
+            } else {
+                ag.to_kind(Kind::Double)
+            };
+            terms.push(
+                per.f_pow_tensor_scalar(2)
+                    .and_then(|t| t.f_mean_dim(0, false, Kind::Double))
+                    .and_then(|t| t.f_mul_scalar(0.5)),
+            );
+        }
+        sum_all(terms).map_err(f)
+    }
+}
+
+/// GraSP: g = dL/dtheta (detached), then z = sum(g * dL/dtheta) with the graph kept, backward;
+/// score = sum -theta * (Hg) over conv/linear weights; batch 64, T = 1.
+pub struct Grasp;
+impl Proxy for Grasp {
+    fn name(&self) -> &'static str {
+        "grasp"
+    }
+    fn needs(&self) -> Needs {
+        Needs::Images(64)
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let ex = input.executor(ExecOptions::default(), Init::Default)?;
+        let (x, labels) = input.batch(64, ex.kind())?;
+        let ws = weights(&ex);
+        if ws.is_empty() {
+            return Err(input.fail("no conv or linear layer to score".into()));
+        }
+        let f = |e| tch_err(input, "grasp", e);
+        let y = logits(&ex, &x, input)?;
+        let loss = cross_entropy(&y, &labels, input)?;
+        let g: Vec<Tensor> = Tensor::f_run_backward(&[&loss], &ws, false, false)
+            .map_err(f)?
+            .into_iter()
+            .map(|t| t.detach())
+            .collect();
+        let y = logits(&ex, &x, input)?;
+        let loss = cross_entropy(&y, &labels, input)?;
+        let gf = Tensor::f_run_backward(&[&loss], &ws, true, true).map_err(f)?;
+        let mut z = Tensor::zeros([], (ex.kind(), input.device));
+        for (a, b) in g.iter().zip(&gf) {
+            z = z.f_add(&a.f_mul(b).and_then(|t| t.f_sum(ex.kind())).map_err(f)?).map_err(f)?;
+        }
+        z.f_backward().map_err(f)?;
+        let mut terms = Vec::new();
+        for w in &ws {
+            terms.push(w.f_mul(&no_grad_of(input, w)?).and_then(|t| t.f_neg()));
+        }
+        sum_all(terms).map_err(f)
+    }
+}
+
+/// NASWOT: batch 128; binary codes c of every ReLU's input; K = sum c c^T + (1-c)(1-c)^T;
+/// score = log |det K|.
+pub struct Nwot;
+impl Proxy for Nwot {
+    fn name(&self) -> &'static str {
+        "nwot"
+    }
+    fn needs(&self) -> Needs {
+        Needs::Images(128)
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let ex = input.executor(ExecOptions::default(), Init::Default)?;
+        let (x, _) = input.batch(128, ex.kind())?;
+        let fwd = tch::no_grad(|| ex.forward(&[x], Taps { relu_in: true, ..Default::default() }))?;
+        if fwd.relu_in.is_empty() {
+            return Err(input.fail("nwot needs ReLU activations; the network has none".into()));
+        }
+        let f = |e| tch_err(input, "nwot", e);
+        let n = fwd.relu_in[0].value.size()[0];
+        let mut k = Tensor::zeros([n, n], (Kind::Double, input.device));
+        for t in &fwd.relu_in {
+            let c = t
+                .value
+                .f_gt(0.0)
+                .and_then(|c| c.f_reshape([n, -1]))
+                .and_then(|c| c.f_to_kind(Kind::Double))
+                .map_err(f)?;
+            let one_c = c.f_neg().and_then(|t| t.f_add_scalar(1.0)).map_err(f)?;
+            let kk = c.f_matmul(&c.f_transpose(0, 1).map_err(f)?).map_err(f)?;
+            let kk2 = one_c.f_matmul(&one_c.f_transpose(0, 1).map_err(f)?).map_err(f)?;
+            k = k.f_add(&kk).and_then(|t| t.f_add(&kk2)).map_err(f)?;
+        }
+        let (_, logabs) = Tensor::f_linalg_slogdet(&k).map_err(f)?;
+        logabs.f_double_value(&[]).map_err(f)
+    }
+}
+
+/// SWAP: conv/linear weights N(0, 1), biases 0, BN scale 1 and shift 0; 16 samples; the
+/// outputs of every ReLU with a 4-D input, concatenated per sample, `sign`ed; SWAP = the number
+/// of distinct per-unit activation patterns across the samples, averaged over 32 fresh
+/// initialisations. With `mu` and `sigma` set it is the regularised SWAP:
+/// SWAP * exp(-(P - mu)^2 / sigma), P = #params in thousands.
+pub struct Swap {
+    /// Samples per batch (16 in the paper).
+    pub samples: usize,
+    /// Initialisations averaged (32).
+    pub repeats: usize,
+    /// Regularisation `(mu, sigma)`, in thousands of parameters.
+    pub reg: Option<(f64, f64)>,
+}
+
+impl Default for Swap {
+    fn default() -> Self {
+        Swap { samples: 16, repeats: 32, reg: None }
+    }
+}
+
+impl Proxy for Swap {
+    fn name(&self) -> &'static str {
+        if self.reg.is_some() {
+            "swap_reg"
+        } else {
+            "swap"
+        }
+    }
+    fn needs(&self) -> Needs {
+        Needs::Images(self.samples)
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let mut ex = input.executor(ExecOptions::default(), Init::Gaussian)?;
+        let (x, _) = input.batch(self.samples, ex.kind())?;
+        let f = |e| tch_err(input, "swap", e);
+        let mut total = 0f64;
+        for r in 0..self.repeats {
+            ex.init(Init::Gaussian, input.seed.wrapping_add(r as u64 * 7919))?;
+            let fwd = tch::no_grad(|| {
+                ex.forward(
+                    &[x.shallow_clone()],
+                    Taps { relu_out: true, relu_in: true, ..Default::default() },
+                )
+            })?;
+            // units x samples sign patterns, packed into bit keys per unit
+            let mut parts = Vec::new();
+            for (tin, tout) in fwd.relu_in.iter().zip(&fwd.relu_out) {
+                if tin.value.dim() == 4 {
+                    parts.push(
+                        tout.value
+                            .f_gt(0.0)
+                            .and_then(|t| t.f_reshape([x.size()[0], -1]))
+                            .map_err(f)?,
+                    );
+                }
+            }
+            if parts.is_empty() {
+                return Err(
+                    input.fail("swap needs ReLUs on 4-D activations; the network has none".into())
+                );
+            }
+            let m = Tensor::f_cat(&parts, 1)
+                .and_then(|t| t.f_transpose(0, 1))
+                .and_then(|t| t.f_to_kind(Kind::Int64))
+                .map_err(f)?;
+            // key = sum_s bit_s << s (samples <= 62)
+            let weights: Vec<i64> = (0..x.size()[0]).map(|s| 1i64 << s.min(62)).collect();
+            let w = Tensor::from_slice(&weights).to_device(input.device);
+            let keys =
+                m.f_mul(&w).and_then(|t| t.f_sum_dim_intlist(1, false, Kind::Int64)).map_err(f)?;
+            let (uniq, _, _) = keys.f_unique_dim(0, false, false, false).map_err(f)?;
+            total += uniq.size()[0] as f64;
+        }
+        let swap = total / self.repeats as f64;
+        Ok(match self.reg {
+            Some((mu, sigma)) => {
+                let p = input.cg.summary().params as f64 / 1e3;
+                swap * (-(p - mu).powi(2) / sigma).exp()
+            }
+            None => swap,
+        })
+    }
+}
+
+/// ZiCo: training mode; two batches of 64 (one batch of 128 in two halves, as NASLib); per
+/// batch the gradients of every conv/linear weight; per layer S = sum over weights with
+/// sigma > 0 of mean|g| / std(g) across batches; ZiCo = sum over layers of ln S (S = 0 skipped).
+pub struct Zico;
+impl Proxy for Zico {
+    fn name(&self) -> &'static str {
+        "zico"
+    }
+    fn needs(&self) -> Needs {
+        Needs::Images(128)
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let mut ex = input.executor(ExecOptions::default(), Init::Default)?;
+        let (x, labels) = input.batch(128, ex.kind())?;
+        let f = |e| tch_err(input, "zico", e);
+        let mut per_batch: Vec<Vec<Tensor>> = Vec::new();
+        let h = x.size()[0] / 2;
+        for half in 0..2i64 {
+            ex.zero_grad();
+            let xs = x.f_narrow(0, half * h, h).map_err(f)?;
+            let ls = labels.f_narrow(0, half * h, h).map_err(f)?;
+            let y = logits(&ex, &xs, input)?;
+            cross_entropy(&y, &ls, input)?.f_backward().map_err(f)?;
+            let mut gs = Vec::new();
+            for w in weights(&ex) {
+                gs.push(no_grad_of(input, w)?.to_kind(Kind::Double).flatten(0, -1).copy());
+            }
+            per_batch.push(gs);
+        }
+        let mut score = 0f64;
+        for l in 0..per_batch[0].len() {
+            let g = Tensor::f_stack(&[&per_batch[0][l], &per_batch[1][l]], 0).map_err(f)?;
+            let std = g.f_std_dim(0, false, false).map_err(f)?;
+            let mean_abs =
+                g.f_abs().and_then(|t| t.f_mean_dim(0, false, Kind::Double)).map_err(f)?;
+            let mask = std.f_gt(0.0).map_err(f)?;
+            let ratio = mean_abs
+                .f_masked_select(&mask)
+                .and_then(|m| Ok((m, std.f_masked_select(&mask)?)))
+                .and_then(|(m, s)| m.f_div(&s))
+                .map_err(f)?;
+            let s = ratio.f_sum(Kind::Double).and_then(|t| t.f_double_value(&[])).map_err(f)?;
+            if s != 0.0 {
+                score += s.ln();
+            }
+        }
+        Ok(score)
+    }
+}
+
+/// epsinas: one batch of 256 images, labels unused; the network with every weight the
+/// constant w (biases 0), for w in `weights` (NB-201: 1e-7 and 1; NB-101: 1e-4 and 10); each
+/// output min-max normalised, exact zeros set to NaN; eps = nanmean|p1 - p2| / nanmean(p1, p2).
+/// Lower is better.
+pub struct Epsinas {
+    /// The two constant weights.
+    pub weights: (f64, f64),
+}
+
+impl Default for Epsinas {
+    fn default() -> Self {
+        Epsinas { weights: (1e-7, 1.0) }
+    }
+}
+
+impl Proxy for Epsinas {
+    fn name(&self) -> &'static str {
+        "epsinas"
+    }
+    fn higher_is_better(&self) -> bool {
+        false
+    }
+    fn needs(&self) -> Needs {
+        Needs::Images(256)
+    }
+    fn score(&self, input: &ProxyInput) -> Result<f64> {
+        let mut ex = input.executor(ExecOptions::default(), Init::Constant(self.weights.0))?;
+        let (x, _) = input.batch(256, ex.kind())?;
+        let f = |e| tch_err(input, "epsinas", e);
+        let mut ps = Vec::new();
+        for w in [self.weights.0, self.weights.1] {
+            ex.init(Init::Constant(w), input.seed)?;
+            let y = tch::no_grad(|| logits(&ex, &x, input))?.to_kind(Kind::Double).flatten(0, -1);
+            let v: Vec<f64> = Vec::<f64>::try_from(&y).map_err(f)?;
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let span = hi - lo;
+            ps.push(
+                v.iter()
+                    .map(|&x| {
+                        let p = if span > 0.0 { (x - lo) / span } else { f64::NAN };
+                        if p == 0.0 {
+                            f64::NAN
+                        } else {
+                            p
+                        }
+                    })
+                    .collect::<Vec<f64>>(),
+            );
+        }
+        let nanmean = |it: &mut dyn Iterator<Item = f64>| {
+            let (s, n) = it.filter(|v| !v.is_nan()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+            if n == 0 {
+                f64::NAN
+            } else {
+                s / n as f64
+            }
+        };
+        let num = nanmean(&mut ps[0].iter().zip(&ps[1]).map(|(a, b)| (a - b).abs()));
+        let den = nanmean(&mut ps[0].iter().chain(&ps[1]).copied());
+        let eps = num / den;
+        if !eps.is_finite() {
+            return Err(input.fail(
+                "epsinas is undefined: the outputs are constant under a constant initialisation"
+                    .into(),
+            ));
+        }
+        Ok(eps)
+    }
+}

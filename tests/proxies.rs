@@ -1,0 +1,130 @@
+//! Zero-cost proxies: the data-independent ones agree with NAS-Bench-Suite-Zero's published
+//! scores of the same NB-201 cells; every proxy is bit-identical across runs with one seed; a
+//! network the executor cannot run gets per-proxy errors while the static proxies still work.
+#![cfg(feature = "torch")]
+
+use nape::dataset::images::ImageSource;
+use nape::dataset::{data_dir, load_naslib_zc, NaslibSpace};
+use nape::graph::Cg;
+use nape::metrics::spearman;
+use nape::onnx::write::{ModelBuilder, Weights};
+use nape::onnx::{from_proto, ImportOptions};
+use nape::proxies::{registry, score_all, Flops, Params, Proxy, ProxyInput, Synflow};
+use nape::spaces::nb201::{Arch, Dataset};
+use rayon::prelude::*;
+use tch::Device;
+
+fn input<'a>(cg: &'a Cg, images: &'a ImageSource) -> ProxyInput<'a> {
+    ProxyInput { cg, images, seed: 3, device: Device::Cpu, batch: None }
+}
+
+#[test]
+fn params_flops_and_synflow_agree_with_the_published_nb201_scores() {
+    let dir = data_dir(None);
+    let zc = load_naslib_zc(&dir, NaslibSpace::Nb201)
+        .unwrap_or_else(|e| panic!("this test needs the benchmark data: {e}"));
+    let cells: Vec<(String, f64, f64, f64)> = zc
+        .records
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.spec.clone(),
+                *r.proxies.get("cifar10_params")?,
+                *r.proxies.get("cifar10_flops")?,
+                *r.proxies.get("cifar10_synflow")?,
+            ))
+        })
+        .collect();
+    assert!(cells.len() > 700, "only {} cells with published scores", cells.len());
+    // every 4th cell keeps the debug-build test short; `nape proxies` runs them all
+    let picked: Vec<&(String, f64, f64, f64)> = cells.iter().step_by(4).collect();
+    let images = ImageSource::Gaussian { classes: 10 };
+    tch::set_num_threads(1);
+    let ours: Vec<(f64, f64, f64)> = picked
+        .par_iter()
+        .map(|(spec, _, _, _)| {
+            let m = Arch::parse(spec)
+                .expect("arch")
+                .build(Dataset::Cifar10, Weights::Inputs)
+                .expect("build");
+            let cg = from_proto(&m.model, spec, &ImportOptions::default()).expect("cg");
+            let inp = input(&cg, &images);
+            (
+                Params.score(&inp).expect("params"),
+                Flops.score(&inp).expect("flops"),
+                Synflow.score(&inp).expect("synflow"),
+            )
+        })
+        .collect();
+    let mut wrong = Vec::new();
+    for ((spec, p, f, _), (op, of, _)) in picked.iter().zip(&ours) {
+        if (op - p).abs() > 1e-6 || (of - f).abs() > 1e-6 {
+            wrong.push(format!("{spec}: params {op} vs {p}, flops {of} vs {f}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} differ:\n{}", wrong.len(), picked.len(), wrong.join("\n"));
+    let published: Vec<f64> = picked.iter().map(|c| c.3).collect();
+    let mine: Vec<f64> = ours.iter().map(|o| o.2).collect();
+    let rho = spearman(&mine, &published);
+    eprintln!("synflow vs published on {} NB-201 cells: Spearman {rho:.4}", picked.len());
+    assert!(rho >= 0.95, "synflow Spearman with the published scores is {rho:.4}");
+}
+
+fn tiny_net() -> Cg {
+    let mut b = ModelBuilder::new("tiny", "x", &[1, 3, 8, 8], Weights::Inputs);
+    let c = b.conv("c1", "x", 8, 3, 1, 1, 1, false);
+    let c = b.batch_norm("bn1", &c, 1e-5, 0.1);
+    let c = b.relu("r1", &c);
+    let c2 = b.conv("c2", &c, 8, 3, 1, 1, 1, true);
+    let c2 = b.relu("r2", &c2);
+    let s = b.add("add", &[c, c2]);
+    let g = b.global_avg_pool("gap", &s);
+    let f = b.flatten("flat", &g);
+    let y = b.linear("fc", &f, 10);
+    let m = b.finish(&y);
+    from_proto(&m.model, "tiny", &ImportOptions::default()).expect("tiny net")
+}
+
+#[test]
+fn every_proxy_is_bit_identical_across_runs_with_one_seed() {
+    let cg = tiny_net();
+    let images = ImageSource::Gaussian { classes: 10 };
+    let proxies = registry();
+    let a = score_all(&proxies, &input(&cg, &images));
+    let b = score_all(&proxies, &input(&cg, &images));
+    assert_eq!(a.len(), proxies.len());
+    for (name, v) in &a {
+        let v = v.as_ref().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let w = b[name].as_ref().expect("second run");
+        assert_eq!(v.to_bits(), w.to_bits(), "{name}: {v} then {w}");
+        assert!(v.is_finite(), "{name}");
+    }
+    // a different seed changes the data-dependent scores
+    let other = ProxyInput { seed: 4, ..input(&cg, &images) };
+    let c = score_all(&proxies, &other);
+    assert_ne!(a["snip"], c["snip"]);
+    assert_eq!(a["params"], c["params"]);
+}
+
+#[test]
+fn a_network_the_executor_cannot_run_gets_per_proxy_errors_and_static_scores() {
+    // an op outside the vocabulary, kept as Unknown by the loader
+    let mut m = ModelBuilder::new("odd", "x", &[1, 3, 8, 8], Weights::Inputs);
+    let c = m.conv("c1", "x", 4, 3, 1, 1, 1, false);
+    let c = m.relu("r", &c);
+    let g = m.global_avg_pool("gap", &c);
+    let f = m.flatten("flat", &g);
+    let mut built = m.finish(&f);
+    let graph = built.model.graph.as_mut().expect("graph");
+    for n in &mut graph.node {
+        if n.op_type == "Relu" {
+            n.op_type = "Shrink".into();
+        }
+    }
+    let cg = from_proto(&built.model, "odd.onnx", &ImportOptions::default()).expect("parses");
+    let images = ImageSource::Gaussian { classes: 10 };
+    let scores = score_all(&registry(), &input(&cg, &images));
+    assert!(scores["params"].is_ok() && scores["flops"].is_ok());
+    let err = scores["snip"].as_ref().expect_err("snip cannot run");
+    assert!(err.contains("odd.onnx") && err.contains("Shrink"), "{err}");
+}
