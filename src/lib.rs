@@ -6,6 +6,7 @@
 
 pub mod dataset;
 pub mod error;
+pub mod features;
 pub mod graph;
 pub mod metrics;
 pub mod onnx;
