@@ -89,6 +89,14 @@ pub enum Error {
     /// A command-line value is wrong.
     #[error("{0}")]
     Usage(String),
+    /// A model (clustering, regression) has invalid parameters or cannot be fitted to the data.
+    #[error("{what}: {msg}")]
+    Fit {
+        /// The model ("fuzzy c-means", "ridge baseline").
+        what: String,
+        /// What is wrong.
+        msg: String,
+    },
 }
 
 /// Shorthand result type.
@@ -120,6 +128,7 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Shape { .. } => exit::ONNX,
             Error::BadSpec { .. } | Error::Usage(_) => exit::USAGE,
+            Error::Fit { .. } => exit::FAILURE,
         }
     }
 

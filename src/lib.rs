@@ -5,6 +5,7 @@
 //! (features, proxies, encoder, ensemble) read graphs and never import back down the chain.
 
 pub mod dataset;
+pub mod ensemble;
 pub mod error;
 pub mod features;
 pub mod graph;
