@@ -18,7 +18,12 @@ use std::path::Path;
 fn check_shapes(f: &GraphFeatures) -> Result<(), String> {
     let bad = |m: String| Err(m);
     if f.op.len() != f.n_nodes || f.node.len() != f.n_nodes * NODE_DIM {
-        return bad(format!("{} nodes, {} ops, {} node values", f.n_nodes, f.op.len(), f.node.len()));
+        return bad(format!(
+            "{} nodes, {} ops, {} node values",
+            f.n_nodes,
+            f.op.len(),
+            f.node.len()
+        ));
     }
     if f.global.len() != GLOBAL_DIM {
         return bad(format!("{} global values, want {GLOBAL_DIM}", f.global.len()));
@@ -86,8 +91,9 @@ fn golden_text_of_small_corpus_files() {
     let regen = std::env::var_os("NAPE_REGEN_GOLDEN").is_some_and(|v| v == "1");
     let mut bad = Vec::new();
     for name in ["nasbench201_cell", "resnet_block", "batchnorm_unfolded"] {
-        let cg = load(&root.join(format!("tests/corpus/ops/{name}.onnx")), &ImportOptions::default())
-            .expect("corpus file loads");
+        let cg =
+            load(&root.join(format!("tests/corpus/ops/{name}.onnx")), &ImportOptions::default())
+                .expect("corpus file loads");
         let text = to_text(&cg.canonical());
         let gp = root.join(format!("tests/golden/text_{name}.txt"));
         if regen {
@@ -192,5 +198,130 @@ proptest! {
         let cg2 = load_bytes(&folded, "prop.onnx", &ImportOptions::default())
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&f, &encode(&cg2, &proxies));
+    }
+}
+
+/// Sanity measurement on real benchmark cells (needs NAPE_DATA; slow in debug, so ignored):
+/// featurise 2,000 NB-101 and 2,000 NB-201 cells (seeded sample), report time per graph, token
+/// lengths, the Spearman of each graph feature with accuracy, and a ridge baseline on the
+/// features (half to fit, half to test; and NB-101 -> NB-201 zero-shot). Run with
+/// `cargo test --release --no-default-features --test features sanity -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sanity_measurement_on_benchmark_cells() {
+    use nape::dataset::{data_dir, load_nb101, load_nb201};
+    use nape::ensemble::baseline;
+    use nape::features::global_names;
+    use nape::metrics::{kendall_tau, spearman};
+    use nape::onnx::from_proto;
+    use nape::spaces::{BuildOptions, Space};
+    use std::time::Instant;
+
+    let dir = data_dir(None);
+    let names = global_names();
+    let mut fitted: Option<baseline::Baseline> = None;
+    for (space, targets) in [
+        (Space::Nb101, vec!["val_acc_ep108"]),
+        (Space::Nb201, vec!["cifar10_test_ep200", "cifar100_test_ep200", "imagenet16_test_ep200"]),
+    ] {
+        let all = match space {
+            Space::Nb101 => load_nb101(&dir),
+            _ => load_nb201(&dir),
+        }
+        .unwrap_or_else(|e| panic!("benchmark data needed: {e}"));
+        let d = all.require(targets[0]).sample(2000, 42);
+        let (mut t_build, mut t_load, mut t_enc) = (0.0, 0.0, 0.0);
+        let mut feats = Vec::new();
+        for r in &d.records {
+            let t0 = Instant::now();
+            let m = space.parse_spec(&r.spec).unwrap().build(&BuildOptions::default()).unwrap();
+            let t1 = Instant::now();
+            let cg = from_proto(&m.model, &r.id, &ImportOptions::default()).unwrap();
+            let t2 = Instant::now();
+            let f = encode(&cg, &r.proxies);
+            t_enc += t2.elapsed().as_secs_f64();
+            t_build += (t1 - t0).as_secs_f64();
+            t_load += (t2 - t1).as_secs_f64();
+            check_shapes(&f).unwrap();
+            feats.push(f);
+        }
+        let n = feats.len() as f64;
+        let ntok: Vec<usize> = feats.iter().map(|f| f.tokens.len()).collect();
+        let truncated =
+            feats.iter().filter(|f| f.tokens.last() == Some(&nape::features::text::TRUNC)).count();
+        let vocab = nape::features::text::vocabulary();
+        let op_tok = vocab.iter().position(|w| w == "Op").unwrap() as u32;
+        let blocks: usize =
+            feats.iter().map(|f| f.tokens.iter().filter(|&&t| t == op_tok).count()).sum();
+        let text_len: usize = d
+            .records
+            .iter()
+            .take(20)
+            .map(|r| {
+                let m = space.parse_spec(&r.spec).unwrap().build(&BuildOptions::default()).unwrap();
+                let cg = from_proto(&m.model, &r.id, &ImportOptions::default()).unwrap();
+                to_text(&cg.canonical()).len()
+            })
+            .sum();
+        eprintln!(
+            "\n{}: {} cells, one thread, per graph: spec->ONNX {:.3} ms, ONNX->CG {:.3} ms, encode {:.3} ms; \
+             nodes (canonical) mean {:.1}; tokens mean {:.1}, {} of {} truncated at {MAX_TOKENS}, \
+             covering the first {:.1} node blocks; text {:.0} chars",
+            space.name(),
+            feats.len(),
+            1e3 * t_build / n,
+            1e3 * t_load / n,
+            1e3 * t_enc / n,
+            feats.iter().map(|f| f.n_nodes).sum::<usize>() as f64 / n,
+            ntok.iter().sum::<usize>() as f64 / n,
+            truncated,
+            feats.len(),
+            blocks as f64 / n,
+            text_len as f64 / 20.0,
+        );
+        let x = ndarray::Array2::from_shape_fn((feats.len(), GLOBAL_DIM), |(i, j)| {
+            feats[i].global[j] as f64
+        });
+        for target in &targets {
+            let y: Vec<f64> =
+                d.records.iter().map(|r| r.target(target).unwrap_or(f64::NAN)).collect();
+            let mut rows: Vec<(String, f64)> = (0..GLOBAL_DIM)
+                .filter_map(|j| {
+                    let col: Vec<f64> = x.column(j).to_vec();
+                    let varies = col.iter().any(|&v| v != col[0]);
+                    varies.then(|| (names[j].clone(), spearman(&col, &y)))
+                })
+                .collect();
+            rows.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+            eprintln!(
+                "{} {target}: Spearman of each varying graph feature with accuracy",
+                space.name()
+            );
+            for (name, rho) in &rows {
+                eprintln!("  {name:<24} {rho:+.3}");
+            }
+            let half = feats.len() / 2;
+            let xs = x.slice(ndarray::s![..half, ..]).to_owned();
+            let b = baseline::fit(&xs, &y[..half]).unwrap();
+            let pred = b.predict(&x.slice(ndarray::s![half.., ..]).to_owned()).unwrap();
+            eprintln!(
+                "  ridge baseline, fit on {half}, tested on {}: Spearman {:.3}, Kendall {:.3} (penalty {})",
+                feats.len() - half,
+                spearman(&pred, &y[half..]),
+                kendall_tau(&pred, &y[half..]),
+                b.penalty
+            );
+            match (&fitted, space) {
+                (None, Space::Nb101) => fitted = Some(baseline::fit(&x, &y).unwrap()),
+                (Some(b101), Space::Nb201) => {
+                    let pred = b101.predict(&x).unwrap();
+                    eprintln!(
+                        "  ridge fitted on 2,000 NB-101 cells, zero-shot on these: Spearman {:.3}",
+                        spearman(&pred, &y)
+                    );
+                }
+                _ => {}
+            }
+        }
     }
 }

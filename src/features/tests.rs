@@ -118,3 +118,15 @@ fn text_has_one_block_per_compute_node() {
     );
     assert!(t.ends_with("-->Out1:\nOp: Output(1,10)\n"), "{t}");
 }
+
+#[test]
+fn feature_spec_describes_this_layout() {
+    let s = FeatureSpec::current();
+    assert_eq!(s.op_vocab.len(), OP_VOCAB);
+    assert_eq!(s.global_names.len(), GLOBAL_DIM);
+    for k in ALL_KINDS {
+        assert_eq!(s.op_vocab[op_index(k) as usize], k.as_str());
+    }
+    let back: FeatureSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+}
