@@ -98,6 +98,14 @@ pub enum Error {
         /// What went wrong.
         msg: String,
     },
+    /// A model (clustering, regression) has invalid parameters or cannot be fitted to the data.
+    #[error("{what}: {msg}")]
+    Fit {
+        /// The model ("fuzzy c-means", "ridge baseline").
+        what: String,
+        /// What is wrong.
+        msg: String,
+    },
 }
 
 /// Shorthand result type.
@@ -129,7 +137,7 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Shape { .. } => exit::ONNX,
             Error::BadSpec { .. } | Error::Usage(_) => exit::USAGE,
-            Error::Run { .. } => exit::FAILURE,
+            Error::Run { .. } | Error::Fit { .. } => exit::FAILURE,
         }
     }
 

@@ -5,9 +5,11 @@
 //! (features, proxies, encoder, ensemble) read graphs and never import back down the chain.
 
 pub mod dataset;
+pub mod ensemble;
 pub mod error;
 #[cfg(feature = "torch")]
 pub mod exec;
+pub mod features;
 pub mod graph;
 pub mod metrics;
 pub mod onnx;

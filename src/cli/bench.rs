@@ -19,6 +19,46 @@ pub struct BenchArgs {
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also time every zero-cost proxy on an NB-201 and an NB-101 network (libtorch on one
+    /// thread per network, Gaussian image batches of each proxy's reference size).
+    #[arg(long)]
+    pub proxies: bool,
+}
+
+/// Milliseconds per proxy on the benchmark-cell networks, and the peak memory after each.
+#[cfg(feature = "torch")]
+fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
+    use crate::dataset::images::ImageSource;
+    use crate::proxies::{registry, ProxyInput};
+    tch::set_num_threads(1);
+    let images = ImageSource::Gaussian { classes: 10 };
+    let nets: Vec<Net> =
+        space_networks()?.into_iter().filter(|n| n.label.contains("no weights")).collect();
+    let proxies = registry();
+    writeln!(out, "\nzero-cost proxies, ms per network (libtorch on 1 thread; networks run in parallel, one per core)")?;
+    write!(out, "{:<26}", "network")?;
+    for p in &proxies {
+        write!(out, " {:>9}", p.name())?;
+    }
+    writeln!(out, " {:>9} {:>9}", "all", "peak MiB")?;
+    for net in &nets {
+        let cg = from_proto(&decode(&net.bytes, &net.label)?, &net.label, &ImportOptions::default())?;
+        let input = ProxyInput { cg: &cg, images: &images, seed: 0, device: tch::Device::Cpu, batch: None };
+        write!(out, "{:<26}", net.label.replace(" (no weights)", ""))?;
+        let mut total = 0.0;
+        for p in &proxies {
+            let t = Instant::now();
+            let r = p.score(&input);
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            total += ms;
+            match r {
+                Ok(_) => write!(out, " {ms:>9.0}")?,
+                Err(_) => write!(out, " {:>9}", "error")?,
+            }
+        }
+        writeln!(out, " {total:>9.0} {:>9.0}", peak_rss_mib())?;
+    }
+    Ok(())
 }
 
 /// A network to measure: a label and its ONNX bytes.
@@ -191,5 +231,9 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<i32> {
         "build ms = tract shape analysis + mapping to the CG; peak RSS {:.0} MiB",
         peak_rss_mib()
     )?;
+    #[cfg(feature = "torch")]
+    if a.proxies {
+        proxy_table(&mut out)?;
+    }
     Ok(0)
 }
