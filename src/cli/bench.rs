@@ -42,8 +42,10 @@ fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
     }
     writeln!(out, " {:>9} {:>9}", "all", "peak MiB")?;
     for net in &nets {
-        let cg = from_proto(&decode(&net.bytes, &net.label)?, &net.label, &ImportOptions::default())?;
-        let input = ProxyInput { cg: &cg, images: &images, seed: 0, device: tch::Device::Cpu, batch: None };
+        let cg =
+            from_proto(&decode(&net.bytes, &net.label)?, &net.label, &ImportOptions::default())?;
+        let input =
+            ProxyInput { cg: &cg, images: &images, seed: 0, device: tch::Device::Cpu, batch: None };
         write!(out, "{:<26}", net.label.replace(" (no weights)", ""))?;
         let mut total = 0.0;
         for p in &proxies {

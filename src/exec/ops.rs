@@ -535,9 +535,9 @@ fn conv(node: &OpNode, args: &[Option<Tensor>], transposed: bool, ctx: &Ctx) -> 
         .map_err(e)?;
     let want = target(node, 0, ctx)?;
     let mut y = full;
-    for i in 0..n {
+    for (i, &begin) in pb.iter().enumerate().take(n) {
         let len = want.get(2 + i).copied().ok_or("transposed conv output has no shape")?;
-        y = y.f_narrow(2 + i as i64, pb[i], len).map_err(e)?;
+        y = y.f_narrow(2 + i as i64, begin, len).map_err(e)?;
     }
     Ok(y)
 }
@@ -602,6 +602,7 @@ fn slice(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
         (starts, ends, axes, steps)
     };
     let mut y = x.shallow_clone();
+    #[allow(clippy::needless_range_loop)] // starts, ends, axes and steps are read in step
     for i in 0..starts.len() {
         let a = axis(*axes.get(i).ok_or("slice axes")?, r)?;
         let dim = y.size()[a as usize];

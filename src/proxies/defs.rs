@@ -476,8 +476,8 @@ impl Proxy for Zico {
             per_batch.push(gs);
         }
         let mut score = 0f64;
-        for l in 0..per_batch[0].len() {
-            let g = Tensor::f_stack(&[&per_batch[0][l], &per_batch[1][l]], 0).map_err(f)?;
+        for (a, b) in per_batch[0].iter().zip(&per_batch[1]) {
+            let g = Tensor::f_stack(&[a, b], 0).map_err(f)?;
             let std = g.f_std_dim(0, false, false).map_err(f)?;
             let mean_abs =
                 g.f_abs().and_then(|t| t.f_mean_dim(0, false, Kind::Double)).map_err(f)?;
