@@ -5,7 +5,6 @@
 //! with an independent runtime on the same weights and inputs.
 
 use super::{decode, guarded, load_bytes, one_line, ImportOptions, WEIGHT_INPUTS_KEY};
-use crate::dataset::SplitMix64;
 use crate::error::{Error, Result};
 use crate::graph::OpKind;
 use prost::Message;
@@ -74,7 +73,15 @@ pub fn with_weights(bytes: &[u8], source: &str, seed: u64) -> Result<Vec<u8>> {
     let Some(graph) = proto.graph.as_mut() else {
         return Err(Error::InvalidOnnx { path: source.into(), msg: "no graph".into() });
     };
-    let mut rng = SplitMix64(seed);
+    // a SplitMix64 stream (onnx sits below dataset, whose generator it must not import)
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
     let mut keep = Vec::new();
     let mut changed = false;
     for vi in std::mem::take(&mut graph.input) {
@@ -88,7 +95,7 @@ pub fn with_weights(bytes: &[u8], source: &str, seed: u64) -> Result<Vec<u8>> {
         let fan = if dims.len() >= 2 { (numel / dims[0].max(1)).max(1) } else { 0 };
         let vals: Vec<f32> = (0..numel)
             .map(|_| {
-                let u = (rng.next() >> 40) as f32 / (1u64 << 24) as f32;
+                let u = (next() >> 40) as f32 / (1u64 << 24) as f32;
                 if fan > 0 {
                     (2.0 * u - 1.0) / (fan as f32).sqrt()
                 } else {
