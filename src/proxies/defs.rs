@@ -66,6 +66,21 @@ fn no_grad_of(input: &ProxyInput, t: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Sums `term(theta, dL/dtheta)` over every element of the conv/linear weights, after a backward
+/// pass has filled their gradients (the shape shared by SynFlow, SNIP, GradNorm, Plain, GraSP).
+fn over_weights(
+    input: &ProxyInput,
+    ex: &Executor,
+    what: &str,
+    term: impl Fn(&Tensor, &Tensor) -> TchResult<Tensor>,
+) -> Result<f64> {
+    let mut terms = Vec::new();
+    for w in weights(ex) {
+        terms.push(term(w, &no_grad_of(input, w)?));
+    }
+    sum_all(terms).map_err(|e| tch_err(input, what, e))
+}
+
 /// `#params` in millions (NASLib's unit for NB-201).
 pub struct Params;
 impl Proxy for Params {
@@ -120,12 +135,7 @@ impl Proxy for Synflow {
         y.f_sum(Kind::Double)
             .and_then(|r| r.f_backward())
             .map_err(|e| tch_err(input, "backward", e))?;
-        let mut terms = Vec::new();
-        for w in weights(&ex) {
-            let g = no_grad_of(input, w)?;
-            terms.push(w.f_mul(&g).and_then(|t| t.f_abs()));
-        }
-        let s = sum_all(terms).map_err(|e| tch_err(input, "score", e))?;
+        let s = over_weights(input, &ex, "score", |w, g| w.f_mul(g)?.f_abs())?;
         Ok(s.max(f64::MIN_POSITIVE).log10())
     }
 }
@@ -141,11 +151,7 @@ impl Proxy for Snip {
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         let ex = grads_on_batch(input, 64)?;
-        let mut terms = Vec::new();
-        for w in weights(&ex) {
-            terms.push(w.f_mul(&no_grad_of(input, w)?).and_then(|t| t.f_abs()));
-        }
-        sum_all(terms).map_err(|e| tch_err(input, "score", e))
+        over_weights(input, &ex, "score", |w, g| w.f_mul(g)?.f_abs())
     }
 }
 
@@ -160,11 +166,7 @@ impl Proxy for GradNorm {
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         let ex = grads_on_batch(input, 64)?;
-        let mut terms = Vec::new();
-        for w in weights(&ex) {
-            terms.push(no_grad_of(input, w)?.f_norm());
-        }
-        sum_all(terms).map_err(|e| tch_err(input, "score", e))
+        over_weights(input, &ex, "score", |_, g| g.f_norm())
     }
 }
 
@@ -179,11 +181,7 @@ impl Proxy for Plain {
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         let ex = grads_on_batch(input, 64)?;
-        let mut terms = Vec::new();
-        for w in weights(&ex) {
-            terms.push(w.f_mul(&no_grad_of(input, w)?));
-        }
-        sum_all(terms).map_err(|e| tch_err(input, "score", e))
+        over_weights(input, &ex, "score", |w, g| w.f_mul(g))
     }
 }
 
@@ -317,11 +315,7 @@ impl Proxy for Grasp {
             z = z.f_add(&a.f_mul(b).and_then(|t| t.f_sum(ex.kind())).map_err(f)?).map_err(f)?;
         }
         z.f_backward().map_err(f)?;
-        let mut terms = Vec::new();
-        for w in &ws {
-            terms.push(w.f_mul(&no_grad_of(input, w)?).and_then(|t| t.f_neg()));
-        }
-        sum_all(terms).map_err(f)
+        over_weights(input, &ex, "grasp", |w, g| w.f_mul(g)?.f_neg())
     }
 }
 
