@@ -89,6 +89,9 @@ pub enum Error {
     /// A command-line value is wrong.
     #[error("{0}")]
     Usage(String),
+    /// A predictor model is invalid, does not match the features, or failed to train.
+    #[error("model: {0}")]
+    Model(String),
 }
 
 /// Shorthand result type.
@@ -120,6 +123,7 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Shape { .. } => exit::ONNX,
             Error::BadSpec { .. } | Error::Usage(_) => exit::USAGE,
+            Error::Model(_) => exit::FAILURE,
         }
     }
 

@@ -5,11 +5,16 @@
 //! (features, proxies, encoder, ensemble) read graphs and never import back down the chain.
 
 pub mod dataset;
+pub mod encoder;
+pub mod ensemble;
 pub mod error;
 pub mod graph;
 pub mod metrics;
 pub mod onnx;
+#[cfg(feature = "torch")]
+pub mod predict;
 pub mod spaces;
+pub mod train;
 
 pub use error::{Error, Result};
 pub mod cli;

@@ -2,8 +2,18 @@
 //! `--json`, `--jsonl` or `--csv`), logs and progress to stderr.
 
 pub mod bench;
+#[cfg(feature = "torch")]
+pub mod eval;
 pub mod export;
+#[cfg(feature = "torch")]
+pub mod finetune;
 pub mod inspect;
+#[cfg(feature = "torch")]
+mod model_args;
+#[cfg(feature = "torch")]
+pub mod predict;
+#[cfg(feature = "torch")]
+pub mod pretrain;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -34,13 +44,34 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Throughput of each pipeline stage, as a table.
     Bench(bench::BenchArgs),
+    /// Contrastive + supervised training on a benchmark family -> models/NAME.
+    #[cfg(feature = "torch")]
+    Pretrain(pretrain::PretrainArgs),
+    /// Few-shot adaptation to a family: before/after on the rest, over seeds.
+    #[cfg(feature = "torch")]
+    Finetune(finetune::FinetuneArgs),
+    /// A model's metrics on a family, beside the #params and FLOPs baselines.
+    #[cfg(feature = "torch")]
+    Eval(eval::EvalArgs),
+    /// Predicted accuracy (and uncertainty) of ONNX files or folders.
+    #[cfg(feature = "torch")]
+    Predict(predict::PredictArgs),
 }
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let quiet = cli.quiet;
     match cli.command {
         Command::Inspect(a) => inspect::run(&a),
         Command::Export(a) => export::run(&a),
         Command::Bench(a) => bench::run(&a),
+        #[cfg(feature = "torch")]
+        Command::Pretrain(a) => pretrain::run(&a, quiet),
+        #[cfg(feature = "torch")]
+        Command::Finetune(a) => finetune::run(&a, quiet),
+        #[cfg(feature = "torch")]
+        Command::Eval(a) => eval::run(&a),
+        #[cfg(feature = "torch")]
+        Command::Predict(a) => predict::run(&a),
     }
 }

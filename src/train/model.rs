@@ -1,0 +1,234 @@
+//! A trained predictor: encoder + heads in one `VarStore`, and its `meta.json` (op vocabulary,
+//! feature dimensions, target standardisation, FCM centres, training family, metrics, config,
+//! nape version). Checkpoints are `models/<name>/{weights.safetensors, meta.json}`, both
+//! written atomically (a temporary file in the same folder, then a rename).
+
+use super::config::TrainConfig;
+use crate::dataset::cache::NAPE_VERSION;
+use crate::encoder::{Batch, FeatureDims, GraphEncoder};
+use crate::ensemble::heads::Heads;
+use crate::error::{write_atomic, Error, Result};
+use crate::features::GraphFeatures;
+use crate::graph::op::ALL_KINDS;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::{nn, Device, Tensor};
+
+/// Version of the checkpoint layout.
+pub const CHECKPOINT_VERSION: u32 = 1;
+/// Weights file inside a model folder.
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+/// Metadata file inside a model folder.
+pub const META_FILE: &str = "meta.json";
+
+/// Everything about a model besides its weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// [`CHECKPOINT_VERSION`].
+    pub checkpoint_version: u32,
+    /// nape version that wrote it.
+    pub nape_version: String,
+    /// Model name.
+    pub name: String,
+    /// Family whose labels it was (last) trained on.
+    pub family: String,
+    /// Target it predicts.
+    pub target: String,
+    /// What it predicts, in words.
+    pub predicts: String,
+    /// Mean of the target over the training labels (predictions are de-standardised with it).
+    pub target_mean: f64,
+    /// Standard deviation of the target over the training labels.
+    pub target_std: f64,
+    /// Feature dimensions the weights expect.
+    pub dims: FeatureDims,
+    /// Op vocabulary, index 0 = out of vocabulary.
+    pub op_vocabulary: Vec<String>,
+    /// Feature normalisation, as the features module documents it.
+    pub feature_normalisation: String,
+    /// Fuzzy c-means centres of the training embeddings (none: uniform memberships).
+    pub fcm_centres: Option<Vec<Vec<f64>>>,
+    /// The whole training configuration.
+    pub config: TrainConfig,
+    /// Held-out metrics and timings measured when it was trained.
+    pub metrics: BTreeMap<String, f64>,
+    /// Ids of the labelled records it was trained or validated on (so evaluation on the same
+    /// family can leave them out).
+    pub seen_ids: Vec<String>,
+}
+
+impl Meta {
+    /// Metadata for a new model trained with `config`.
+    pub fn new(name: &str, config: &TrainConfig) -> Meta {
+        let mut vocab = vec!["<oov>".to_string()];
+        vocab.extend(ALL_KINDS.iter().map(|k| k.as_str().to_string()));
+        Meta {
+            checkpoint_version: CHECKPOINT_VERSION,
+            nape_version: NAPE_VERSION.to_string(),
+            name: name.to_string(),
+            family: config.family.clone(),
+            target: config.target.clone(),
+            predicts: super::data::describe_target(&config.family, &config.target),
+            target_mean: 0.0,
+            target_std: 1.0,
+            dims: FeatureDims::current(),
+            op_vocabulary: vocab,
+            feature_normalisation: "see nape::features: log-scaled counts and sizes, proxies as \
+                                    stored by nape::proxies, presence flags"
+                .into(),
+            fcm_centres: None,
+            config: config.clone(),
+            metrics: BTreeMap::new(),
+            seen_ids: Vec::new(),
+        }
+    }
+}
+
+/// Encoder, heads and metadata of one predictor.
+#[derive(Debug)]
+pub struct Model {
+    /// All weights.
+    pub vs: nn::VarStore,
+    /// The graph encoder.
+    pub encoder: GraphEncoder,
+    /// The head ensemble.
+    pub heads: Heads,
+    /// Metadata.
+    pub meta: Meta,
+}
+
+impl Model {
+    /// A freshly initialised model (seeded by `meta.config.seed`) on `device`.
+    pub fn new(meta: Meta, device: Device) -> Result<Model> {
+        tch::manual_seed(meta.config.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let encoder = GraphEncoder::new(&(vs.root() / "encoder"), &meta.config.encoder, &meta.dims);
+        let mut heads = Heads::new(
+            &(vs.root() / "heads"),
+            meta.config.encoder.emb_dim,
+            &meta.config.heads,
+        );
+        if let Some(c) = &meta.fcm_centres {
+            heads.set_centres(c, device)?;
+        }
+        Ok(Model { vs, encoder, heads, meta })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Writes `dir/weights.safetensors` and `dir/meta.json`, each atomically.
+    pub fn save(&mut self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        self.meta.fcm_centres = self.heads.centres();
+        let tmp = dir.join(format!(".{WEIGHTS_FILE}.{}.safetensors", std::process::id()));
+        let dest = dir.join(WEIGHTS_FILE);
+        self.vs.save(&tmp).map_err(|e| Error::Model(format!("{}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+        let meta = serde_json::to_vec_pretty(&self.meta)
+            .map_err(|e| Error::Model(format!("cannot serialise meta.json: {e}")))?;
+        write_atomic(&dir.join(META_FILE), &meta)
+    }
+
+    /// Reads a model folder onto `device`; checks that its features match this build's.
+    pub fn load(dir: &Path, device: Device) -> Result<Model> {
+        let meta_path = dir.join(META_FILE);
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::MissingData {
+                    what: "model metadata".into(),
+                    path: meta_path.clone(),
+                    hint: "; train one with `nape pretrain` or name a folder under models/".into(),
+                }
+            } else {
+                Error::io(&meta_path, e)
+            }
+        })?;
+        let meta: Meta = serde_json::from_str(&text).map_err(|e| Error::BadData {
+            path: meta_path.clone(),
+            line: e.line(),
+            msg: format!("not a nape model's meta.json: {e}"),
+        })?;
+        if meta.checkpoint_version != CHECKPOINT_VERSION {
+            return Err(Error::Model(format!(
+                "{}: checkpoint version {} (this nape reads {CHECKPOINT_VERSION})",
+                meta_path.display(),
+                meta.checkpoint_version
+            )));
+        }
+        if meta.dims != FeatureDims::current() {
+            return Err(Error::Model(format!(
+                "{}: built for features {:?}, this nape computes {:?}; retrain it",
+                meta_path.display(),
+                meta.dims,
+                FeatureDims::current()
+            )));
+        }
+        let mut model = Model::new(meta, device)?;
+        let w = dir.join(WEIGHTS_FILE);
+        model.vs.load(&w).map_err(|e| Error::Model(format!("{}: {e}", w.display())))?;
+        Ok(model)
+    }
+
+    /// Standardises a target value.
+    pub fn standardise(&self, y: f64) -> f64 {
+        (y - self.meta.target_mean) / self.meta.target_std
+    }
+
+    /// Embeddings of `graphs` (no gradient), `[n, emb_dim]`, in batches of `batch`.
+    pub fn embed(&self, graphs: &[&GraphFeatures], batch: usize) -> Result<Tensor> {
+        let _g = tch::no_grad_guard();
+        let mut parts = Vec::new();
+        for chunk in graphs.chunks(batch.max(1)) {
+            let b = Batch::new(chunk, &self.meta.dims, self.device())?;
+            parts.push(self.encoder.forward(&b).0);
+        }
+        if parts.is_empty() {
+            return Ok(Tensor::zeros(
+                [0, self.meta.config.encoder.emb_dim],
+                (tch::Kind::Float, self.device()),
+            ));
+        }
+        Ok(Tensor::cat(&parts, 0))
+    }
+
+    /// Predictions and uncertainties of `graphs` in the target's units.
+    pub fn predict(&self, graphs: &[&GraphFeatures]) -> Result<Vec<(f64, f64)>> {
+        let _g = tch::no_grad_guard();
+        let mut out = Vec::with_capacity(graphs.len());
+        for chunk in graphs.chunks(256) {
+            let b = Batch::new(chunk, &self.meta.dims, self.device())?;
+            let m = self.heads.forward(&self.encoder.forward(&b).0);
+            let mean = Vec::<f32>::try_from(&m.mean.to_device(Device::Cpu))
+                .map_err(|e| Error::Model(e.to_string()))?;
+            let std = Vec::<f32>::try_from(&m.std.to_device(Device::Cpu))
+                .map_err(|e| Error::Model(e.to_string()))?;
+            let (mu, sd) = (self.meta.target_mean, self.meta.target_std);
+            out.extend(mean.iter().zip(&std).map(|(&p, &s)| (p as f64 * sd + mu, s as f64 * sd)));
+        }
+        Ok(out)
+    }
+}
+
+/// Picks the device: `cuda` when asked for and available, otherwise the CPU (with a message
+/// saying why when CUDA was asked for).
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if tch::Cuda::is_available() {
+                Ok(Device::Cuda(0))
+            } else {
+                eprintln!(
+                    "warning: --device cuda asked for, but CUDA is not available here (no GPU, \
+                     or libtorch_cuda not loaded): running on the CPU"
+                );
+                Ok(Device::Cpu)
+            }
+        }
+        d => Err(Error::Usage(format!("unknown device '{d}' (cpu or cuda)"))),
+    }
+}
