@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod encoder;
 pub mod ensemble;
 pub mod error;
+pub mod features;
 pub mod graph;
 pub mod metrics;
 pub mod onnx;
