@@ -40,6 +40,12 @@ pub fn model_path(name: &str) -> PathBuf {
     }
 }
 
+/// Featurises one ONNX file (no proxies).
+pub fn featurise_file(path: &Path, opts: &ImportOptions) -> Result<Sample> {
+    let cg = onnx::load(path, opts)?;
+    Ok(Sample::from_cg(&cg, &BTreeMap::new()))
+}
+
 /// One file's prediction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
@@ -78,13 +84,15 @@ impl Predictor {
 
     /// Featurises one file.
     pub fn featurise(&self, path: &Path) -> Result<Sample> {
-        let cg = onnx::load(path, &self.opts)?;
-        Ok(Sample::from_cg(&cg, &BTreeMap::new()))
+        featurise_file(path, &self.opts)
     }
 
     /// Predicts each file; a file that fails gives its error, the others their prediction.
     pub fn predict_files(&self, paths: &[PathBuf]) -> Vec<Result<Prediction>> {
-        let samples: Vec<Result<Sample>> = paths.par_iter().map(|p| self.featurise(p)).collect();
+        let samples: Vec<Result<Sample>> = {
+            let opts = &self.opts;
+            paths.par_iter().map(|p| featurise_file(p, opts)).collect()
+        };
         let ok: Vec<&Sample> = samples.iter().filter_map(|s| s.as_ref().ok()).collect();
         let graphs: Vec<&crate::features::GraphFeatures> = ok.iter().map(|s| &s.features).collect();
         let mut preds = match self.model.predict(&graphs) {

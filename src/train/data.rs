@@ -27,12 +27,12 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// Featurises a CG (canonicalised first) with the given proxy scores.
+    /// Featurises a CG with the given proxy scores (`features::encode` canonicalises it;
+    /// params and FLOPs are the graph's own totals).
     pub fn from_cg(cg: &Cg, proxies: &BTreeMap<String, f64>) -> Sample {
-        let cg = cg.canonical();
         let s = cg.summary();
         Sample {
-            features: features::encode(&cg, proxies),
+            features: features::encode(cg, proxies),
             params: s.params as f64,
             flops: s.flops as f64,
         }

@@ -9,7 +9,7 @@ use crate::encoder::{Batch, FeatureDims, GraphEncoder};
 use crate::ensemble::heads::Heads;
 use crate::error::{write_atomic, Error, Result};
 use crate::features::GraphFeatures;
-use crate::graph::op::ALL_KINDS;
+use crate::graph::ALL_KINDS;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -230,5 +230,67 @@ pub fn device(name: &str) -> Result<Device> {
             }
         }
         d => Err(Error::Usage(format!("unknown device '{d}' (cpu or cuda)"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{GLOBAL_DIM, NODE_DIM};
+
+    fn graphs() -> Vec<GraphFeatures> {
+        (1..6)
+            .map(|n| GraphFeatures {
+                n_nodes: n * 3,
+                op: (0..n * 3).map(|i| (i % 7) as i64 + 1).collect(),
+                node: (0..n * 3 * NODE_DIM).map(|i| ((i * 13 + n) % 17) as f32 / 17.0).collect(),
+                edges: (1..n * 3).map(|i| ((i - 1) as u32, i as u32)).collect(),
+                global: (0..GLOBAL_DIM).map(|i| ((i + n) % 5) as f32 / 5.0).collect(),
+                tokens: vec![2, 10, 11, 3],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn checkpoint_round_trip_gives_identical_predictions() {
+        let mut cfg = TrainConfig::default();
+        cfg.encoder.use_text = true;
+        cfg.heads.k = 3;
+        let mut meta = Meta::new("t", &cfg);
+        meta.target_mean = 0.9;
+        meta.target_std = 0.05;
+        let mut model = Model::new(meta, Device::Cpu).unwrap();
+        let centres: Vec<Vec<f64>> =
+            (0..3).map(|k| vec![k as f64 * 0.1; cfg.encoder.emb_dim as usize]).collect();
+        model.heads.set_centres(&centres, Device::Cpu).unwrap();
+        let g = graphs();
+        let refs: Vec<&GraphFeatures> = g.iter().collect();
+        let before = model.predict(&refs).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        let loaded = Model::load(dir.path(), Device::Cpu).unwrap();
+        assert_eq!(loaded.predict(&refs).unwrap(), before);
+        assert_eq!(loaded.meta, model.meta);
+        assert!(before.iter().all(|(p, u)| p.is_finite() && u.is_finite() && *u >= 0.0));
+    }
+
+    #[test]
+    fn same_seed_same_initial_weights() {
+        let cfg = TrainConfig { seed: 5, ..Default::default() };
+        let g = graphs();
+        let refs: Vec<&GraphFeatures> = g.iter().collect();
+        let a = Model::new(Meta::new("a", &cfg), Device::Cpu).unwrap().predict(&refs).unwrap();
+        let b = Model::new(Meta::new("b", &cfg), Device::Cpu).unwrap().predict(&refs).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn missing_or_foreign_checkpoints_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(Model::load(dir.path(), Device::Cpu), Err(Error::MissingData { .. })));
+        let mut meta = Meta::new("x", &TrainConfig::default());
+        meta.dims.node_dim += 1;
+        std::fs::write(dir.path().join(META_FILE), serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert!(matches!(Model::load(dir.path(), Device::Cpu), Err(Error::Model(_))));
     }
 }
