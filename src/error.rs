@@ -89,6 +89,14 @@ pub enum Error {
     /// A command-line value is wrong.
     #[error("{0}")]
     Usage(String),
+    /// A model (clustering, regression) has invalid parameters or cannot be fitted to the data.
+    #[error("{what}: {msg}")]
+    Fit {
+        /// The model ("fuzzy c-means", "ridge baseline").
+        what: String,
+        /// What is wrong.
+        msg: String,
+    },
     /// A predictor model is invalid, does not match the features, or failed to train.
     #[error("model: {0}")]
     Model(String),
@@ -123,7 +131,7 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Shape { .. } => exit::ONNX,
             Error::BadSpec { .. } | Error::Usage(_) => exit::USAGE,
-            Error::Model(_) => exit::FAILURE,
+            Error::Fit { .. } | Error::Model(_) => exit::FAILURE,
         }
     }
 

@@ -35,7 +35,7 @@
 //! and make the token encoder's attention (quadratic in length) four times dearer per doubling
 //! on the CPU.
 
-use super::{kernel_hw, MAX_TOKENS};
+use super::MAX_TOKENS;
 use crate::graph::{Cg, OpKind, OpNode, ALL_KINDS};
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::NodeIndexable;
