@@ -60,6 +60,7 @@ pub enum Command {
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    #[cfg(feature = "torch")]
     let quiet = cli.quiet;
     match cli.command {
         Command::Inspect(a) => inspect::run(&a),

@@ -32,9 +32,8 @@ fn uniform(rng: &mut SplitMix64) -> f64 {
 /// One augmented view of `g`, drawn with `rng`.
 pub fn augment(g: &GraphFeatures, cfg: &AugmentConfig, rng: &mut SplitMix64) -> GraphFeatures {
     let n = g.n_nodes;
-    let keep: Vec<bool> = (0..n)
-        .map(|i| i == 0 || i + 1 == n || uniform(rng) >= cfg.node_drop)
-        .collect();
+    let keep: Vec<bool> =
+        (0..n).map(|i| i == 0 || i + 1 == n || uniform(rng) >= cfg.node_drop).collect();
     let mut new_pos = vec![u32::MAX; n];
     let mut kept = 0u32;
     for (i, &k) in keep.iter().enumerate() {

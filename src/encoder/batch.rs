@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::features::GraphFeatures;
 use tch::{Device, Kind, Tensor};
 
-use super::gnn::FeatureDims;
+use super::config::FeatureDims;
 
 /// A batch of graphs as tensors on one device.
 #[derive(Debug)]
@@ -125,8 +125,11 @@ impl Batch {
     /// Per-graph mean of node rows `h` (`[N, D]` -> `[B, D]`).
     pub fn mean_readout(&self, h: &Tensor) -> Tensor {
         let d = h.size()[1];
-        let sum = Tensor::zeros([self.n_graphs as i64, d], (Kind::Float, h.device()))
-            .index_add(0, &self.graph, h);
+        let sum = Tensor::zeros([self.n_graphs as i64, d], (Kind::Float, h.device())).index_add(
+            0,
+            &self.graph,
+            h,
+        );
         sum * &self.inv_count
     }
 }

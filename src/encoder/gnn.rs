@@ -13,88 +13,9 @@
 //! itself learns what the graph-level features would otherwise give away.
 
 use super::batch::Batch;
-use crate::features::{GLOBAL_DIM, MAX_TOKENS, NODE_DIM, OP_VOCAB, TOKEN_VOCAB};
-use serde::{Deserialize, Serialize};
+pub use super::config::{EncoderConfig, FeatureDims, GnnKind};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
-
-/// The feature dimensions a model was built for (recorded in checkpoints).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FeatureDims {
-    /// Op vocabulary size.
-    pub op_vocab: usize,
-    /// Numeric features per node.
-    pub node_dim: usize,
-    /// Graph-level features.
-    pub global_dim: usize,
-    /// Token vocabulary size.
-    pub token_vocab: usize,
-    /// Longest token sequence.
-    pub max_tokens: usize,
-}
-
-impl FeatureDims {
-    /// The dimensions of this build's `features` module.
-    pub fn current() -> FeatureDims {
-        FeatureDims {
-            op_vocab: OP_VOCAB,
-            node_dim: NODE_DIM,
-            global_dim: GLOBAL_DIM,
-            token_vocab: TOKEN_VOCAB,
-            max_tokens: MAX_TOKENS,
-        }
-    }
-}
-
-/// Message-passing layer kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GnnKind {
-    /// GraphConv / k-GNN (GENNAPE).
-    GraphConv,
-    /// Graph isomorphism network.
-    Gin,
-}
-
-/// Shape of the encoder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EncoderConfig {
-    /// Layer kind.
-    pub kind: GnnKind,
-    /// Width of node states.
-    pub hidden: i64,
-    /// Message-passing layers.
-    pub layers: usize,
-    /// Width of the op embedding.
-    pub op_dim: i64,
-    /// Use the graph-level features (MLP to `global_hidden`).
-    pub use_global: bool,
-    /// Width of the graph-level MLP.
-    pub global_hidden: i64,
-    /// Use the text tokens (learned token encoder).
-    pub use_text: bool,
-    /// Width of the token embedding.
-    pub token_dim: i64,
-    /// Width of the graph embedding.
-    pub emb_dim: i64,
-}
-
-impl Default for EncoderConfig {
-    fn default() -> EncoderConfig {
-        EncoderConfig {
-            kind: GnnKind::GraphConv,
-            hidden: 64,
-            layers: 6,
-            op_dim: 16,
-            use_global: true,
-            global_hidden: 32,
-            use_text: false,
-            token_dim: 32,
-            emb_dim: 64,
-        }
-    }
-}
 
 #[derive(Debug)]
 enum Layer {
@@ -125,7 +46,8 @@ impl GraphEncoder {
     pub fn new(p: &nn::Path, cfg: &EncoderConfig, dims: &FeatureDims) -> GraphEncoder {
         let h = cfg.hidden;
         let lin = |name: &str, i: i64, o: i64| nn::linear(p / name, i, o, Default::default());
-        let op_emb = nn::embedding(p / "op_emb", dims.op_vocab as i64, cfg.op_dim, Default::default());
+        let op_emb =
+            nn::embedding(p / "op_emb", dims.op_vocab as i64, cfg.op_dim, Default::default());
         let inp = lin("inp", cfg.op_dim + dims.node_dim as i64, h);
         let layers = (0..cfg.layers)
             .map(|l| {
@@ -202,7 +124,8 @@ impl GraphEncoder {
             let t = emb.forward(&b.tokens).transpose(1, 2); // [B, D, L]
             let t = conv.forward(&t).relu();
             let mask = b.token_mask.unsqueeze(1); // [B, 1, L]
-            let denom = b.token_mask.sum_dim_intlist([1i64].as_slice(), true, Kind::Float).clamp_min(1.0);
+            let denom =
+                b.token_mask.sum_dim_intlist([1i64].as_slice(), true, Kind::Float).clamp_min(1.0);
             parts.push((t * mask).sum_dim_intlist([2i64].as_slice(), false, Kind::Float) / denom);
         }
         (self.out.forward(&Tensor::cat(&parts, 1)), r)
@@ -236,7 +159,7 @@ pub fn nt_xent(z1: &Tensor, z2: &Tensor, temperature: f64) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::GraphFeatures;
+    use crate::features::{GraphFeatures, GLOBAL_DIM, NODE_DIM, TOKEN_VOCAB};
     use tch::Device;
 
     fn g(n: usize, seed: u32) -> GraphFeatures {

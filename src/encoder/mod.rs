@@ -11,10 +11,12 @@
 pub mod augment;
 #[cfg(feature = "torch")]
 pub mod batch;
+pub mod config;
 #[cfg(feature = "torch")]
 pub mod gnn;
 
 #[cfg(feature = "torch")]
 pub use batch::Batch;
+pub use config::{EncoderConfig, FeatureDims, GnnKind};
 #[cfg(feature = "torch")]
-pub use gnn::{EncoderConfig, FeatureDims, GnnKind, GraphEncoder};
+pub use gnn::GraphEncoder;

@@ -6,28 +6,10 @@
 //! MSE on the standardised target, a pairwise logistic ranking loss over every ordered pair of
 //! the batch, and a per-head term that makes each head fit the graphs of its own cluster.
 
+pub use super::HeadsConfig;
 use crate::error::{Error, Result};
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
-
-/// Shape of the ensemble.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HeadsConfig {
-    /// Number of heads (= fuzzy clusters).
-    pub k: usize,
-    /// Hidden width of each head.
-    pub hidden: i64,
-    /// Fuzzifier of the memberships (> 1).
-    pub m: f64,
-}
-
-impl Default for HeadsConfig {
-    fn default() -> HeadsConfig {
-        HeadsConfig { k: 4, hidden: 64, m: 2.0 }
-    }
-}
 
 /// Output of the ensemble for a batch.
 #[derive(Debug)]

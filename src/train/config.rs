@@ -3,7 +3,7 @@
 
 use crate::encoder::augment::AugmentConfig;
 use crate::encoder::EncoderConfig;
-use crate::ensemble::heads::HeadsConfig;
+use crate::ensemble::HeadsConfig;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -154,7 +154,7 @@ impl TrainConfig {
         if self.encoder.hidden < 1 || self.encoder.emb_dim < 1 {
             return bad("encoder widths must be positive");
         }
-        if !(self.pretrain.temperature > 0.0) {
+        if self.pretrain.temperature.is_nan() || self.pretrain.temperature <= 0.0 {
             return bad("pretrain.temperature must be positive");
         }
         Ok(())

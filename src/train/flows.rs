@@ -168,7 +168,8 @@ pub fn pretrain(
         Vec::new()
     };
     let feat = |r: &[Record]| data::featurise(r, &cfg.family, &cfg.target, &paths.cache);
-    let (s_train, s_val, s_test, s_unl) = (feat(&train)?, feat(&val)?, feat(&test)?, feat(&unl_records)?);
+    let (s_train, s_val, s_test, s_unl) =
+        (feat(&train)?, feat(&val)?, feat(&test)?, feat(&unl_records)?);
     let featurise_s = t0.elapsed().as_secs_f64();
     trainer.say(format!(
         "featurised {} networks in {featurise_s:.1} s (cached under {})",
@@ -367,7 +368,8 @@ pub struct FinetuneReport {
     pub config: FinetuneConfig,
     /// Per seed: metrics before (zero-shot) and after fine-tuning on the rest.
     pub runs: Vec<BTreeMap<String, BTreeMap<String, f64>>>,
-    /// Mean and std over seeds of spearman and kendalltau, before and after.
+    /// Mean and sample standard deviation over seeds of spearman and kendalltau, before and
+    /// after.
     pub summary: BTreeMap<String, f64>,
     /// The run folder.
     pub run_dir: PathBuf,
@@ -376,6 +378,7 @@ pub struct FinetuneReport {
 /// Fine-tunes the model in `model_dir` on `cfg.samples` labelled records of `family` for each
 /// of `cfg.seeds` seeds, reporting before/after on the other records. The model fine-tuned
 /// with the first seed is saved as `save_as` when given.
+#[allow(clippy::too_many_arguments)]
 pub fn finetune(
     model_dir: &Path,
     family: &str,
@@ -401,9 +404,8 @@ pub fn finetune(
         let picked = ds.sample(cfg.samples, seed + 1).records;
         let picked_ids: std::collections::HashSet<&str> =
             picked.iter().map(|r| r.id.as_str()).collect();
-        let mut rest: Vec<usize> = (0..ds.len())
-            .filter(|&i| !picked_ids.contains(ds.records[i].id.as_str()))
-            .collect();
+        let mut rest: Vec<usize> =
+            (0..ds.len()).filter(|&i| !picked_ids.contains(ds.records[i].id.as_str())).collect();
         if let Some(n) = cfg.limit {
             let mut rng = crate::dataset::SplitMix64(seed + 101);
             for i in 0..n.min(rest.len()) {
@@ -412,7 +414,8 @@ pub fn finetune(
             }
             rest.truncate(n);
         }
-        let truth: Vec<f64> = rest.iter().map(|&i| ds.records[i].target(target).unwrap_or(f64::NAN)).collect();
+        let truth: Vec<f64> =
+            rest.iter().map(|&i| ds.records[i].target(target).unwrap_or(f64::NAN)).collect();
         let g_rest: Vec<&GraphFeatures> = rest.iter().map(|&i| &all_samples[i].features).collect();
         let before: Vec<f64> = model.predict(&g_rest)?.into_iter().map(|p| p.0).collect();
         let y: Vec<f64> = picked.iter().map(|r| r.target(target).unwrap_or(f64::NAN)).collect();
@@ -425,11 +428,20 @@ pub fn finetune(
         let train: Vec<(&GraphFeatures, f64)> = picked
             .iter()
             .zip(&y)
-            .filter_map(|(r, &y)| index.get(r.id.as_str()).map(|&i| (&all_samples[i].features, (y - mu) / sd)))
+            .filter_map(|(r, &y)| {
+                index.get(r.id.as_str()).map(|&i| (&all_samples[i].features, (y - mu) / sd))
+            })
             .collect();
         trainer.cfg.seed = seed;
         trainer.cfg.supervised.batch = cfg.samples.max(2);
-        trainer.supervised(&model, &train, &[], cfg.epochs, cfg.lr, &format!("finetune seed {seed}"))?;
+        trainer.supervised(
+            &model,
+            &train,
+            &[],
+            cfg.epochs,
+            cfg.lr,
+            &format!("finetune seed {seed}"),
+        )?;
         let after = model.predict(&g_rest)?;
         let p_after: Vec<f64> = after.iter().map(|p| p.0).collect();
         let mut m = BTreeMap::new();
@@ -437,7 +449,11 @@ pub fn finetune(
         m.insert("after".to_string(), score(&p_after, &truth));
         trainer.say(format!(
             "seed {seed}: spearman {:.4} -> {:.4}, kendall tau {:.4} -> {:.4} on {} records",
-            m["before"]["spearman"], m["after"]["spearman"], m["before"]["kendalltau"], m["after"]["kendalltau"], rest.len()
+            m["before"]["spearman"],
+            m["after"]["spearman"],
+            m["before"]["kendalltau"],
+            m["after"]["kendalltau"],
+            rest.len()
         ));
         if seed == 0 {
             let recs: Vec<&Record> = rest.iter().map(|&i| &ds.records[i]).collect();
@@ -456,8 +472,11 @@ pub fn finetune(
         for metric in ["spearman", "kendalltau"] {
             let v: Vec<f64> = runs.iter().map(|r| r[phase][metric]).collect();
             let (m, s) = mean_std(&v);
+            // sample standard deviation over seeds (n - 1)
+            let n = v.len() as f64;
+            let s = if v.len() > 1 { s * (n / (n - 1.0)).sqrt() } else { 0.0 };
             summary.insert(format!("{phase}_{metric}_mean"), m);
-            summary.insert(format!("{phase}_{metric}_std"), if v.len() > 1 { s } else { 0.0 });
+            summary.insert(format!("{phase}_{metric}_std"), s);
         }
     }
     let report = FinetuneReport {

@@ -104,11 +104,8 @@ impl Model {
         tch::manual_seed(meta.config.seed as i64);
         let vs = nn::VarStore::new(device);
         let encoder = GraphEncoder::new(&(vs.root() / "encoder"), &meta.config.encoder, &meta.dims);
-        let mut heads = Heads::new(
-            &(vs.root() / "heads"),
-            meta.config.encoder.emb_dim,
-            &meta.config.heads,
-        );
+        let mut heads =
+            Heads::new(&(vs.root() / "heads"), meta.config.encoder.emb_dim, &meta.config.heads);
         if let Some(c) = &meta.fcm_centres {
             heads.set_centres(c, device)?;
         }

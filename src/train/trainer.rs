@@ -106,9 +106,8 @@ impl Trainer {
         }
         let device = model.device();
         let aux: Vec<[f64; 2]> = graphs.iter().map(|s| s.aux()).collect();
-        let stats: Vec<(f64, f64)> = (0..2)
-            .map(|c| mean_std(&aux.iter().map(|a| a[c]).collect::<Vec<_>>()))
-            .collect();
+        let stats: Vec<(f64, f64)> =
+            (0..2).map(|c| mean_std(&aux.iter().map(|a| a[c]).collect::<Vec<_>>())).collect();
         let mut opt = nn::Adam::default().build(&model.vs, p.lr).map_err(tch_err)?;
         let mut rng = SplitMix64(self.cfg.seed ^ 0x9e37_79b9_7f4a_7c15);
         for epoch in 0..p.epochs {
