@@ -183,6 +183,9 @@ pub fn pretrain(
     meta.target_mean = mu;
     meta.target_std = sd;
     meta.seen_ids = train.iter().chain(&val).map(|r| r.id.clone()).collect();
+    let ops: std::collections::BTreeSet<i64> =
+        s_train.iter().chain(&s_unl).flat_map(|s| s.features.op.iter().copied()).collect();
+    meta.seen_ops = ops.into_iter().collect();
     let mut model = Model::new(meta, device)?;
 
     let t1 = Instant::now();

@@ -8,7 +8,7 @@ use crate::dataset::cache::NAPE_VERSION;
 use crate::encoder::{Batch, FeatureDims, GraphEncoder};
 use crate::ensemble::heads::Heads;
 use crate::error::{write_atomic, Error, Result};
-use crate::features::GraphFeatures;
+use crate::features::{GraphFeatures, GLOBAL_DIM, GLOBAL_PROXIES, OP_VOCAB};
 use crate::graph::ALL_KINDS;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -56,6 +56,11 @@ pub struct Meta {
     /// Ids of the labelled records it was trained or validated on (so evaluation on the same
     /// family can leave them out).
     pub seen_ids: Vec<String>,
+    /// Op vocabulary indices present in its training graphs. Ops outside this set never
+    /// trained their embedding or their op-histogram weights, so prediction reads them as
+    /// out of vocabulary (index 0, histogram share 0). Empty: no masking.
+    #[serde(default)]
+    pub seen_ops: Vec<i64>,
 }
 
 impl Meta {
@@ -81,6 +86,7 @@ impl Meta {
             config: config.clone(),
             metrics: BTreeMap::new(),
             seen_ids: Vec::new(),
+            seen_ops: Vec::new(),
         }
     }
 }
@@ -175,12 +181,35 @@ impl Model {
         (y - self.meta.target_mean) / self.meta.target_std
     }
 
+    /// `g` with the ops the model never saw in training read as out of vocabulary (see
+    /// [`Meta::seen_ops`]); borrowed unchanged when there are none.
+    pub fn mask_unseen<'a>(&self, g: &'a GraphFeatures) -> std::borrow::Cow<'a, GraphFeatures> {
+        use std::borrow::Cow;
+        let seen = &self.meta.seen_ops;
+        if seen.is_empty() || g.op.iter().all(|o| seen.binary_search(o).is_ok()) {
+            return Cow::Borrowed(g);
+        }
+        let mut m = g.clone();
+        let hist = GLOBAL_DIM - OP_VOCAB - 2 * GLOBAL_PROXIES.len();
+        for o in m.op.iter_mut() {
+            if seen.binary_search(o).is_err() {
+                if let Some(v) = m.global.get_mut(hist + *o as usize) {
+                    *v = 0.0;
+                }
+                *o = 0;
+            }
+        }
+        Cow::Owned(m)
+    }
+
     /// Embeddings of `graphs` (no gradient), `[n, emb_dim]`, in batches of `batch`.
     pub fn embed(&self, graphs: &[&GraphFeatures], batch: usize) -> Result<Tensor> {
         let _g = tch::no_grad_guard();
         let mut parts = Vec::new();
         for chunk in graphs.chunks(batch.max(1)) {
-            let b = Batch::new(chunk, &self.meta.dims, self.device())?;
+            let masked: Vec<_> = chunk.iter().map(|g| self.mask_unseen(g)).collect();
+            let refs: Vec<&GraphFeatures> = masked.iter().map(|g| g.as_ref()).collect();
+            let b = Batch::new(&refs, &self.meta.dims, self.device())?;
             parts.push(self.encoder.forward(&b).0);
         }
         if parts.is_empty() {
@@ -197,7 +226,9 @@ impl Model {
         let _g = tch::no_grad_guard();
         let mut out = Vec::with_capacity(graphs.len());
         for chunk in graphs.chunks(256) {
-            let b = Batch::new(chunk, &self.meta.dims, self.device())?;
+            let masked: Vec<_> = chunk.iter().map(|g| self.mask_unseen(g)).collect();
+            let refs: Vec<&GraphFeatures> = masked.iter().map(|g| g.as_ref()).collect();
+            let b = Batch::new(&refs, &self.meta.dims, self.device())?;
             let m = self.heads.forward(&self.encoder.forward(&b).0);
             let mean = Vec::<f32>::try_from(&m.mean.to_device(Device::Cpu))
                 .map_err(|e| Error::Model(e.to_string()))?;
@@ -233,7 +264,7 @@ pub fn device(name: &str) -> Result<Device> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{GLOBAL_DIM, NODE_DIM};
+    use crate::features::NODE_DIM;
 
     fn graphs() -> Vec<GraphFeatures> {
         (1..6)
@@ -289,5 +320,24 @@ mod tests {
         meta.dims.node_dim += 1;
         std::fs::write(dir.path().join(META_FILE), serde_json::to_vec(&meta).unwrap()).unwrap();
         assert!(matches!(Model::load(dir.path(), Device::Cpu), Err(Error::Model(_))));
+    }
+
+    #[test]
+    fn unseen_ops_read_as_out_of_vocabulary() {
+        let mut meta = Meta::new("m", &TrainConfig::default());
+        meta.seen_ops = vec![1, 2, 3];
+        let model = Model::new(meta, Device::Cpu).unwrap();
+        let g = &graphs()[2];
+        let hist = GLOBAL_DIM - OP_VOCAB - 2 * GLOBAL_PROXIES.len();
+        let m = model.mask_unseen(g);
+        for (a, b) in g.op.iter().zip(&m.op) {
+            assert_eq!(*b, if *a <= 3 { *a } else { 0 });
+        }
+        for o in 4..OP_VOCAB {
+            assert_eq!(m.global[hist + o], 0.0);
+        }
+        assert_eq!(m.global[hist + 1], g.global[hist + 1]);
+        let seen_only = GraphFeatures { op: vec![1; g.n_nodes], ..g.clone() };
+        assert!(matches!(model.mask_unseen(&seen_only), std::borrow::Cow::Borrowed(_)));
     }
 }
