@@ -21,6 +21,10 @@ pub struct EvalArgs {
     /// Evaluate on this many records drawn by the model's seed (default: all unseen).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Align the family's features onto the model's training statistics (transductive: each
+    /// feature column standardised within the family, for ranking the family's networks).
+    #[arg(long)]
+    pub align_family: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -37,7 +41,8 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
     };
     let device = model::device(&a.common.device)?;
     let m = model::Model::load(&a.common.model_dir(&a.model), device)?;
-    let report = flows::evaluate(&m, &a.family, &target, a.limit, &a.common.paths())?;
+    let report =
+        flows::evaluate(&m, &a.family, &target, a.limit, a.align_family, &a.common.paths())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

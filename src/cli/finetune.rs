@@ -33,6 +33,9 @@ pub struct FinetuneArgs {
     /// Evaluate on at most this many of the other records.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Align the family's features onto the model's training statistics first.
+    #[arg(long)]
+    pub align_family: bool,
     /// Save the model fine-tuned with the first seed under this name.
     #[arg(long)]
     pub save_as: Option<String>,
@@ -59,6 +62,7 @@ pub fn run(a: &FinetuneArgs, quiet: bool) -> anyhow::Result<i32> {
         epochs: a.epochs,
         lr: a.lr,
         limit: a.limit,
+        align_family: a.align_family,
     };
     let device = model::device(&a.common.device)?;
     let report = flows::finetune(

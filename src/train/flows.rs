@@ -3,6 +3,7 @@
 //! #params and FLOPs baselines on the same records) and [`finetune`] (few-shot adaptation on a
 //! family, before/after on the rest, over several seeds).
 
+use super::align::{align, FeatureStats};
 use super::config::TrainConfig;
 use super::data::{self, Sample};
 use super::model::{Meta, Model};
@@ -186,6 +187,8 @@ pub fn pretrain(
     let ops: std::collections::BTreeSet<i64> =
         s_train.iter().chain(&s_unl).flat_map(|s| s.features.op.iter().copied()).collect();
     meta.seen_ops = ops.into_iter().collect();
+    let train_graphs: Vec<&GraphFeatures> = s_train.iter().map(|s| &s.features).collect();
+    meta.feature_stats = Some(FeatureStats::of(&train_graphs, meta.dims.node_dim));
     let mut model = Model::new(meta, device)?;
 
     let t1 = Instant::now();
@@ -313,10 +316,14 @@ pub fn evaluate(
     family: &str,
     target: &str,
     limit: Option<usize>,
+    align_family: bool,
     paths: &Paths,
 ) -> Result<EvalReport> {
     let recs = eval_records(model, &paths.data, family, target, limit, model.meta.config.seed)?;
-    let samples = data::featurise(&recs, family, target, &paths.cache)?;
+    let mut samples = data::featurise(&recs, family, target, &paths.cache)?;
+    if align_family {
+        align_samples(model, &mut samples, paths)?;
+    }
     let truth = targets(&recs, target);
     let g: Vec<&GraphFeatures> = samples.iter().map(|s| &s.features).collect();
     let pred = model.predict(&g)?;
@@ -333,7 +340,8 @@ pub fn evaluate(
     run.json(
         "config.json",
         &serde_json::json!({"model": model.meta.name, "family": family, "target": target,
-                            "limit": limit, "seed": model.meta.config.seed}),
+                            "limit": limit, "seed": model.meta.config.seed,
+                            "align_family": align_family}),
     )?;
     Ok(EvalReport {
         model: model.meta.name.clone(),
@@ -343,6 +351,38 @@ pub fn evaluate(
         metrics,
         run_dir: run.path,
     })
+}
+
+/// The training statistics of a model's features: from its metadata, or (for models saved
+/// before they were recorded) recomputed from the training family's records it saw.
+pub fn training_stats(model: &Model, paths: &Paths) -> Result<FeatureStats> {
+    if let Some(s) = &model.meta.feature_stats {
+        return Ok(s.clone());
+    }
+    let ds = data::load_family(&paths.data, &model.meta.family)?;
+    let seen: std::collections::HashSet<&str> =
+        model.meta.seen_ids.iter().map(String::as_str).collect();
+    let recs: Vec<Record> =
+        ds.records.into_iter().filter(|r| seen.contains(r.id.as_str())).collect();
+    if recs.is_empty() {
+        return Err(Error::Model(
+            "the model records no feature statistics and no training ids: cannot align".into(),
+        ));
+    }
+    let s = data::featurise(&recs, &model.meta.family, &model.meta.target, &paths.cache)?;
+    let g: Vec<&GraphFeatures> = s.iter().map(|s| &s.features).collect();
+    Ok(FeatureStats::of(&g, model.meta.dims.node_dim))
+}
+
+/// Aligns a family's featurised samples onto the model's training statistics.
+pub fn align_samples(model: &Model, samples: &mut [Sample], paths: &Paths) -> Result<()> {
+    let stats = training_stats(model, paths)?;
+    let mut g: Vec<GraphFeatures> = samples.iter().map(|s| s.features.clone()).collect();
+    align(&mut g, &stats, model.meta.dims.node_dim);
+    for (s, g) in samples.iter_mut().zip(g) {
+        s.features = g;
+    }
+    Ok(())
 }
 
 /// Fine-tuning hyper-parameters.
@@ -358,6 +398,8 @@ pub struct FinetuneConfig {
     pub lr: f64,
     /// Evaluate on at most this many of the other records (all when `None`).
     pub limit: Option<usize>,
+    /// Align the family's features onto the training statistics first.
+    pub align_family: bool,
 }
 
 /// What [`finetune`] measured, per seed and summarised.
@@ -398,7 +440,10 @@ pub fn finetune(
     let run = RunDir::create(&paths.runs, "finetune", &base.meta.name)?;
     run.json("config.json", cfg)?;
     let ds = data::load_family(&paths.data, family)?.require(target);
-    let all_samples = data::featurise(&ds.records, family, target, &paths.cache)?;
+    let mut all_samples = data::featurise(&ds.records, family, target, &paths.cache)?;
+    if cfg.align_family {
+        align_samples(&base, &mut all_samples, paths)?;
+    }
     let index: BTreeMap<&str, usize> =
         ds.records.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
     let mut runs = Vec::new();

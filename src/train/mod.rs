@@ -8,6 +8,7 @@
 //! checkpoints `models/<name>/{weights.safetensors, meta.json}` ([`model`]). Progress bars
 //! (indicatif, per epoch) go to stderr.
 
+pub mod align;
 pub mod config;
 pub mod data;
 #[cfg(feature = "torch")]

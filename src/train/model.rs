@@ -61,6 +61,10 @@ pub struct Meta {
     /// out of vocabulary (index 0, histogram share 0). Empty: no masking.
     #[serde(default)]
     pub seen_ops: Vec<i64>,
+    /// Per-column mean and std of the numeric node and graph-level features over its training
+    /// graphs (for aligning another family's features to them, see `train::align`).
+    #[serde(default)]
+    pub feature_stats: Option<super::align::FeatureStats>,
 }
 
 impl Meta {
@@ -87,6 +91,7 @@ impl Meta {
             metrics: BTreeMap::new(),
             seen_ids: Vec::new(),
             seen_ops: Vec::new(),
+            feature_stats: None,
         }
     }
 }
@@ -333,9 +338,11 @@ mod tests {
         for (a, b) in g.op.iter().zip(&m.op) {
             assert_eq!(*b, if *a <= 3 { *a } else { 0 });
         }
-        for o in 4..OP_VOCAB {
-            assert_eq!(m.global[hist + o], 0.0);
+        // the histogram share of every unseen op that occurs is zeroed
+        for &o in g.op.iter().filter(|&&o| o > 3) {
+            assert_eq!(m.global[hist + o as usize], 0.0);
         }
+        assert!(g.op.iter().any(|&o| o > 3), "the test graph has no unseen op");
         assert_eq!(m.global[hist + 1], g.global[hist + 1]);
         let seen_only = GraphFeatures { op: vec![1; g.n_nodes], ..g.clone() };
         assert!(matches!(model.mask_unseen(&seen_only), std::borrow::Cow::Borrowed(_)));
