@@ -12,3 +12,6 @@ for f in tests/corpus/ops/*.onnx; do
   mv "tests/golden/$name.json.tmp" "tests/golden/$name.json"
 done
 echo "wrote $(ls tests/golden/*.json | wc -l) golden files"
+# the ONNX-Net-style text of a few small files (tests/golden/text_*.txt)
+NAPE_REGEN_GOLDEN=1 cargo test -q --no-default-features --test features golden_text >/dev/null
+echo "wrote $(ls tests/golden/text_*.txt | wc -l) golden text files"

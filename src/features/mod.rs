@@ -366,6 +366,51 @@ fn global_features(
     f
 }
 
+/// Version of the feature layout; bump it whenever a column, scale or token id changes, so a
+/// checkpoint trained on older features is refused rather than misread.
+pub const FEATURES_VERSION: u32 = 1;
+
+/// What a checkpoint's `meta.json` records about the features it was trained on: layout sizes,
+/// the op vocabulary, the graph-feature names and the proxies read. [`FeatureSpec::current`]
+/// describes this build; compare it with a checkpoint's copy before predicting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureSpec {
+    /// [`FEATURES_VERSION`].
+    pub version: u32,
+    /// [`NODE_DIM`].
+    pub node_dim: usize,
+    /// [`GLOBAL_DIM`].
+    pub global_dim: usize,
+    /// Op names by feature index (index 0 is `<unknown>`), [`OP_VOCAB`] of them.
+    pub op_vocab: Vec<String>,
+    /// Graph-feature names, [`GLOBAL_DIM`] of them.
+    pub global_names: Vec<String>,
+    /// [`GLOBAL_PROXIES`].
+    pub proxies: Vec<String>,
+    /// [`TOKEN_VOCAB`].
+    pub token_vocab: usize,
+    /// [`MAX_TOKENS`].
+    pub max_tokens: usize,
+}
+
+impl FeatureSpec {
+    /// The feature layout of this build.
+    pub fn current() -> FeatureSpec {
+        let mut op_vocab = vec!["<unknown>".to_string()];
+        op_vocab.extend(ALL_KINDS.iter().map(|k| k.as_str().to_string()));
+        FeatureSpec {
+            version: FEATURES_VERSION,
+            node_dim: NODE_DIM,
+            global_dim: GLOBAL_DIM,
+            op_vocab,
+            global_names: global_names(),
+            proxies: GLOBAL_PROXIES.iter().map(|p| p.to_string()).collect(),
+            token_vocab: TOKEN_VOCAB,
+            max_tokens: MAX_TOKENS,
+        }
+    }
+}
+
 /// The names of the graph-level features, in order (for reports and the baseline's columns).
 pub fn global_names() -> Vec<String> {
     let mut v: Vec<String> = [

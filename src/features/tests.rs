@@ -118,3 +118,42 @@ fn text_has_one_block_per_compute_node() {
     );
     assert!(t.ends_with("-->Out1:\nOp: Output(1,10)\n"), "{t}");
 }
+
+#[test]
+fn feature_spec_describes_this_layout() {
+    let s = FeatureSpec::current();
+    assert_eq!(s.op_vocab.len(), OP_VOCAB);
+    assert_eq!(s.global_names.len(), GLOBAL_DIM);
+    for k in ALL_KINDS {
+        assert_eq!(s.op_vocab[op_index(k) as usize], k.as_str());
+    }
+    let back: FeatureSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+}
+
+#[test]
+fn unknown_ops_and_empty_graphs_encode_without_panicking() {
+    use crate::graph::TensorEdge;
+    let mut cg = Cg::new("hand");
+    let s = vec![1, 4, 8, 8];
+    let mut x = OpNode::new(OpKind::Input, "x");
+    x.out_shapes = vec![s.clone()];
+    let mut u = OpNode::new(OpKind::Unknown("Frob-nicate".into()), "u");
+    u.in_shapes = vec![s.clone()];
+    u.out_shapes = vec![s.clone()];
+    let mut y = OpNode::new(OpKind::Output, "y");
+    y.in_shapes = vec![s.clone()];
+    let (a, b, c) = (cg.graph.add_node(x), cg.graph.add_node(u), cg.graph.add_node(y));
+    let e = TensorEdge { src_slot: 0, dst_slot: 0, shape: s, name: "t".into() };
+    cg.graph.add_edge(a, b, e.clone());
+    cg.graph.add_edge(b, c, e);
+    let f = encode(&cg, &BTreeMap::new());
+    assert_eq!(f.op[1], 0, "Unknown ops take index 0");
+    assert!(to_text(&cg).contains("Op: Frobnicate()"));
+    assert!(f.tokens.contains(&text::UNK));
+    assert!(f.global.iter().all(|v| v.is_finite()));
+    let empty = encode(&Cg::new("empty"), &BTreeMap::new());
+    assert_eq!(empty.n_nodes, 0);
+    assert_eq!(empty.global.len(), GLOBAL_DIM);
+    assert_eq!(empty.tokens, vec![text::BOS, text::EOS]);
+}

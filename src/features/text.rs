@@ -19,21 +19,22 @@
 //! output, `V9(1,10)-->Out1:` / `Op: Output(1,10)`.
 //!
 //! [`tokenize`] maps the text to ids of a fixed vocabulary ([`VOCAB_SIZE`] ids, no learned
-//! merges): 5 specials (PAD 0, UNK 1, BOS 2, EOS 3, TRUNC 4), the punctuation `--> ( ) [ ] = #`
-//! and newline, the structural and attribute words, every op name of the vocabulary, the
+//! merges): 5 specials (PAD 0, UNK 1, BOS 2, EOS 3, TRUNC 4), the punctuation `--> ( ) [ ] = #`,
+//! the structural and attribute words, every op name of the vocabulary, the
 //! integers 0..=256 as themselves, larger integers in quarter-octave buckets (2^8 to 2^48) and
-//! other numbers in signed decade buckets (1e-16 to 1e16). The separators `,` and `:` carry no
-//! information once every number is one token, so they are not emitted; a tensor name `V12` is
-//! two tokens (`V`, `12`). A sequence starts with BOS and ends with EOS, or with TRUNC when it
+//! other numbers in signed decade buckets (1e-16 to 1e16). The separators `,`, `:` and newline
+//! carry no information once every number is one token and every block starts with `-->`'s
+//! inputs and `Op`, so they are not emitted; a tensor name `V12` is two tokens (`V`, `12`). A sequence starts with BOS and ends with EOS, or with TRUNC when it
 //! was cut at [`super::MAX_TOKENS`].
 //!
-//! Why 512 tokens: a compute node costs about 8 (ReLU) to 25 (convolution with its weight
-//! shape) tokens, so 512 tokens hold the stem and at least the first cell of every
-//! NAS-Bench-101/201 and TransNAS-Bench-101 network. Those networks repeat one cell, so the
-//! head of the text carries the whole architecture; what truncation drops (later stages,
-//! channel growth) is in the graph-level features. A longer context would mostly repeat cells
-//! and make the token encoder's attention (quadratic in length) four times dearer per doubling
-//! on the CPU.
+//! Why 512 tokens: a node block costs about 12 (ReLU) to 35 (convolution with its weight
+//! shape) tokens; measured on 2,000 cells each, 512 tokens hold the first 22 blocks of NB-101
+//! and NB-201 networks (146 and 175 canonical nodes). That is the stem and the whole first
+//! cell of every NB-201 network (at most 16 blocks) and of most NB-101 ones. Cell-based
+//! networks repeat one cell, so the head of the text carries the architecture; what truncation
+//! drops (later stacks, channel growth, totals) is in the graph-level features. Doubling the
+//! length would mostly repeat cells and make the token encoder's attention (quadratic in the
+//! length) four times dearer on the CPU.
 
 use super::MAX_TOKENS;
 use crate::graph::{Cg, OpKind, OpNode, ALL_KINDS};
@@ -54,8 +55,8 @@ pub const EOS: u32 = 3;
 pub const TRUNC: u32 = 4;
 const SPECIALS: usize = 5;
 
-/// Punctuation tokens, in vocabulary order (`,` and `:` are read but not emitted).
-pub const PUNCT: &[&str] = &["-->", "(", ")", "[", "]", "=", "#", "\n"];
+/// Punctuation tokens, in vocabulary order (`,`, `:` and newlines are read but not emitted).
+pub const PUNCT: &[&str] = &["-->", "(", ")", "[", "]", "=", "#"];
 
 /// Structural and attribute words, in vocabulary order (op names follow them).
 pub const WORDS: &[&str] = &[
@@ -411,8 +412,8 @@ mod tests {
         assert_eq!(
             words,
             [
-                "<bos>", "V", "12", "(", "1", "64", ")", "-->", "V", "13", "\n", "Op", "Relu", "(",
-                ")", "\n", "<eos>"
+                "<bos>", "V", "12", "(", "1", "64", ")", "-->", "V", "13", "Op", "Relu", "(", ")",
+                "<eos>"
             ]
         );
         // numbers: exact up to 256, buckets above, decades for fractions
