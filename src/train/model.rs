@@ -167,7 +167,14 @@ impl Model {
                 meta.checkpoint_version
             )));
         }
-        if meta.dims != FeatureDims::current() {
+        let mut meta = meta;
+        let now = FeatureDims::current();
+        if !meta.config.encoder.use_text {
+            // a model without the token encoder holds no token weights: the vocabulary is moot
+            meta.dims.token_vocab = now.token_vocab;
+            meta.dims.max_tokens = now.max_tokens;
+        }
+        if meta.dims != now {
             return Err(Error::Model(format!(
                 "{}: built for features {:?}, this nape computes {:?}; retrain it",
                 meta_path.display(),
