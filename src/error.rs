@@ -106,6 +106,9 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// A predictor model is invalid, does not match the features, or failed to train.
+    #[error("model: {0}")]
+    Model(String),
 }
 
 /// Shorthand result type.
@@ -137,7 +140,7 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Shape { .. } => exit::ONNX,
             Error::BadSpec { .. } | Error::Usage(_) => exit::USAGE,
-            Error::Run { .. } | Error::Fit { .. } => exit::FAILURE,
+            Error::Run { .. } | Error::Fit { .. } | Error::Model(_) => exit::FAILURE,
         }
     }
 

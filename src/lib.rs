@@ -5,6 +5,7 @@
 //! (features, proxies, encoder, ensemble) read graphs and never import back down the chain.
 
 pub mod dataset;
+pub mod encoder;
 pub mod ensemble;
 pub mod error;
 #[cfg(feature = "torch")]
@@ -15,7 +16,10 @@ pub mod metrics;
 pub mod onnx;
 #[cfg(feature = "torch")]
 pub mod proxies;
+#[cfg(feature = "torch")]
+pub mod predict;
 pub mod spaces;
+pub mod train;
 
 pub use error::{Error, Result};
 pub mod cli;

@@ -2,10 +2,19 @@
 //! `--json`, `--jsonl` or `--csv`), logs and progress to stderr.
 
 pub mod bench;
+#[cfg(feature = "torch")]
+pub mod eval;
 pub mod export;
+#[cfg(feature = "torch")]
+pub mod finetune;
 pub mod inspect;
 #[cfg(feature = "torch")]
 pub mod proxies;
+mod model_args;
+#[cfg(feature = "torch")]
+pub mod predict;
+#[cfg(feature = "torch")]
+pub mod pretrain;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -39,15 +48,37 @@ pub enum Command {
     /// Zero-cost proxy scores of ONNX files, folders, manifests or a benchmark family.
     #[cfg(feature = "torch")]
     Proxies(proxies::ProxiesArgs),
+    /// Contrastive + supervised training on a benchmark family -> models/NAME.
+    #[cfg(feature = "torch")]
+    Pretrain(pretrain::PretrainArgs),
+    /// Few-shot adaptation to a family: before/after on the rest, over seeds.
+    #[cfg(feature = "torch")]
+    Finetune(finetune::FinetuneArgs),
+    /// A model's metrics on a family, beside the #params and FLOPs baselines.
+    #[cfg(feature = "torch")]
+    Eval(eval::EvalArgs),
+    /// Predicted accuracy (and uncertainty) of ONNX files or folders.
+    #[cfg(feature = "torch")]
+    Predict(predict::PredictArgs),
 }
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    #[cfg(feature = "torch")]
+    let quiet = cli.quiet;
     match cli.command {
         Command::Inspect(a) => inspect::run(&a),
         Command::Export(a) => export::run(&a),
         Command::Bench(a) => bench::run(&a),
         #[cfg(feature = "torch")]
         Command::Proxies(a) => proxies::run(&a),
+        #[cfg(feature = "torch")]
+        Command::Pretrain(a) => pretrain::run(&a, quiet),
+        #[cfg(feature = "torch")]
+        Command::Finetune(a) => finetune::run(&a, quiet),
+        #[cfg(feature = "torch")]
+        Command::Eval(a) => eval::run(&a),
+        #[cfg(feature = "torch")]
+        Command::Predict(a) => predict::run(&a),
     }
 }

@@ -1,0 +1,68 @@
+//! `nape eval`: a model's metrics on a benchmark family (records it has not trained on), with
+//! the #params and FLOPs baselines on the same records; writes metrics.json and
+//! predictions.csv in a run folder.
+
+use super::model_args::ModelArgs;
+use crate::error::exit;
+use crate::train::{data, flows, model};
+
+/// Arguments of `nape eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Model name (folder under models/) or path.
+    #[arg(long, default_value = crate::predict::DEFAULT_MODEL)]
+    pub model: String,
+    /// Family to evaluate on (nb101, nb201, tnb-micro).
+    #[arg(long)]
+    pub family: String,
+    /// Target (default: the family's main one).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Evaluate on this many records drawn by the model's seed (default: all unseen).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Align the family's features onto the model's training statistics (transductive: each
+    /// feature column standardised within the family, for ranking the family's networks).
+    #[arg(long)]
+    pub align_family: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Shared locations and device.
+    #[command(flatten)]
+    pub common: ModelArgs,
+}
+
+/// Runs `nape eval`.
+pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
+    let target = match &a.target {
+        Some(t) => t.clone(),
+        None => data::default_target(&a.family)?.to_string(),
+    };
+    let device = model::device(&a.common.device)?;
+    let m = model::Model::load(&a.common.model_dir(&a.model), device)?;
+    let report =
+        flows::evaluate(&m, &a.family, &target, a.limit, a.align_family, &a.common.paths())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} on {} ({} records, target {}); run folder {}",
+            report.model,
+            report.family,
+            report.n,
+            report.target,
+            report.run_dir.display()
+        );
+        let keys = ["spearman", "kendalltau", "kt_2dec", "pearson", "precision_10", "ndcg_10"];
+        println!("{:<8} {}", "", keys.map(|k| format!("{k:>12}")).join(""));
+        for (who, m) in &report.metrics {
+            let v: Vec<String> = keys
+                .iter()
+                .map(|k| m.get(*k).map(|v| format!("{v:>12.4}")).unwrap_or(format!("{:>12}", "-")))
+                .collect();
+            println!("{who:<8} {}", v.join(""));
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,123 @@
+//! `nape predict`: predicted accuracy and uncertainty of ONNX files (or folders), with what the
+//! model predicts. A file that cannot be read is reported and the batch goes on (exit 5).
+
+use super::util::{collect_onnx_files, OutputFormat, ShapeArg};
+use crate::error::exit;
+use crate::onnx::ImportOptions;
+use crate::predict::{model_path, Predictor, DEFAULT_MODEL};
+use crate::train::model;
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Arguments of `nape predict`.
+#[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// ONNX files or folders (searched recursively for .onnx files).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Model name (folder under models/) or path.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// One JSON document.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// CSV with a header.
+    #[arg(long)]
+    pub csv: bool,
+    /// Bind the data input to this shape, e.g. 1,3,32,32.
+    #[arg(long)]
+    pub input_shape: Option<ShapeArg>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Runs `nape predict`.
+pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
+    let files = collect_onnx_files(&a.paths);
+    if files.is_empty() {
+        return Err(crate::Error::Usage("no .onnx files found in the given paths".into()).into());
+    }
+    let opts =
+        ImportOptions { input_shape: a.input_shape.as_ref().map(|s| s.0.clone()), strict: false };
+    let p = Predictor::load(&model_path(&a.model), model::device(&a.device)?, opts)?;
+    let results = p.predict_files(&files);
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let format = if a.json {
+        OutputFormat::Json
+    } else if a.csv {
+        OutputFormat::Csv
+    } else {
+        OutputFormat::Table
+    };
+    let meta = &p.model().meta;
+    match format {
+        OutputFormat::Json | OutputFormat::Jsonl => {
+            let items: Vec<serde_json::Value> = files
+                .iter()
+                .zip(&results)
+                .map(|(f, r)| match r {
+                    Ok(x) => json!({"file": f.display().to_string(), "ok": true,
+                        "prediction": x.prediction, "uncertainty": x.uncertainty,
+                        "params": x.params, "flops": x.flops}),
+                    Err(e) => json!({"file": f.display().to_string(), "ok": false,
+                        "error": e.to_string()}),
+                })
+                .collect();
+            let doc = json!({
+                "schema_version": 1,
+                "nape_version": env!("CARGO_PKG_VERSION"),
+                "model": meta.name,
+                "predicts": meta.predicts,
+                "target": meta.target,
+                "trained_on": meta.family,
+                "note": "values from a model trained on another family are for ranking within a family; fine-tune for absolute values",
+                "predictions": items,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        OutputFormat::Csv => {
+            println!("file,prediction,uncertainty,params,flops,error");
+            for (f, r) in files.iter().zip(&results) {
+                let name = f.display().to_string().replace('"', "\"\"");
+                match r {
+                    Ok(x) => println!(
+                        "\"{name}\",{},{},{},{},",
+                        x.prediction, x.uncertainty, x.params, x.flops
+                    ),
+                    Err(e) => {
+                        println!("\"{name}\",,,,,\"{}\"", e.to_string().replace('"', "\"\""))
+                    }
+                }
+            }
+        }
+        OutputFormat::Table => {
+            println!("model {} predicts: {}", meta.name, meta.predicts);
+            println!("{:<48} {:>12} {:>12} {:>12}", "file", "prediction", "uncertainty", "params");
+            for (f, r) in files.iter().zip(&results) {
+                match r {
+                    Ok(x) => println!(
+                        "{:<48} {:>12.4} {:>12.4} {:>12.0}",
+                        f.display(),
+                        x.prediction,
+                        x.uncertainty,
+                        x.params
+                    ),
+                    Err(e) => println!("{:<48} error: {e}", f.display()),
+                }
+            }
+        }
+    }
+    for (f, r) in files.iter().zip(&results) {
+        if let Err(e) = r {
+            eprintln!("warning: {}: {e}", f.display());
+        }
+    }
+    Ok(if failed == 0 {
+        exit::OK
+    } else if failed == files.len() {
+        exit::ONNX
+    } else {
+        exit::PARTIAL
+    })
+}

@@ -1,0 +1,119 @@
+//! The user-facing facade: load a trained model, predict a batch of ONNX files. Each file is
+//! read into a CG (`onnx`), canonicalised and featurised (`features`, in parallel across
+//! files), then the model predicts its accuracy and an uncertainty (the membership-weighted
+//! spread of the ensemble's heads). A file that cannot be read is reported as such and the
+//! batch goes on.
+
+use crate::error::{Error, Result};
+use crate::onnx::{self, ImportOptions};
+use crate::train::data::Sample;
+use crate::train::model::Model;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// Name of the bundled default model (under `models/`).
+pub const DEFAULT_MODEL: &str = "nape-nb101";
+
+/// The folder models live in: `$NAPE_MODELS`, else `./models` when it exists, else the
+/// `models/` folder of the source tree nape was built from.
+pub fn models_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("NAPE_MODELS") {
+        return PathBuf::from(d);
+    }
+    let local = PathBuf::from("models");
+    if local.is_dir() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// A model given by name (a folder under [`models_dir`]) or by path (anything with a `/`).
+pub fn model_path(name: &str) -> PathBuf {
+    if name.contains('/') || Path::new(name).is_dir() && Path::new(name).join("meta.json").exists()
+    {
+        PathBuf::from(name)
+    } else {
+        models_dir().join(name)
+    }
+}
+
+/// Featurises one ONNX file (no proxies).
+pub fn featurise_file(path: &Path, opts: &ImportOptions) -> Result<Sample> {
+    let cg = onnx::load(path, opts)?;
+    Ok(Sample::from_cg(&cg, &BTreeMap::new()))
+}
+
+/// One file's prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Predicted value of the model's target, in its units.
+    pub prediction: f64,
+    /// Membership-weighted spread of the heads, same units.
+    pub uncertainty: f64,
+    /// Trainable parameters of the network.
+    pub params: f64,
+    /// Its FLOPs.
+    pub flops: f64,
+}
+
+/// A loaded model ready to predict files.
+#[derive(Debug)]
+pub struct Predictor {
+    model: Model,
+    opts: ImportOptions,
+}
+
+impl Predictor {
+    /// Loads the model folder `dir` onto `device`.
+    pub fn load(dir: &Path, device: Device, opts: ImportOptions) -> Result<Predictor> {
+        Ok(Predictor { model: Model::load(dir, device)?, opts })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// What the model predicts, in words.
+    pub fn predicts(&self) -> &str {
+        &self.model.meta.predicts
+    }
+
+    /// Featurises one file.
+    pub fn featurise(&self, path: &Path) -> Result<Sample> {
+        featurise_file(path, &self.opts)
+    }
+
+    /// Predicts each file; a file that fails gives its error, the others their prediction.
+    pub fn predict_files(&self, paths: &[PathBuf]) -> Vec<Result<Prediction>> {
+        let samples: Vec<Result<Sample>> = {
+            let opts = &self.opts;
+            paths.par_iter().map(|p| featurise_file(p, opts)).collect()
+        };
+        let ok: Vec<&Sample> = samples.iter().filter_map(|s| s.as_ref().ok()).collect();
+        let graphs: Vec<&crate::features::GraphFeatures> = ok.iter().map(|s| &s.features).collect();
+        let mut preds = match self.model.predict(&graphs) {
+            Ok(p) => p.into_iter(),
+            Err(e) => {
+                let msg = e.to_string();
+                return samples
+                    .into_iter()
+                    .map(|s| s.and_then(|_| Err(Error::Model(msg.clone()))))
+                    .collect();
+            }
+        };
+        samples
+            .into_iter()
+            .map(|s| {
+                let s = s?;
+                let (prediction, uncertainty) = preds
+                    .next()
+                    .ok_or_else(|| Error::Model("fewer predictions than networks".into()))?;
+                Ok(Prediction { prediction, uncertainty, params: s.params, flops: s.flops })
+            })
+            .collect()
+    }
+}

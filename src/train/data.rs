@@ -1,0 +1,177 @@
+//! Featurised benchmark networks for training and evaluation: a family's labelled records,
+//! unlabelled NB-101 cells drawn from the whole space, and each record's network built
+//! (`spaces`), read into a canonical CG and encoded (`features`), cached on disk
+//! (`dataset::cache`) so experiments featurise each network once.
+
+use crate::dataset::cache::Cache;
+use crate::dataset::{self, NaslibSpace, Record, SplitMix64};
+use crate::error::{Error, Result};
+use crate::features::{self, GraphFeatures, GLOBAL_DIM, NODE_DIM, TOKEN_VOCAB};
+use crate::graph::Cg;
+use crate::onnx::{from_proto, ImportOptions};
+use crate::spaces::{BuildOptions, Space};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+/// One featurised network with its free statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// What the encoder reads.
+    pub features: GraphFeatures,
+    /// Trainable parameters.
+    pub params: f64,
+    /// FLOPs.
+    pub flops: f64,
+}
+
+impl Sample {
+    /// Featurises a CG with the given proxy scores (`features::encode` canonicalises it;
+    /// params and FLOPs are the graph's own totals).
+    pub fn from_cg(cg: &Cg, proxies: &BTreeMap<String, f64>) -> Sample {
+        let s = cg.summary();
+        Sample {
+            features: features::encode(cg, proxies),
+            params: s.params as f64,
+            flops: s.flops as f64,
+        }
+    }
+
+    /// The auxiliary regression targets: log10(1 + params), log10(1 + FLOPs).
+    pub fn aux(&self) -> [f64; 2] {
+        [(1.0 + self.params).log10(), (1.0 + self.flops).log10()]
+    }
+}
+
+/// The families nape trains and evaluates on.
+pub const FAMILIES: &[&str] = &["nb101", "nb201", "tnb-micro"];
+
+/// The space of a family name.
+pub fn space_of(family: &str) -> Result<Space> {
+    match family {
+        "nb101" => Ok(Space::Nb101),
+        "nb201" => Ok(Space::Nb201),
+        "tnb-micro" => Ok(Space::TnbMicro),
+        f => Err(Error::Usage(format!("unknown family '{f}' (known: {})", FAMILIES.join(", ")))),
+    }
+}
+
+/// The default target of a family.
+pub fn default_target(family: &str) -> Result<&'static str> {
+    match space_of(family)? {
+        Space::Nb101 => Ok("val_acc_ep108"),
+        Space::Nb201 => Ok("cifar10_test_ep200"),
+        Space::TnbMicro => Ok("class_scene_val_accuracy"),
+    }
+}
+
+/// What a target means, in words, for predictions to say.
+pub fn describe_target(family: &str, target: &str) -> String {
+    match (family, target) {
+        ("nb101", "val_acc_ep108") => {
+            "CIFAR-10 validation accuracy (fraction 0-1) after NAS-Bench-101's 108-epoch recipe"
+                .into()
+        }
+        ("nb201", t) if t.ends_with("_test_ep200") => format!(
+            "{} test accuracy (%) after NAS-Bench-201's 200-epoch recipe",
+            t.trim_end_matches("_test_ep200")
+        ),
+        (f, t) => format!("{t} of family {f}"),
+    }
+}
+
+/// How to build a family's networks. One network per cell for every target of a family:
+/// NB-201 cells are built as their CIFAR-10 network (32x32 input, 10 classes) and
+/// TransNAS-Bench-101 cells with the scene-classification head, whatever the target, so the
+/// features say what differs between cells (their operations), not which benchmark dataset
+/// the labels come from, and one feature cache serves every target.
+pub fn build_options(_family: &str, _target: &str) -> BuildOptions {
+    BuildOptions::default()
+}
+
+/// The labelled records of a family.
+pub fn load_family(data_dir: &Path, family: &str) -> Result<dataset::Dataset> {
+    match space_of(family)? {
+        Space::Nb101 => dataset::load_nb101(data_dir),
+        Space::Nb201 => dataset::load_nb201(data_dir),
+        Space::TnbMicro => dataset::load_naslib_zc(data_dir, NaslibSpace::TnbMicro),
+    }
+}
+
+/// Featurises one spec of `space`.
+pub fn featurise_spec(space: Space, spec: &str, opts: &BuildOptions) -> Result<Sample> {
+    let arch = space.parse_spec(spec)?;
+    let built = arch.build(opts)?;
+    let cg = from_proto(&built.model, spec, &ImportOptions::default())?;
+    Ok(Sample::from_cg(&cg, &BTreeMap::new()))
+}
+
+/// The cache tag of featurised networks (changes with the feature layout).
+pub fn cache_tag(family: &str, target: &str) -> String {
+    let o = build_options(family, target);
+    format!(
+        "features-n{NODE_DIM}-g{GLOBAL_DIM}-t{TOKEN_VOCAB}-{:?}-{:?}",
+        o.nb201_dataset, o.tnb_task
+    )
+}
+
+/// Featurises `records` of `family` built for `target`, through the cache below `cache_dir`,
+/// in the records' order.
+pub fn featurise(
+    records: &[Record],
+    family: &str,
+    target: &str,
+    cache_dir: &Path,
+) -> Result<Vec<Sample>> {
+    let space = space_of(family)?;
+    let opts = build_options(family, target);
+    let mut cache: Cache<Sample> = Cache::open(cache_dir, family, &cache_tag(family, target))?;
+    let items: Vec<(String, String)> =
+        records.iter().map(|r| (r.id.clone(), r.spec.clone())).collect();
+    let built = cache.fill(&items, |_, spec| featurise_spec(space, spec, &opts))?;
+    if built > 0 {
+        tracing::info!("featurised {built} {family} networks into {}", cache.path().display());
+        cache.save()?;
+    }
+    records
+        .iter()
+        .map(|r| {
+            cache.get(&r.id, &r.spec).cloned().ok_or_else(|| {
+                Error::Model(format!("{family} record {} missing from the feature cache", r.id))
+            })
+        })
+        .collect()
+}
+
+/// `n` unlabelled NB-101 cells drawn by `seed` from the whole space
+/// (`nb101_space_all_423624.tsv.gz`), as records with no targets.
+pub fn nb101_unlabelled(data_dir: &Path, n: usize, seed: u64) -> Result<Vec<Record>> {
+    let path = dataset::data_file(data_dir, dataset::NB101_SPACE, "NAS-Bench-101 space listing")?;
+    let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let reader = BufReader::new(flate2::read::GzDecoder::new(file));
+    let mut rows = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Error::io(&path, e))?;
+        if i == 0 || line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() != 4 {
+            return Err(Error::BadData {
+                path: path.clone(),
+                line: i + 1,
+                msg: format!("expected 4 tab-separated fields, found {}", f.len()),
+            });
+        }
+        rows.push((f[0].to_string(), format!("{}:{}", f[2], f[3])));
+    }
+    // a seeded Fisher-Yates prefix
+    let mut rng = SplitMix64(seed);
+    let k = n.min(rows.len());
+    for i in 0..k {
+        let j = i + (rng.next() % (rows.len() - i) as u64) as usize;
+        rows.swap(i, j);
+    }
+    Ok(rows.into_iter().take(k).map(|(id, spec)| Record::new(id, "nb101", spec)).collect())
+}

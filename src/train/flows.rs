@@ -1,0 +1,541 @@
+//! The three training workflows behind the CLI: [`pretrain`] (unlabelled + labelled training
+//! on one family, a checkpoint and a run folder), [`evaluate`] (a model on a family, with the
+//! #params and FLOPs baselines on the same records) and [`finetune`] (few-shot adaptation on a
+//! family, before/after on the rest, over several seeds).
+
+use super::align::{align, FeatureStats};
+use super::config::TrainConfig;
+use super::data::{self, Sample};
+use super::model::{Meta, Model};
+use super::trainer::{mean_std, Trainer};
+use super::{score, score_ranking};
+use crate::dataset::{Dataset, Record};
+use crate::error::{write_atomic, Error, Result};
+use crate::features::GraphFeatures;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::Device;
+
+/// Where data, caches, models and run folders live.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Benchmark data (`NAPE_DATA`).
+    pub data: PathBuf,
+    /// Feature cache.
+    pub cache: PathBuf,
+    /// Model folders.
+    pub models: PathBuf,
+    /// Run folders.
+    pub runs: PathBuf,
+}
+
+/// A run folder `runs/<id>/`.
+#[derive(Debug)]
+pub struct RunDir {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `runs/<kind>-<name>-<unix seconds>[-n]`.
+    pub fn create(runs: &Path, kind: &str, name: &str) -> Result<RunDir> {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let base = format!("{kind}-{name}-{secs}");
+        let mut path = runs.join(&base);
+        let mut i = 1;
+        while path.exists() {
+            path = runs.join(format!("{base}-{i}"));
+            i += 1;
+        }
+        std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(RunDir { path })
+    }
+
+    /// Writes `file` as pretty JSON.
+    pub fn json<T: Serialize>(&self, file: &str, v: &T) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(v)
+            .map_err(|e| Error::Model(format!("cannot serialise {file}: {e}")))?;
+        write_atomic(&self.path.join(file), &bytes)
+    }
+
+    /// Writes `log.txt`.
+    pub fn log(&self, lines: &[String]) -> Result<()> {
+        write_atomic(&self.path.join("log.txt"), (lines.join("\n") + "\n").as_bytes())
+    }
+
+    /// Writes `predictions.csv` (id, truth, prediction, uncertainty, params, flops).
+    pub fn predictions(
+        &self,
+        records: &[&Record],
+        truth: &[f64],
+        pred: &[(f64, f64)],
+        samples: &[&Sample],
+    ) -> Result<()> {
+        let mut s = String::from("id,truth,prediction,uncertainty,params,flops\n");
+        for (((r, t), p), x) in records.iter().zip(truth).zip(pred).zip(samples) {
+            s.push_str(&format!(
+                "{},{t},{},{},{},{}\n",
+                csv_field(&r.id),
+                p.0,
+                p.1,
+                x.params,
+                x.flops
+            ));
+        }
+        write_atomic(&self.path.join("predictions.csv"), s.as_bytes())
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// What [`pretrain`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PretrainReport {
+    /// Where the model was written.
+    pub model_dir: PathBuf,
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Held-out metrics of the model and its baselines, and timings.
+    pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// Splits a family's labelled records for training: (test, val, train) drawn in that order by
+/// `seed`.
+pub fn split_labelled(ds: &Dataset, cfg: &TrainConfig) -> (Vec<Record>, Vec<Record>, Vec<Record>) {
+    let all = ds.sample(ds.len(), cfg.seed).records;
+    let s = &cfg.supervised;
+    let n_test = s.n_test.min(all.len());
+    let n_val = s.n_val.min(all.len() - n_test);
+    let rest = all.len() - n_test - n_val;
+    let n_train = if s.n_train == 0 { rest } else { s.n_train.min(rest) };
+    let test = all[..n_test].to_vec();
+    let val = all[n_test..n_test + n_val].to_vec();
+    let train = all[n_test + n_val..n_test + n_val + n_train].to_vec();
+    (test, val, train)
+}
+
+fn targets(records: &[Record], target: &str) -> Vec<f64> {
+    records.iter().map(|r| r.target(target).unwrap_or(f64::NAN)).collect()
+}
+
+/// Pretrains a model on `cfg.family` (see the `train` module docs), saves it as
+/// `paths.models/name`, evaluates it on the held-out test split, and writes a run folder.
+pub fn pretrain(
+    cfg: TrainConfig,
+    name: &str,
+    paths: &Paths,
+    device: Device,
+    quiet: bool,
+) -> Result<PretrainReport> {
+    let t_all = Instant::now();
+    let mut trainer = Trainer::new(cfg.clone())?;
+    trainer.quiet = quiet;
+    let run = RunDir::create(&paths.runs, "pretrain", name)?;
+    run.json("config.json", &cfg)?;
+    let ds = data::load_family(&paths.data, &cfg.family)?.require(&cfg.target);
+    if ds.is_empty() {
+        return Err(Error::Model(format!("no {} record has target {}", cfg.family, cfg.target)));
+    }
+    let (test, val, train) = split_labelled(&ds, &cfg);
+    trainer.say(format!(
+        "{}: {} labelled records -> train {}, validation {}, held-out test {}",
+        cfg.family,
+        ds.len(),
+        train.len(),
+        val.len(),
+        test.len()
+    ));
+    let t0 = Instant::now();
+    let unl_records = if cfg.pretrain.unlabelled > 0 && cfg.pretrain.epochs > 0 {
+        if cfg.family != "nb101" {
+            return Err(Error::Usage(
+                "contrastive pretraining draws unlabelled NB-101 cells: set pretrain.unlabelled = 0 for other families"
+                    .into(),
+            ));
+        }
+        data::nb101_unlabelled(&paths.data, cfg.pretrain.unlabelled, cfg.seed)?
+    } else {
+        Vec::new()
+    };
+    let feat = |r: &[Record]| data::featurise(r, &cfg.family, &cfg.target, &paths.cache);
+    let (s_train, s_val, s_test, s_unl) =
+        (feat(&train)?, feat(&val)?, feat(&test)?, feat(&unl_records)?);
+    let featurise_s = t0.elapsed().as_secs_f64();
+    trainer.say(format!(
+        "featurised {} networks in {featurise_s:.1} s (cached under {})",
+        train.len() + val.len() + test.len() + unl_records.len(),
+        paths.cache.display()
+    ));
+
+    let mut meta = Meta::new(name, &cfg);
+    let y_train = targets(&train, &cfg.target);
+    let (mu, sd) = mean_std(&y_train);
+    meta.target_mean = mu;
+    meta.target_std = sd;
+    meta.seen_ids = train.iter().chain(&val).map(|r| r.id.clone()).collect();
+    let ops: std::collections::BTreeSet<i64> =
+        s_train.iter().chain(&s_unl).flat_map(|s| s.features.op.iter().copied()).collect();
+    meta.seen_ops = ops.into_iter().collect();
+    let train_graphs: Vec<&GraphFeatures> = s_train.iter().map(|s| &s.features).collect();
+    meta.feature_stats = Some(FeatureStats::of(&train_graphs, meta.dims.node_dim));
+    let mut model = Model::new(meta, device)?;
+
+    let t1 = Instant::now();
+    let unl: Vec<&Sample> = s_unl.iter().collect();
+    trainer.pretrain(&model, &unl)?;
+    let pretrain_s = t1.elapsed().as_secs_f64();
+
+    let t2 = Instant::now();
+    let std_pairs = |s: &[Sample], y: &[f64]| -> Vec<(GraphFeatures, f64)> {
+        s.iter().zip(y).map(|(s, &y)| (s.features.clone(), (y - mu) / sd)).collect()
+    };
+    let tr = std_pairs(&s_train, &y_train);
+    let y_val = targets(&val, &cfg.target);
+    let va_raw: Vec<(&GraphFeatures, f64)> =
+        s_val.iter().zip(&y_val).map(|(s, &y)| (&s.features, y)).collect();
+    let tr_ref: Vec<(&GraphFeatures, f64)> = tr.iter().map(|(g, y)| (g, *y)).collect();
+    let sup = cfg.supervised.clone();
+    trainer.supervised(&model, &tr_ref, &va_raw, sup.epochs, sup.lr, "supervised")?;
+    if sup.fcm_epochs > 0 && cfg.heads.k > 1 {
+        let g: Vec<&GraphFeatures> = tr.iter().map(|(g, _)| g).collect();
+        trainer.fit_fcm(&mut model, &g)?;
+        trainer.supervised(&model, &tr_ref, &va_raw, sup.fcm_epochs, sup.lr * 0.3, "fcm-heads")?;
+    }
+    let supervised_s = t2.elapsed().as_secs_f64();
+
+    let mut metrics = BTreeMap::new();
+    if !test.is_empty() {
+        let t3 = Instant::now();
+        let y_test = targets(&test, &cfg.target);
+        let g: Vec<&GraphFeatures> = s_test.iter().map(|s| &s.features).collect();
+        let pred = model.predict(&g)?;
+        let predict_s = t3.elapsed().as_secs_f64();
+        let p: Vec<f64> = pred.iter().map(|p| p.0).collect();
+        metrics.insert("model".to_string(), score(&p, &y_test));
+        metrics.insert("params".to_string(), score_ranking(&params(&s_test), &y_test));
+        metrics.insert("flops".to_string(), score_ranking(&flops(&s_test), &y_test));
+        let recs: Vec<&Record> = test.iter().collect();
+        let samples: Vec<&Sample> = s_test.iter().collect();
+        run.predictions(&recs, &y_test, &pred, &samples)?;
+        trainer.say(format!(
+            "held-out {} {}: spearman {:.4}, kendall tau {:.4} (#params {:.4}, FLOPs {:.4}); predicted in {predict_s:.2} s",
+            test.len(),
+            cfg.family,
+            metrics["model"]["spearman"],
+            metrics["model"]["kendalltau"],
+            metrics["params"]["kendalltau"],
+            metrics["flops"]["kendalltau"],
+        ));
+    }
+    let mut timing = BTreeMap::new();
+    timing.insert("featurise_s".to_string(), featurise_s);
+    timing.insert("pretrain_s".to_string(), pretrain_s);
+    timing.insert("supervised_s".to_string(), supervised_s);
+    timing.insert("total_s".to_string(), t_all.elapsed().as_secs_f64());
+    metrics.insert("timing".to_string(), timing);
+    for (k, v) in metrics.get("model").into_iter().flatten() {
+        model.meta.metrics.insert(format!("{}_test_{k}", cfg.family), *v);
+    }
+    model.meta.metrics.insert("pretrain_s".into(), pretrain_s);
+    model.meta.metrics.insert("supervised_s".into(), supervised_s);
+    let model_dir = paths.models.join(name);
+    model.save(&model_dir)?;
+    trainer.say(format!("model written to {}", model_dir.display()));
+    run.json("metrics.json", &metrics)?;
+    run.log(&trainer.log)?;
+    Ok(PretrainReport { model_dir, run_dir: run.path, metrics })
+}
+
+fn params(s: &[Sample]) -> Vec<f64> {
+    s.iter().map(|s| s.params).collect()
+}
+
+fn flops(s: &[Sample]) -> Vec<f64> {
+    s.iter().map(|s| s.flops).collect()
+}
+
+/// What [`evaluate`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Model name.
+    pub model: String,
+    /// Family evaluated on.
+    pub family: String,
+    /// Target.
+    pub target: String,
+    /// Records evaluated.
+    pub n: usize,
+    /// Metrics of the model and the #params and FLOPs baselines on the same records.
+    pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    /// The run folder.
+    pub run_dir: PathBuf,
+}
+
+/// The records of `family` with `target` a model has not seen (all of them for another
+/// family), `limit` of them drawn by `seed` when given.
+pub fn eval_records(
+    model: &Model,
+    data_dir: &Path,
+    family: &str,
+    target: &str,
+    limit: Option<usize>,
+    seed: u64,
+) -> Result<Vec<Record>> {
+    let ds = data::load_family(data_dir, family)?.require(target);
+    let seen: std::collections::HashSet<&str> = if family == model.meta.family {
+        model.meta.seen_ids.iter().map(String::as_str).collect()
+    } else {
+        Default::default()
+    };
+    let mut recs: Vec<Record> =
+        ds.records.into_iter().filter(|r| !seen.contains(r.id.as_str())).collect();
+    if let Some(n) = limit {
+        let d = Dataset { family: family.to_string(), records: recs, issues: Vec::new() };
+        recs = d.sample(n, seed).records;
+    }
+    if recs.is_empty() {
+        return Err(Error::Model(format!("no unseen {family} record has target {target}")));
+    }
+    Ok(recs)
+}
+
+/// Evaluates a model on a family: metrics.json and predictions.csv in a run folder.
+pub fn evaluate(
+    model: &Model,
+    family: &str,
+    target: &str,
+    limit: Option<usize>,
+    align_family: bool,
+    paths: &Paths,
+) -> Result<EvalReport> {
+    let recs = eval_records(model, &paths.data, family, target, limit, model.meta.config.seed)?;
+    let mut samples = data::featurise(&recs, family, target, &paths.cache)?;
+    if align_family {
+        align_samples(model, &mut samples, paths)?;
+    }
+    let truth = targets(&recs, target);
+    let g: Vec<&GraphFeatures> = samples.iter().map(|s| &s.features).collect();
+    let pred = model.predict(&g)?;
+    let p: Vec<f64> = pred.iter().map(|p| p.0).collect();
+    let mut metrics = BTreeMap::new();
+    metrics.insert("model".to_string(), score(&p, &truth));
+    metrics.insert("params".to_string(), score_ranking(&params(&samples), &truth));
+    metrics.insert("flops".to_string(), score_ranking(&flops(&samples), &truth));
+    let run = RunDir::create(&paths.runs, "eval", &model.meta.name)?;
+    run.json("metrics.json", &metrics)?;
+    let recs_ref: Vec<&Record> = recs.iter().collect();
+    let s_ref: Vec<&Sample> = samples.iter().collect();
+    run.predictions(&recs_ref, &truth, &pred, &s_ref)?;
+    run.json(
+        "config.json",
+        &serde_json::json!({"model": model.meta.name, "family": family, "target": target,
+                            "limit": limit, "seed": model.meta.config.seed,
+                            "align_family": align_family}),
+    )?;
+    Ok(EvalReport {
+        model: model.meta.name.clone(),
+        family: family.to_string(),
+        target: target.to_string(),
+        n: recs.len(),
+        metrics,
+        run_dir: run.path,
+    })
+}
+
+/// The training statistics of a model's features: from its metadata, or (for models saved
+/// before they were recorded) recomputed from the training family's records it saw.
+pub fn training_stats(model: &Model, paths: &Paths) -> Result<FeatureStats> {
+    if let Some(s) = &model.meta.feature_stats {
+        return Ok(s.clone());
+    }
+    let ds = data::load_family(&paths.data, &model.meta.family)?;
+    let seen: std::collections::HashSet<&str> =
+        model.meta.seen_ids.iter().map(String::as_str).collect();
+    let recs: Vec<Record> =
+        ds.records.into_iter().filter(|r| seen.contains(r.id.as_str())).collect();
+    if recs.is_empty() {
+        return Err(Error::Model(
+            "the model records no feature statistics and no training ids: cannot align".into(),
+        ));
+    }
+    let s = data::featurise(&recs, &model.meta.family, &model.meta.target, &paths.cache)?;
+    let g: Vec<&GraphFeatures> = s.iter().map(|s| &s.features).collect();
+    Ok(FeatureStats::of(&g, model.meta.dims.node_dim))
+}
+
+/// Aligns a family's featurised samples onto the model's training statistics.
+pub fn align_samples(model: &Model, samples: &mut [Sample], paths: &Paths) -> Result<()> {
+    let stats = training_stats(model, paths)?;
+    let mut g: Vec<GraphFeatures> = samples.iter().map(|s| s.features.clone()).collect();
+    align(&mut g, &stats, model.meta.dims.node_dim);
+    for (s, g) in samples.iter_mut().zip(g) {
+        s.features = g;
+    }
+    Ok(())
+}
+
+/// Fine-tuning hyper-parameters.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinetuneConfig {
+    /// Labelled samples of the new family.
+    pub samples: usize,
+    /// Seeds (each draws its own samples and trains from the pretrained weights).
+    pub seeds: usize,
+    /// Epochs over the samples.
+    pub epochs: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Evaluate on at most this many of the other records (all when `None`).
+    pub limit: Option<usize>,
+    /// Align the family's features onto the training statistics first.
+    pub align_family: bool,
+}
+
+/// What [`finetune`] measured, per seed and summarised.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinetuneReport {
+    /// Family.
+    pub family: String,
+    /// Target.
+    pub target: String,
+    /// Settings.
+    pub config: FinetuneConfig,
+    /// Per seed: metrics before (zero-shot) and after fine-tuning on the rest.
+    pub runs: Vec<BTreeMap<String, BTreeMap<String, f64>>>,
+    /// Mean and sample standard deviation over seeds of spearman and kendalltau, before and
+    /// after.
+    pub summary: BTreeMap<String, f64>,
+    /// The run folder.
+    pub run_dir: PathBuf,
+}
+
+/// Fine-tunes the model in `model_dir` on `cfg.samples` labelled records of `family` for each
+/// of `cfg.seeds` seeds, reporting before/after on the other records. The model fine-tuned
+/// with the first seed is saved as `save_as` when given.
+#[allow(clippy::too_many_arguments)]
+pub fn finetune(
+    model_dir: &Path,
+    family: &str,
+    target: &str,
+    cfg: &FinetuneConfig,
+    paths: &Paths,
+    device: Device,
+    save_as: Option<&str>,
+    quiet: bool,
+) -> Result<FinetuneReport> {
+    let base = Model::load(model_dir, device)?;
+    let mut trainer = Trainer::new(base.meta.config.clone())?;
+    trainer.quiet = quiet;
+    let run = RunDir::create(&paths.runs, "finetune", &base.meta.name)?;
+    run.json("config.json", cfg)?;
+    let ds = data::load_family(&paths.data, family)?.require(target);
+    let mut all_samples = data::featurise(&ds.records, family, target, &paths.cache)?;
+    if cfg.align_family {
+        align_samples(&base, &mut all_samples, paths)?;
+    }
+    let index: BTreeMap<&str, usize> =
+        ds.records.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
+    let mut runs = Vec::new();
+    for seed in 0..cfg.seeds.max(1) as u64 {
+        let mut model = Model::load(model_dir, device)?;
+        let picked = ds.sample(cfg.samples, seed + 1).records;
+        let picked_ids: std::collections::HashSet<&str> =
+            picked.iter().map(|r| r.id.as_str()).collect();
+        let mut rest: Vec<usize> =
+            (0..ds.len()).filter(|&i| !picked_ids.contains(ds.records[i].id.as_str())).collect();
+        if let Some(n) = cfg.limit {
+            let mut rng = crate::dataset::SplitMix64(seed + 101);
+            for i in 0..n.min(rest.len()) {
+                let j = i + (rng.next() % (rest.len() - i) as u64) as usize;
+                rest.swap(i, j);
+            }
+            rest.truncate(n);
+        }
+        let truth: Vec<f64> =
+            rest.iter().map(|&i| ds.records[i].target(target).unwrap_or(f64::NAN)).collect();
+        let g_rest: Vec<&GraphFeatures> = rest.iter().map(|&i| &all_samples[i].features).collect();
+        let before: Vec<f64> = model.predict(&g_rest)?.into_iter().map(|p| p.0).collect();
+        let y: Vec<f64> = picked.iter().map(|r| r.target(target).unwrap_or(f64::NAN)).collect();
+        let (mu, sd) = mean_std(&y);
+        model.meta.target_mean = mu;
+        model.meta.target_std = sd;
+        model.meta.family = family.to_string();
+        model.meta.target = target.to_string();
+        model.meta.predicts = data::describe_target(family, target);
+        let train: Vec<(&GraphFeatures, f64)> = picked
+            .iter()
+            .zip(&y)
+            .filter_map(|(r, &y)| {
+                index.get(r.id.as_str()).map(|&i| (&all_samples[i].features, (y - mu) / sd))
+            })
+            .collect();
+        trainer.cfg.seed = seed;
+        trainer.cfg.supervised.batch = cfg.samples.max(2);
+        trainer.supervised(
+            &model,
+            &train,
+            &[],
+            cfg.epochs,
+            cfg.lr,
+            &format!("finetune seed {seed}"),
+        )?;
+        let after = model.predict(&g_rest)?;
+        let p_after: Vec<f64> = after.iter().map(|p| p.0).collect();
+        let mut m = BTreeMap::new();
+        m.insert("before".to_string(), score_ranking(&before, &truth));
+        m.insert("after".to_string(), score(&p_after, &truth));
+        trainer.say(format!(
+            "seed {seed}: spearman {:.4} -> {:.4}, kendall tau {:.4} -> {:.4} on {} records",
+            m["before"]["spearman"],
+            m["after"]["spearman"],
+            m["before"]["kendalltau"],
+            m["after"]["kendalltau"],
+            rest.len()
+        ));
+        if seed == 0 {
+            let recs: Vec<&Record> = rest.iter().map(|&i| &ds.records[i]).collect();
+            let ss: Vec<&Sample> = rest.iter().map(|&i| &all_samples[i]).collect();
+            run.predictions(&recs, &truth, &after, &ss)?;
+            if let Some(name) = save_as {
+                model.meta.name = name.to_string();
+                model.meta.seen_ids = picked.iter().map(|r| r.id.clone()).collect();
+                model.save(&paths.models.join(name))?;
+            }
+        }
+        runs.push(m);
+    }
+    let mut summary = BTreeMap::new();
+    for phase in ["before", "after"] {
+        for metric in ["spearman", "kendalltau"] {
+            let v: Vec<f64> = runs.iter().map(|r| r[phase][metric]).collect();
+            let (m, s) = mean_std(&v);
+            // sample standard deviation over seeds (n - 1)
+            let n = v.len() as f64;
+            let s = if v.len() > 1 { s * (n / (n - 1.0)).sqrt() } else { 0.0 };
+            summary.insert(format!("{phase}_{metric}_mean"), m);
+            summary.insert(format!("{phase}_{metric}_std"), s);
+        }
+    }
+    let report = FinetuneReport {
+        family: family.to_string(),
+        target: target.to_string(),
+        config: cfg.clone(),
+        runs,
+        summary,
+        run_dir: run.path.clone(),
+    };
+    run.json("metrics.json", &report)?;
+    run.log(&trainer.log)?;
+    Ok(report)
+}

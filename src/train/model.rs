@@ -1,0 +1,357 @@
+//! A trained predictor: encoder + heads in one `VarStore`, and its `meta.json` (op vocabulary,
+//! feature dimensions, target standardisation, FCM centres, training family, metrics, config,
+//! nape version). Checkpoints are `models/<name>/{weights.safetensors, meta.json}`, both
+//! written atomically (a temporary file in the same folder, then a rename).
+
+use super::config::TrainConfig;
+use crate::dataset::cache::NAPE_VERSION;
+use crate::encoder::{Batch, FeatureDims, GraphEncoder};
+use crate::ensemble::heads::Heads;
+use crate::error::{write_atomic, Error, Result};
+use crate::features::{GraphFeatures, GLOBAL_DIM, GLOBAL_PROXIES, OP_VOCAB};
+use crate::graph::ALL_KINDS;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::{nn, Device, Tensor};
+
+/// Version of the checkpoint layout.
+pub const CHECKPOINT_VERSION: u32 = 1;
+/// Weights file inside a model folder.
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+/// Metadata file inside a model folder.
+pub const META_FILE: &str = "meta.json";
+
+/// Everything about a model besides its weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// [`CHECKPOINT_VERSION`].
+    pub checkpoint_version: u32,
+    /// nape version that wrote it.
+    pub nape_version: String,
+    /// Model name.
+    pub name: String,
+    /// Family whose labels it was (last) trained on.
+    pub family: String,
+    /// Target it predicts.
+    pub target: String,
+    /// What it predicts, in words.
+    pub predicts: String,
+    /// Mean of the target over the training labels (predictions are de-standardised with it).
+    pub target_mean: f64,
+    /// Standard deviation of the target over the training labels.
+    pub target_std: f64,
+    /// Feature dimensions the weights expect.
+    pub dims: FeatureDims,
+    /// Op vocabulary, index 0 = out of vocabulary.
+    pub op_vocabulary: Vec<String>,
+    /// Feature normalisation, as the features module documents it.
+    pub feature_normalisation: String,
+    /// Fuzzy c-means centres of the training embeddings (none: uniform memberships).
+    pub fcm_centres: Option<Vec<Vec<f64>>>,
+    /// The whole training configuration.
+    pub config: TrainConfig,
+    /// Held-out metrics and timings measured when it was trained.
+    pub metrics: BTreeMap<String, f64>,
+    /// Ids of the labelled records it was trained or validated on (so evaluation on the same
+    /// family can leave them out).
+    pub seen_ids: Vec<String>,
+    /// Op vocabulary indices present in its training graphs. Ops outside this set never
+    /// trained their embedding or their op-histogram weights, so prediction reads them as
+    /// out of vocabulary (index 0, histogram share 0). Empty: no masking.
+    #[serde(default)]
+    pub seen_ops: Vec<i64>,
+    /// Per-column mean and std of the numeric node and graph-level features over its training
+    /// graphs (for aligning another family's features to them, see `train::align`).
+    #[serde(default)]
+    pub feature_stats: Option<super::align::FeatureStats>,
+}
+
+impl Meta {
+    /// Metadata for a new model trained with `config`.
+    pub fn new(name: &str, config: &TrainConfig) -> Meta {
+        let mut vocab = vec!["<oov>".to_string()];
+        vocab.extend(ALL_KINDS.iter().map(|k| k.as_str().to_string()));
+        Meta {
+            checkpoint_version: CHECKPOINT_VERSION,
+            nape_version: NAPE_VERSION.to_string(),
+            name: name.to_string(),
+            family: config.family.clone(),
+            target: config.target.clone(),
+            predicts: super::data::describe_target(&config.family, &config.target),
+            target_mean: 0.0,
+            target_std: 1.0,
+            dims: FeatureDims::current(),
+            op_vocabulary: vocab,
+            feature_normalisation: "see nape::features: log-scaled counts and sizes, proxies as \
+                                    stored by nape::proxies, presence flags"
+                .into(),
+            fcm_centres: None,
+            config: config.clone(),
+            metrics: BTreeMap::new(),
+            seen_ids: Vec::new(),
+            seen_ops: Vec::new(),
+            feature_stats: None,
+        }
+    }
+}
+
+/// Encoder, heads and metadata of one predictor.
+#[derive(Debug)]
+pub struct Model {
+    /// All weights.
+    pub vs: nn::VarStore,
+    /// The graph encoder.
+    pub encoder: GraphEncoder,
+    /// The head ensemble.
+    pub heads: Heads,
+    /// Metadata.
+    pub meta: Meta,
+}
+
+impl Model {
+    /// A freshly initialised model (seeded by `meta.config.seed`) on `device`.
+    pub fn new(meta: Meta, device: Device) -> Result<Model> {
+        tch::manual_seed(meta.config.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let encoder = GraphEncoder::new(&(vs.root() / "encoder"), &meta.config.encoder, &meta.dims);
+        let mut heads =
+            Heads::new(&(vs.root() / "heads"), meta.config.encoder.emb_dim, &meta.config.heads);
+        if let Some(c) = &meta.fcm_centres {
+            heads.set_centres(c, device)?;
+        }
+        Ok(Model { vs, encoder, heads, meta })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Writes `dir/weights.safetensors` and `dir/meta.json`, each atomically.
+    pub fn save(&mut self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        self.meta.fcm_centres = self.heads.centres();
+        let tmp = dir.join(format!(".{WEIGHTS_FILE}.{}.safetensors", std::process::id()));
+        let dest = dir.join(WEIGHTS_FILE);
+        self.vs.save(&tmp).map_err(|e| Error::Model(format!("{}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+        let meta = serde_json::to_vec_pretty(&self.meta)
+            .map_err(|e| Error::Model(format!("cannot serialise meta.json: {e}")))?;
+        write_atomic(&dir.join(META_FILE), &meta)
+    }
+
+    /// Reads a model folder onto `device`; checks that its features match this build's.
+    pub fn load(dir: &Path, device: Device) -> Result<Model> {
+        let meta_path = dir.join(META_FILE);
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::MissingData {
+                    what: "model metadata".into(),
+                    path: meta_path.clone(),
+                    hint: "; train one with `nape pretrain` or name a folder under models/".into(),
+                }
+            } else {
+                Error::io(&meta_path, e)
+            }
+        })?;
+        let meta: Meta = serde_json::from_str(&text).map_err(|e| Error::BadData {
+            path: meta_path.clone(),
+            line: e.line(),
+            msg: format!("not a nape model's meta.json: {e}"),
+        })?;
+        if meta.checkpoint_version != CHECKPOINT_VERSION {
+            return Err(Error::Model(format!(
+                "{}: checkpoint version {} (this nape reads {CHECKPOINT_VERSION})",
+                meta_path.display(),
+                meta.checkpoint_version
+            )));
+        }
+        let mut meta = meta;
+        let now = FeatureDims::current();
+        if !meta.config.encoder.use_text {
+            // a model without the token encoder holds no token weights: the vocabulary is moot
+            meta.dims.token_vocab = now.token_vocab;
+            meta.dims.max_tokens = now.max_tokens;
+        }
+        if meta.dims != now {
+            return Err(Error::Model(format!(
+                "{}: built for features {:?}, this nape computes {:?}; retrain it",
+                meta_path.display(),
+                meta.dims,
+                FeatureDims::current()
+            )));
+        }
+        let mut model = Model::new(meta, device)?;
+        let w = dir.join(WEIGHTS_FILE);
+        model.vs.load(&w).map_err(|e| Error::Model(format!("{}: {e}", w.display())))?;
+        Ok(model)
+    }
+
+    /// Standardises a target value.
+    pub fn standardise(&self, y: f64) -> f64 {
+        (y - self.meta.target_mean) / self.meta.target_std
+    }
+
+    /// `g` with the ops the model never saw in training read as out of vocabulary (see
+    /// [`Meta::seen_ops`]); borrowed unchanged when there are none.
+    pub fn mask_unseen<'a>(&self, g: &'a GraphFeatures) -> std::borrow::Cow<'a, GraphFeatures> {
+        use std::borrow::Cow;
+        let seen = &self.meta.seen_ops;
+        if seen.is_empty() || g.op.iter().all(|o| seen.binary_search(o).is_ok()) {
+            return Cow::Borrowed(g);
+        }
+        let mut m = g.clone();
+        let hist = GLOBAL_DIM - OP_VOCAB - 2 * GLOBAL_PROXIES.len();
+        for o in m.op.iter_mut() {
+            if seen.binary_search(o).is_err() {
+                if let Some(v) = m.global.get_mut(hist + *o as usize) {
+                    *v = 0.0;
+                }
+                *o = 0;
+            }
+        }
+        Cow::Owned(m)
+    }
+
+    /// Embeddings of `graphs` (no gradient), `[n, emb_dim]`, in batches of `batch`.
+    pub fn embed(&self, graphs: &[&GraphFeatures], batch: usize) -> Result<Tensor> {
+        let _g = tch::no_grad_guard();
+        let mut parts = Vec::new();
+        for chunk in graphs.chunks(batch.max(1)) {
+            let masked: Vec<_> = chunk.iter().map(|g| self.mask_unseen(g)).collect();
+            let refs: Vec<&GraphFeatures> = masked.iter().map(|g| g.as_ref()).collect();
+            let b = Batch::new(&refs, &self.meta.dims, self.device())?;
+            parts.push(self.encoder.forward(&b).0);
+        }
+        if parts.is_empty() {
+            return Ok(Tensor::zeros(
+                [0, self.meta.config.encoder.emb_dim],
+                (tch::Kind::Float, self.device()),
+            ));
+        }
+        Ok(Tensor::cat(&parts, 0))
+    }
+
+    /// Predictions and uncertainties of `graphs` in the target's units.
+    pub fn predict(&self, graphs: &[&GraphFeatures]) -> Result<Vec<(f64, f64)>> {
+        let _g = tch::no_grad_guard();
+        let mut out = Vec::with_capacity(graphs.len());
+        for chunk in graphs.chunks(256) {
+            let masked: Vec<_> = chunk.iter().map(|g| self.mask_unseen(g)).collect();
+            let refs: Vec<&GraphFeatures> = masked.iter().map(|g| g.as_ref()).collect();
+            let b = Batch::new(&refs, &self.meta.dims, self.device())?;
+            let m = self.heads.forward(&self.encoder.forward(&b).0);
+            let mean = Vec::<f32>::try_from(&m.mean.to_device(Device::Cpu))
+                .map_err(|e| Error::Model(e.to_string()))?;
+            let std = Vec::<f32>::try_from(&m.std.to_device(Device::Cpu))
+                .map_err(|e| Error::Model(e.to_string()))?;
+            let (mu, sd) = (self.meta.target_mean, self.meta.target_std);
+            out.extend(mean.iter().zip(&std).map(|(&p, &s)| (p as f64 * sd + mu, s as f64 * sd)));
+        }
+        Ok(out)
+    }
+}
+
+/// Picks the device: `cuda` when asked for and available, otherwise the CPU (with a message
+/// saying why when CUDA was asked for).
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if tch::Cuda::is_available() {
+                Ok(Device::Cuda(0))
+            } else {
+                eprintln!(
+                    "warning: --device cuda asked for, but CUDA is not available here (no GPU, \
+                     or libtorch_cuda not loaded): running on the CPU"
+                );
+                Ok(Device::Cpu)
+            }
+        }
+        d => Err(Error::Usage(format!("unknown device '{d}' (cpu or cuda)"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::NODE_DIM;
+
+    fn graphs() -> Vec<GraphFeatures> {
+        (1..6)
+            .map(|n| GraphFeatures {
+                n_nodes: n * 3,
+                op: (0..n * 3).map(|i| (i % 7) as i64 + 1).collect(),
+                node: (0..n * 3 * NODE_DIM).map(|i| ((i * 13 + n) % 17) as f32 / 17.0).collect(),
+                edges: (1..n * 3).map(|i| ((i - 1) as u32, i as u32)).collect(),
+                global: (0..GLOBAL_DIM).map(|i| ((i + n) % 5) as f32 / 5.0).collect(),
+                tokens: vec![2, 10, 11, 3],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn checkpoint_round_trip_gives_identical_predictions() {
+        let mut cfg = TrainConfig::default();
+        cfg.encoder.use_text = true;
+        cfg.heads.k = 3;
+        let mut meta = Meta::new("t", &cfg);
+        meta.target_mean = 0.9;
+        meta.target_std = 0.05;
+        let mut model = Model::new(meta, Device::Cpu).unwrap();
+        let centres: Vec<Vec<f64>> =
+            (0..3).map(|k| vec![k as f64 * 0.1; cfg.encoder.emb_dim as usize]).collect();
+        model.heads.set_centres(&centres, Device::Cpu).unwrap();
+        let g = graphs();
+        let refs: Vec<&GraphFeatures> = g.iter().collect();
+        let before = model.predict(&refs).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        let loaded = Model::load(dir.path(), Device::Cpu).unwrap();
+        assert_eq!(loaded.predict(&refs).unwrap(), before);
+        assert_eq!(loaded.meta, model.meta);
+        assert!(before.iter().all(|(p, u)| p.is_finite() && u.is_finite() && *u >= 0.0));
+    }
+
+    #[test]
+    fn same_seed_same_initial_weights() {
+        let cfg = TrainConfig { seed: 5, ..Default::default() };
+        let g = graphs();
+        let refs: Vec<&GraphFeatures> = g.iter().collect();
+        let a = Model::new(Meta::new("a", &cfg), Device::Cpu).unwrap().predict(&refs).unwrap();
+        let b = Model::new(Meta::new("b", &cfg), Device::Cpu).unwrap().predict(&refs).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn missing_or_foreign_checkpoints_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(Model::load(dir.path(), Device::Cpu), Err(Error::MissingData { .. })));
+        let mut meta = Meta::new("x", &TrainConfig::default());
+        meta.dims.node_dim += 1;
+        std::fs::write(dir.path().join(META_FILE), serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert!(matches!(Model::load(dir.path(), Device::Cpu), Err(Error::Model(_))));
+    }
+
+    #[test]
+    fn unseen_ops_read_as_out_of_vocabulary() {
+        let mut meta = Meta::new("m", &TrainConfig::default());
+        meta.seen_ops = vec![1, 2, 3];
+        let model = Model::new(meta, Device::Cpu).unwrap();
+        let g = &graphs()[2];
+        let hist = GLOBAL_DIM - OP_VOCAB - 2 * GLOBAL_PROXIES.len();
+        let m = model.mask_unseen(g);
+        for (a, b) in g.op.iter().zip(&m.op) {
+            assert_eq!(*b, if *a <= 3 { *a } else { 0 });
+        }
+        // the histogram share of every unseen op that occurs is zeroed
+        for &o in g.op.iter().filter(|&&o| o > 3) {
+            assert_eq!(m.global[hist + o as usize], 0.0);
+        }
+        assert!(g.op.iter().any(|&o| o > 3), "the test graph has no unseen op");
+        assert_eq!(m.global[hist + 1], g.global[hist + 1]);
+        let seen_only = GraphFeatures { op: vec![1; g.n_nodes], ..g.clone() };
+        assert!(matches!(model.mask_unseen(&seen_only), std::borrow::Cow::Borrowed(_)));
+    }
+}

@@ -1,0 +1,280 @@
+//! The training loops (see the module docs of `train`).
+
+use super::config::TrainConfig;
+use super::data::Sample;
+use super::model::Model;
+use crate::dataset::SplitMix64;
+use crate::encoder::augment::augment;
+use crate::encoder::gnn::nt_xent;
+use crate::encoder::Batch;
+use crate::ensemble::heads;
+use crate::error::{Error, Result};
+use crate::features::GraphFeatures;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::time::Instant;
+use tch::nn::OptimizerConfig;
+use tch::{nn, Device, Kind, Reduction, Tensor};
+
+/// Runs the phases of training with one configuration and seed; collects a log.
+#[derive(Debug)]
+pub struct Trainer {
+    /// The configuration.
+    pub cfg: TrainConfig,
+    /// Log lines (also echoed to stderr unless quiet).
+    pub log: Vec<String>,
+    /// No echo on stderr.
+    pub quiet: bool,
+}
+
+fn tch_err(e: tch::TchError) -> Error {
+    Error::Model(format!("torch: {e}"))
+}
+
+fn bar(n: usize, msg: String) -> ProgressBar {
+    let pb = ProgressBar::new(n as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} batches {elapsed}<{eta}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(msg);
+    pb
+}
+
+fn shuffled(n: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        idx.swap(i, j);
+    }
+    idx
+}
+
+fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
+    vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect()
+}
+
+fn restore(vs: &nn::VarStore, snap: &HashMap<String, Tensor>) {
+    tch::no_grad(|| {
+        for (k, mut v) in vs.variables() {
+            if let Some(s) = snap.get(&k) {
+                v.copy_(s);
+            }
+        }
+    });
+}
+
+fn f32s(v: impl Iterator<Item = f64>, device: Device) -> Tensor {
+    let v: Vec<f32> = v.map(|x| x as f32).collect();
+    Tensor::from_slice(&v).to_device(device)
+}
+
+/// Mean and (population) standard deviation, the latter floored at 1e-8.
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt().max(1e-8))
+}
+
+impl Trainer {
+    /// A trainer for `cfg` (checked).
+    pub fn new(cfg: TrainConfig) -> Result<Trainer> {
+        cfg.check()?;
+        if cfg.threads > 0 {
+            tch::set_num_threads(cfg.threads as i32);
+        }
+        Ok(Trainer { cfg, log: Vec::new(), quiet: false })
+    }
+
+    /// Logs a line.
+    pub fn say(&mut self, line: String) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+        self.log.push(line);
+    }
+
+    /// Contrastive (NT-Xent over two augmented views) + auxiliary (log params, log FLOPs from
+    /// the GNN readout) pretraining on `graphs`.
+    pub fn pretrain(&mut self, model: &Model, graphs: &[&Sample]) -> Result<()> {
+        let p = self.cfg.pretrain.clone();
+        if graphs.len() < 2 || p.epochs == 0 {
+            self.say("pretraining skipped (no epochs or fewer than 2 graphs)".into());
+            return Ok(());
+        }
+        let device = model.device();
+        let aux: Vec<[f64; 2]> = graphs.iter().map(|s| s.aux()).collect();
+        let stats: Vec<(f64, f64)> =
+            (0..2).map(|c| mean_std(&aux.iter().map(|a| a[c]).collect::<Vec<_>>())).collect();
+        let mut opt = nn::Adam::default().build(&model.vs, p.lr).map_err(tch_err)?;
+        let mut rng = SplitMix64(self.cfg.seed ^ 0x9e37_79b9_7f4a_7c15);
+        for epoch in 0..p.epochs {
+            let t0 = Instant::now();
+            let order = shuffled(graphs.len(), &mut rng);
+            let chunks: Vec<&[usize]> = order.chunks(p.batch).filter(|c| c.len() >= 2).collect();
+            let pb = bar(chunks.len(), format!("pretrain {}/{}", epoch + 1, p.epochs));
+            let (mut sum_c, mut sum_a, mut n) = (0.0, 0.0, 0usize);
+            for chunk in chunks {
+                let v1: Vec<GraphFeatures> = chunk
+                    .iter()
+                    .map(|&i| augment(&graphs[i].features, &self.cfg.augment, &mut rng))
+                    .collect();
+                let v2: Vec<GraphFeatures> = chunk
+                    .iter()
+                    .map(|&i| augment(&graphs[i].features, &self.cfg.augment, &mut rng))
+                    .collect();
+                let b1 = Batch::new(&v1.iter().collect::<Vec<_>>(), &model.meta.dims, device)?;
+                let b2 = Batch::new(&v2.iter().collect::<Vec<_>>(), &model.meta.dims, device)?;
+                let target = Tensor::stack(
+                    &(0..2)
+                        .map(|c| {
+                            f32s(
+                                chunk.iter().map(|&i| (aux[i][c] - stats[c].0) / stats[c].1),
+                                device,
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                    1,
+                );
+                let (z1, r1) = model.encoder.forward(&b1);
+                let (z2, r2) = model.encoder.forward(&b2);
+                let lc = nt_xent(
+                    &model.encoder.project(&z1),
+                    &model.encoder.project(&z2),
+                    p.temperature,
+                );
+                let la = (model.encoder.aux(&r1).mse_loss(&target, Reduction::Mean)
+                    + model.encoder.aux(&r2).mse_loss(&target, Reduction::Mean))
+                    * 0.5;
+                let loss = &lc * p.contrastive_weight + &la * p.aux_weight;
+                opt.backward_step(&loss);
+                sum_c += lc.double_value(&[]);
+                sum_a += la.double_value(&[]);
+                n += 1;
+                pb.inc(1);
+            }
+            pb.finish_and_clear();
+            let n = n.max(1) as f64;
+            self.say(format!(
+                "pretrain epoch {}: nt-xent {:.4}, aux mse {:.4} ({:.1} s)",
+                epoch + 1,
+                sum_c / n,
+                sum_a / n,
+                t0.elapsed().as_secs_f64()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Supervised training on `train` (graphs with targets already standardised), early
+    /// stopping on validation Kendall tau; the best epoch's weights are kept. Returns the best
+    /// validation tau.
+    #[allow(clippy::too_many_arguments)]
+    pub fn supervised(
+        &mut self,
+        model: &Model,
+        train: &[(&GraphFeatures, f64)],
+        val: &[(&GraphFeatures, f64)],
+        epochs: usize,
+        lr: f64,
+        phase: &str,
+    ) -> Result<f64> {
+        let s = self.cfg.supervised.clone();
+        let device = model.device();
+        if train.is_empty() || epochs == 0 {
+            return Ok(f64::NAN);
+        }
+        let mut opt = nn::Adam::default().build(&model.vs, lr).map_err(tch_err)?;
+        let mut rng = SplitMix64(self.cfg.seed ^ 0x5151_2024 ^ phase.len() as u64);
+        let (mut best, mut best_state, mut stale) = (f64::NEG_INFINITY, None, 0usize);
+        for epoch in 0..epochs {
+            let t0 = Instant::now();
+            let order = shuffled(train.len(), &mut rng);
+            let chunks: Vec<&[usize]> = order.chunks(s.batch).filter(|c| c.len() >= 2).collect();
+            let pb = bar(chunks.len(), format!("{phase} {}/{epochs}", epoch + 1));
+            let (mut sum, mut n) = (0.0, 0usize);
+            for chunk in chunks {
+                let graphs: Vec<&GraphFeatures> = chunk.iter().map(|&i| train[i].0).collect();
+                let b = Batch::new(&graphs, &model.meta.dims, device)?;
+                let y = f32s(chunk.iter().map(|&i| train[i].1), device);
+                let mixed = model.heads.forward(&model.encoder.forward(&b).0);
+                let loss = heads::loss(&mixed, &y, s.rank_weight, s.head_weight);
+                opt.backward_step(&loss);
+                sum += loss.double_value(&[]);
+                n += 1;
+                pb.inc(1);
+            }
+            pb.finish_and_clear();
+            let tau = if val.is_empty() {
+                -(sum / n.max(1) as f64)
+            } else {
+                let g: Vec<&GraphFeatures> = val.iter().map(|v| v.0).collect();
+                let pred: Vec<f64> = model.predict(&g)?.into_iter().map(|p| p.0).collect();
+                let truth: Vec<f64> = val.iter().map(|v| v.1).collect();
+                crate::metrics::kendall_tau(&pred, &truth)
+            };
+            self.say(format!(
+                "{phase} epoch {}: loss {:.4}, validation kendall tau {:.4} ({:.1} s)",
+                epoch + 1,
+                sum / n.max(1) as f64,
+                tau,
+                t0.elapsed().as_secs_f64()
+            ));
+            if tau > best {
+                best = tau;
+                best_state = Some(snapshot(&model.vs));
+                stale = 0;
+            } else {
+                stale += 1;
+                if stale >= s.patience.max(1) && !val.is_empty() {
+                    self.say(format!("{phase}: early stop after epoch {}", epoch + 1));
+                    break;
+                }
+            }
+        }
+        if let Some(state) = best_state {
+            restore(&model.vs, &state);
+        }
+        Ok(best)
+    }
+
+    /// Fits fuzzy c-means on the embeddings of `graphs` and sets the heads' centres.
+    pub fn fit_fcm(&mut self, model: &mut Model, graphs: &[&GraphFeatures]) -> Result<()> {
+        let k = model.heads.k();
+        if k < 2 || graphs.len() < k {
+            return Ok(());
+        }
+        let z = model.embed(graphs, 512)?.to_device(Device::Cpu).to_kind(Kind::Double);
+        let (n, d) = (z.size()[0] as usize, z.size()[1] as usize);
+        let flat = Vec::<f64>::try_from(&z.view([-1])).map_err(tch_err)?;
+        let data = ndarray::Array2::from_shape_vec((n, d), flat)
+            .map_err(|e| Error::Model(format!("embeddings: {e}")))?;
+        let centres = crate::ensemble::fcm::FuzzyCMeansParams {
+            k,
+            m: model.heads.config().m,
+            max_iter: self.cfg.fcm_max_iter,
+            tol: self.cfg.fcm_tol,
+            seed: self.cfg.seed,
+        }
+        .check()?
+        .fit(&data)?
+        .centres()
+        .rows()
+        .into_iter()
+        .map(|r| r.to_vec())
+        .collect::<Vec<_>>();
+        model.heads.set_centres(&centres, model.device())?;
+        let u = model.heads.memberships(&model.embed(graphs, 512)?);
+        let share: Vec<f64> = Vec::<f32>::try_from(
+            &u.mean_dim([0i64].as_slice(), false, Kind::Float).to_device(Device::Cpu),
+        )
+        .map_err(tch_err)?
+        .into_iter()
+        .map(f64::from)
+        .collect();
+        self.say(format!("fuzzy c-means: {k} clusters, mean memberships {share:.3?}"));
+        Ok(())
+    }
+}

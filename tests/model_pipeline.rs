@@ -1,0 +1,86 @@
+//! The predictor end to end on a tiny budget: pretrain on ~200 NB-101 cells for one epoch of
+//! each phase, reload, predict a corpus file through the library and the `nape predict`
+//! binary, and check that the same seed gives the same model. Needs the benchmark data
+//! (`NAPE_DATA` or `../shared/data`).
+#![cfg(feature = "torch")]
+
+use nape::dataset::data_dir;
+use nape::onnx::ImportOptions;
+use nape::predict::Predictor;
+use nape::train::flows::{self, Paths};
+use nape::train::TrainConfig;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::Device;
+
+fn tiny() -> TrainConfig {
+    let mut c = TrainConfig::default();
+    c.encoder.hidden = 16;
+    c.encoder.layers = 2;
+    c.encoder.emb_dim = 16;
+    c.heads.k = 2;
+    c.heads.hidden = 8;
+    c.pretrain.unlabelled = 100;
+    c.pretrain.epochs = 1;
+    c.pretrain.batch = 50;
+    c.supervised.n_test = 40;
+    c.supervised.n_val = 40;
+    c.supervised.n_train = 100;
+    c.supervised.epochs = 1;
+    c.supervised.batch = 50;
+    c.supervised.fcm_epochs = 1;
+    c
+}
+
+fn paths(root: &Path) -> Paths {
+    Paths {
+        data: data_dir(None),
+        cache: root.join("cache"),
+        models: root.join("models"),
+        runs: root.join("runs"),
+    }
+}
+
+#[test]
+fn pretrain_then_predict_a_corpus_file() {
+    let root = tempfile::tempdir().unwrap();
+    let p = paths(root.path());
+    let a = flows::pretrain(tiny(), "tiny", &p, Device::Cpu, true).unwrap();
+    for f in ["config.json", "log.txt", "metrics.json", "predictions.csv"] {
+        assert!(a.run_dir.join(f).is_file(), "run folder lacks {f}");
+    }
+    let model_dir = p.models.join("tiny");
+    assert!(model_dir.join("weights.safetensors").is_file());
+    let tau = a.metrics["model"]["kendalltau"];
+    assert!(tau.is_finite(), "held-out kendall tau {tau}");
+
+    // same seed, same model
+    let b = flows::pretrain(tiny(), "tiny2", &p, Device::Cpu, true).unwrap();
+    assert_eq!(a.metrics["model"], b.metrics["model"]);
+
+    let resnet = PathBuf::from("tests/corpus/zoo/resnet18.onnx");
+    let pred = Predictor::load(&model_dir, Device::Cpu, ImportOptions::default()).unwrap();
+    let out = pred.predict_files(&[resnet.clone(), root.path().join("missing.onnx")]);
+    let r = out[0].as_ref().unwrap();
+    assert!(r.prediction.is_finite() && r.uncertainty.is_finite() && r.uncertainty >= 0.0);
+    assert!(out[1].is_err());
+
+    // the binary: JSON with a finite prediction and uncertainty; a bad file gives exit 5
+    let bad = root.path().join("bad.onnx");
+    std::fs::write(&bad, b"not onnx").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_nape"))
+        .args(["predict", "--json", "--model"])
+        .arg(&model_dir)
+        .arg(&resnet)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let first = &doc["predictions"][0];
+    assert_eq!(first["ok"], true);
+    assert!(first["prediction"].as_f64().unwrap().is_finite());
+    assert!(first["uncertainty"].as_f64().unwrap().is_finite());
+    assert_eq!(doc["predictions"][1]["ok"], false);
+    assert!(doc["predicts"].as_str().unwrap().contains("CIFAR-10"));
+}
