@@ -15,9 +15,9 @@ pub mod graph;
 pub mod metrics;
 pub mod onnx;
 #[cfg(feature = "torch")]
-pub mod proxies;
-#[cfg(feature = "torch")]
 pub mod predict;
+#[cfg(feature = "torch")]
+pub mod proxies;
 pub mod spaces;
 pub mod train;
 

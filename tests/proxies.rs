@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use tch::Device;
 
 fn input<'a>(cg: &'a Cg, images: &'a ImageSource) -> ProxyInput<'a> {
-    ProxyInput { cg, images, seed: 3, device: Device::Cpu, batch: None }
+    ProxyInput::new(cg, images, 3, Device::Cpu)
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn every_proxy_is_bit_identical_across_runs_with_one_seed() {
         assert!(v.is_finite(), "{name}");
     }
     // a different seed changes the data-dependent scores
-    let other = ProxyInput { seed: 4, ..input(&cg, &images) };
+    let other = ProxyInput::new(&cg, &images, 4, Device::Cpu);
     let c = score_all(&proxies, &other);
     assert_ne!(a["snip"], c["snip"]);
     assert_eq!(a["params"], c["params"]);

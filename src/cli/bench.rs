@@ -35,7 +35,11 @@ fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
     let nets: Vec<Net> =
         space_networks()?.into_iter().filter(|n| n.label.contains("no weights")).collect();
     let proxies = registry();
-    writeln!(out, "\nzero-cost proxies, ms per network (libtorch on 1 thread; networks run in parallel, one per core)")?;
+    writeln!(out, "\nzero-cost proxies, ms per network (libtorch on 1 thread; networks run in parallel, one per core;")?;
+    writeln!(
+        out,
+        "snip, grad_norm and plain share one backward pass: the first of them pays for it)"
+    )?;
     write!(out, "{:<26}", "network")?;
     for p in &proxies {
         write!(out, " {:>9}", p.name())?;
@@ -44,8 +48,7 @@ fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
     for net in &nets {
         let cg =
             from_proto(&decode(&net.bytes, &net.label)?, &net.label, &ImportOptions::default())?;
-        let input =
-            ProxyInput { cg: &cg, images: &images, seed: 0, device: tch::Device::Cpu, batch: None };
+        let input = ProxyInput::new(&cg, &images, 0, tch::Device::Cpu);
         write!(out, "{:<26}", net.label.replace(" (no weights)", ""))?;
         let mut total = 0.0;
         for p in &proxies {

@@ -8,13 +8,13 @@ pub mod export;
 #[cfg(feature = "torch")]
 pub mod finetune;
 pub mod inspect;
-#[cfg(feature = "torch")]
-pub mod proxies;
 mod model_args;
 #[cfg(feature = "torch")]
 pub mod predict;
 #[cfg(feature = "torch")]
 pub mod pretrain;
+#[cfg(feature = "torch")]
+pub mod proxies;
 mod util;
 
 use clap::{Parser, Subcommand};

@@ -275,13 +275,8 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
                         .collect();
                     match build_cg(job) {
                         Ok(cg) => {
-                            let input = ProxyInput {
-                                cg: &cg,
-                                images: &images,
-                                seed: a.seed,
-                                device,
-                                batch: a.batch,
-                            };
+                            let input =
+                                ProxyInput::new(&cg, &images, a.seed, device).with_batch(a.batch);
                             for p in todo {
                                 let s: Scores = proxies::score_all(std::slice::from_ref(p), &input);
                                 for (k, v) in s {

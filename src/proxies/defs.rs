@@ -1,10 +1,10 @@
 //! The proxies, one type each. Definitions: ANCHORS.md section 3.3 (the official code).
 
-use super::{Needs, Proxy, ProxyInput};
+use super::{GradSums, Needs, Proxy, ProxyInput};
 use crate::error::Result;
 use crate::exec::{ExecOptions, Executor, Init, Role, Taps};
 use crate::spaces::torchstat_flops;
-use tch::{Kind, Reduction, Tensor};
+use tch::{Device, Kind, Reduction, Tensor};
 
 type TchResult<T> = std::result::Result<T, tch::TchError>;
 
@@ -46,15 +46,22 @@ fn sum_all(ts: impl IntoIterator<Item = TchResult<Tensor>>) -> TchResult<f64> {
     Ok(total)
 }
 
-/// A default-initialised network in training mode with the gradients of the cross-entropy on
-/// a batch of `n` images (what SNIP, GradNorm and Plain read).
-fn grads_on_batch<'a>(input: &'a ProxyInput, n: usize) -> Result<Executor<'a>> {
-    let ex = input.executor(ExecOptions::default(), Init::Default)?;
-    let (x, labels) = input.batch(n, ex.kind())?;
-    let y = logits(&ex, &x, input)?;
-    let loss = cross_entropy(&y, &labels, input)?;
-    loss.f_backward().map_err(|e| tch_err(input, "backward", e))?;
-    Ok(ex)
+/// SNIP's, GradNorm's and Plain's sums, from one default-initialised network in training mode
+/// and the gradients of the cross-entropy on a batch of 64 images: the three proxies read the
+/// same gradients, so the first to run computes them for all three.
+fn grad_sums(input: &ProxyInput) -> Result<GradSums> {
+    input.grad_sums(|| {
+        let ex = input.executor(ExecOptions::default(), Init::Default)?;
+        let (x, labels) = input.batch(64, ex.kind())?;
+        let y = logits(&ex, &x, input)?;
+        let loss = cross_entropy(&y, &labels, input)?;
+        loss.f_backward().map_err(|e| tch_err(input, "backward", e))?;
+        Ok(GradSums {
+            snip: over_weights(input, &ex, "snip", |w, g| w.f_mul(g)?.f_abs())?,
+            grad_norm: over_weights(input, &ex, "grad_norm", |_, g| g.f_norm())?,
+            plain: over_weights(input, &ex, "plain", |w, g| w.f_mul(g))?,
+        })
+    })
 }
 
 fn no_grad_of(input: &ProxyInput, t: &Tensor) -> Result<Tensor> {
@@ -150,8 +157,7 @@ impl Proxy for Snip {
         Needs::Images(64)
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        let ex = grads_on_batch(input, 64)?;
-        over_weights(input, &ex, "score", |w, g| w.f_mul(g)?.f_abs())
+        Ok(grad_sums(input)?.snip)
     }
 }
 
@@ -165,8 +171,7 @@ impl Proxy for GradNorm {
         Needs::Images(64)
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        let ex = grads_on_batch(input, 64)?;
-        over_weights(input, &ex, "score", |_, g| g.f_norm())
+        Ok(grad_sums(input)?.grad_norm)
     }
 }
 
@@ -180,8 +185,7 @@ impl Proxy for Plain {
         Needs::Images(64)
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        let ex = grads_on_batch(input, 64)?;
-        over_weights(input, &ex, "score", |w, g| w.f_mul(g))
+        Ok(grad_sums(input)?.plain)
     }
 }
 
@@ -340,19 +344,60 @@ impl Proxy for Nwot {
         let n = fwd.relu_in[0].value.size()[0];
         let mut k = Tensor::zeros([n, n], (Kind::Double, input.device));
         for t in &fwd.relu_in {
+            // c c^T + (1 - c)(1 - c)^T = U - |c_i| - |c_j| + 2 c_i.c_j for binary codes of U
+            // units: one matmul instead of two. Its entries are integers below U, exact in
+            // float32 while U < 2^24 (float64 beyond).
+            let units = t.value.numel() as i64 / n.max(1);
+            let kind = if units < 1 << 24 { Kind::Float } else { Kind::Double };
             let c = t
                 .value
                 .f_gt(0.0)
                 .and_then(|c| c.f_reshape([n, -1]))
-                .and_then(|c| c.f_to_kind(Kind::Double))
+                .and_then(|c| c.f_to_kind(kind))
                 .map_err(f)?;
-            let one_c = c.f_neg().and_then(|t| t.f_add_scalar(1.0)).map_err(f)?;
-            let kk = c.f_matmul(&c.f_transpose(0, 1).map_err(f)?).map_err(f)?;
-            let kk2 = one_c.f_matmul(&one_c.f_transpose(0, 1).map_err(f)?).map_err(f)?;
-            k = k.f_add(&kk).and_then(|t| t.f_add(&kk2)).map_err(f)?;
+            let ones = c.f_sum_dim_intlist(1, false, Kind::Double).map_err(f)?;
+            let dot = c
+                .f_matmul(&c.f_transpose(0, 1).map_err(f)?)
+                .and_then(|g| g.f_to_kind(Kind::Double))
+                .map_err(f)?;
+            let kk = dot
+                .f_mul_scalar(2.0)
+                .and_then(|g| g.f_sub(&ones.f_unsqueeze(1)?))
+                .and_then(|g| g.f_sub(&ones.f_unsqueeze(0)?))
+                .and_then(|g| g.f_add_scalar(units as f64))
+                .map_err(f)?;
+            k = k.f_add(&kk).map_err(f)?;
         }
         let (_, logabs) = Tensor::f_linalg_slogdet(&k).map_err(f)?;
         logabs.f_double_value(&[]).map_err(f)
+    }
+}
+
+/// The number of distinct columns of a row-major `rows x cols` 0/1 matrix (`bits.len()` =
+/// rows x cols): SWAP's distinct per-unit activation patterns across the samples. Each column is
+/// packed into 64-bit words, then sorted and deduplicated.
+fn distinct_columns(bits: &[u8], rows: usize) -> usize {
+    if rows == 0 || bits.is_empty() {
+        return 0;
+    }
+    let cols = bits.len() / rows;
+    let words = rows.div_ceil(64);
+    let mut keys = vec![0u64; cols * words];
+    for (r, row) in bits.chunks_exact(cols).enumerate() {
+        let (w, shift) = (r / 64, r % 64);
+        for (c, &b) in row.iter().enumerate() {
+            keys[c * words + w] |= u64::from(b != 0) << shift;
+        }
+    }
+    if words == 1 {
+        keys.sort_unstable();
+        keys.dedup();
+        keys.len()
+    } else {
+        let mut cols: Vec<&[u64]> = keys.chunks_exact(words).collect();
+        cols.sort_unstable();
+        cols.dedup();
+        cols.len()
     }
 }
 
@@ -418,16 +463,12 @@ impl Proxy for Swap {
                 );
             }
             let m = Tensor::f_cat(&parts, 1)
-                .and_then(|t| t.f_transpose(0, 1))
-                .and_then(|t| t.f_to_kind(Kind::Int64))
+                .and_then(|t| t.f_to_kind(Kind::Uint8))
+                .and_then(|t| t.f_to_device(Device::Cpu))
+                .and_then(|t| t.f_contiguous())
                 .map_err(f)?;
-            // key = sum_s bit_s << s (samples <= 62)
-            let weights: Vec<i64> = (0..x.size()[0]).map(|s| 1i64 << s.min(62)).collect();
-            let w = Tensor::from_slice(&weights).to_device(input.device);
-            let keys =
-                m.f_mul(&w).and_then(|t| t.f_sum_dim_intlist(1, false, Kind::Int64)).map_err(f)?;
-            let (uniq, _, _) = keys.f_unique_dim(0, false, false, false).map_err(f)?;
-            total += uniq.size()[0] as f64;
+            let bits = Vec::<u8>::try_from(m.f_flatten(0, -1).map_err(f)?).map_err(f)?;
+            total += distinct_columns(&bits, x.size()[0] as usize) as f64;
         }
         let swap = total / self.repeats as f64;
         Ok(match self.reg {
@@ -559,5 +600,25 @@ impl Proxy for Epsinas {
             ));
         }
         Ok(eps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_columns;
+
+    #[test]
+    fn distinct_columns_counts_patterns_across_rows() {
+        // 3 rows x 4 columns: columns (1,0,1), (1,0,1), (0,0,0), (0,1,0) -> 3 distinct
+        let bits = [1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0];
+        assert_eq!(distinct_columns(&bits, 3), 3);
+        // more than 64 rows: columns differ only in row 70
+        let rows = 71;
+        let mut bits = vec![1u8; rows * 2];
+        bits[70 * 2 + 1] = 0;
+        assert_eq!(distinct_columns(&bits, rows), 2);
+        bits[70 * 2 + 1] = 1;
+        assert_eq!(distinct_columns(&bits, rows), 1);
+        assert_eq!(distinct_columns(&[], 4), 0);
     }
 }

@@ -44,9 +44,41 @@ pub struct ProxyInput<'a> {
     pub device: Device,
     /// Overrides every data proxy's batch size (the reference sizes are the default).
     pub batch: Option<usize>,
+    /// SNIP, GradNorm and Plain read the same gradients (same initialisation, batch and loss):
+    /// the first of them to run computes all three sums, the others read them here.
+    grad_sums: std::cell::OnceCell<std::result::Result<GradSums, Error>>,
 }
 
-impl ProxyInput<'_> {
+/// The three sums over the conv/linear weights after one cross-entropy backward pass.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GradSums {
+    pub snip: f64,
+    pub grad_norm: f64,
+    pub plain: f64,
+}
+
+impl<'a> ProxyInput<'a> {
+    /// The input of the proxies of one network: images from `images`, every batch and
+    /// initialisation drawn from `seed`, run on `device`, each proxy at its reference batch size.
+    pub fn new(cg: &'a Cg, images: &'a ImageSource, seed: u64, device: Device) -> Self {
+        ProxyInput { cg, images, seed, device, batch: None, grad_sums: Default::default() }
+    }
+
+    /// The same with every data proxy's batch size set to `batch` (`None`: reference sizes).
+    pub fn with_batch(self, batch: Option<usize>) -> Self {
+        ProxyInput { batch, ..self }
+    }
+
+    /// The gradient sums SNIP, GradNorm and Plain share, computed on first use.
+    pub(crate) fn grad_sums(&self, compute: impl FnOnce() -> Result<GradSums>) -> Result<GradSums> {
+        match self.grad_sums.get_or_init(compute) {
+            Ok(s) => Ok(*s),
+            Err(e) => Err(self.fail(match e {
+                Error::Run { msg, .. } => msg.clone(),
+                other => other.to_string(),
+            })),
+        }
+    }
     /// The network's input as `[c, h, w]` (its first Input node, without the batch dimension).
     pub fn input_chw(&self) -> Result<[usize; 3]> {
         let shape = self
