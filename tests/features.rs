@@ -325,3 +325,36 @@ fn sanity_measurement_on_benchmark_cells() {
         }
     }
 }
+
+/// NB-201's `none` edges are zeros: the canonical graph of a cell drops them, and with them
+/// whatever only fed them, so two cells that compute the same function read the same.
+#[test]
+fn nb201_none_edges_vanish_from_the_canonical_graph() {
+    use nape::graph::OpKind;
+    use nape::onnx::from_proto;
+    use nape::spaces::nb201::{Arch, Dataset};
+    let canon = |spec: &str| {
+        let built = Arch::parse(spec).unwrap().build(Dataset::Cifar10, Weights::Inputs).unwrap();
+        from_proto(&built.model, spec, &ImportOptions::default()).unwrap().canonical()
+    };
+    let kinds = |cg: &nape::graph::Cg| cg.nodes().map(|(_, n)| n.kind.clone()).collect::<Vec<_>>();
+    // node 1 = conv(node 0) feeds only `none` edges: dead; node 3 = node 0 in both
+    let a = canon("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|");
+    let b = canon("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|");
+    assert_eq!(kinds(&a), kinds(&b));
+    assert_eq!(a.summary().params, b.summary().params);
+    assert!(kinds(&a).iter().all(|k| *k != OpKind::Zero));
+    a.validate().unwrap();
+    // a cell cut off from its input keeps the zeros that its output is made of
+    let cut = canon("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|");
+    cut.validate().unwrap();
+    assert!(kinds(&cut).contains(&OpKind::Zero));
+    // a cell without `none` keeps every convolution and sum
+    let dense = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|";
+    let built = Arch::parse(dense).unwrap().build(Dataset::Cifar10, Weights::Inputs).unwrap();
+    let raw = from_proto(&built.model, dense, &ImportOptions::default()).unwrap();
+    let count = |cg: &nape::graph::Cg, k: OpKind| cg.nodes().filter(|(_, n)| n.kind == k).count();
+    for k in [OpKind::Conv, OpKind::Add] {
+        assert_eq!(count(&canon(dense), k.clone()), count(&raw, k));
+    }
+}

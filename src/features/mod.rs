@@ -366,9 +366,10 @@ fn global_features(
     f
 }
 
-/// Version of the feature layout; bump it whenever a column, scale or token id changes, so a
-/// checkpoint trained on older features is refused rather than misread.
-pub const FEATURES_VERSION: u32 = 1;
+/// Version of the features; bump it whenever a column, scale or token id changes, or the graph
+/// they read does (the canonical form), so a checkpoint trained on older features is refused
+/// rather than misread, and cached features are rebuilt. 2: `none` zeros dropped.
+pub const FEATURES_VERSION: u32 = 2;
 
 /// What a checkpoint's `meta.json` records about the features it was trained on: layout sizes,
 /// the op vocabulary, the graph-feature names and the proxies read. [`FeatureSpec::current`]

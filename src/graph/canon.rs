@@ -7,14 +7,19 @@
 //!   folded into it (the weighted node gains a bias; the BatchNorm's scale and shift become that
 //!   bias, so the parameter count is the folded one: weights + one bias per output channel);
 //! - an Add of a per-feature parameter vector directly after a bias-less Linear (or Conv) that
-//!   feeds nothing else becomes that node's bias.
+//!   feeds nothing else becomes that node's bias;
+//! - a Zero (an op whose output is all zeros, as NAS-Bench-201's `none`) whose every consumer is
+//!   an Add with another input is dropped (`x + 0 = x`), an Add left with one input is spliced
+//!   out, and nodes that no longer reach an output are removed. A cell whose `none` edges cut
+//!   it off then looks like what it computes, not like a dense cell. A Zero that something
+//!   other than a sum reads is kept.
 //!
 //! The raw graph (what `nape inspect` shows) stays faithful to the file; features read the
 //! canonical one.
 
 use super::{Cg, OpKind, TensorEdge};
 use petgraph::stable_graph::NodeIndex;
-use petgraph::visit::EdgeRef;
+use petgraph::visit::{EdgeRef, NodeIndexable};
 use petgraph::Direction;
 
 impl Cg {
@@ -24,6 +29,8 @@ impl Cg {
         while let Some((w, victim)) = cg.find_foldable() {
             cg.fold_into(w, victim);
         }
+        while cg.drop_zero_or_unary_add() {}
+        cg.drop_dead();
         // removal keeps topological order (StableGraph keeps indices); compact them
         let _ = cg.sort();
         cg
@@ -62,6 +69,73 @@ impl Cg {
             }
         }
         None
+    }
+
+    /// Drops one Zero that only feeds sums with another input, or splices out one Add left
+    /// with a single input of its own shape; whether it changed anything.
+    fn drop_zero_or_unary_add(&mut self) -> bool {
+        let g = &mut self.graph;
+        let zero = g.node_indices().find(|&z| {
+            g[z].kind == OpKind::Zero && {
+                let outs: Vec<_> = g.edges_directed(z, Direction::Outgoing).collect();
+                !outs.is_empty()
+                    && outs.iter().all(|e| {
+                        let t = e.target();
+                        g[t].kind == OpKind::Add
+                            && g[t].out_shape() == e.weight().shape.as_slice()
+                            && g.edges_directed(t, Direction::Incoming).any(|i| i.source() != z)
+                    })
+            }
+        });
+        if let Some(z) = zero {
+            g.remove_node(z);
+            return true;
+        }
+        let unary = g.node_indices().find_map(|a| {
+            if g[a].kind != OpKind::Add {
+                return None;
+            }
+            let ins: Vec<_> = g.edges_directed(a, Direction::Incoming).collect();
+            match ins.as_slice() {
+                [e] if e.weight().shape.as_slice() == g[a].out_shape() => {
+                    Some((a, e.source(), e.weight().clone()))
+                }
+                _ => None,
+            }
+        });
+        let Some((a, src, inbound)) = unary else { return false };
+        let outs: Vec<(NodeIndex, TensorEdge)> = g
+            .edges_directed(a, Direction::Outgoing)
+            .map(|e| (e.target(), e.weight().clone()))
+            .collect();
+        g.remove_node(a);
+        for (t, e) in outs {
+            let edge = TensorEdge { src_slot: inbound.src_slot, name: inbound.name.clone(), ..e };
+            g.add_edge(src, t, edge);
+        }
+        true
+    }
+
+    /// Removes the nodes from which no Output is reached (Input nodes stay).
+    fn drop_dead(&mut self) {
+        let g = &mut self.graph;
+        let mut live = vec![false; g.node_bound()];
+        let mut stack: Vec<NodeIndex> =
+            g.node_indices().filter(|&n| g[n].kind == OpKind::Output).collect();
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut live[n.index()], true) {
+                continue;
+            }
+            stack.extend(g.neighbors_directed(n, Direction::Incoming));
+        }
+        if !live.iter().any(|&l| l) {
+            return; // no output at all: nothing to measure against
+        }
+        let dead: Vec<NodeIndex> =
+            g.node_indices().filter(|&n| !live[n.index()] && g[n].kind != OpKind::Input).collect();
+        for n in dead {
+            g.remove_node(n);
+        }
     }
 
     fn fold_into(&mut self, w: NodeIndex, victim: NodeIndex) {

@@ -6,7 +6,7 @@
 use crate::dataset::cache::Cache;
 use crate::dataset::{self, NaslibSpace, Record, SplitMix64};
 use crate::error::{Error, Result};
-use crate::features::{self, GraphFeatures, GLOBAL_DIM, NODE_DIM, TOKEN_VOCAB};
+use crate::features::{self, GraphFeatures, FEATURES_VERSION, GLOBAL_DIM, NODE_DIM, TOKEN_VOCAB};
 use crate::graph::Cg;
 use crate::onnx::{from_proto, ImportOptions};
 use crate::spaces::{BuildOptions, Space};
@@ -111,7 +111,7 @@ pub fn featurise_spec(space: Space, spec: &str, opts: &BuildOptions) -> Result<S
 pub fn cache_tag(family: &str, target: &str) -> String {
     let o = build_options(family, target);
     format!(
-        "features-n{NODE_DIM}-g{GLOBAL_DIM}-t{TOKEN_VOCAB}-{:?}-{:?}",
+        "features-v{FEATURES_VERSION}-n{NODE_DIM}-g{GLOBAL_DIM}-t{TOKEN_VOCAB}-{:?}-{:?}",
         o.nb201_dataset, o.tnb_task
     )
 }
