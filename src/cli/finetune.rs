@@ -87,7 +87,7 @@ pub fn run(a: &FinetuneArgs, quiet: bool) -> anyhow::Result<i32> {
             a.seeds,
             report.run_dir.display()
         );
-        for phase in ["before", "after"] {
+        for phase in ["before", "after", "params", "ridge"] {
             println!(
                 "  {phase:<6} spearman {:.4} +- {:.4}   kendall tau {:.4} +- {:.4}",
                 s[&format!("{phase}_spearman_mean")],

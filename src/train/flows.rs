@@ -480,6 +480,12 @@ pub fn finetune(
                 index.get(r.id.as_str()).map(|&i| (&all_samples[i].features, (y - mu) / sd))
             })
             .collect();
+        // the ops of the new family's training graphs are seen from now on: training reads
+        // them unmasked, so prediction must too
+        let mut seen: std::collections::BTreeSet<i64> =
+            model.meta.seen_ops.iter().copied().collect();
+        seen.extend(train.iter().flat_map(|(g, _)| g.op.iter().copied()));
+        model.meta.seen_ops = seen.into_iter().collect();
         trainer.cfg.seed = seed;
         trainer.cfg.supervised.batch = cfg.samples.max(2);
         trainer.supervised(
@@ -495,13 +501,29 @@ pub fn finetune(
         let mut m = BTreeMap::new();
         m.insert("before".to_string(), score_ranking(&before, &truth));
         m.insert("after".to_string(), score(&p_after, &truth));
+        // the naive competitors on the same split: #params (untrained), and the ridge baseline
+        // fitted on the same labelled cells' graph-level features
+        let rest_params: Vec<f64> = rest.iter().map(|&i| all_samples[i].params).collect();
+        m.insert("params".to_string(), score_ranking(&rest_params, &truth));
+        let globals = |gs: &[&GraphFeatures]| {
+            let d = gs.first().map_or(0, |g| g.global.len());
+            ndarray::Array2::from_shape_fn((gs.len(), d), |(r, c)| gs[r].global[c] as f64)
+        };
+        let g_train: Vec<&GraphFeatures> = train.iter().map(|(g, _)| *g).collect();
+        let y_train: Vec<f64> = train.iter().map(|(_, y)| *y).collect();
+        let ridge = crate::ensemble::baseline::fit(&globals(&g_train), &y_train)
+            .and_then(|b| b.predict(&globals(&g_rest)))?;
+        m.insert("ridge".to_string(), score_ranking(&ridge, &truth));
         trainer.say(format!(
-            "seed {seed}: spearman {:.4} -> {:.4}, kendall tau {:.4} -> {:.4} on {} records",
+            "seed {seed}: spearman {:.4} -> {:.4}, kendall tau {:.4} -> {:.4} on {} records \
+             (same split: #params spearman {:.4}, ridge on graph features {:.4})",
             m["before"]["spearman"],
             m["after"]["spearman"],
             m["before"]["kendalltau"],
             m["after"]["kendalltau"],
-            rest.len()
+            rest.len(),
+            m["params"]["spearman"],
+            m["ridge"]["spearman"]
         ));
         if seed == 0 {
             let recs: Vec<&Record> = rest.iter().map(|&i| &ds.records[i]).collect();
@@ -516,7 +538,7 @@ pub fn finetune(
         runs.push(m);
     }
     let mut summary = BTreeMap::new();
-    for phase in ["before", "after"] {
+    for phase in ["before", "after", "params", "ridge"] {
         for metric in ["spearman", "kendalltau"] {
             let v: Vec<f64> = runs.iter().map(|r| r[phase][metric]).collect();
             let (m, s) = mean_std(&v);
