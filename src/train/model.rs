@@ -193,22 +193,39 @@ impl Model {
         (y - self.meta.target_mean) / self.meta.target_std
     }
 
-    /// `g` with the ops the model never saw in training read as out of vocabulary (see
-    /// [`Meta::seen_ops`]); borrowed unchanged when there are none.
+    /// `g` with the ops the model never saw in training replaced (see [`Meta::seen_ops`]): by
+    /// their stand-in when the model saw that (an average pool reads as a max pool, one
+    /// normalisation as another, see [`stand_in`]), otherwise by the out-of-vocabulary index
+    /// 0. The op histogram's share moves with the op (to the stand-in, or nowhere). Borrowed
+    /// unchanged when every op was seen.
     pub fn mask_unseen<'a>(&self, g: &'a GraphFeatures) -> std::borrow::Cow<'a, GraphFeatures> {
         use std::borrow::Cow;
         let seen = &self.meta.seen_ops;
-        if seen.is_empty() || g.op.iter().all(|o| seen.binary_search(o).is_ok()) {
+        let is_seen = |o: i64| seen.binary_search(&o).is_ok();
+        if seen.is_empty() || g.op.iter().all(|&o| is_seen(o)) {
             return Cow::Borrowed(g);
         }
         let mut m = g.clone();
         let hist = GLOBAL_DIM - OP_VOCAB - 2 * GLOBAL_PROXIES.len();
-        for o in m.op.iter_mut() {
-            if seen.binary_search(o).is_err() {
-                if let Some(v) = m.global.get_mut(hist + *o as usize) {
-                    *v = 0.0;
+        let unseen: std::collections::BTreeSet<i64> =
+            g.op.iter().copied().filter(|&o| !is_seen(o)).collect();
+        let mut to = BTreeMap::new();
+        for o in unseen {
+            let s = stand_in(o).filter(|&s| is_seen(s)).unwrap_or(0);
+            let share = m.global.get(hist + o as usize).copied().unwrap_or(0.0);
+            if let Some(v) = m.global.get_mut(hist + o as usize) {
+                *v = 0.0;
+            }
+            if s != 0 {
+                if let Some(v) = m.global.get_mut(hist + s as usize) {
+                    *v += share;
                 }
-                *o = 0;
+            }
+            to.insert(o, s);
+        }
+        for o in m.op.iter_mut() {
+            if let Some(&s) = to.get(o) {
+                *o = s;
             }
         }
         Cow::Owned(m)
@@ -251,6 +268,24 @@ impl Model {
         }
         Ok(out)
     }
+}
+
+/// The op index a model that never saw op `o` reads it as, when there is a close sibling:
+/// the other pooling of the same extent, another normalisation. Everything else has none.
+pub fn stand_in(o: i64) -> Option<i64> {
+    use crate::features::op_index;
+    use crate::graph::OpKind::*;
+    let pairs = [
+        (AvgPool, MaxPool),
+        (MaxPool, AvgPool),
+        (GlobalAvgPool, GlobalMaxPool),
+        (GlobalMaxPool, GlobalAvgPool),
+        (LayerNorm, BatchNorm),
+        (GroupNorm, BatchNorm),
+        (InstanceNorm, BatchNorm),
+        (BatchNorm, LayerNorm),
+    ];
+    pairs.iter().find(|(a, _)| op_index(a) == o).map(|(_, b)| op_index(b))
 }
 
 /// Picks the device: `cuda` when asked for and available, otherwise the CPU (with a message
@@ -353,5 +388,31 @@ mod tests {
         assert_eq!(m.global[hist + 1], g.global[hist + 1]);
         let seen_only = GraphFeatures { op: vec![1; g.n_nodes], ..g.clone() };
         assert!(matches!(model.mask_unseen(&seen_only), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn an_unseen_op_reads_as_its_seen_stand_in_with_its_histogram_share() {
+        use crate::features::op_index;
+        use crate::graph::OpKind;
+        let (avg, max) = (op_index(&OpKind::AvgPool), op_index(&OpKind::MaxPool));
+        assert_eq!(stand_in(avg), Some(max));
+        assert_eq!(stand_in(op_index(&OpKind::Conv)), None);
+        let mut meta = Meta::new("m", &TrainConfig::default());
+        let g = &graphs()[2];
+        let mut seen: Vec<i64> = g.op.iter().copied().filter(|&o| o != avg).collect();
+        seen.push(max);
+        seen.sort_unstable();
+        seen.dedup();
+        meta.seen_ops = seen;
+        let model = Model::new(meta, Device::Cpu).unwrap();
+        let hist = GLOBAL_DIM - OP_VOCAB - 2 * GLOBAL_PROXIES.len();
+        let mut g = g.clone();
+        g.op[1] = avg;
+        g.global[hist + avg as usize] = 0.25;
+        let before_max = g.global[hist + max as usize];
+        let m = model.mask_unseen(&g);
+        assert_eq!(m.op[1], max);
+        assert_eq!(m.global[hist + avg as usize], 0.0);
+        assert!((m.global[hist + max as usize] - (before_max + 0.25)).abs() < 1e-6);
     }
 }
