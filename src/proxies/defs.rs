@@ -226,6 +226,14 @@ impl Proxy for Jacov {
             .map_err(f)?;
         let j = j[0].f_reshape([x.size()[0], -1]).map_err(f)?.to_kind(Kind::Double);
         let c = j.f_corrcoef().map_err(f)?;
+        let undefined = || {
+            input.fail(
+                "jacov is undefined: a sample's input gradient is constant (NASLib: NaN)".into(),
+            )
+        };
+        if c.f_isnan().and_then(|t| t.f_any()).and_then(|t| t.f_int64_value(&[])).map_err(f)? != 0 {
+            return Err(undefined());
+        }
         let v = c.f_linalg_eigvalsh("L").map_err(f)?;
         let k = 1e-5;
         let s = v
@@ -235,9 +243,7 @@ impl Proxy for Jacov {
             .and_then(|t| t.f_double_value(&[]))
             .map_err(f)?;
         if s.is_nan() {
-            return Err(
-                input.fail("jacov is undefined: a sample's input gradient is constant".into())
-            );
+            return Err(undefined());
         }
         Ok(-s)
     }
