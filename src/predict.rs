@@ -6,11 +6,11 @@
 
 use crate::error::{Error, Result};
 use crate::onnx::{self, ImportOptions};
+use crate::proxies::FeatureScorer;
 use crate::train::data::Sample;
 use crate::train::model::Model;
 use rayon::prelude::*;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::Device;
 
@@ -40,10 +40,10 @@ pub fn model_path(name: &str) -> PathBuf {
     }
 }
 
-/// Featurises one ONNX file (no proxies).
-pub fn featurise_file(path: &Path, opts: &ImportOptions) -> Result<Sample> {
+/// Featurises one ONNX file with the proxy scores `scorer` gives it.
+pub fn featurise_file(path: &Path, opts: &ImportOptions, scorer: &FeatureScorer) -> Result<Sample> {
     let cg = onnx::load(path, opts)?;
-    Ok(Sample::from_cg(&cg, &BTreeMap::new()))
+    Ok(Sample::from_cg(&cg, &scorer.score(&cg)))
 }
 
 /// One file's prediction.
@@ -64,12 +64,21 @@ pub struct Prediction {
 pub struct Predictor {
     model: Model,
     opts: ImportOptions,
+    scorer: FeatureScorer,
 }
 
 impl Predictor {
-    /// Loads the model folder `dir` onto `device`.
-    pub fn load(dir: &Path, device: Device, opts: ImportOptions) -> Result<Predictor> {
-        Ok(Predictor { model: Model::load(dir, device)?, opts })
+    /// Loads the model folder `dir` onto `device`; `data_dir` holds the images of the proxies
+    /// the model reads as features (unused by a model without them).
+    pub fn load(
+        dir: &Path,
+        device: Device,
+        opts: ImportOptions,
+        data_dir: &Path,
+    ) -> Result<Predictor> {
+        let model = Model::load(dir, device)?;
+        let scorer = FeatureScorer::new(&model.meta.config.proxies, data_dir)?;
+        Ok(Predictor { model, opts, scorer })
     }
 
     /// The model.
@@ -84,14 +93,14 @@ impl Predictor {
 
     /// Featurises one file.
     pub fn featurise(&self, path: &Path) -> Result<Sample> {
-        featurise_file(path, &self.opts)
+        featurise_file(path, &self.opts, &self.scorer)
     }
 
     /// Predicts each file; a file that fails gives its error, the others their prediction.
     pub fn predict_files(&self, paths: &[PathBuf]) -> Vec<Result<Prediction>> {
         let samples: Vec<Result<Sample>> = {
-            let opts = &self.opts;
-            paths.par_iter().map(|p| featurise_file(p, opts)).collect()
+            let (opts, scorer) = (&self.opts, &self.scorer);
+            paths.par_iter().map(|p| featurise_file(p, opts, scorer)).collect()
         };
         let ok: Vec<&Sample> = samples.iter().filter_map(|s| s.as_ref().ok()).collect();
         let graphs: Vec<&crate::features::GraphFeatures> = ok.iter().map(|s| &s.features).collect();

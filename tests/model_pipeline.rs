@@ -59,7 +59,8 @@ fn pretrain_then_predict_a_corpus_file() {
     assert_eq!(a.metrics["model"], b.metrics["model"]);
 
     let resnet = PathBuf::from("tests/corpus/zoo/resnet18.onnx");
-    let pred = Predictor::load(&model_dir, Device::Cpu, ImportOptions::default()).unwrap();
+    let pred =
+        Predictor::load(&model_dir, Device::Cpu, ImportOptions::default(), Path::new(".")).unwrap();
     let out = pred.predict_files(&[resnet.clone(), root.path().join("missing.onnx")]);
     let r = out[0].as_ref().unwrap();
     assert!(r.prediction.is_finite() && r.uncertainty.is_finite() && r.uncertainty >= 0.0);

@@ -30,6 +30,10 @@ pub struct PredictArgs {
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Data folder with the images of the proxies a model reads as features (default:
+    /// $NAPE_DATA, else ../shared/data; unused by models without proxy features).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 /// Runs `nape predict`.
@@ -40,7 +44,8 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
     }
     let opts =
         ImportOptions { input_shape: a.input_shape.as_ref().map(|s| s.0.clone()), strict: false };
-    let p = Predictor::load(&model_path(&a.model), model::device(&a.device)?, opts)?;
+    let data = crate::dataset::data_dir(a.data.as_deref());
+    let p = Predictor::load(&model_path(&a.model), model::device(&a.device)?, opts, &data)?;
     let results = p.predict_files(&files);
     let failed = results.iter().filter(|r| r.is_err()).count();
     let format = if a.json {

@@ -191,3 +191,46 @@ pub fn score_all(
         })
         .collect()
 }
+
+/// The proxies a predictor reads as features, ready to score networks: the named proxies on
+/// Fashion-MNIST batches from the data folder, seed 0, on the CPU with one libtorch thread
+/// (networks are scored in parallel). A proxy that fails on a network is left out of its
+/// scores (the features mark it missing).
+pub struct FeatureScorer {
+    proxies: Vec<Box<dyn Proxy>>,
+    images: Option<ImageSource>,
+}
+
+impl std::fmt::Debug for FeatureScorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.proxies.iter().map(|p| p.name()).collect();
+        f.debug_struct("FeatureScorer").field("proxies", &names).finish()
+    }
+}
+
+impl FeatureScorer {
+    /// A scorer of `names` (none needs no data).
+    pub fn new(names: &[String], data_dir: &std::path::Path) -> Result<FeatureScorer> {
+        if names.is_empty() {
+            return Ok(FeatureScorer { proxies: Vec::new(), images: None });
+        }
+        let proxies = select(&names.join(","))?;
+        let images = if proxies.iter().any(|p| matches!(p.needs(), Needs::Images(_))) {
+            ImageSource::fashion_mnist(data_dir)?
+        } else {
+            ImageSource::Gaussian { classes: 10 }
+        };
+        tch::set_num_threads(1);
+        Ok(FeatureScorer { proxies, images: Some(images) })
+    }
+
+    /// The scores of one network.
+    pub fn score(&self, cg: &Cg) -> BTreeMap<String, f64> {
+        let Some(images) = &self.images else { return BTreeMap::new() };
+        let input = ProxyInput::new(cg, images, 0, Device::Cpu);
+        score_all(&self.proxies, &input)
+            .into_iter()
+            .filter_map(|(k, v)| v.ok().map(|v| (k, v)))
+            .collect()
+    }
+}

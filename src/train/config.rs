@@ -111,6 +111,10 @@ pub struct TrainConfig {
     pub fcm_tol: f64,
     /// Torch intra-op threads (0 = torch's default).
     pub threads: usize,
+    /// Zero-cost proxies read as graph-level features, by name (a subset of
+    /// [`crate::features::GLOBAL_PROXIES`]; empty: none). They are computed for every network
+    /// the model trains on or predicts, on Fashion-MNIST batches drawn with seed 0.
+    pub proxies: Vec<String>,
 }
 
 impl Default for TrainConfig {
@@ -127,6 +131,7 @@ impl Default for TrainConfig {
             fcm_max_iter: 200,
             fcm_tol: 1e-5,
             threads: 0,
+            proxies: Vec::new(),
         }
     }
 }
@@ -156,6 +161,10 @@ impl TrainConfig {
         }
         if self.pretrain.temperature.is_nan() || self.pretrain.temperature <= 0.0 {
             return bad("pretrain.temperature must be positive");
+        }
+        let known = crate::features::GLOBAL_PROXIES;
+        if let Some(p) = self.proxies.iter().find(|p| !known.contains(&p.as_str())) {
+            return bad(&format!("unknown proxy '{p}' (known: {})", known.join(", ")));
         }
         Ok(())
     }

@@ -44,6 +44,16 @@ impl Sample {
     }
 }
 
+/// Zero-cost proxy scores of a network by name, as [`features::encode`] reads them. The
+/// proxies need torch and live above this module, so training code passes them in;
+/// [`no_proxies`] gives none.
+pub type Scorer<'a> = &'a (dyn Fn(&Cg) -> BTreeMap<String, f64> + Sync);
+
+/// The scorer of a model without proxy features.
+pub fn no_proxies(_: &Cg) -> BTreeMap<String, f64> {
+    BTreeMap::new()
+}
+
 /// The families nape trains and evaluates on.
 pub const FAMILIES: &[&str] = &["nb101", "nb201", "tnb-micro"];
 
@@ -99,37 +109,47 @@ pub fn load_family(data_dir: &Path, family: &str) -> Result<dataset::Dataset> {
     }
 }
 
-/// Featurises one spec of `space`.
-pub fn featurise_spec(space: Space, spec: &str, opts: &BuildOptions) -> Result<Sample> {
+/// Featurises one spec of `space`, with the proxy scores `scorer` gives its network.
+pub fn featurise_spec(
+    space: Space,
+    spec: &str,
+    opts: &BuildOptions,
+    scorer: Scorer,
+) -> Result<Sample> {
     let arch = space.parse_spec(spec)?;
     let built = arch.build(opts)?;
     let cg = from_proto(&built.model, spec, &ImportOptions::default())?;
-    Ok(Sample::from_cg(&cg, &BTreeMap::new()))
+    Ok(Sample::from_cg(&cg, &scorer(&cg)))
 }
 
-/// The cache tag of featurised networks (changes with the feature layout).
-pub fn cache_tag(family: &str, target: &str) -> String {
+/// The cache tag of featurised networks (changes with the feature layout and the proxies
+/// read).
+pub fn cache_tag(family: &str, target: &str, proxies: &[String]) -> String {
     let o = build_options(family, target);
+    let p = if proxies.is_empty() { String::new() } else { format!("-p{}", proxies.join("+")) };
     format!(
-        "features-v{FEATURES_VERSION}-n{NODE_DIM}-g{GLOBAL_DIM}-t{TOKEN_VOCAB}-{:?}-{:?}",
+        "features-v{FEATURES_VERSION}-n{NODE_DIM}-g{GLOBAL_DIM}-t{TOKEN_VOCAB}-{:?}-{:?}{p}",
         o.nb201_dataset, o.tnb_task
     )
 }
 
-/// Featurises `records` of `family` built for `target`, through the cache below `cache_dir`,
-/// in the records' order.
+/// Featurises `records` of `family` built for `target`, with the scores of the proxies named
+/// `proxies` that `scorer` computes, through the cache below `cache_dir`, in the records' order.
 pub fn featurise(
     records: &[Record],
     family: &str,
     target: &str,
     cache_dir: &Path,
+    proxies: &[String],
+    scorer: Scorer,
 ) -> Result<Vec<Sample>> {
     let space = space_of(family)?;
     let opts = build_options(family, target);
-    let mut cache: Cache<Sample> = Cache::open(cache_dir, family, &cache_tag(family, target))?;
+    let tag = cache_tag(family, target, proxies);
+    let mut cache: Cache<Sample> = Cache::open(cache_dir, family, &tag)?;
     let items: Vec<(String, String)> =
         records.iter().map(|r| (r.id.clone(), r.spec.clone())).collect();
-    let built = cache.fill(&items, |_, spec| featurise_spec(space, spec, &opts))?;
+    let built = cache.fill(&items, |_, spec| featurise_spec(space, spec, &opts, scorer))?;
     if built > 0 {
         tracing::info!("featurised {built} {family} networks into {}", cache.path().display());
         cache.save()?;

@@ -12,6 +12,7 @@ use super::{score, score_ranking};
 use crate::dataset::{Dataset, Record};
 use crate::error::{write_atomic, Error, Result};
 use crate::features::GraphFeatures;
+use crate::proxies::FeatureScorer;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -168,7 +169,11 @@ pub fn pretrain(
     } else {
         Vec::new()
     };
-    let feat = |r: &[Record]| data::featurise(r, &cfg.family, &cfg.target, &paths.cache);
+    let scorer = FeatureScorer::new(&cfg.proxies, &paths.data)?;
+    let score_cg = |cg: &crate::graph::Cg| scorer.score(cg);
+    let feat = |r: &[Record]| {
+        data::featurise(r, &cfg.family, &cfg.target, &paths.cache, &cfg.proxies, &score_cg)
+    };
     let (s_train, s_val, s_test, s_unl) =
         (feat(&train)?, feat(&val)?, feat(&test)?, feat(&unl_records)?);
     let featurise_s = t0.elapsed().as_secs_f64();
@@ -265,6 +270,19 @@ fn flops(s: &[Sample]) -> Vec<f64> {
     s.iter().map(|s| s.flops).collect()
 }
 
+/// Featurises records as `model` reads them (with the proxies its config names).
+fn featurise_for(
+    model: &Model,
+    recs: &[Record],
+    family: &str,
+    target: &str,
+    paths: &Paths,
+) -> Result<Vec<Sample>> {
+    let names = &model.meta.config.proxies;
+    let scorer = FeatureScorer::new(names, &paths.data)?;
+    data::featurise(recs, family, target, &paths.cache, names, &|cg| scorer.score(cg))
+}
+
 /// What [`evaluate`] measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
@@ -320,7 +338,7 @@ pub fn evaluate(
     paths: &Paths,
 ) -> Result<EvalReport> {
     let recs = eval_records(model, &paths.data, family, target, limit, model.meta.config.seed)?;
-    let mut samples = data::featurise(&recs, family, target, &paths.cache)?;
+    let mut samples = featurise_for(model, &recs, family, target, paths)?;
     if align_family {
         align_samples(model, &mut samples, paths)?;
     }
@@ -369,7 +387,7 @@ pub fn training_stats(model: &Model, paths: &Paths) -> Result<FeatureStats> {
             "the model records no feature statistics and no training ids: cannot align".into(),
         ));
     }
-    let s = data::featurise(&recs, &model.meta.family, &model.meta.target, &paths.cache)?;
+    let s = featurise_for(model, &recs, &model.meta.family, &model.meta.target, paths)?;
     let g: Vec<&GraphFeatures> = s.iter().map(|s| &s.features).collect();
     Ok(FeatureStats::of(&g, model.meta.dims.node_dim))
 }
@@ -440,7 +458,7 @@ pub fn finetune(
     let run = RunDir::create(&paths.runs, "finetune", &base.meta.name)?;
     run.json("config.json", cfg)?;
     let ds = data::load_family(&paths.data, family)?.require(target);
-    let mut all_samples = data::featurise(&ds.records, family, target, &paths.cache)?;
+    let mut all_samples = featurise_for(&base, &ds.records, family, target, paths)?;
     if cfg.align_family {
         align_samples(&base, &mut all_samples, paths)?;
     }
