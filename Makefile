@@ -14,14 +14,14 @@ TORCH_VER   := 2.11.0
 TORCH_VENV  := .venv-torch
 PY_VENV     := .venv-py
 TORCH_STAMP := $(TORCH_VENV)/.installed-$(TORCH_VER)
-PY_STAMP    := $(PY_VENV)/.installed-1
+PY_STAMP    := $(PY_VENV)/.installed-2
 # benchmark data: never committed; CI and the developers' machines have it beside the repo
 NAPE_DATA   ?= $(abspath ../shared/data)
 export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test check fmt clippy bench corpus golden fuzz clean
+.PHONY: help setup demo test check fmt clippy bench corpus golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -45,8 +45,9 @@ $(TORCH_STAMP):
 $(PY_STAMP):
 	rm -rf $(PY_VENV)
 	$(PYTHON) -m venv $(PY_VENV)
-	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check onnx==1.20.0 onnxruntime numpy
-	$(PY_VENV)/bin/python -c "import onnx, onnxruntime" || { echo "error: onnx/onnxruntime did not install in $(PY_VENV)" >&2; exit 1; }
+	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check onnx==1.20.0 onnxruntime numpy \
+	    matplotlib nbformat nbclient ipykernel
+	$(PY_VENV)/bin/python -c "import onnx, onnxruntime, matplotlib, nbformat, nbclient, ipykernel" || { echo "error: onnx/onnxruntime/the notebook packages did not install in $(PY_VENV)" >&2; exit 1; }
 	touch $@
 
 setup: $(TORCH_STAMP) $(PY_STAMP)
@@ -58,15 +59,24 @@ demo: setup
 	./target/debug/nape inspect tests/corpus/zoo
 	@echo "== nape inspect: one network in detail =="
 	./target/debug/nape inspect tests/corpus/zoo/resnet18.onnx
+	@echo "== nape predict: the bundled model (models/nape-nb101) on the zoo =="
+	OMP_NUM_THREADS=1 ./target/debug/nape predict tests/corpus/zoo
 	@if [ -f "$(NAPE_DATA)/nasbench201/nb201_all_15625.csv" ]; then \
 	  echo "== nape export: 8 NAS-Bench-201 networks as ONNX, then inspect them =="; \
 	  ./target/debug/nape export nb201 --data "$(NAPE_DATA)" --out runs/demo/nb201 --limit 8 && \
-	  ./target/debug/nape inspect runs/demo/nb201; \
+	  ./target/debug/nape inspect runs/demo/nb201 && \
+	  OMP_NUM_THREADS=1 ./target/debug/nape predict runs/demo/nb201; \
 	else echo "(benchmark data not found under $(NAPE_DATA): skipping the NAS-Bench export; set NAPE_DATA)"; fi
 
 test: setup
 	$(CARGO_ENV) NAPE_PYTHON=$$PWD/$(PY_VENV)/bin/python cargo test --all-targets 2>&1
 	$(CARGO_ENV) cargo test --doc 2>&1
+	NAPE=./target/debug/nape PYTHON=$(PY_VENV)/bin/python notebooks/run_small.sh
+
+# the notebooks executed on a small run (runs/notebook); also part of `make test`
+notebooks: setup
+	$(CARGO_ENV) cargo build --bin nape
+	NAPE=./target/debug/nape PYTHON=$(PY_VENV)/bin/python notebooks/run_small.sh
 
 check: setup
 	cargo fmt --all -- --check
