@@ -8,6 +8,7 @@ pub mod export;
 #[cfg(feature = "torch")]
 pub mod finetune;
 pub mod inspect;
+#[cfg(feature = "torch")]
 mod model_args;
 #[cfg(feature = "torch")]
 pub mod predict;
