@@ -345,10 +345,18 @@ fn nb201_none_edges_vanish_from_the_canonical_graph() {
     assert_eq!(a.summary().params, b.summary().params);
     assert!(kinds(&a).iter().all(|k| *k != OpKind::Zero));
     a.validate().unwrap();
-    // a cell cut off from its input keeps the zeros that its output is made of
+    // a cell cut off from its input keeps the zeros its output is made of, and the network
+    // computes a constant: no path from the input to the output, nothing before the cut
     let cut = canon("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|");
-    cut.validate().unwrap();
     assert!(kinds(&cut).contains(&OpKind::Zero));
+    let input = cut.nodes().find(|(_, n)| n.kind == OpKind::Input).unwrap().0;
+    assert!(cut.outputs_of(input).is_empty(), "the input still feeds something");
+    assert!(cut.len() < a.len(), "{} nodes cut, {} connected", cut.len(), a.len());
+    let f = encode(&cut, &BTreeMap::new());
+    assert!(f.node.iter().chain(&f.global).all(|v| v.is_finite()));
+    // a branch computed from zeros alone is a constant: gone while the output depends on the input
+    let shifted = canon("|none~0|+|none~0|none~1|+|skip_connect~0|nor_conv_3x3~1|none~2|");
+    assert_eq!(kinds(&shifted), kinds(&b));
     // a cell without `none` keeps every convolution and sum
     let dense = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|";
     let built = Arch::parse(dense).unwrap().build(Dataset::Cifar10, Weights::Inputs).unwrap();

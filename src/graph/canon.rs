@@ -12,7 +12,12 @@
 //!   an Add with another input is dropped (`x + 0 = x`), an Add left with one input is spliced
 //!   out, and nodes that no longer reach an output are removed. A cell whose `none` edges cut
 //!   it off then looks like what it computes, not like a dense cell. A Zero that something
-//!   other than a sum reads is kept.
+//!   other than a sum reads loses its input edge (a zero does not depend on its input), and
+//!   what is computed from zeros alone (a constant) is removed as long as the output still
+//!   depends on the input. A network whose output depends on no input computes a constant: its
+//!   canonical graph keeps the zeros and what follows them, with no path from input to output
+//!   (not a valid CG for [`Cg::validate`], which asks every node to be reached from an input;
+//!   features read it).
 //!
 //! The raw graph (what `nape inspect` shows) stays faithful to the file; features read the
 //! canonical one.
@@ -29,6 +34,8 @@ impl Cg {
         while let Some((w, victim)) = cg.find_foldable() {
             cg.fold_into(w, victim);
         }
+        cg.cut_zero_inputs();
+        cg.drop_constants();
         while cg.drop_zero_or_unary_add() {}
         cg.drop_dead();
         // removal keeps topological order (StableGraph keeps indices); compact them
@@ -69,6 +76,47 @@ impl Cg {
             }
         }
         None
+    }
+
+    /// Removes the edges into Zero nodes: a zero does not depend on its input, and a network
+    /// whose output only reaches its input through zeros computes a constant.
+    fn cut_zero_inputs(&mut self) {
+        let g = &mut self.graph;
+        let edges: Vec<_> = g
+            .edge_indices()
+            .filter(|&e| g.edge_endpoints(e).is_some_and(|(_, t)| g[t].kind == OpKind::Zero))
+            .collect();
+        for e in edges {
+            g.remove_edge(e);
+        }
+    }
+
+    /// When an output still depends on an input, removes the nodes that no input reaches: the
+    /// zeros and what is computed from zeros alone, constants that only shift what they are
+    /// added to. A network whose output depends on no input is a constant function; it keeps
+    /// its zeros and what follows them.
+    fn drop_constants(&mut self) {
+        let g = &mut self.graph;
+        let mut reached = vec![false; g.node_bound()];
+        let mut stack: Vec<NodeIndex> =
+            g.node_indices().filter(|&n| g[n].kind == OpKind::Input).collect();
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut reached[n.index()], true) {
+                continue;
+            }
+            stack.extend(g.neighbors_directed(n, Direction::Outgoing));
+        }
+        let depends = g.node_indices().any(|n| g[n].kind == OpKind::Output && reached[n.index()]);
+        if !depends {
+            return;
+        }
+        let constant: Vec<NodeIndex> = g
+            .node_indices()
+            .filter(|&n| !reached[n.index()] && g[n].kind != OpKind::Input)
+            .collect();
+        for n in constant {
+            g.remove_node(n);
+        }
     }
 
     /// Drops one Zero that only feeds sums with another input, or splices out one Add left
