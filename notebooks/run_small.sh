@@ -10,6 +10,7 @@ PYTHON=${PYTHON:-.venv-py/bin/python}
 OUT=${OUT:-runs/notebook}
 rm -rf "$OUT"
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # absolute: the run folders named in the JSON are read from the notebook's folder
 common=(--runs "$OUT/runs" -q)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
