@@ -96,25 +96,33 @@ impl Cg {
     /// added to. A network whose output depends on no input is a constant function; it keeps
     /// its zeros and what follows them.
     fn drop_constants(&mut self) {
-        let g = &mut self.graph;
-        let mut reached = vec![false; g.node_bound()];
-        let mut stack: Vec<NodeIndex> =
-            g.node_indices().filter(|&n| g[n].kind == OpKind::Input).collect();
-        while let Some(n) = stack.pop() {
-            if std::mem::replace(&mut reached[n.index()], true) {
-                continue;
-            }
-            stack.extend(g.neighbors_directed(n, Direction::Outgoing));
-        }
-        let depends = g.node_indices().any(|n| g[n].kind == OpKind::Output && reached[n.index()]);
-        if !depends {
+        let reached = self.reached_from(OpKind::Input, Direction::Outgoing);
+        let g = &self.graph;
+        if !g.node_indices().any(|n| g[n].kind == OpKind::Output && reached[n.index()]) {
             return;
         }
-        let constant: Vec<NodeIndex> = g
-            .node_indices()
-            .filter(|&n| !reached[n.index()] && g[n].kind != OpKind::Input)
-            .collect();
-        for n in constant {
+        self.remove_unmarked(&reached);
+    }
+
+    /// Which nodes (by index) are reached from the nodes of `kind`, following edges `dir`.
+    fn reached_from(&self, kind: OpKind, dir: Direction) -> Vec<bool> {
+        let g = &self.graph;
+        let mut reached = vec![false; g.node_bound()];
+        let mut stack: Vec<NodeIndex> = g.node_indices().filter(|&n| g[n].kind == kind).collect();
+        while let Some(n) = stack.pop() {
+            if !std::mem::replace(&mut reached[n.index()], true) {
+                stack.extend(g.neighbors_directed(n, dir));
+            }
+        }
+        reached
+    }
+
+    /// Removes every node not marked in `keep`, except Input nodes.
+    fn remove_unmarked(&mut self, keep: &[bool]) {
+        let g = &mut self.graph;
+        let gone: Vec<NodeIndex> =
+            g.node_indices().filter(|&n| !keep[n.index()] && g[n].kind != OpKind::Input).collect();
+        for n in gone {
             g.remove_node(n);
         }
     }
@@ -166,23 +174,9 @@ impl Cg {
 
     /// Removes the nodes from which no Output is reached (Input nodes stay).
     fn drop_dead(&mut self) {
-        let g = &mut self.graph;
-        let mut live = vec![false; g.node_bound()];
-        let mut stack: Vec<NodeIndex> =
-            g.node_indices().filter(|&n| g[n].kind == OpKind::Output).collect();
-        while let Some(n) = stack.pop() {
-            if std::mem::replace(&mut live[n.index()], true) {
-                continue;
-            }
-            stack.extend(g.neighbors_directed(n, Direction::Incoming));
-        }
-        if !live.iter().any(|&l| l) {
-            return; // no output at all: nothing to measure against
-        }
-        let dead: Vec<NodeIndex> =
-            g.node_indices().filter(|&n| !live[n.index()] && g[n].kind != OpKind::Input).collect();
-        for n in dead {
-            g.remove_node(n);
+        let live = self.reached_from(OpKind::Output, Direction::Incoming);
+        if live.iter().any(|&l| l) {
+            self.remove_unmarked(&live); // (no output at all: nothing to measure against)
         }
     }
 
