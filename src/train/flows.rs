@@ -8,7 +8,7 @@ use super::config::TrainConfig;
 use super::data::{self, Sample};
 use super::model::{Meta, Model};
 use super::trainer::{mean_std, Trainer};
-use super::{score, score_ranking};
+use super::{score, score_ranking, score_unitless};
 use crate::dataset::{Dataset, Record};
 use crate::error::{write_atomic, Error, Result};
 use crate::features::GraphFeatures;
@@ -347,7 +347,10 @@ pub fn evaluate(
     let pred = model.predict(&g)?;
     let p: Vec<f64> = pred.iter().map(|p| p.0).collect();
     let mut metrics = BTreeMap::new();
-    metrics.insert("model".to_string(), score(&p, &truth));
+    // MAE and RMSE only where the model predicts the quantity it is scored against.
+    let same_target = family == model.meta.family && target == model.meta.target;
+    let scored = if same_target { score(&p, &truth) } else { score_unitless(&p, &truth) };
+    metrics.insert("model".to_string(), scored);
     metrics.insert("params".to_string(), score_ranking(&params(&samples), &truth));
     metrics.insert("flops".to_string(), score_ranking(&flops(&samples), &truth));
     let run = RunDir::create(&paths.runs, "eval", &model.meta.name)?;

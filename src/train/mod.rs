@@ -41,8 +41,17 @@ pub fn score(pred: &[f64], truth: &[f64]) -> BTreeMap<String, f64> {
 
 /// The rank metrics of a baseline score (its units are not the target's, so no MAE/RMSE).
 pub fn score_ranking(pred: &[f64], truth: &[f64]) -> BTreeMap<String, f64> {
+    let mut m = score_unitless(pred, truth);
+    m.remove("pearson");
+    m
+}
+
+/// The metrics of predictions made in another unit than the truth (a model trained on one
+/// target, evaluated zero-shot on another, e.g. NB-101's fraction against NB-201's percent on
+/// another dataset): everything but MAE and RMSE, which would compare different quantities.
+pub fn score_unitless(pred: &[f64], truth: &[f64]) -> BTreeMap<String, f64> {
     let mut m = score(pred, truth);
-    for k in ["mae", "rmse", "pearson"] {
+    for k in ["mae", "rmse"] {
         m.remove(k);
     }
     m
@@ -79,5 +88,8 @@ mod tests {
         }
         assert!((m["spearman"] - 1.0).abs() < 1e-12);
         assert!(!score_ranking(&p, &t).contains_key("mae"));
+        assert!(!score_ranking(&p, &t).contains_key("pearson"));
+        let u = score_unitless(&p, &t);
+        assert!(!u.contains_key("rmse") && u.contains_key("pearson"));
     }
 }
