@@ -59,7 +59,9 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
         for (who, m) in &report.metrics {
             let v: Vec<String> = keys
                 .iter()
-                .map(|k| m.get(*k).map(|v| format!(" {v:>12.4}")).unwrap_or(format!(" {:>12}", "-")))
+                .map(|k| {
+                    m.get(*k).map(|v| format!(" {v:>12.4}")).unwrap_or(format!(" {:>12}", "-"))
+                })
                 .collect();
             println!("{who:<8} {}", v.join(""));
         }

@@ -58,16 +58,40 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<pb::ModelProto> {
     if bytes.is_empty() {
         return Err(Error::InvalidOnnx { path: source.into(), msg: "the file is empty".into() });
     }
-    let model = pb::ModelProto::decode(bytes).map_err(|e| Error::InvalidOnnx {
+    let mut model = pb::ModelProto::decode(bytes).map_err(|e| Error::InvalidOnnx {
         path: source.into(),
         msg: format!("protobuf decoding failed ({e})"),
     })?;
+    explicit_defaults(&mut model);
     match &model.graph {
         Some(g) if !g.node.is_empty() || !g.output.is_empty() => Ok(model),
         _ => Err(Error::InvalidOnnx {
             path: source.into(),
             msg: "the protobuf has no graph (is this an ONNX model file?)".into(),
         }),
+    }
+}
+
+/// Writes out the ONNX defaults tract reads differently from the standard, so that every
+/// runtime sees the same model: a ConstantOfShape without `value` makes float32 zeros (tract
+/// 0.23 makes float64 ones, which then contradict the float32 tensors they are combined with,
+/// e.g. in Swin's attention masks).
+fn explicit_defaults(model: &mut pb::ModelProto) {
+    let Some(graph) = model.graph.as_mut() else { return };
+    for n in graph.node.iter_mut().filter(|n| n.op_type == "ConstantOfShape") {
+        if n.attribute.iter().all(|a| a.name != "value") {
+            n.attribute.push(pb::AttributeProto {
+                name: "value".into(),
+                r#type: pb::attribute_proto::AttributeType::Tensor as i32,
+                t: Some(pb::TensorProto {
+                    dims: vec![1],
+                    data_type: 1,
+                    float_data: vec![0.0],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
     }
 }
 
@@ -89,6 +113,9 @@ struct Static {
     sources: Vec<String>,
     /// Its value, when tract's analysis knows it.
     value: Option<Arc<Tensor>>,
+    /// Whether its value follows from the file alone (no weight input, which a file exported
+    /// without weights leaves unknown, is among what it is computed from).
+    computable: bool,
 }
 
 /// Builds a CG from a decoded model.
@@ -162,6 +189,7 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
                 numel,
                 sources: vec![t.name.clone()],
                 value: fact_of(&t.name).and_then(|f| f.value.clone()),
+                computable: true,
             },
         );
     }
@@ -169,7 +197,13 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
         let numel = dims.iter().map(|&d| d as u64).product();
         statics.insert(
             name.to_string(),
-            Static { float: true, numel, sources: vec![name.to_string()], value: None },
+            Static {
+                float: true,
+                numel,
+                sources: vec![name.to_string()],
+                value: None,
+                computable: false,
+            },
         );
     }
 
@@ -195,6 +229,8 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
         t
     };
     let mut claimed: HashSet<String> = HashSet::new();
+    // constants the analysis left without a value, though the file determines them
+    let mut unfolded: Vec<String> = Vec::new();
 
     for (index, pn) in graph.node.iter().enumerate() {
         let name = if !pn.name.is_empty() {
@@ -232,6 +268,8 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
             } else {
                 Vec::new()
             };
+            let computable =
+                inputs.iter().flatten().all(|i| statics.get(i).is_some_and(|s| s.computable));
             for o in pn.output.iter().filter(|o| !o.is_empty()) {
                 let f = fact_of(o);
                 let float = f.and_then(|f| f.datum_type).map(|d| d.is_float()).unwrap_or(false);
@@ -241,7 +279,13 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
                 srcs.dedup();
                 statics.insert(
                     o.clone(),
-                    Static { float, numel, sources: srcs, value: f.and_then(|f| f.value.clone()) },
+                    Static {
+                        float,
+                        numel,
+                        sources: srcs,
+                        value: f.and_then(|f| f.value.clone()),
+                        computable,
+                    },
                 );
             }
             continue;
@@ -256,8 +300,10 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
                         facts.why()
                     )));
                 }
-                statics
-                    .insert(o.clone(), Static { float: false, numel: 0, sources: vec![], value });
+                statics.insert(
+                    o.clone(),
+                    Static { float: false, numel: 0, sources: vec![], value, computable: true },
+                );
             }
             continue;
         }
@@ -335,6 +381,14 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
                 }
             }
         }
+        for (slot, s) in &static_inputs {
+            if s.value.is_none() && s.computable {
+                let name = inputs[*slot].clone().unwrap_or_default();
+                if !unfolded.contains(&name) {
+                    unfolded.push(name);
+                }
+            }
+        }
         let operands = static_inputs
             .iter()
             .map(|(slot, s)| {
@@ -395,6 +449,9 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
         node.in_shapes = vec![shape.clone()];
         let n = cg.graph.add_node(node);
         cg.graph.add_edge(src, n, TensorEdge { src_slot, dst_slot: 0, shape, name: t });
+    }
+    if !unfolded.is_empty() {
+        fill_folded(&mut cg, model, &unfolded, &bind, source);
     }
     prune_dead(&mut cg);
     cg.fuse_activations();
@@ -661,6 +718,81 @@ fn analyse(
     Ok(Facts { table, unknown, error })
 }
 
+/// Gives the operands named in `names` the values tract computes for them. tract's analysis
+/// does not propagate values through every op (Swin's shifted-window attention masks are built
+/// at export time by ScatterND chains on initializers), but it can run them: the graph is run
+/// with those tensors as its outputs, on zero inputs, which they do not depend on. Where that
+/// fails the operands stay without a value, and the executor says so when it needs one.
+fn fill_folded(
+    cg: &mut Cg,
+    model: &pb::ModelProto,
+    names: &[String],
+    bind: &dyn Fn(&str) -> Result<InferenceFact>,
+    source: &str,
+) {
+    // the file's value_info can contradict tract's rules (as in `analyse`): try without, then with
+    let values = match guarded(source, || fold_constants(model, names, true, bind, source))
+        .or_else(|_| guarded(source, || fold_constants(model, names, false, bind, source)))
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("{source}: constants {names:?} could not be computed: {e}");
+            return;
+        }
+    };
+    for n in cg.graph.node_weights_mut() {
+        for op in n.operands.iter_mut().filter(|o| o.value.is_none()) {
+            if let Some(v) = values.get(&op.name) {
+                op.value = const_value(v);
+            }
+        }
+    }
+}
+
+/// Runs tract on `model` with `names` as its outputs and zeros as its inputs.
+fn fold_constants(
+    model: &pb::ModelProto,
+    names: &[String],
+    ignore_value_info: bool,
+    bind: &dyn Fn(&str) -> Result<InferenceFact>,
+    source: &str,
+) -> Result<HashMap<String, Arc<Tensor>>> {
+    let invalid = |msg: String| Error::InvalidOnnx { path: source.into(), msg };
+    let tract_err = |e: TractError| invalid(one_line(&format!("{e:#}")));
+    let mut proto = model.clone();
+    let graph = proto.graph.as_mut().ok_or_else(|| invalid("no graph".into()))?;
+    graph.output = names
+        .iter()
+        .map(|n| pb::ValueInfoProto { name: n.clone(), ..Default::default() })
+        .collect();
+    let onnx = tract_onnx::onnx()
+        .with_ignore_output_shapes(true)
+        .with_ignore_value_info(ignore_value_info);
+    let mut tm = onnx.model_for_proto_model(&proto).map_err(tract_err)?;
+    let outlets = tm.input_outlets().map_err(tract_err)?.to_vec();
+    let mut inputs = TVec::new();
+    for (ix, outlet) in outlets.iter().enumerate() {
+        let name = tm.node(outlet.node).name.clone();
+        let fact = bind(&name)?;
+        let dt = fact.datum_type.concretize().unwrap_or(DatumType::F32);
+        let shape: Vec<usize> = fact
+            .shape
+            .concretize()
+            .and_then(|d| {
+                d.iter().map(|d| d.to_i64().ok().and_then(|v| usize::try_from(v).ok())).collect()
+            })
+            .ok_or_else(|| invalid(format!("input '{name}' has no concrete shape")))?;
+        tm.set_input_fact(ix, fact).map_err(tract_err)?;
+        inputs.push(Tensor::zero_dt(dt, &shape).map_err(tract_err)?.into_tvalue());
+    }
+    let outs = tm
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .and_then(|r| r.run(inputs))
+        .map_err(tract_err)?;
+    Ok(names.iter().cloned().zip(outs.into_iter().map(|t| t.into_arc_tensor())).collect())
+}
+
 /// Removes compute nodes whose results reach no output (dead code in the file).
 fn prune_dead(cg: &mut Cg) {
     use petgraph::visit::NodeIndexable;
@@ -759,5 +891,53 @@ fn declared_dims(vi: &pb::ValueInfoProto) -> Vec<Option<i64>> {
             })
             .unwrap_or_default(),
         None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn constant_of_shape_model(attrs: Vec<pb::AttributeProto>) -> Vec<u8> {
+        let node = pb::NodeProto {
+            op_type: "ConstantOfShape".into(),
+            name: "c".into(),
+            input: vec!["shape".into()],
+            output: vec!["y".into()],
+            attribute: attrs,
+            ..Default::default()
+        };
+        let graph = pb::GraphProto { node: vec![node], ..Default::default() };
+        pb::ModelProto { graph: Some(graph), ..Default::default() }.encode_to_vec()
+    }
+
+    #[test]
+    fn constant_of_shape_without_value_reads_as_float32_zero() {
+        let m = decode(&constant_of_shape_model(vec![]), "t").expect("decode");
+        let a = &m.graph.as_ref().expect("graph").node[0].attribute;
+        assert_eq!(a.len(), 1);
+        let t = a[0].t.as_ref().expect("tensor");
+        assert_eq!(
+            (a[0].name.as_str(), t.data_type, t.float_data.as_slice()),
+            ("value", 1, &[0.0][..])
+        );
+    }
+
+    #[test]
+    fn constant_of_shape_with_a_value_is_left_alone() {
+        let value = pb::AttributeProto {
+            name: "value".into(),
+            r#type: pb::attribute_proto::AttributeType::Tensor as i32,
+            t: Some(pb::TensorProto {
+                dims: vec![1],
+                data_type: 7,
+                int64_data: vec![3],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = decode(&constant_of_shape_model(vec![value.clone()]), "t").expect("decode");
+        assert_eq!(m.graph.as_ref().expect("graph").node[0].attribute, vec![value]);
     }
 }
