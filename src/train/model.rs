@@ -112,6 +112,10 @@ pub struct Model {
 impl Model {
     /// A freshly initialised model (seeded by `meta.config.seed`) on `device`.
     pub fn new(meta: Meta, device: Device) -> Result<Model> {
+        // libtorch's generator is global: seeding and drawing the initial weights must not
+        // interleave with another thread's model, or the same seed gives other weights
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(meta.config.seed as i64);
         let vs = nn::VarStore::new(device);
         let encoder = GraphEncoder::new(&(vs.root() / "encoder"), &meta.config.encoder, &meta.dims);
