@@ -55,7 +55,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
             report.run_dir.display()
         );
         let keys = ["spearman", "kendalltau", "kt_2dec", "pearson", "precision_10", "ndcg_10"];
-        println!("{:<8} {}", "", keys.map(|k| format!(" {k:>12}")).join(""));
+        println!("{:<16} {}", "", keys.map(|k| format!(" {k:>12}")).join(""));
         for (who, m) in &report.metrics {
             let v: Vec<String> = keys
                 .iter()
@@ -63,7 +63,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
                     m.get(*k).map(|v| format!(" {v:>12.4}")).unwrap_or(format!(" {:>12}", "-"))
                 })
                 .collect();
-            println!("{who:<8} {}", v.join(""));
+            println!("{who:<16} {}", v.join(""));
         }
     }
     Ok(exit::OK)

@@ -87,9 +87,9 @@ pub fn run(a: &FinetuneArgs, quiet: bool) -> anyhow::Result<i32> {
             a.seeds,
             report.run_dir.display()
         );
-        for phase in ["before", "after", "params", "ridge"] {
+        for phase in ["before", "after", "params", "params_eff", "ridge"] {
             println!(
-                "  {phase:<6} spearman {:.4} +- {:.4}   kendall tau {:.4} +- {:.4}",
+                "  {phase:<10} spearman {:.4} +- {:.4}   kendall tau {:.4} +- {:.4}",
                 s[&format!("{phase}_spearman_mean")],
                 s[&format!("{phase}_spearman_std")],
                 s[&format!("{phase}_kendalltau_mean")],

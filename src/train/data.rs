@@ -22,9 +22,15 @@ pub struct Sample {
     pub features: GraphFeatures,
     /// Trainable parameters.
     pub params: f64,
+    /// Trainable parameters of the canonical graph: those the output depends on (a convolution
+    /// that only ever sees zeros, as NB-201's cells with `none` edges have, does not count).
+    pub params_effective: f64,
     /// FLOPs.
     pub flops: f64,
 }
+
+/// The version of [`Sample`]'s layout, in the cache tag (2: `params_effective`).
+pub const SAMPLE_VERSION: u32 = 2;
 
 impl Sample {
     /// Featurises a CG with the given proxy scores (`features::encode` canonicalises it;
@@ -34,6 +40,7 @@ impl Sample {
         Sample {
             features: features::encode(cg, proxies),
             params: s.params as f64,
+            params_effective: cg.canonical().summary().params as f64,
             flops: s.flops as f64,
         }
     }
@@ -128,7 +135,7 @@ pub fn cache_tag(family: &str, target: &str, proxies: &[String]) -> String {
     let o = build_options(family, target);
     let p = if proxies.is_empty() { String::new() } else { format!("-p{}", proxies.join("+")) };
     format!(
-        "features-v{FEATURES_VERSION}-n{NODE_DIM}-g{GLOBAL_DIM}-t{TOKEN_VOCAB}-{:?}-{:?}{p}",
+        "features-v{FEATURES_VERSION}-s{SAMPLE_VERSION}-n{NODE_DIM}-g{GLOBAL_DIM}-t{TOKEN_VOCAB}-{:?}-{:?}{p}",
         o.nb201_dataset, o.tnb_task
     )
 }

@@ -12,6 +12,7 @@ use super::{score, score_ranking, score_unitless};
 use crate::dataset::{Dataset, Record};
 use crate::error::{write_atomic, Error, Result};
 use crate::features::GraphFeatures;
+use crate::metrics;
 use crate::proxies::FeatureScorer;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -77,14 +78,15 @@ impl RunDir {
         pred: &[(f64, f64)],
         samples: &[&Sample],
     ) -> Result<()> {
-        let mut s = String::from("id,truth,prediction,uncertainty,params,flops\n");
+        let mut s = String::from("id,truth,prediction,uncertainty,params,params_effective,flops\n");
         for (((r, t), p), x) in records.iter().zip(truth).zip(pred).zip(samples) {
             s.push_str(&format!(
-                "{},{t},{},{},{},{}\n",
+                "{},{t},{},{},{},{},{}\n",
                 csv_field(&r.id),
                 p.0,
                 p.1,
                 x.params,
+                x.params_effective,
                 x.flops
             ));
         }
@@ -228,8 +230,7 @@ pub fn pretrain(
         let predict_s = t3.elapsed().as_secs_f64();
         let p: Vec<f64> = pred.iter().map(|p| p.0).collect();
         metrics.insert("model".to_string(), score(&p, &y_test));
-        metrics.insert("params".to_string(), score_ranking(&params(&s_test), &y_test));
-        metrics.insert("flops".to_string(), score_ranking(&flops(&s_test), &y_test));
+        metrics.extend(baselines(&p, &s_test, &y_test));
         let recs: Vec<&Record> = test.iter().collect();
         let samples: Vec<&Sample> = s_test.iter().collect();
         run.predictions(&recs, &y_test, &pred, &samples)?;
@@ -264,6 +265,30 @@ pub fn pretrain(
 
 fn params(s: &[Sample]) -> Vec<f64> {
     s.iter().map(|s| s.params).collect()
+}
+
+fn params_effective(s: &[Sample]) -> Vec<f64> {
+    s.iter().map(|s| s.params_effective).collect()
+}
+
+/// The baselines every evaluation reports beside the model, on the same records: the file's
+/// parameter count, the canonical graph's (what the output depends on), FLOPs, and the
+/// parameter-free rank ensemble of the model with the canonical count (the mean of the two
+/// ranks; a ranking, not an accuracy).
+fn baselines(
+    pred: &[f64],
+    samples: &[Sample],
+    truth: &[f64],
+) -> Vec<(String, BTreeMap<String, f64>)> {
+    let eff = params_effective(samples);
+    let (rp, re) = (metrics::ranks(pred), metrics::ranks(&eff));
+    let mean_rank: Vec<f64> = rp.iter().zip(&re).map(|(a, b)| 0.5 * (a + b)).collect();
+    vec![
+        ("params".into(), score_ranking(&params(samples), truth)),
+        ("params_eff".into(), score_ranking(&eff, truth)),
+        ("flops".into(), score_ranking(&flops(samples), truth)),
+        ("model+params_eff".into(), score_ranking(&mean_rank, truth)),
+    ]
 }
 
 fn flops(s: &[Sample]) -> Vec<f64> {
@@ -351,8 +376,7 @@ pub fn evaluate(
     let same_target = family == model.meta.family && target == model.meta.target;
     let scored = if same_target { score(&p, &truth) } else { score_unitless(&p, &truth) };
     metrics.insert("model".to_string(), scored);
-    metrics.insert("params".to_string(), score_ranking(&params(&samples), &truth));
-    metrics.insert("flops".to_string(), score_ranking(&flops(&samples), &truth));
+    metrics.extend(baselines(&p, &samples, &truth));
     let run = RunDir::create(&paths.runs, "eval", &model.meta.name)?;
     run.json("metrics.json", &metrics)?;
     let recs_ref: Vec<&Record> = recs.iter().collect();
@@ -526,6 +550,8 @@ pub fn finetune(
         // fitted on the same labelled cells' graph-level features
         let rest_params: Vec<f64> = rest.iter().map(|&i| all_samples[i].params).collect();
         m.insert("params".to_string(), score_ranking(&rest_params, &truth));
+        let rest_eff: Vec<f64> = rest.iter().map(|&i| all_samples[i].params_effective).collect();
+        m.insert("params_eff".to_string(), score_ranking(&rest_eff, &truth));
         let globals = |gs: &[&GraphFeatures]| {
             let d = gs.first().map_or(0, |g| g.global.len());
             ndarray::Array2::from_shape_fn((gs.len(), d), |(r, c)| gs[r].global[c] as f64)
@@ -559,7 +585,7 @@ pub fn finetune(
         runs.push(m);
     }
     let mut summary = BTreeMap::new();
-    for phase in ["before", "after", "params", "ridge"] {
+    for phase in ["before", "after", "params", "params_eff", "ridge"] {
         for metric in ["spearman", "kendalltau"] {
             let v: Vec<f64> = runs.iter().map(|r| r[phase][metric]).collect();
             let (m, s) = mean_std(&v);
