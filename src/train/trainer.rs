@@ -215,11 +215,16 @@ impl Trainer {
                 let truth: Vec<f64> = val.iter().map(|v| v.1).collect();
                 crate::metrics::kendall_tau(&pred, &truth)
             };
+            // without validation cells the epoch kept is the one of lowest training loss
+            let judged = if val.is_empty() {
+                "no validation cells".to_string()
+            } else {
+                format!("validation kendall tau {tau:.4}")
+            };
             self.say(format!(
-                "{phase} epoch {}: loss {:.4}, validation kendall tau {:.4} ({:.1} s)",
+                "{phase} epoch {}: loss {:.4}, {judged} ({:.1} s)",
                 epoch + 1,
                 sum / n.max(1) as f64,
-                tau,
                 t0.elapsed().as_secs_f64()
             ));
             if tau > best {
