@@ -118,7 +118,12 @@ pub fn op_index(kind: &OpKind) -> i64 {
 /// Features of one network: canonicalises `cg`, then computes node features, edges, graph
 /// features (with the proxies of [`GLOBAL_PROXIES`] read from `proxies`) and text tokens.
 pub fn encode(cg: &Cg, proxies: &BTreeMap<String, f64>) -> GraphFeatures {
-    let cg = cg.canonical();
+    encode_canonical(&cg.canonical(), proxies)
+}
+
+/// [`encode`] of a graph already in canonical form ([`Cg::canonical`]), for callers that need
+/// the canonical graph for something else too.
+pub fn encode_canonical(cg: &Cg, proxies: &BTreeMap<String, f64>) -> GraphFeatures {
     let g = &cg.graph;
     let order: Vec<_> = g.node_indices().collect();
     let mut pos = vec![u32::MAX; g.node_bound()];
@@ -142,8 +147,8 @@ pub fn encode(cg: &Cg, proxies: &BTreeMap<String, f64>) -> GraphFeatures {
         op.push(op_index(&g[n].kind));
         node.extend_from_slice(&node_features(&g[n], indeg[i], outdeg[i]));
     }
-    let global = global_features(&cg, &op, &edges, &indeg, &outdeg, proxies);
-    let tokens = tokenize(&to_text(&cg));
+    let global = global_features(cg, &op, &edges, &indeg, &outdeg, proxies);
+    let tokens = tokenize(&to_text(cg));
     GraphFeatures { n_nodes: order.len(), op, node, edges, global, tokens }
 }
 

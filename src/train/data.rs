@@ -37,10 +37,11 @@ impl Sample {
     /// params and FLOPs are the graph's own totals).
     pub fn from_cg(cg: &Cg, proxies: &BTreeMap<String, f64>) -> Sample {
         let s = cg.summary();
+        let canonical = cg.canonical();
         Sample {
-            features: features::encode(cg, proxies),
+            features: features::encode_canonical(&canonical, proxies),
             params: s.params as f64,
-            params_effective: cg.canonical().summary().params as f64,
+            params_effective: canonical.summary().params as f64,
             flops: s.flops as f64,
         }
     }
