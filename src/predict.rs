@@ -62,7 +62,8 @@ pub struct Prediction {
 /// A loaded model ready to predict files.
 #[derive(Debug)]
 pub struct Predictor {
-    model: Model,
+    /// One model, or the members of a deep ensemble (all share family, target and proxies).
+    models: Vec<Model>,
     opts: ImportOptions,
     scorer: FeatureScorer,
 }
@@ -76,19 +77,27 @@ impl Predictor {
         opts: ImportOptions,
         data_dir: &Path,
     ) -> Result<Predictor> {
-        let model = Model::load(dir, device)?;
-        let scorer = FeatureScorer::new(&model.meta.config.proxies, data_dir)?;
-        Ok(Predictor { model, opts, scorer })
+        let models = Model::load_members(dir, device)?;
+        let Some(first) = models.first() else {
+            return Err(Error::Model(format!("{}: no model", dir.display())));
+        };
+        let scorer = FeatureScorer::new(&first.meta.config.proxies, data_dir)?;
+        Ok(Predictor { models, opts, scorer })
     }
 
-    /// The model.
+    /// The model (the first member of an ensemble: its metadata describes them all).
     pub fn model(&self) -> &Model {
-        &self.model
+        &self.models[0]
+    }
+
+    /// How many models predict (more than 1: a deep ensemble).
+    pub fn members(&self) -> usize {
+        self.models.len()
     }
 
     /// What the model predicts, in words.
     pub fn predicts(&self) -> &str {
-        &self.model.meta.predicts
+        &self.model().meta.predicts
     }
 
     /// Featurises one file.
@@ -104,7 +113,7 @@ impl Predictor {
         };
         let ok: Vec<&Sample> = samples.iter().filter_map(|s| s.as_ref().ok()).collect();
         let graphs: Vec<&crate::features::GraphFeatures> = ok.iter().map(|s| &s.features).collect();
-        let mut preds = match self.model.predict(&graphs) {
+        let mut preds = match crate::train::model::predict_members(&self.models, &graphs) {
             Ok(p) => p.into_iter(),
             Err(e) => {
                 let msg = e.to_string();

@@ -85,3 +85,60 @@ fn pretrain_then_predict_a_corpus_file() {
     assert_eq!(doc["predictions"][1]["ok"], false);
     assert!(doc["predicts"].as_str().unwrap().contains("CIFAR-10"));
 }
+
+#[test]
+fn an_ensemble_with_the_flops_transform_trains_predicts_and_fine_tunes() {
+    let root = tempfile::tempdir().unwrap();
+    let p = paths(root.path());
+    let mut cfg = tiny();
+    cfg.members = 2;
+    cfg.supervised.flops_transform = true;
+    cfg.heads.m = None;
+    let a = flows::pretrain(cfg, "ens", &p, Device::Cpu, true).unwrap();
+    let dir = p.models.join("ens");
+    let members = nape::train::model::Model::load_members(&dir, Device::Cpu).unwrap();
+    assert_eq!(members.len(), 2);
+    for m in &members {
+        // the fitted transform and fuzzifier are recorded in each member
+        assert!(m.meta.flops_slope.is_finite() && m.meta.flops_slope != 0.0);
+        let fm = m.meta.config.heads.m.unwrap();
+        assert!(fm > 1.0 && fm < 2.0, "fuzzifier {fm}");
+    }
+    assert!(a.metrics["model"]["kendalltau"].is_finite());
+    let log = std::fs::read_to_string(a.run_dir.join("log.txt")).unwrap();
+    assert!(log.contains("member 2 of 2") && log.contains("FLOPs transform"), "{log}");
+
+    let resnet = PathBuf::from("tests/corpus/zoo/resnet18.onnx");
+    let pred =
+        Predictor::load(&dir, Device::Cpu, ImportOptions::default(), Path::new(".")).unwrap();
+    assert_eq!(pred.members(), 2);
+    let r = pred.predict_files(std::slice::from_ref(&resnet)).remove(0).unwrap();
+    assert!(r.prediction.is_finite() && r.uncertainty.is_finite() && r.uncertainty > 0.0);
+
+    let cfg = flows::FinetuneConfig {
+        samples: 12,
+        seeds: 1,
+        epochs: 2,
+        lr: 1e-3,
+        limit: Some(60),
+        align_family: false,
+    };
+    let f = flows::finetune(
+        &dir,
+        "nb201",
+        "cifar10_test_ep200",
+        &cfg,
+        &p,
+        Device::Cpu,
+        Some("ens-ft"),
+        true,
+    )
+    .unwrap();
+    assert!(f.summary["after_spearman_mean"].is_finite());
+    assert_eq!(
+        nape::train::model::Model::load_members(&p.models.join("ens-ft"), Device::Cpu)
+            .unwrap()
+            .len(),
+        2
+    );
+}

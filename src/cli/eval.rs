@@ -9,9 +9,11 @@ use crate::train::{data, flows, model};
 /// Arguments of `nape eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
-    /// Model name (folder under models/) or path.
-    #[arg(long, default_value = crate::predict::DEFAULT_MODEL)]
-    pub model: String,
+    /// Model name (folder under models/) or path; several, comma-separated, are evaluated as
+    /// one deep ensemble with all their members (the mean of their predictions; they must
+    /// share family, target and proxies).
+    #[arg(long, default_value = crate::predict::DEFAULT_MODEL, value_delimiter = ',')]
+    pub model: Vec<String>,
     /// Family to evaluate on (nb101, nb201, tnb-micro).
     #[arg(long)]
     pub family: String,
@@ -40,9 +42,13 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
         None => data::default_target(&a.family)?.to_string(),
     };
     let device = model::device(&a.common.device)?;
-    let m = model::Model::load(&a.common.model_dir(&a.model), device)?;
+    // each name is one model or a deep ensemble; several names pool their members
+    let mut models = Vec::new();
+    for m in &a.model {
+        models.extend(model::Model::load_members(&a.common.model_dir(m), device)?);
+    }
     let report =
-        flows::evaluate(&m, &a.family, &target, a.limit, a.align_family, &a.common.paths())?;
+        flows::evaluate(&models, &a.family, &target, a.limit, a.align_family, &a.common.paths())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

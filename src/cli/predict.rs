@@ -73,6 +73,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
                 "schema_version": 1,
                 "nape_version": env!("CARGO_PKG_VERSION"),
                 "model": meta.name,
+                "members": p.members(),
                 "predicts": meta.predicts,
                 "target": meta.target,
                 "trained_on": meta.family,
@@ -97,7 +98,11 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
             }
         }
         OutputFormat::Table => {
-            println!("model {} predicts: {}", meta.name, meta.predicts);
+            let members = match p.members() {
+                1 => String::new(),
+                n => format!(" (ensemble of {n})"),
+            };
+            println!("model {}{members} predicts: {}", meta.name, meta.predicts);
             println!("{:<48} {:>12} {:>12} {:>12}", "file", "prediction", "uncertainty", "params");
             for (f, r) in files.iter().zip(&results) {
                 match r {

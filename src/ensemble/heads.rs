@@ -80,6 +80,15 @@ impl Heads {
         self.heads.len()
     }
 
+    /// Sets the fuzzifier the memberships use (from the fit, when the config left it open).
+    pub fn set_m(&mut self, m: f64) -> Result<()> {
+        if !(m.is_finite() && m > 1.0) {
+            return Err(Error::Model(format!("fuzzifier m must be above 1, got {m}")));
+        }
+        self.cfg.m = Some(m);
+        Ok(())
+    }
+
     /// Sets the fuzzy-cluster centres (`K` rows of the embedding width).
     pub fn set_centres(&mut self, centres: &[Vec<f64>], device: tch::Device) -> Result<()> {
         let k = self.k();
@@ -110,7 +119,7 @@ impl Heads {
     /// Memberships of embeddings `z`: FCM when centres are set, otherwise uniform.
     pub fn memberships(&self, z: &Tensor) -> Tensor {
         match &self.centres {
-            Some(c) => fcm_memberships(&z.detach(), c, self.cfg.m),
+            Some(c) => fcm_memberships(&z.detach(), c, self.cfg.m.unwrap_or(2.0)),
             None => {
                 let b = z.size()[0];
                 Tensor::full([b, self.k() as i64], 1.0 / self.k() as f64, (Kind::Float, z.device()))
@@ -162,7 +171,7 @@ mod tests {
     #[test]
     fn mixed_output_equals_weighted_heads() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let mut heads = Heads::new(&vs.root(), 4, &HeadsConfig { k: 3, hidden: 8, m: 2.0 });
+        let mut heads = Heads::new(&vs.root(), 4, &HeadsConfig { k: 3, hidden: 8, m: Some(2.0) });
         heads
             .set_centres(&[vec![0.0; 4], vec![1.0; 4], vec![-1.0, 2.0, 0.0, 0.5]], Device::Cpu)
             .unwrap();
@@ -195,7 +204,7 @@ mod tests {
     #[test]
     fn uniform_without_centres_and_checked_centres() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let mut heads = Heads::new(&vs.root(), 2, &HeadsConfig { k: 2, hidden: 4, m: 2.0 });
+        let mut heads = Heads::new(&vs.root(), 2, &HeadsConfig { k: 2, hidden: 4, m: Some(2.0) });
         let u = heads.memberships(&Tensor::zeros([3, 2], (Kind::Float, Device::Cpu)));
         assert_eq!(Vec::<f32>::try_from(&u.view([-1])).unwrap(), vec![0.5; 6]);
         assert!(heads.set_centres(&[vec![0.0, 1.0]], Device::Cpu).is_err());

@@ -18,12 +18,14 @@ pub struct HeadsConfig {
     pub k: usize,
     /// Hidden width of each head.
     pub hidden: i64,
-    /// Fuzzifier of the memberships (> 1).
-    pub m: f64,
+    /// Fuzzifier of the memberships (> 1). None: chosen when the clusters are fitted, from
+    /// the number and width of the embeddings ([`fcm::fuzzifier_for`]), and recorded here.
+    #[serde(default)]
+    pub m: Option<f64>,
 }
 
 impl Default for HeadsConfig {
     fn default() -> HeadsConfig {
-        HeadsConfig { k: 4, hidden: 64, m: 2.0 }
+        HeadsConfig { k: 4, hidden: 64, m: None }
     }
 }

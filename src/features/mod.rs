@@ -103,6 +103,15 @@ pub const GLOBAL_PROXIES: &[&str] = &[
     "plain",
 ];
 
+/// Position of log10(1 + FLOPs)/11 in [`GraphFeatures::global`] (see [`log_flops`]).
+const GLOBAL_LOG_FLOPS: usize = 1;
+
+/// log10(1 + FLOPs) of the graph the features were computed from (the canonical graph: only
+/// what the output depends on), read back from its graph-level features.
+pub fn log_flops(g: &GraphFeatures) -> f64 {
+    g.global.get(GLOBAL_LOG_FLOPS).map_or(0.0, |&v| f64::from(v) * 11.0)
+}
+
 /// Values are clamped here after normalisation (GENNAPE allows up to 10x the scale).
 const CLAMP: f32 = 10.0;
 
@@ -265,6 +274,7 @@ fn global_features(
     let log10 = |x: f64, scale: f64| norm((1.0 + x).log10(), scale);
     let log2 = |x: f64, scale: f64| norm((1.0 + x).log2(), scale);
     f.push(log10(s.params as f64, 8.0));
+    debug_assert_eq!(f.len(), GLOBAL_LOG_FLOPS);
     f.push(log10(s.flops as f64, 11.0));
     f.push(log10(s.macs as f64, 11.0));
     f.push(log2(s.depth as f64, 10.0));

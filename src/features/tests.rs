@@ -157,3 +157,13 @@ fn unknown_ops_and_empty_graphs_encode_without_panicking() {
     assert_eq!(empty.global.len(), GLOBAL_DIM);
     assert_eq!(empty.tokens, vec![text::BOS, text::EOS]);
 }
+
+#[test]
+fn log_flops_reads_back_the_canonical_graphs_flops() {
+    let cg = net(false);
+    let f = encode(&cg, &BTreeMap::new());
+    let flops = cg.canonical().summary().flops as f64;
+    assert!(flops > 0.0);
+    assert!((log_flops(&f) - (1.0 + flops).log10()).abs() < 1e-5, "{} {flops}", log_flops(&f));
+    assert_eq!(global_names()[GLOBAL_LOG_FLOPS], "log_flops");
+}

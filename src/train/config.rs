@@ -66,6 +66,9 @@ pub struct SupervisedConfig {
     pub patience: usize,
     /// Epochs after fitting fuzzy c-means on the embeddings (0 keeps uniform memberships).
     pub fcm_epochs: usize,
+    /// GENNAPE's FLOPs transform: fit `target = a + b log10(1 + FLOPs)` on the training labels
+    /// and train the heads on what it leaves (`train::model::Meta::flops_slope`).
+    pub flops_transform: bool,
 }
 
 impl Default for SupervisedConfig {
@@ -81,6 +84,7 @@ impl Default for SupervisedConfig {
             head_weight: 0.5,
             patience: 4,
             fcm_epochs: 4,
+            flops_transform: false,
         }
     }
 }
@@ -115,6 +119,16 @@ pub struct TrainConfig {
     /// [`crate::features::GLOBAL_PROXIES`]; empty: none). They are computed for every network
     /// the model trains on or predicts, on Fashion-MNIST batches drawn with seed 0.
     pub proxies: Vec<String>,
+    /// Models of the deep ensemble: each trains on the same split and unlabelled cells from
+    /// its own initialisation, batches and augmentations ([`member_seed`]); the prediction is
+    /// their mean and their spread joins the uncertainty (`train::model::predict_members`).
+    pub members: usize,
+}
+
+/// The seed of member `k`'s initialisation, batches and augmentations, for a run of `seed`
+/// (member 0 uses `seed` itself, so a one-member run is the run it always was).
+pub fn member_seed(seed: u64, k: usize) -> u64 {
+    seed.wrapping_add((k as u64).wrapping_mul(1_000_003))
 }
 
 impl Default for TrainConfig {
@@ -132,6 +146,7 @@ impl Default for TrainConfig {
             fcm_tol: 1e-5,
             threads: 0,
             proxies: Vec::new(),
+            members: 1,
         }
     }
 }
@@ -153,8 +168,11 @@ impl TrainConfig {
         if self.supervised.batch < 2 || self.pretrain.batch < 2 {
             return bad("batches need at least 2 graphs");
         }
-        if self.heads.k == 0 || self.heads.m <= 1.0 {
+        if self.heads.k == 0 || self.heads.m.is_some_and(|m| !(m > 1.0 && m.is_finite())) {
             return bad("heads.k must be >= 1 and heads.m > 1");
+        }
+        if self.members == 0 || self.members > 64 {
+            return bad("members must be between 1 and 64");
         }
         if self.encoder.hidden < 1 || self.encoder.emb_dim < 1 {
             return bad("encoder widths must be positive");
@@ -185,7 +203,7 @@ mod tests {
         assert_eq!(back, c);
         assert!(c.check().is_ok());
         let mut bad = c;
-        bad.heads.m = 1.0;
+        bad.heads.m = Some(1.0);
         assert!(bad.check().is_err());
     }
 }

@@ -4,14 +4,15 @@
 //! family, before/after on the rest, over several seeds).
 
 use super::align::{align, FeatureStats};
-use super::config::TrainConfig;
+use super::config::{member_seed, TrainConfig};
 use super::data::{self, Sample};
 use super::model::{Meta, Model};
 use super::trainer::{mean_std, Trainer};
 use super::{score, score_ranking, score_unitless};
 use crate::dataset::{Dataset, Record};
+use crate::encoder::FeatureDims;
 use crate::error::{write_atomic, Error, Result};
-use crate::features::GraphFeatures;
+use crate::features::{self, GraphFeatures};
 use crate::metrics;
 use crate::proxies::FeatureScorer;
 use serde::Serialize;
@@ -113,18 +114,32 @@ pub struct PretrainReport {
     pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
-/// Splits a family's labelled records for training: (test, val, train) drawn in that order by
-/// `seed`.
-pub fn split_labelled(ds: &Dataset, cfg: &TrainConfig) -> (Vec<Record>, Vec<Record>, Vec<Record>) {
+/// Splits a family's labelled records for training: (test, val, train). The held-out test
+/// cells are the first of the order `cfg.seed` draws; member `k` of an ensemble draws its
+/// validation and training cells from the rest in its own order (member 0 takes them in the
+/// seed's order, so a single model's split is what it always was).
+pub fn split_labelled(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    member: usize,
+) -> (Vec<Record>, Vec<Record>, Vec<Record>) {
     let all = ds.sample(ds.len(), cfg.seed).records;
     let s = &cfg.supervised;
     let n_test = s.n_test.min(all.len());
-    let n_val = s.n_val.min(all.len() - n_test);
-    let rest = all.len() - n_test - n_val;
-    let n_train = if s.n_train == 0 { rest } else { s.n_train.min(rest) };
     let test = all[..n_test].to_vec();
-    let val = all[n_test..n_test + n_val].to_vec();
-    let train = all[n_test + n_val..n_test + n_val + n_train].to_vec();
+    let mut rest = all[n_test..].to_vec();
+    if member > 0 {
+        let mut rng = crate::dataset::SplitMix64(member_seed(cfg.seed, member));
+        for i in 0..rest.len() {
+            let j = i + (rng.next() % (rest.len() - i) as u64) as usize;
+            rest.swap(i, j);
+        }
+    }
+    let n_val = s.n_val.min(rest.len());
+    let left = rest.len() - n_val;
+    let n_train = if s.n_train == 0 { left } else { s.n_train.min(left) };
+    let val = rest[..n_val].to_vec();
+    let train = rest[n_val..n_val + n_train].to_vec();
     (test, val, train)
 }
 
@@ -150,83 +165,129 @@ pub fn pretrain(
     if ds.is_empty() {
         return Err(Error::Model(format!("no {} record has target {}", cfg.family, cfg.target)));
     }
-    let (test, val, train) = split_labelled(&ds, &cfg);
-    trainer.say(format!(
-        "{}: {} labelled records -> train {}, validation {}, held-out test {}",
-        cfg.family,
-        ds.len(),
-        train.len(),
-        val.len(),
-        test.len()
-    ));
-    let t0 = Instant::now();
-    let unl_records = if cfg.pretrain.unlabelled > 0 && cfg.pretrain.epochs > 0 {
-        if cfg.family != "nb101" {
-            return Err(Error::Usage(
-                "contrastive pretraining draws unlabelled NB-101 cells: set pretrain.unlabelled = 0 for other families"
-                    .into(),
-            ));
-        }
-        data::nb101_unlabelled(&paths.data, cfg.pretrain.unlabelled, cfg.seed)?
-    } else {
-        Vec::new()
-    };
     let scorer = FeatureScorer::new(&cfg.proxies, &paths.data)?;
     let score_cg = |cg: &crate::graph::Cg| scorer.score(cg);
     let feat = |r: &[Record]| {
         data::featurise(r, &cfg.family, &cfg.target, &paths.cache, &cfg.proxies, &score_cg)
     };
-    let (s_train, s_val, s_test, s_unl) =
-        (feat(&train)?, feat(&val)?, feat(&test)?, feat(&unl_records)?);
-    let featurise_s = t0.elapsed().as_secs_f64();
-    trainer.say(format!(
-        "featurised {} networks in {featurise_s:.1} s (cached under {})",
-        train.len() + val.len() + test.len() + unl_records.len(),
-        paths.cache.display()
-    ));
-
-    let mut meta = Meta::new(name, &cfg);
-    let y_train = targets(&train, &cfg.target);
-    let (mu, sd) = mean_std(&y_train);
-    meta.target_mean = mu;
-    meta.target_std = sd;
-    meta.seen_ids = train.iter().chain(&val).map(|r| r.id.clone()).collect();
-    let ops: std::collections::BTreeSet<i64> =
-        s_train.iter().chain(&s_unl).flat_map(|s| s.features.op.iter().copied()).collect();
-    meta.seen_ops = ops.into_iter().collect();
-    let train_graphs: Vec<&GraphFeatures> = s_train.iter().map(|s| &s.features).collect();
-    meta.feature_stats = Some(FeatureStats::of(&train_graphs, meta.dims.node_dim));
-    let mut model = Model::new(meta, device)?;
-
-    let t1 = Instant::now();
-    let unl: Vec<&Sample> = s_unl.iter().collect();
-    trainer.pretrain(&model, &unl)?;
-    let pretrain_s = t1.elapsed().as_secs_f64();
-
-    let t2 = Instant::now();
-    let std_pairs = |s: &[Sample], y: &[f64]| -> Vec<(GraphFeatures, f64)> {
-        s.iter().zip(y).map(|(s, &y)| (s.features.clone(), (y - mu) / sd)).collect()
-    };
-    let tr = std_pairs(&s_train, &y_train);
-    let y_val = targets(&val, &cfg.target);
-    let va_raw: Vec<(&GraphFeatures, f64)> =
-        s_val.iter().zip(&y_val).map(|(s, &y)| (&s.features, y)).collect();
-    let tr_ref: Vec<(&GraphFeatures, f64)> = tr.iter().map(|(g, y)| (g, *y)).collect();
-    let sup = cfg.supervised.clone();
-    trainer.supervised(&model, &tr_ref, &va_raw, sup.epochs, sup.lr, "supervised")?;
-    if sup.fcm_epochs > 0 && cfg.heads.k > 1 {
-        let g: Vec<&GraphFeatures> = tr.iter().map(|(g, _)| g).collect();
-        trainer.fit_fcm(&mut model, &g)?;
-        trainer.supervised(&model, &tr_ref, &va_raw, sup.fcm_epochs, sup.lr * 0.3, "fcm-heads")?;
+    if cfg.pretrain.unlabelled > 0 && cfg.pretrain.epochs > 0 && cfg.family != "nb101" {
+        return Err(Error::Usage(
+            "contrastive pretraining draws unlabelled NB-101 cells: set pretrain.unlabelled = 0 for other families"
+                .into(),
+        ));
     }
-    let supervised_s = t2.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let test = split_labelled(&ds, &cfg, 0).0;
+    let s_test = feat(&test)?;
+    let mut featurise_s = t0.elapsed().as_secs_f64();
+
+    // the members of the deep ensemble share the held-out test cells; each draws its own
+    // training, validation and unlabelled cells, initialisation, batches and augmentations, so
+    // that they err apart (members trained on one split erred together on other families)
+    let mut models = Vec::with_capacity(cfg.members);
+    let (mut pretrain_s, mut supervised_s) = (0.0, 0.0);
+    for k in 0..cfg.members {
+        if cfg.members > 1 {
+            trainer.say(format!("== member {} of {}", k + 1, cfg.members));
+        }
+        let mseed = member_seed(cfg.seed, k);
+        trainer.cfg.seed = mseed;
+        let (_, val, train) = split_labelled(&ds, &cfg, k);
+        trainer.say(format!(
+            "{}: {} labelled records -> train {}, validation {}, held-out test {}",
+            cfg.family,
+            ds.len(),
+            train.len(),
+            val.len(),
+            test.len()
+        ));
+        let t0 = Instant::now();
+        let unl_records = if cfg.pretrain.unlabelled > 0 && cfg.pretrain.epochs > 0 {
+            data::nb101_unlabelled(&paths.data, cfg.pretrain.unlabelled, mseed)?
+        } else {
+            Vec::new()
+        };
+        let (s_train, s_val, s_unl) = (feat(&train)?, feat(&val)?, feat(&unl_records)?);
+        let dt = t0.elapsed().as_secs_f64();
+        featurise_s += dt;
+        trainer.say(format!(
+            "featurised {} networks in {dt:.1} s (cached under {})",
+            train.len() + val.len() + unl_records.len(),
+            paths.cache.display()
+        ));
+
+        let y_train = targets(&train, &cfg.target);
+        let lf_train: Vec<f64> = s_train.iter().map(|s| features::log_flops(&s.features)).collect();
+        let slope =
+            if cfg.supervised.flops_transform { ols_slope(&lf_train, &y_train) } else { 0.0 };
+        let resid: Vec<f64> = y_train.iter().zip(&lf_train).map(|(y, x)| y - slope * x).collect();
+        let (mu, sd) = mean_std(&resid);
+        if slope != 0.0 {
+            trainer.say(format!(
+                "FLOPs transform: {} = {mu:.4} + {slope:.4} log10(1 + FLOPs) + residual (residual std {sd:.4})",
+                cfg.target
+            ));
+        }
+        let train_graphs: Vec<&GraphFeatures> = s_train.iter().map(|s| &s.features).collect();
+        let y_val = targets(&val, &cfg.target);
+        let va_raw: Vec<(&GraphFeatures, f64)> =
+            s_val.iter().zip(&y_val).map(|(s, &y)| (&s.features, y)).collect();
+        let unl: Vec<&Sample> = s_unl.iter().collect();
+        let sup = cfg.supervised.clone();
+
+        let mut meta = Meta::new(name, &cfg);
+        meta.member = k;
+        meta.target_mean = mu;
+        meta.target_std = sd;
+        meta.flops_slope = slope;
+        meta.target_spread = mean_std(&y_train).1;
+        meta.seen_ids = train.iter().chain(&val).map(|r| r.id.clone()).collect();
+        meta.seen_ops = s_train
+            .iter()
+            .chain(&s_unl)
+            .flat_map(|s| s.features.op.iter().copied())
+            .collect::<std::collections::BTreeSet<i64>>()
+            .into_iter()
+            .collect();
+        meta.feature_stats = Some(FeatureStats::of(&train_graphs, FeatureDims::current().node_dim));
+        let mut model = Model::new(meta, device)?;
+
+        let t1 = Instant::now();
+        trainer.pretrain(&model, &unl)?;
+        pretrain_s += t1.elapsed().as_secs_f64();
+
+        let t2 = Instant::now();
+        let tr: Vec<(&GraphFeatures, f64)> = s_train
+            .iter()
+            .zip(&y_train)
+            .map(|(s, &y)| (&s.features, model.standardise(&s.features, y)))
+            .collect();
+        trainer.supervised(&model, &tr, &va_raw, sup.epochs, sup.lr, "supervised")?;
+        if sup.fcm_epochs > 0 && cfg.heads.k > 1 {
+            trainer.fit_fcm(&mut model, &train_graphs)?;
+            trainer.supervised(&model, &tr, &va_raw, sup.fcm_epochs, sup.lr * 0.3, "fcm-heads")?;
+        }
+        supervised_s += t2.elapsed().as_secs_f64();
+        models.push(model);
+    }
+    trainer.cfg.seed = cfg.seed;
 
     let mut metrics = BTreeMap::new();
     if !test.is_empty() {
         let t3 = Instant::now();
         let y_test = targets(&test, &cfg.target);
         let g: Vec<&GraphFeatures> = s_test.iter().map(|s| &s.features).collect();
-        let pred = model.predict(&g)?;
+        if models.len() > 1 {
+            for (k, m) in models.iter().enumerate() {
+                let p: Vec<f64> = m.predict(&g)?.into_iter().map(|p| p.0).collect();
+                let sc = score(&p, &y_test);
+                trainer.say(format!(
+                    "member {k}: held-out spearman {:.4}, kendall tau {:.4}",
+                    sc["spearman"], sc["kendalltau"]
+                ));
+            }
+        }
+        let pred = super::model::predict_members(&models, &g)?;
         let predict_s = t3.elapsed().as_secs_f64();
         let p: Vec<f64> = pred.iter().map(|p| p.0).collect();
         metrics.insert("model".to_string(), score(&p, &y_test));
@@ -250,13 +311,15 @@ pub fn pretrain(
     timing.insert("supervised_s".to_string(), supervised_s);
     timing.insert("total_s".to_string(), t_all.elapsed().as_secs_f64());
     metrics.insert("timing".to_string(), timing);
-    for (k, v) in metrics.get("model").into_iter().flatten() {
-        model.meta.metrics.insert(format!("{}_test_{k}", cfg.family), *v);
+    for model in models.iter_mut() {
+        for (k, v) in metrics.get("model").into_iter().flatten() {
+            model.meta.metrics.insert(format!("{}_test_{k}", cfg.family), *v);
+        }
+        model.meta.metrics.insert("pretrain_s".into(), pretrain_s);
+        model.meta.metrics.insert("supervised_s".into(), supervised_s);
     }
-    model.meta.metrics.insert("pretrain_s".into(), pretrain_s);
-    model.meta.metrics.insert("supervised_s".into(), supervised_s);
     let model_dir = paths.models.join(name);
-    model.save(&model_dir)?;
+    Model::save_members(&mut models, &model_dir)?;
     trainer.say(format!("model written to {}", model_dir.display()));
     run.json("metrics.json", &metrics)?;
     run.log(&trainer.log)?;
@@ -353,23 +416,39 @@ pub fn eval_records(
     Ok(recs)
 }
 
-/// Evaluates a model on a family: metrics.json and predictions.csv in a run folder.
+/// Evaluates a model, or a deep ensemble of models trained on the same family and target
+/// ([`super::model::predict_members`]), on a family: metrics.json and predictions.csv in a run
+/// folder. The first model's seed draws `limit` records; records any member trained or
+/// validated on are left out.
 pub fn evaluate(
-    model: &Model,
+    models: &[Model],
     family: &str,
     target: &str,
     limit: Option<usize>,
     align_family: bool,
     paths: &Paths,
 ) -> Result<EvalReport> {
-    let recs = eval_records(model, &paths.data, family, target, limit, model.meta.config.seed)?;
+    let Some(model) = models.first() else {
+        return Err(Error::Usage("nape eval needs a model".into()));
+    };
+    let mut recs = eval_records(model, &paths.data, family, target, limit, model.meta.config.seed)?;
+    if family == model.meta.family {
+        let seen: std::collections::HashSet<&str> =
+            models.iter().flat_map(|m| m.meta.seen_ids.iter().map(String::as_str)).collect();
+        recs.retain(|r| !seen.contains(r.id.as_str()));
+    }
     let mut samples = featurise_for(model, &recs, family, target, paths)?;
     if align_family {
+        if models.len() > 1 {
+            return Err(Error::Usage(
+                "--align-family aligns to one model's statistics: give one model".into(),
+            ));
+        }
         align_samples(model, &mut samples, paths)?;
     }
     let truth = targets(&recs, target);
     let g: Vec<&GraphFeatures> = samples.iter().map(|s| &s.features).collect();
-    let pred = model.predict(&g)?;
+    let pred = super::model::predict_members(models, &g)?;
     let p: Vec<f64> = pred.iter().map(|p| p.0).collect();
     let mut metrics = BTreeMap::new();
     // MAE and RMSE only where the model predicts the quantity it is scored against.
@@ -377,19 +456,23 @@ pub fn evaluate(
     let scored = if same_target { score(&p, &truth) } else { score_unitless(&p, &truth) };
     metrics.insert("model".to_string(), scored);
     metrics.extend(baselines(&p, &samples, &truth));
-    let run = RunDir::create(&paths.runs, "eval", &model.meta.name)?;
+    // one name per model folder (the members of an ensemble share theirs)
+    let mut names: Vec<&str> = models.iter().map(|m| m.meta.name.as_str()).collect();
+    names.dedup();
+    let name = names.join("+");
+    let run = RunDir::create(&paths.runs, "eval", &name)?;
     run.json("metrics.json", &metrics)?;
     let recs_ref: Vec<&Record> = recs.iter().collect();
     let s_ref: Vec<&Sample> = samples.iter().collect();
     run.predictions(&recs_ref, &truth, &pred, &s_ref)?;
     run.json(
         "config.json",
-        &serde_json::json!({"model": model.meta.name, "family": family, "target": target,
-                            "limit": limit, "seed": model.meta.config.seed,
+        &serde_json::json!({"model": name, "members": models.len(), "family": family,
+                            "target": target, "limit": limit, "seed": model.meta.config.seed,
                             "align_family": align_family}),
     )?;
     Ok(EvalReport {
-        model: model.meta.name.clone(),
+        model: name,
         family: family.to_string(),
         target: target.to_string(),
         n: recs.len(),
@@ -479,7 +562,10 @@ pub fn finetune(
     save_as: Option<&str>,
     quiet: bool,
 ) -> Result<FinetuneReport> {
-    let base = Model::load(model_dir, device)?;
+    let base = Model::load_members(model_dir, device)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Model(format!("{}: no model", model_dir.display())))?;
     let mut trainer = Trainer::new(base.meta.config.clone())?;
     trainer.quiet = quiet;
     let run = RunDir::create(&paths.runs, "finetune", &base.meta.name)?;
@@ -493,7 +579,7 @@ pub fn finetune(
         ds.records.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
     let mut runs = Vec::new();
     for seed in 0..cfg.seeds.max(1) as u64 {
-        let mut model = Model::load(model_dir, device)?;
+        let mut models = Model::load_members(model_dir, device)?;
         let picked = ds.sample(cfg.samples, seed + 1).records;
         let picked_ids: std::collections::HashSet<&str> =
             picked.iter().map(|r| r.id.as_str()).collect();
@@ -510,38 +596,60 @@ pub fn finetune(
         let truth: Vec<f64> =
             rest.iter().map(|&i| ds.records[i].target(target).unwrap_or(f64::NAN)).collect();
         let g_rest: Vec<&GraphFeatures> = rest.iter().map(|&i| &all_samples[i].features).collect();
-        let before: Vec<f64> = model.predict(&g_rest)?.into_iter().map(|p| p.0).collect();
+        let before: Vec<f64> =
+            super::model::predict_members(&models, &g_rest)?.into_iter().map(|p| p.0).collect();
         let y: Vec<f64> = picked.iter().map(|r| r.target(target).unwrap_or(f64::NAN)).collect();
-        let (mu, sd) = mean_std(&y);
-        model.meta.target_mean = mu;
-        model.meta.target_std = sd;
-        model.meta.family = family.to_string();
-        model.meta.target = target.to_string();
-        model.meta.predicts = data::describe_target(family, target);
-        let train: Vec<(&GraphFeatures, f64)> = picked
+        // a model with the FLOPs transform keeps its balance between the FLOPs term and the
+        // heads: the slope is rescaled by the new target's spread over the training one (the
+        // new family's target has other units); the heads then fit what it leaves
+        let picked_g: Vec<&GraphFeatures> = picked
+            .iter()
+            .filter_map(|r| index.get(r.id.as_str()).map(|&i| &all_samples[i].features))
+            .collect();
+        let y_g: Vec<f64> = picked
             .iter()
             .zip(&y)
-            .filter_map(|(r, &y)| {
-                index.get(r.id.as_str()).map(|&i| (&all_samples[i].features, (y - mu) / sd))
-            })
+            .filter(|(r, _)| index.contains_key(r.id.as_str()))
+            .map(|(_, &y)| y)
             .collect();
-        // the ops of the new family's training graphs are seen from now on: training reads
-        // them unmasked, so prediction must too
-        let mut seen: std::collections::BTreeSet<i64> =
-            model.meta.seen_ops.iter().copied().collect();
-        seen.extend(train.iter().flat_map(|(g, _)| g.op.iter().copied()));
-        model.meta.seen_ops = seen.into_iter().collect();
-        trainer.cfg.seed = seed;
-        trainer.cfg.supervised.batch = cfg.samples.max(2);
-        trainer.supervised(
-            &model,
-            &train,
-            &[],
-            cfg.epochs,
-            cfg.lr,
-            &format!("finetune seed {seed}"),
-        )?;
-        let after = model.predict(&g_rest)?;
+        let lf: Vec<f64> = picked_g.iter().map(|g| features::log_flops(g)).collect();
+        let n_members = models.len();
+        for (k, model) in models.iter_mut().enumerate() {
+            let spread = mean_std(&y_g).1;
+            if model.meta.flops_slope != 0.0 {
+                model.meta.flops_slope = if model.meta.target_spread > 0.0 {
+                    model.meta.flops_slope * spread / model.meta.target_spread
+                } else {
+                    ols_slope(&lf, &y_g)
+                };
+            }
+            model.meta.target_spread = spread;
+            let resid: Vec<f64> =
+                y_g.iter().zip(&lf).map(|(y, x)| y - model.meta.flops_slope * x).collect();
+            let (mu, sd) = mean_std(&resid);
+            model.meta.target_mean = mu;
+            model.meta.target_std = sd;
+            model.meta.family = family.to_string();
+            model.meta.target = target.to_string();
+            model.meta.predicts = data::describe_target(family, target);
+            let train: Vec<(&GraphFeatures, f64)> =
+                picked_g.iter().zip(&y_g).map(|(&g, &y)| (g, model.standardise(g, y))).collect();
+            // the ops of the new family's training graphs are seen from now on: training
+            // reads them unmasked, so prediction must too
+            let mut seen: std::collections::BTreeSet<i64> =
+                model.meta.seen_ops.iter().copied().collect();
+            seen.extend(picked_g.iter().flat_map(|g| g.op.iter().copied()));
+            model.meta.seen_ops = seen.into_iter().collect();
+            trainer.cfg.seed = member_seed(seed, k);
+            trainer.cfg.supervised.batch = cfg.samples.max(2);
+            let what = if n_members > 1 {
+                format!("finetune seed {seed} member {k}")
+            } else {
+                format!("finetune seed {seed}")
+            };
+            trainer.supervised(model, &train, &[], cfg.epochs, cfg.lr, &what)?;
+        }
+        let after = super::model::predict_members(&models, &g_rest)?;
         let p_after: Vec<f64> = after.iter().map(|p| p.0).collect();
         let mut m = BTreeMap::new();
         m.insert("before".to_string(), score_ranking(&before, &truth));
@@ -556,9 +664,7 @@ pub fn finetune(
             let d = gs.first().map_or(0, |g| g.global.len());
             ndarray::Array2::from_shape_fn((gs.len(), d), |(r, c)| gs[r].global[c] as f64)
         };
-        let g_train: Vec<&GraphFeatures> = train.iter().map(|(g, _)| *g).collect();
-        let y_train: Vec<f64> = train.iter().map(|(_, y)| *y).collect();
-        let ridge = crate::ensemble::baseline::fit(&globals(&g_train), &y_train)
+        let ridge = crate::ensemble::baseline::fit(&globals(&picked_g), &y_g)
             .and_then(|b| b.predict(&globals(&g_rest)))?;
         m.insert("ridge".to_string(), score_ranking(&ridge, &truth));
         trainer.say(format!(
@@ -577,9 +683,11 @@ pub fn finetune(
             let ss: Vec<&Sample> = rest.iter().map(|&i| &all_samples[i]).collect();
             run.predictions(&recs, &truth, &after, &ss)?;
             if let Some(name) = save_as {
-                model.meta.name = name.to_string();
-                model.meta.seen_ids = picked.iter().map(|r| r.id.clone()).collect();
-                model.save(&paths.models.join(name))?;
+                for model in models.iter_mut() {
+                    model.meta.name = name.to_string();
+                    model.meta.seen_ids = picked.iter().map(|r| r.id.clone()).collect();
+                }
+                Model::save_members(&mut models, &paths.models.join(name))?;
             }
         }
         runs.push(m);
@@ -607,4 +715,52 @@ pub fn finetune(
     run.json("metrics.json", &report)?;
     run.log(&trainer.log)?;
     Ok(report)
+}
+
+/// Least-squares slope of `y` on `x` (0 when `x` does not vary).
+fn ols_slope(x: &[f64], y: &[f64]) -> f64 {
+    let (mx, _) = mean_std(x);
+    let (my, _) = mean_std(y);
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let sxx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    if sxx > 0.0 {
+        sxy / sxx
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_share_the_test_cells_and_draw_their_own_training_cells() {
+        let records: Vec<Record> =
+            (0..200).map(|i| Record::new(format!("c{i}"), "nb101", format!("s{i}"))).collect();
+        let ds = Dataset { family: "nb101".into(), records, issues: Vec::new() };
+        let mut cfg = TrainConfig::default();
+        cfg.supervised.n_test = 50;
+        cfg.supervised.n_val = 20;
+        cfg.supervised.n_train = 60;
+        let ids = |r: &[Record]| r.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let (t0, v0, tr0) = split_labelled(&ds, &cfg, 0);
+        let (t1, v1, tr1) = split_labelled(&ds, &cfg, 1);
+        assert_eq!(ids(&t0), ids(&t1));
+        assert_ne!(ids(&tr0), ids(&tr1));
+        for (v, tr) in [(&v0, &tr0), (&v1, &tr1)] {
+            assert_eq!((v.len(), tr.len()), (20, 60));
+            let test: std::collections::HashSet<String> = ids(&t0).into_iter().collect();
+            assert!(ids(v).iter().chain(&ids(tr)).all(|i| !test.contains(i)));
+            let mut both = ids(v);
+            both.extend(ids(tr));
+            both.sort();
+            both.dedup();
+            assert_eq!(both.len(), 80, "validation and training cells overlap");
+        }
+        // member 0 is the single model's split: test, then validation, then training in order
+        let all = ids(&ds.sample(200, cfg.seed).records);
+        assert_eq!(ids(&v0), all[50..70].to_vec());
+        assert_eq!(ids(&tr0), all[70..130].to_vec());
+    }
 }

@@ -41,6 +41,16 @@ pub struct Meta {
     pub target_mean: f64,
     /// Standard deviation of the target over the training labels.
     pub target_std: f64,
+    /// GENNAPE's FLOPs transform of the target: the heads predict the standardised
+    /// `target - flops_slope * log10(1 + FLOPs)` (FLOPs of the canonical graph), and the term
+    /// is added back to every prediction. The slope is fitted by least squares on the
+    /// training labels; 0 = no transform (checkpoints written before it).
+    #[serde(default)]
+    pub flops_slope: f64,
+    /// Standard deviation of the raw target over the training labels (before the FLOPs
+    /// transform); fine-tuning rescales the slope by the new family's spread over this one.
+    #[serde(default)]
+    pub target_spread: f64,
     /// Feature dimensions the weights expect.
     pub dims: FeatureDims,
     /// Op vocabulary, index 0 = out of vocabulary.
@@ -53,6 +63,10 @@ pub struct Meta {
     pub config: TrainConfig,
     /// Held-out metrics and timings measured when it was trained.
     pub metrics: BTreeMap<String, f64>,
+    /// Which member of a deep ensemble it is (0 for a single model): its initialisation is
+    /// drawn from `member_seed(config.seed, member)`.
+    #[serde(default)]
+    pub member: usize,
     /// Ids of the labelled records it was trained or validated on (so evaluation on the same
     /// family can leave them out).
     pub seen_ids: Vec<String>,
@@ -81,6 +95,8 @@ impl Meta {
             predicts: super::data::describe_target(&config.family, &config.target),
             target_mean: 0.0,
             target_std: 1.0,
+            flops_slope: 0.0,
+            target_spread: 0.0,
             dims: FeatureDims::current(),
             op_vocabulary: vocab,
             feature_normalisation: "see nape::features: log-scaled counts and sizes, proxies as \
@@ -89,6 +105,7 @@ impl Meta {
             fcm_centres: None,
             config: config.clone(),
             metrics: BTreeMap::new(),
+            member: 0,
             seen_ids: Vec::new(),
             seen_ops: Vec::new(),
             feature_stats: None,
@@ -116,7 +133,7 @@ impl Model {
         // interleave with another thread's model, or the same seed gives other weights
         static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(meta.config.seed as i64);
+        tch::manual_seed(super::config::member_seed(meta.config.seed, meta.member) as i64);
         let vs = nn::VarStore::new(device);
         let encoder = GraphEncoder::new(&(vs.root() / "encoder"), &meta.config.encoder, &meta.dims);
         let mut heads =
@@ -143,6 +160,50 @@ impl Model {
         let meta = serde_json::to_vec_pretty(&self.meta)
             .map_err(|e| Error::Model(format!("cannot serialise meta.json: {e}")))?;
         write_atomic(&dir.join(META_FILE), &meta)
+    }
+
+    /// Reads a model folder onto `device`: one model (its `meta.json` at the top), or every
+    /// member of a deep ensemble (`member-0`, `member-1`, ... subfolders, each a model folder).
+    pub fn load_members(dir: &Path, device: Device) -> Result<Vec<Model>> {
+        if dir.join(META_FILE).exists() || !member_dir(dir, 0).is_dir() {
+            return Ok(vec![Model::load(dir, device)?]);
+        }
+        let mut members = Vec::new();
+        while member_dir(dir, members.len()).is_dir() {
+            members.push(Model::load(&member_dir(dir, members.len()), device)?);
+        }
+        Ok(members)
+    }
+
+    /// Writes the members of a deep ensemble as the folder `dir` (one model: its folder, as
+    /// [`Model::save`]). The members are written into a temporary folder beside it that then
+    /// takes its place, so `dir` is never half an ensemble.
+    pub fn save_members(models: &mut [Model], dir: &Path) -> Result<()> {
+        if let [one] = models {
+            // a single model written over an ensemble: its meta.json at the top wins on load,
+            // but the old members would linger; clear them first
+            let mut k = 0;
+            while member_dir(dir, k).is_dir() {
+                let m = member_dir(dir, k);
+                std::fs::remove_dir_all(&m).map_err(|e| Error::io(&m, e))?;
+                k += 1;
+            }
+            return one.save(dir);
+        }
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let base = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = parent.join(format!(".{base}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        for (k, m) in models.iter_mut().enumerate() {
+            m.save(&member_dir(&tmp, k))?;
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
     }
 
     /// Reads a model folder onto `device`; checks that its features match this build's.
@@ -192,9 +253,11 @@ impl Model {
         Ok(model)
     }
 
-    /// Standardises a target value.
-    pub fn standardise(&self, y: f64) -> f64 {
-        (y - self.meta.target_mean) / self.meta.target_std
+    /// What the heads are trained to output for a network `g` whose target is `y`: the target
+    /// less the FLOPs term ([`Meta::flops_slope`]), standardised.
+    pub fn standardise(&self, g: &GraphFeatures, y: f64) -> f64 {
+        (y - self.meta.flops_slope * crate::features::log_flops(g) - self.meta.target_mean)
+            / self.meta.target_std
     }
 
     /// `g` with the ops the model never saw in training replaced (see [`Meta::seen_ops`]): by
@@ -267,11 +330,56 @@ impl Model {
                 .map_err(|e| Error::Model(e.to_string()))?;
             let std = Vec::<f32>::try_from(&m.std.to_device(Device::Cpu))
                 .map_err(|e| Error::Model(e.to_string()))?;
-            let (mu, sd) = (self.meta.target_mean, self.meta.target_std);
-            out.extend(mean.iter().zip(&std).map(|(&p, &s)| (p as f64 * sd + mu, s as f64 * sd)));
+            let (mu, sd, slope) =
+                (self.meta.target_mean, self.meta.target_std, self.meta.flops_slope);
+            out.extend(mean.iter().zip(&std).zip(chunk).map(|((&p, &s), g)| {
+                let term = slope * crate::features::log_flops(g);
+                (p as f64 * sd + mu + term, s as f64 * sd)
+            }));
         }
         Ok(out)
     }
+}
+
+/// The folder of member `k` of the ensemble in `dir`.
+pub fn member_dir(dir: &Path, k: usize) -> std::path::PathBuf {
+    dir.join(format!("member-{k}"))
+}
+
+/// Predictions of a deep ensemble: models trained apart on the same family and target (other
+/// seeds) predict each graph; the prediction is their mean, and the uncertainty adds the
+/// spread between the models to the heads' own, `sqrt(mean_k u_k^2 + mean_k (p_k - p)^2)`.
+/// One model gives exactly its own predictions.
+pub fn predict_members(models: &[Model], graphs: &[&GraphFeatures]) -> Result<Vec<(f64, f64)>> {
+    let Some(first) = models.first() else {
+        return Err(Error::Model("an ensemble needs at least one model".into()));
+    };
+    for m in &models[1..] {
+        let (a, b) = (&first.meta, &m.meta);
+        if (a.family.as_str(), a.target.as_str(), &a.config.proxies)
+            != (b.family.as_str(), b.target.as_str(), &b.config.proxies)
+        {
+            return Err(Error::Model(format!(
+                "models {} and {} predict different things ({} {} vs {} {}) or read other proxies: \
+                 they cannot be averaged",
+                a.name, b.name, a.family, a.target, b.family, b.target
+            )));
+        }
+    }
+    if models.len() == 1 {
+        return first.predict(graphs);
+    }
+    let all: Vec<Vec<(f64, f64)>> =
+        models.iter().map(|m| m.predict(graphs)).collect::<Result<_>>()?;
+    let k = models.len() as f64;
+    Ok((0..graphs.len())
+        .map(|i| {
+            let mean = all.iter().map(|p| p[i].0).sum::<f64>() / k;
+            let within = all.iter().map(|p| p[i].1 * p[i].1).sum::<f64>() / k;
+            let between = all.iter().map(|p| (p[i].0 - mean).powi(2)).sum::<f64>() / k;
+            (mean, (within + between).sqrt())
+        })
+        .collect())
 }
 
 /// The op index a model that never saw op `o` reads it as, when there is a close sibling:
@@ -351,6 +459,106 @@ mod tests {
         assert_eq!(loaded.predict(&refs).unwrap(), before);
         assert_eq!(loaded.meta, model.meta);
         assert!(before.iter().all(|(p, u)| p.is_finite() && u.is_finite() && *u >= 0.0));
+    }
+
+    #[test]
+    fn flops_transform_adds_its_term_and_standardise_inverts_predict() {
+        let cfg = TrainConfig { seed: 3, ..Default::default() };
+        let g = graphs();
+        let refs: Vec<&GraphFeatures> = g.iter().collect();
+        let mut meta = Meta::new("f", &cfg);
+        meta.target_mean = 0.2;
+        meta.target_std = 0.05;
+        let plain = Model::new(meta.clone(), Device::Cpu).unwrap().predict(&refs).unwrap();
+        meta.flops_slope = 0.03;
+        let model = Model::new(meta, Device::Cpu).unwrap();
+        let with = model.predict(&refs).unwrap();
+        assert!(g.iter().filter(|g| crate::features::log_flops(g) > 0.0).count() >= 3);
+        for ((a, b), g) in plain.iter().zip(&with).zip(&g) {
+            let term = 0.03 * crate::features::log_flops(g);
+            assert!((b.0 - a.0 - term).abs() < 1e-9, "{} {} {term}", a.0, b.0);
+            assert_eq!(a.1, b.1, "the uncertainty is the heads' spread, untouched");
+        }
+        // a network predicted at y is trained towards the heads' own output for it
+        let heads = Model::new(
+            Meta { flops_slope: 0.0, target_mean: 0.0, target_std: 1.0, ..model.meta.clone() },
+            Device::Cpu,
+        )
+        .unwrap()
+        .predict(&refs)
+        .unwrap();
+        for ((p, h), g) in with.iter().zip(&heads).zip(&g) {
+            assert!((model.standardise(g, p.0) - h.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn an_ensemble_averages_its_members_and_adds_their_spread() {
+        let g = graphs();
+        let refs: Vec<&GraphFeatures> = g.iter().collect();
+        let models: Vec<Model> = (0..3)
+            .map(|s| {
+                let cfg = TrainConfig { seed: 10 + s, ..Default::default() };
+                Model::new(Meta::new(&format!("e{s}"), &cfg), Device::Cpu).unwrap()
+            })
+            .collect();
+        let each: Vec<Vec<(f64, f64)>> = models.iter().map(|m| m.predict(&refs).unwrap()).collect();
+        let ens = predict_members(&models, &refs).unwrap();
+        for (i, (p, u)) in ens.iter().enumerate() {
+            let mean = each.iter().map(|e| e[i].0).sum::<f64>() / 3.0;
+            assert!((p - mean).abs() < 1e-12);
+            assert!(each.iter().all(|e| *u >= e[i].1 / 3f64.sqrt() - 1e-12) && u.is_finite());
+        }
+        assert_eq!(predict_members(&models[..1], &refs).unwrap(), each[0]);
+        assert!(predict_members(&[], &refs).is_err());
+        let mut other = Model::new(Meta::new("o", &TrainConfig::default()), Device::Cpu).unwrap();
+        other.meta.target = "something_else".into();
+        let mixed = vec![models.into_iter().next().unwrap(), other];
+        assert!(predict_members(&mixed, &refs).is_err());
+    }
+
+    #[test]
+    fn ensembles_save_and_load_as_member_folders_and_replace_whole() {
+        let g = graphs();
+        let refs: Vec<&GraphFeatures> = g.iter().collect();
+        let cfg = TrainConfig { seed: 4, members: 3, ..Default::default() };
+        let mut models: Vec<Model> = (0..3)
+            .map(|k| {
+                let mut meta = Meta::new("ens", &cfg);
+                meta.member = k;
+                Model::new(meta, Device::Cpu).unwrap()
+            })
+            .collect();
+        // members draw their own initial weights; member 0 is the single model of that seed
+        let p: Vec<_> = models.iter().map(|m| m.predict(&refs).unwrap()).collect();
+        assert_ne!(p[0], p[1]);
+        let single = Model::new(
+            Meta::new("one", &TrainConfig { seed: 4, ..Default::default() }),
+            Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(single.predict(&refs).unwrap(), p[0]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ens");
+        Model::save_members(&mut models, &path).unwrap();
+        assert!(member_dir(&path, 2).join(META_FILE).exists() && !path.join(META_FILE).exists());
+        let loaded = Model::load_members(&path, Device::Cpu).unwrap();
+        assert_eq!(loaded.len(), 3);
+        assert_eq!(
+            predict_members(&loaded, &refs).unwrap(),
+            predict_members(&models, &refs).unwrap()
+        );
+        // a single model written over the ensemble replaces it
+        let mut one = vec![single];
+        Model::save_members(&mut one, &path).unwrap();
+        assert!(!member_dir(&path, 0).exists());
+        assert_eq!(Model::load_members(&path, Device::Cpu).unwrap().len(), 1);
+        // and an ensemble over a single model
+        Model::save_members(&mut models, &path).unwrap();
+        assert!(!path.join(META_FILE).exists());
+        assert_eq!(Model::load_members(&path, Device::Cpu).unwrap().len(), 3);
+        assert!(std::fs::read_dir(dir.path()).unwrap().count() == 1, "no temporary folder left");
     }
 
     #[test]

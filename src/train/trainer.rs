@@ -256,9 +256,12 @@ impl Trainer {
         let flat = Vec::<f64>::try_from(&z.view([-1])).map_err(tch_err)?;
         let data = ndarray::Array2::from_shape_vec((n, d), flat)
             .map_err(|e| Error::Model(format!("embeddings: {e}")))?;
+        let m = model.heads.config().m.unwrap_or_else(|| crate::ensemble::fcm::fuzzifier_for(n, d));
+        model.heads.set_m(m)?;
+        model.meta.config.heads.m = Some(m);
         let centres = crate::ensemble::fcm::FuzzyCMeansParams {
             k,
-            m: model.heads.config().m,
+            m,
             max_iter: self.cfg.fcm_max_iter,
             tol: self.cfg.fcm_tol,
             seed: self.cfg.seed,
@@ -279,7 +282,7 @@ impl Trainer {
         .into_iter()
         .map(f64::from)
         .collect();
-        self.say(format!("fuzzy c-means: {k} clusters, mean memberships {share:.3?}"));
+        self.say(format!("fuzzy c-means: {k} clusters, m = {m:.3}, mean memberships {share:.3?}"));
         Ok(())
     }
 }
