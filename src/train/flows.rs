@@ -616,12 +616,8 @@ pub fn finetune(
         let n_members = models.len();
         for (k, model) in models.iter_mut().enumerate() {
             let spread = mean_std(&y_g).1;
-            if model.meta.flops_slope != 0.0 {
-                model.meta.flops_slope = if model.meta.target_spread > 0.0 {
-                    model.meta.flops_slope * spread / model.meta.target_spread
-                } else {
-                    ols_slope(&lf, &y_g)
-                };
+            if model.meta.target_spread > 0.0 {
+                model.meta.flops_slope *= spread / model.meta.target_spread;
             }
             model.meta.target_spread = spread;
             let resid: Vec<f64> =
