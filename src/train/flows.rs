@@ -614,8 +614,8 @@ pub fn finetune(
             .collect();
         let lf: Vec<f64> = picked_g.iter().map(|g| features::log_flops(g)).collect();
         let n_members = models.len();
+        let spread = mean_std(&y_g).1;
         for (k, model) in models.iter_mut().enumerate() {
-            let spread = mean_std(&y_g).1;
             if model.meta.target_spread > 0.0 {
                 model.meta.flops_slope *= spread / model.meta.target_spread;
             }
