@@ -37,9 +37,12 @@ pub struct Meta {
     pub target: String,
     /// What it predicts, in words.
     pub predicts: String,
-    /// Mean of the target over the training labels (predictions are de-standardised with it).
+    /// Location of the heads' target (the target less the FLOPs term) over the training labels:
+    /// its mean after pretraining, its median after fine-tuning (predictions are
+    /// de-standardised with it).
     pub target_mean: f64,
-    /// Standard deviation of the target over the training labels.
+    /// Scale of the heads' target over the training labels: its standard deviation after
+    /// pretraining, its normal-consistent MAD after fine-tuning (see `train::flows::finetune`).
     pub target_std: f64,
     /// GENNAPE's FLOPs transform of the target: the heads predict the standardised
     /// `target - flops_slope * log10(1 + FLOPs)` (FLOPs of the canonical graph), and the term
@@ -48,9 +51,16 @@ pub struct Meta {
     #[serde(default)]
     pub flops_slope: f64,
     /// Standard deviation of the raw target over the training labels (before the FLOPs
-    /// transform); fine-tuning rescales the slope by the new family's spread over this one.
+    /// transform).
     #[serde(default)]
     pub target_spread: f64,
+    /// Normal-consistent median absolute deviation of the raw target over the training labels
+    /// (`trainer::median_mad`): the spread of their bulk. Fine-tuning rescales the FLOPs slope
+    /// by the new family's MAD over this one. `None` in checkpoints written before it:
+    /// fine-tuning then recomputes it from the training family's labelled cells in
+    /// `seen_ids`.
+    #[serde(default)]
+    pub target_mad: Option<f64>,
     /// Feature dimensions the weights expect.
     pub dims: FeatureDims,
     /// Op vocabulary, index 0 = out of vocabulary.
@@ -97,6 +107,7 @@ impl Meta {
             target_std: 1.0,
             flops_slope: 0.0,
             target_spread: 0.0,
+            target_mad: None,
             dims: FeatureDims::current(),
             op_vocabulary: vocab,
             feature_normalisation: "see nape::features: log-scaled counts and sizes, proxies as \

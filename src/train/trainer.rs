@@ -78,6 +78,35 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt().max(1e-8))
 }
 
+/// Median and normal-consistent median absolute deviation (`1.4826 * median |x - median|`,
+/// which equals the standard deviation for normal data) of the finite values of `v`: the
+/// location and scale of the bulk of a heavy-tailed sample, which one outlier cannot move.
+/// Falls back to the standard deviation when more than half the values tie; (0, 1e-8) when
+/// nothing is finite.
+pub fn median_mad(v: &[f64]) -> (f64, f64) {
+    fn median(s: &mut [f64]) -> f64 {
+        s.sort_by(|a, b| a.total_cmp(b));
+        let n = s.len();
+        if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            0.5 * (s[n / 2 - 1] + s[n / 2])
+        }
+    }
+    let mut f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if f.is_empty() {
+        return (0.0, 1e-8);
+    }
+    let med = median(&mut f);
+    let mut dev: Vec<f64> = f.iter().map(|x| (x - med).abs()).collect();
+    let mad = 1.4826 * median(&mut dev);
+    if mad > 1e-12 {
+        (med, mad)
+    } else {
+        (med, mean_std(&f).1)
+    }
+}
+
 impl Trainer {
     /// A trainer for `cfg` (checked).
     pub fn new(cfg: TrainConfig) -> Result<Trainer> {
@@ -284,5 +313,37 @@ impl Trainer {
         .collect();
         self.say(format!("fuzzy c-means: {k} clusters, m = {m:.3}, mean memberships {share:.3?}"));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_mad_ignores_outliers_that_move_the_std() {
+        let bulk: Vec<f64> = (0..49).map(|i| 90.0 + (i as f64 - 24.0) * 0.1).collect();
+        let (m0, s0) = median_mad(&bulk);
+        let mut tailed = bulk.clone();
+        tailed.push(10.0);
+        let (m1, s1) = median_mad(&tailed);
+        assert!((m0 - 90.0).abs() < 1e-9 && (m1 - m0).abs() < 0.06, "{m0} {m1}");
+        assert!((s1 / s0 - 1.0).abs() < 0.05, "MAD moved: {s0} -> {s1}");
+        // the std of the same sample grows sevenfold
+        assert!(mean_std(&tailed).1 > 7.0 * mean_std(&bulk).1);
+        // normal-consistent: a large normal-ish sample has MAD ~ std
+        let mut rng = SplitMix64(7);
+        let z: Vec<f64> = (0..20000)
+            .map(|_| {
+                (0..12).map(|_| (rng.next() >> 11) as f64 / (1u64 << 53) as f64).sum::<f64>() - 6.0
+            })
+            .collect();
+        let (_, s) = median_mad(&z);
+        assert!((s / mean_std(&z).1 - 1.0).abs() < 0.03, "{s}");
+        // ties: falls back to the std; NaN ignored; empty is finite
+        let (m, s) = median_mad(&[1.0, 1.0, 1.0, 5.0, f64::NAN]);
+        assert_eq!(m, 1.0);
+        assert!((s - mean_std(&[1.0, 1.0, 1.0, 5.0]).1).abs() < 1e-12);
+        assert!(median_mad(&[]).1 > 0.0);
     }
 }
