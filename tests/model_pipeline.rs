@@ -103,6 +103,9 @@ fn an_ensemble_with_the_flops_transform_trains_predicts_and_fine_tunes() {
         assert!(m.meta.flops_slope.is_finite() && m.meta.flops_slope != 0.0);
         let fm = m.meta.config.heads.m.unwrap();
         assert!(fm > 1.0 && fm < 2.0, "fuzzifier {fm}");
+        // the robust spread of the training target (a fraction on NB-101) is recorded too
+        let mad = m.meta.target_mad.unwrap();
+        assert!(mad > 1e-3 && mad < 0.2, "training target MAD {mad}");
     }
     assert!(a.metrics["model"]["kendalltau"].is_finite());
     let log = std::fs::read_to_string(a.run_dir.join("log.txt")).unwrap();
@@ -135,10 +138,39 @@ fn an_ensemble_with_the_flops_transform_trains_predicts_and_fine_tunes() {
     )
     .unwrap();
     assert!(f.summary["after_spearman_mean"].is_finite());
-    assert_eq!(
-        nape::train::model::Model::load_members(&p.models.join("ens-ft"), Device::Cpu)
-            .unwrap()
-            .len(),
-        2
-    );
+    let tuned =
+        nape::train::model::Model::load_members(&p.models.join("ens-ft"), Device::Cpu).unwrap();
+    assert_eq!(tuned.len(), 2);
+    // the slope was rescaled by NB-201's MAD (percent) over NB-101's (a fraction)
+    let ratio = tuned[0].meta.flops_slope / members[0].meta.flops_slope;
+    let want = tuned[0].meta.target_mad.unwrap() / members[0].meta.target_mad.unwrap();
+    assert!((ratio / want - 1.0).abs() < 1e-9, "slope x{ratio}, MADs x{want}");
+    assert!(want > 10.0, "NB-201's MAD over NB-101's: {want}");
+
+    // a checkpoint written before the MAD was recorded: fine-tuning recomputes it from the
+    // NB-101 cells each member saw (training and validation cells, close to the training MAD)
+    for k in 0..2 {
+        let f = dir.join(format!("member-{k}")).join("meta.json");
+        let mut meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        meta.as_object_mut().unwrap().remove("target_mad").unwrap();
+        std::fs::write(&f, serde_json::to_string(&meta).unwrap()).unwrap();
+    }
+    let old = nape::train::model::Model::load_members(&dir, Device::Cpu).unwrap();
+    assert!(old.iter().all(|m| m.meta.target_mad.is_none()));
+    flows::finetune(
+        &dir,
+        "nb201",
+        "cifar10_test_ep200",
+        &cfg,
+        &p,
+        Device::Cpu,
+        Some("old-ft"),
+        true,
+    )
+    .unwrap();
+    let again =
+        nape::train::model::Model::load_members(&p.models.join("old-ft"), Device::Cpu).unwrap();
+    let r = again[0].meta.flops_slope / tuned[0].meta.flops_slope;
+    assert!((0.7..1.4).contains(&r), "recomputed MAD moved the slope x{r}");
 }
