@@ -53,6 +53,12 @@ fn pretrain_then_predict_a_corpus_file() {
     assert!(model_dir.join("weights.safetensors").is_file());
     let tau = a.metrics["model"]["kendalltau"];
     assert!(tau.is_finite(), "held-out kendall tau {tau}");
+    // the naive competitors on the same split: the ridge on the same training cells' graph
+    // features, and NAS-Bench-Suite-Zero's published proxies where the file has them
+    assert!(a.metrics["ridge"]["spearman"].is_finite(), "{:?}", a.metrics.keys());
+    assert!(a.metrics.contains_key("proxy:zen"), "{:?}", a.metrics.keys());
+    let best = &a.metrics["best_proxy"];
+    assert!(best["n"] >= 3.0 && best["n"] <= 40.0, "{best:?}");
 
     // same seed, same model
     let b = flows::pretrain(tiny(), "tiny2", &p, Device::Cpu, true).unwrap();

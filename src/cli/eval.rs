@@ -61,7 +61,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
             report.run_dir.display()
         );
         let keys = ["spearman", "kendalltau", "kt_2dec", "pearson", "precision_10", "ndcg_10"];
-        println!("{:<16} {}", "", keys.map(|k| format!(" {k:>12}")).join(""));
+        println!("{:<24} {}", "", keys.map(|k| format!(" {k:>12}")).join(""));
         for (who, m) in &report.metrics {
             let v: Vec<String> = keys
                 .iter()
@@ -69,7 +69,10 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
                     m.get(*k).map(|v| format!(" {v:>12.4}")).unwrap_or(format!(" {:>12}", "-"))
                 })
                 .collect();
-            println!("{who:<16} {}", v.join(""));
+            println!("{who:<24} {}", v.join(""));
+        }
+        if let Some(b) = &report.best_proxy {
+            println!("best_proxy is {b}, the published proxy of highest Spearman on these records");
         }
     }
     Ok(exit::OK)

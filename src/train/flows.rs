@@ -186,6 +186,7 @@ pub fn pretrain(
     // that they err apart (members trained on one split erred together on other families)
     let mut models = Vec::with_capacity(cfg.members);
     let (mut pretrain_s, mut supervised_s) = (0.0, 0.0);
+    let (mut ridge_train, mut ridge_y): (Vec<Vec<f32>>, Vec<f64>) = (Vec::new(), Vec::new());
     for k in 0..cfg.members {
         if cfg.members > 1 {
             trainer.say(format!("== member {} of {}", k + 1, cfg.members));
@@ -208,6 +209,11 @@ pub fn pretrain(
             Vec::new()
         };
         let (s_train, s_val, s_unl) = (feat(&train)?, feat(&val)?, feat(&unl_records)?);
+        if k == 0 {
+            // the classical baseline is fitted on the single model's (member 0's) cells
+            ridge_train = s_train.iter().map(|s| s.features.global.clone()).collect();
+            ridge_y = targets(&train, &cfg.target);
+        }
         let dt = t0.elapsed().as_secs_f64();
         featurise_s += dt;
         trainer.say(format!(
@@ -293,6 +299,19 @@ pub fn pretrain(
         let p: Vec<f64> = pred.iter().map(|p| p.0).collect();
         metrics.insert("model".to_string(), score(&p, &y_test));
         metrics.extend(baselines(&p, &s_test, &y_test));
+        metrics.extend(proxy_baselines(&test, &y_test, &cfg.target).0);
+        // ridge on the graph-level features (and the config's proxies among them) of the same
+        // training cells: the classical model on the same split
+        let test_globals: Vec<Vec<f32>> =
+            s_test.iter().map(|s| s.features.global.clone()).collect();
+        match crate::ensemble::baseline::fit(&as_matrix(&ridge_train), &ridge_y)
+            .and_then(|b| b.predict(&as_matrix(&test_globals)))
+        {
+            Ok(r) => {
+                metrics.insert("ridge".to_string(), score(&r, &y_test));
+            }
+            Err(e) => trainer.say(format!("ridge baseline not fitted: {e}")),
+        }
         let recs: Vec<&Record> = test.iter().collect();
         let samples: Vec<&Sample> = s_test.iter().collect();
         run.predictions(&recs, &y_test, &pred, &samples)?;
@@ -304,6 +323,17 @@ pub fn pretrain(
             metrics["model"]["kendalltau"],
             metrics["params"]["kendalltau"],
             metrics["flops"]["kendalltau"],
+        ));
+        let tau_of = |k: &str| metrics.get(k).and_then(|m| m.get("kendalltau")).copied();
+        let n_best = metrics.get("best_proxy").and_then(|m| m.get("n")).copied();
+        trainer.say(format!(
+            "same split, kendall tau: ridge on the training cells' graph features {}; best \
+             published proxy {}",
+            tau_of("ridge").map_or("-".into(), |t| format!("{t:.4}")),
+            match (tau_of("best_proxy"), n_best) {
+                (Some(t), Some(n)) => format!("{t:.4} (on the {n} cells it covers)"),
+                _ => "-".into(),
+            }
         ));
     }
     let mut timing = BTreeMap::new();
@@ -355,6 +385,71 @@ fn baselines(
     ]
 }
 
+/// Rows of graph-level features as a matrix.
+fn as_matrix(rows: &[Vec<f32>]) -> ndarray::Array2<f64> {
+    let d = rows.first().map_or(0, Vec::len);
+    ndarray::Array2::from_shape_fn((rows.len(), d), |(r, c)| rows[r][c] as f64)
+}
+
+/// The zero-cost proxy scores the data files publish with the records (NAS-Bench-Suite-Zero's
+/// `zc`: 13 proxies for NB-101 and TransNAS-Bench-101, Zen for NB-201), each scored on the
+/// records where it is finite as `proxy:<name>` (with `n`, how many), and the best of them
+/// (highest Spearman among those finite on at least 90 % as many records as the best-covered
+/// one; NB-101's file covers about a third of the cells) also as `best_proxy`, whose name is
+/// returned. It is chosen on the evaluated records themselves:
+/// an upper bound on what picking one proxy in advance would give.
+/// Where the file publishes proxies per task or dataset (`class_scene_jacov`, `cifar10_zen`),
+/// only those of the target's own (`class_scene_val_accuracy`, `cifar10_test_ep200`) are kept.
+#[allow(clippy::type_complexity)]
+fn proxy_baselines(
+    recs: &[Record],
+    truth: &[f64],
+    target: &str,
+) -> (Vec<(String, BTreeMap<String, f64>)>, Option<String>) {
+    let all: std::collections::BTreeSet<&str> =
+        recs.iter().flat_map(|r| r.proxies.keys().map(String::as_str)).collect();
+    // the longest `<dataset>_` that starts both the target and some proxy's name
+    let prefix = all
+        .iter()
+        .flat_map(|n| n.match_indices('_').map(move |(i, _)| &n[..=i]))
+        .filter(|p| target.starts_with(p))
+        .max_by_key(|p| p.len());
+    let names: Vec<&str> = match prefix {
+        Some(p) => all.into_iter().filter(|n| n.starts_with(p)).collect(),
+        None => all.into_iter().collect(),
+    };
+    let mut out = Vec::new();
+    let mut scored = Vec::new();
+    for name in names {
+        let (v, t): (Vec<f64>, Vec<f64>) = recs
+            .iter()
+            .zip(truth)
+            .filter_map(|(r, &t)| r.proxies.get(name).map(|&v| (v, t)))
+            .filter(|(v, t)| v.is_finite() && t.is_finite())
+            .unzip();
+        if v.len() < 3 {
+            continue;
+        }
+        let mut m = score_ranking(&v, &t);
+        m.insert("n".to_string(), v.len() as f64);
+        scored.push((name, v.len(), m.clone()));
+        out.push((format!("proxy:{name}"), m));
+    }
+    let most = scored.iter().map(|s| s.1).max().unwrap_or(0);
+    let mut best: Option<(f64, String, BTreeMap<String, f64>)> = None;
+    for (name, n, m) in scored {
+        let rho = m.get("spearman").copied().unwrap_or(f64::NAN);
+        if n * 10 >= most * 9 && rho.is_finite() && best.as_ref().is_none_or(|b| rho > b.0) {
+            best = Some((rho, name.to_string(), m));
+        }
+    }
+    let name = best.map(|(_, name, m)| {
+        out.push(("best_proxy".to_string(), m));
+        name
+    });
+    (out, name)
+}
+
 fn flops(s: &[Sample]) -> Vec<f64> {
     s.iter().map(|s| s.flops).collect()
 }
@@ -383,8 +478,11 @@ pub struct EvalReport {
     pub target: String,
     /// Records evaluated.
     pub n: usize,
-    /// Metrics of the model and the #params and FLOPs baselines on the same records.
+    /// Metrics of the model and of its baselines on the same records: #params, FLOPs, the
+    /// published proxies (`proxy:<name>`, `best_proxy`).
     pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Which published proxy `best_proxy` is (none when the records carry no proxy).
+    pub best_proxy: Option<String>,
     /// The run folder.
     pub run_dir: PathBuf,
 }
@@ -457,6 +555,8 @@ pub fn evaluate(
     let scored = if same_target { score(&p, &truth) } else { score_unitless(&p, &truth) };
     metrics.insert("model".to_string(), scored);
     metrics.extend(baselines(&p, &samples, &truth));
+    let (proxy_rows, best_proxy) = proxy_baselines(&recs, &truth, target);
+    metrics.extend(proxy_rows);
     // one name per model folder (the members of an ensemble share theirs)
     let mut names: Vec<&str> = models.iter().map(|m| m.meta.name.as_str()).collect();
     names.dedup();
@@ -470,7 +570,7 @@ pub fn evaluate(
         "config.json",
         &serde_json::json!({"model": name, "members": models.len(), "family": family,
                             "target": target, "limit": limit, "seed": model.meta.config.seed,
-                            "align_family": align_family}),
+                            "align_family": align_family, "best_proxy": best_proxy}),
     )?;
     Ok(EvalReport {
         model: name,
@@ -478,6 +578,7 @@ pub fn evaluate(
         target: target.to_string(),
         n: recs.len(),
         metrics,
+        best_proxy,
         run_dir: run.path,
     })
 }
@@ -795,6 +896,46 @@ fn ols_slope(x: &[f64], y: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_baselines_keep_the_targets_own_proxies_and_pick_the_best_covered_one() {
+        let truth: Vec<f64> = (0..20).map(f64::from).collect();
+        let recs: Vec<Record> = (0..20)
+            .map(|i| {
+                let mut r = Record::new(format!("c{i}"), "tnb-micro", "s");
+                let x = f64::from(i);
+                // scene: synflow follows the truth but with noise; jacov is perfect but
+                // published for only half the cells; object proxies belong to another task
+                r.proxies
+                    .insert("class_scene_synflow".into(), x + if i % 3 == 0 { 5.0 } else { 0.0 });
+                if i % 2 == 0 {
+                    r.proxies.insert("class_scene_jacov".into(), x);
+                }
+                r.proxies.insert("class_object_synflow".into(), -x);
+                r.proxies.insert("class_sceneless_zen".into(), x);
+                r
+            })
+            .collect();
+        let (rows, best) = proxy_baselines(&recs, &truth, "class_scene_val_accuracy");
+        let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["proxy:class_scene_jacov", "proxy:class_scene_synflow", "best_proxy"],
+            "only the scene task's proxies"
+        );
+        assert_eq!(best.as_deref(), Some("class_scene_synflow"), "jacov covers half as many");
+        assert_eq!(rows[0].1["n"], 10.0);
+        assert!((rows[0].1["spearman"] - 1.0).abs() < 1e-12);
+        assert_eq!(rows[2].1, rows[1].1);
+        // no dataset prefix in common with the target (NB-101's zc names): all are kept
+        let (rows, best) = proxy_baselines(&recs, &truth, "val_acc_ep108");
+        assert_eq!(rows.len(), 5);
+        assert_eq!(best.as_deref(), Some("class_sceneless_zen"));
+        // no proxies: no rows
+        let bare: Vec<Record> =
+            (0..5).map(|i| Record::new(format!("c{i}"), "nb201", "s")).collect();
+        assert_eq!(proxy_baselines(&bare, &truth[..5], "cifar10_test_ep200"), (vec![], None));
+    }
 
     #[test]
     fn members_share_the_test_cells_and_draw_their_own_training_cells() {
