@@ -132,17 +132,20 @@ fn an_ensemble_with_the_flops_transform_trains_predicts_and_fine_tunes() {
         limit: Some(60),
         align_family: false,
     };
-    let f = flows::finetune(
-        &dir,
-        "nb201",
-        "cifar10_test_ep200",
-        &cfg,
-        &p,
-        Device::Cpu,
-        Some("ens-ft"),
-        true,
-    )
-    .unwrap();
+    let finetune = |save_as: &str| {
+        flows::finetune(
+            &dir,
+            "nb201",
+            "cifar10_test_ep200",
+            &cfg,
+            &p,
+            Device::Cpu,
+            Some(save_as),
+            true,
+        )
+        .unwrap()
+    };
+    let f = finetune("ens-ft");
     assert!(f.summary["after_spearman_mean"].is_finite());
     let tuned =
         nape::train::model::Model::load_members(&p.models.join("ens-ft"), Device::Cpu).unwrap();
@@ -164,17 +167,7 @@ fn an_ensemble_with_the_flops_transform_trains_predicts_and_fine_tunes() {
     }
     let old = nape::train::model::Model::load_members(&dir, Device::Cpu).unwrap();
     assert!(old.iter().all(|m| m.meta.target_mad.is_none()));
-    flows::finetune(
-        &dir,
-        "nb201",
-        "cifar10_test_ep200",
-        &cfg,
-        &p,
-        Device::Cpu,
-        Some("old-ft"),
-        true,
-    )
-    .unwrap();
+    finetune("old-ft");
     let again =
         nape::train::model::Model::load_members(&p.models.join("old-ft"), Device::Cpu).unwrap();
     let r = again[0].meta.flops_slope / tuned[0].meta.flops_slope;

@@ -186,7 +186,7 @@ pub fn pretrain(
     // that they err apart (members trained on one split erred together on other families)
     let mut models = Vec::with_capacity(cfg.members);
     let (mut pretrain_s, mut supervised_s) = (0.0, 0.0);
-    let (mut ridge_train, mut ridge_y): (Vec<Vec<f32>>, Vec<f64>) = (Vec::new(), Vec::new());
+    let (mut ridge_x, mut ridge_y) = (ndarray::Array2::zeros((0, 0)), Vec::new());
     for k in 0..cfg.members {
         if cfg.members > 1 {
             trainer.say(format!("== member {} of {}", k + 1, cfg.members));
@@ -211,7 +211,7 @@ pub fn pretrain(
         let (s_train, s_val, s_unl) = (feat(&train)?, feat(&val)?, feat(&unl_records)?);
         if k == 0 {
             // the classical baseline is fitted on the single model's (member 0's) cells
-            ridge_train = s_train.iter().map(|s| s.features.global.clone()).collect();
+            ridge_x = globals(&s_train.iter().map(|s| &s.features).collect::<Vec<_>>());
             ridge_y = targets(&train, &cfg.target);
         }
         let dt = t0.elapsed().as_secs_f64();
@@ -302,10 +302,8 @@ pub fn pretrain(
         metrics.extend(proxy_baselines(&test, &y_test, &cfg.target).0);
         // ridge on the graph-level features (and the config's proxies among them) of the same
         // training cells: the classical model on the same split
-        let test_globals: Vec<Vec<f32>> =
-            s_test.iter().map(|s| s.features.global.clone()).collect();
-        match crate::ensemble::baseline::fit(&as_matrix(&ridge_train), &ridge_y)
-            .and_then(|b| b.predict(&as_matrix(&test_globals)))
+        match crate::ensemble::baseline::fit(&ridge_x, &ridge_y)
+            .and_then(|b| b.predict(&globals(&g)))
         {
             Ok(r) => {
                 metrics.insert("ridge".to_string(), score(&r, &y_test));
@@ -385,10 +383,10 @@ fn baselines(
     ]
 }
 
-/// Rows of graph-level features as a matrix.
-fn as_matrix(rows: &[Vec<f32>]) -> ndarray::Array2<f64> {
-    let d = rows.first().map_or(0, Vec::len);
-    ndarray::Array2::from_shape_fn((rows.len(), d), |(r, c)| rows[r][c] as f64)
+/// The graphs' graph-level features as a matrix, a row per graph (the ridge baseline's input).
+fn globals(gs: &[&GraphFeatures]) -> ndarray::Array2<f64> {
+    let d = gs.first().map_or(0, |g| g.global.len());
+    ndarray::Array2::from_shape_fn((gs.len(), d), |(r, c)| gs[r].global[c] as f64)
 }
 
 /// The zero-cost proxy scores the data files publish with the records (NAS-Bench-Suite-Zero's
@@ -396,9 +394,8 @@ fn as_matrix(rows: &[Vec<f32>]) -> ndarray::Array2<f64> {
 /// records where it is finite as `proxy:<name>` (with `n`, how many), and the best of them
 /// (highest Spearman among those finite on at least 90 % as many records as the best-covered
 /// one; NB-101's file covers about a third of the cells) also as `best_proxy`, whose name is
-/// returned. It is chosen on the evaluated records themselves:
-/// an upper bound on what picking one proxy in advance would give.
-/// Where the file publishes proxies per task or dataset (`class_scene_jacov`, `cifar10_zen`),
+/// returned. It is chosen on the evaluated records themselves: an upper bound on what picking
+/// one proxy in advance would give. Where the file publishes proxies per task or dataset (`class_scene_jacov`, `cifar10_zen`),
 /// only those of the target's own (`class_scene_val_accuracy`, `cifar10_test_ep200`) are kept.
 #[allow(clippy::type_complexity)]
 fn proxy_baselines(
@@ -781,10 +778,6 @@ pub fn finetune(
         m.insert("params".to_string(), score_ranking(&rest_params, &truth));
         let rest_eff: Vec<f64> = rest.iter().map(|&i| all_samples[i].params_effective).collect();
         m.insert("params_eff".to_string(), score_ranking(&rest_eff, &truth));
-        let globals = |gs: &[&GraphFeatures]| {
-            let d = gs.first().map_or(0, |g| g.global.len());
-            ndarray::Array2::from_shape_fn((gs.len(), d), |(r, c)| gs[r].global[c] as f64)
-        };
         let ridge = crate::ensemble::baseline::fit(&globals(&picked_g), &y_g)
             .and_then(|b| b.predict(&globals(&g_rest)))?;
         m.insert("ridge".to_string(), score_ranking(&ridge, &truth));
