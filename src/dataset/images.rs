@@ -224,11 +224,7 @@ fn read_folder(dir: &Path, want: usize, seed: u64) -> Result<Raw> {
 /// with repetition when `want > n`).
 fn draw(n: usize, want: usize, seed: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
-    let mut rng = SplitMix64(seed);
-    for i in (1..n).rev() {
-        let j = (rng.next() % (i as u64 + 1)) as usize;
-        idx.swap(i, j);
-    }
+    SplitMix64(seed).shuffle(&mut idx);
     (0..want).map(|k| idx[k % n]).collect()
 }
 

@@ -246,11 +246,7 @@ impl Dataset {
     fn shuffled(&self, seed: u64) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..self.records.len()).collect();
         idx.sort_by(|&a, &b| self.records[a].id.cmp(&self.records[b].id).then(a.cmp(&b)));
-        let mut rng = SplitMix64(seed);
-        for i in (1..idx.len()).rev() {
-            let j = (rng.next() % (i as u64 + 1)) as usize;
-            idx.swap(i, j);
-        }
+        SplitMix64(seed).shuffle(&mut idx);
         idx
     }
 
@@ -311,6 +307,25 @@ impl SplitMix64 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+
+    /// Shuffles `v` in place (Fisher-Yates from the back: every permutation equally likely).
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+
+    /// Draws the first `k` places of `v` (Fisher-Yates from the front, stopped after `k`):
+    /// `v[..k]` is then a uniform random ordered sample of `v`, and the whole of `v` a uniform
+    /// permutation when `k >= v.len()`.
+    pub fn shuffle_prefix<T>(&mut self, v: &mut [T], k: usize) {
+        let n = v.len();
+        for i in 0..k.min(n) {
+            let j = i + (self.next() % (n - i) as u64) as usize;
+            v.swap(i, j);
+        }
+    }
 }
 
 /// Writes records as JSONL (one [`Record`] per line), atomically.
@@ -365,6 +380,36 @@ pub(crate) fn read_text(path: &Path, what: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shuffles_are_the_seeded_fisher_yates_the_splits_were_drawn_with() {
+        // the two loops every seeded draw used before they became methods: the splits,
+        // samples and folds of saved models depend on these exact permutations
+        for (n, k, seed) in [(0usize, 0usize, 1u64), (1, 1, 2), (7, 3, 3), (50, 50, 4), (50, 80, 5)]
+        {
+            let mut back: Vec<usize> = (0..n).collect();
+            let mut rng = SplitMix64(seed);
+            for i in (1..n).rev() {
+                let j = (rng.next() % (i as u64 + 1)) as usize;
+                back.swap(i, j);
+            }
+            let mut v: Vec<usize> = (0..n).collect();
+            SplitMix64(seed).shuffle(&mut v);
+            assert_eq!(v, back);
+
+            let mut front: Vec<usize> = (0..n).collect();
+            let mut rng = SplitMix64(seed);
+            for i in 0..k.min(n) {
+                let j = i + (rng.next() % (n - i) as u64) as usize;
+                front.swap(i, j);
+            }
+            let mut v: Vec<usize> = (0..n).collect();
+            SplitMix64(seed).shuffle_prefix(&mut v, k);
+            assert_eq!(v, front);
+            v.sort_unstable();
+            assert_eq!(v, (0..n).collect::<Vec<_>>());
+        }
+    }
 
     fn ds(n: usize) -> Dataset {
         Dataset {

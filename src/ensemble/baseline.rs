@@ -149,10 +149,7 @@ impl BaselineValidParams {
         } else {
             // deterministic folds: a seeded shuffle, then round-robin
             let mut idx: Vec<usize> = (0..n).collect();
-            let mut rng = SplitMix64(p.seed ^ 0xBA5E_0000_0000_0001);
-            for i in (1..n).rev() {
-                idx.swap(i, (rng.next() % (i as u64 + 1)) as usize);
-            }
+            SplitMix64(p.seed ^ 0xBA5E_0000_0000_0001).shuffle(&mut idx);
             let mut fold_of = vec![0usize; n];
             for (r, &i) in idx.iter().enumerate() {
                 fold_of[i] = r % folds;

@@ -194,12 +194,7 @@ pub fn nb101_unlabelled(data_dir: &Path, n: usize, seed: u64) -> Result<Vec<Reco
         }
         rows.push((f[0].to_string(), format!("{}:{}", f[2], f[3])));
     }
-    // a seeded Fisher-Yates prefix
-    let mut rng = SplitMix64(seed);
     let k = n.min(rows.len());
-    for i in 0..k {
-        let j = i + (rng.next() % (rows.len() - i) as u64) as usize;
-        rows.swap(i, j);
-    }
+    SplitMix64(seed).shuffle_prefix(&mut rows, k);
     Ok(rows.into_iter().take(k).map(|(id, spec)| Record::new(id, "nb101", spec)).collect())
 }

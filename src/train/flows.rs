@@ -129,11 +129,8 @@ pub fn split_labelled(
     let test = all[..n_test].to_vec();
     let mut rest = all[n_test..].to_vec();
     if member > 0 {
-        let mut rng = crate::dataset::SplitMix64(member_seed(cfg.seed, member));
-        for i in 0..rest.len() {
-            let j = i + (rng.next() % (rest.len() - i) as u64) as usize;
-            rest.swap(i, j);
-        }
+        let n = rest.len();
+        crate::dataset::SplitMix64(member_seed(cfg.seed, member)).shuffle_prefix(&mut rest, n);
     }
     let n_val = s.n_val.min(rest.len());
     let left = rest.len() - n_val;
@@ -209,11 +206,6 @@ pub fn pretrain(
             Vec::new()
         };
         let (s_train, s_val, s_unl) = (feat(&train)?, feat(&val)?, feat(&unl_records)?);
-        if k == 0 {
-            // the classical baseline is fitted on the single model's (member 0's) cells
-            ridge_x = globals(&s_train.iter().map(|s| &s.features).collect::<Vec<_>>());
-            ridge_y = targets(&train, &cfg.target);
-        }
         let dt = t0.elapsed().as_secs_f64();
         featurise_s += dt;
         trainer.say(format!(
@@ -235,6 +227,11 @@ pub fn pretrain(
             ));
         }
         let train_graphs: Vec<&GraphFeatures> = s_train.iter().map(|s| &s.features).collect();
+        if k == 0 {
+            // the classical baseline is fitted on the single model's (member 0's) cells
+            ridge_x = globals(&train_graphs);
+            ridge_y = y_train.clone();
+        }
         let y_val = targets(&val, &cfg.target);
         let va_raw: Vec<(&GraphFeatures, f64)> =
             s_val.iter().zip(&y_val).map(|(s, &y)| (&s.features, y)).collect();
@@ -395,8 +392,9 @@ fn globals(gs: &[&GraphFeatures]) -> ndarray::Array2<f64> {
 /// (highest Spearman among those finite on at least 90 % as many records as the best-covered
 /// one; NB-101's file covers about a third of the cells) also as `best_proxy`, whose name is
 /// returned. It is chosen on the evaluated records themselves: an upper bound on what picking
-/// one proxy in advance would give. Where the file publishes proxies per task or dataset (`class_scene_jacov`, `cifar10_zen`),
-/// only those of the target's own (`class_scene_val_accuracy`, `cifar10_test_ep200`) are kept.
+/// one proxy in advance would give. Where the file publishes proxies per task or dataset
+/// (`class_scene_jacov`, `cifar10_zen`), only those of the target's own
+/// (`class_scene_val_accuracy`, `cifar10_test_ep200`) are kept.
 #[allow(clippy::type_complexity)]
 fn proxy_baselines(
     recs: &[Record],
@@ -687,11 +685,7 @@ pub fn finetune(
         let mut rest: Vec<usize> =
             (0..ds.len()).filter(|&i| !picked_ids.contains(ds.records[i].id.as_str())).collect();
         if let Some(n) = cfg.limit {
-            let mut rng = crate::dataset::SplitMix64(seed + 101);
-            for i in 0..n.min(rest.len()) {
-                let j = i + (rng.next() % (rest.len() - i) as u64) as usize;
-                rest.swap(i, j);
-            }
+            crate::dataset::SplitMix64(seed + 101).shuffle_prefix(&mut rest, n);
             rest.truncate(n);
         }
         let truth: Vec<f64> =
@@ -718,22 +712,22 @@ pub fn finetune(
         // The spreads are robust ones (median absolute deviation), and so is the heads'
         // standardisation below. Accuracy benchmarks are heavy-tailed: a few cells that do
         // not train (10 % on CIFAR-10) sit far below the bulk. Among 50 NB-201 cells, one
-        // or two such cells set the sample std anywhere from 5 to 16 points, while the MAD
+        // or two such cells set the sample std anywhere from 4 to 19 points, while the MAD
         // stays at 2-4. Scaled by the std, the slope and the targets would follow those
         // outliers: the bulk, whose order is what the pretrained heads know, would be
         // squeezed into a fraction of the unit scale they were trained on.
         let (_, spread) = median_mad(&y_g);
+        let std = mean_std(&y_g).1;
         trainer.say(format!(
-            "seed {seed}: {} labelled cells, target MAD {spread:.4} (std {:.4})",
-            y_g.len(),
-            mean_std(&y_g).1
+            "seed {seed}: {} labelled cells, target MAD {spread:.4} (std {std:.4})",
+            y_g.len()
         ));
         for (k, model) in models.iter_mut().enumerate() {
             let before = model.meta.flops_slope;
             if train_mad[k] > 0.0 {
                 model.meta.flops_slope *= spread / train_mad[k];
             }
-            model.meta.target_spread = mean_std(&y_g).1;
+            model.meta.target_spread = std;
             model.meta.target_mad = Some(spread);
             let resid: Vec<f64> =
                 y_g.iter().zip(&lf).map(|(y, x)| y - model.meta.flops_slope * x).collect();

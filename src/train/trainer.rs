@@ -44,10 +44,7 @@ fn bar(n: usize, msg: String) -> ProgressBar {
 
 fn shuffled(n: usize, rng: &mut SplitMix64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (rng.next() % (i as u64 + 1)) as usize;
-        idx.swap(i, j);
-    }
+    rng.shuffle(&mut idx);
     idx
 }
 
