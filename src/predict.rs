@@ -5,7 +5,7 @@
 //! batch goes on.
 
 use crate::error::{Error, Result};
-use crate::onnx::{self, ImportOptions};
+use crate::onnx::ImportOptions;
 use crate::proxies::FeatureScorer;
 use crate::train::data::Sample;
 use crate::train::model::Model;
@@ -42,8 +42,7 @@ pub fn model_path(name: &str) -> PathBuf {
 
 /// Featurises one ONNX file with the proxy scores `scorer` gives it.
 pub fn featurise_file(path: &Path, opts: &ImportOptions, scorer: &FeatureScorer) -> Result<Sample> {
-    let cg = onnx::load(path, opts)?;
-    Ok(Sample::from_cg(&cg, &scorer.score(&cg)))
+    crate::train::data::featurise_file(path, opts, &|cg| scorer.score(cg))
 }
 
 /// One file's prediction.

@@ -7,6 +7,7 @@
 use nape::dataset::data_dir;
 use nape::onnx::ImportOptions;
 use nape::predict::Predictor;
+use nape::train::adapt::{AdaptConfig, Base};
 use nape::train::flows::{self, Paths};
 use nape::train::TrainConfig;
 use std::path::{Path, PathBuf};
@@ -127,16 +128,23 @@ fn an_ensemble_with_the_flops_transform_trains_predicts_and_fine_tunes() {
     let cfg = flows::FinetuneConfig {
         samples: 12,
         seeds: 1,
-        epochs: 2,
-        lr: 1e-3,
         limit: Some(60),
         align_family: false,
+        adapt: AdaptConfig {
+            epochs: 2,
+            lr: 1e-3,
+            folds: 3,
+            heads_only: false,
+            base: Base::Flops,
+            lower_is_better: false,
+            seed: 0,
+        },
     };
     let finetune = |save_as: &str| {
         flows::finetune(
             &dir,
-            "nb201",
-            "cifar10_test_ep200",
+            &flows::Source::Family("nb201".into()),
+            Some("cifar10_test_ep200"),
             &cfg,
             &p,
             Device::Cpu,
@@ -147,6 +155,11 @@ fn an_ensemble_with_the_flops_transform_trains_predicts_and_fine_tunes() {
     };
     let f = finetune("ens-ft");
     assert!(f.summary["after_spearman_mean"].is_finite());
+    for row in ["ridge_logs", "forest_graf", "flops"] {
+        assert!(f.summary[&format!("{row}_spearman_mean")].is_finite(), "{row}");
+    }
+    // cross-validation chose among the checkpoints up to the 2 epochs asked for
+    assert!(f.choices[0].epochs <= 2 && f.choices[0].tried.len() == 2 * 4);
     let tuned =
         nape::train::model::Model::load_members(&p.models.join("ens-ft"), Device::Cpu).unwrap();
     assert_eq!(tuned.len(), 2);

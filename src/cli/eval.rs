@@ -1,10 +1,9 @@
-//! `nape eval`: a model's metrics on a benchmark family (records it has not trained on), with
-//! the #params and FLOPs baselines on the same records; writes metrics.json and
-//! predictions.csv in a run folder.
+//! `nape eval`: a model's metrics on labelled networks it has not trained on (a benchmark
+//! family, or a labels file), beside the baselines on the same networks; writes metrics.json
+//! and predictions.csv in a run folder.
 
-use super::model_args::ModelArgs;
-use crate::error::exit;
-use crate::train::{data, flows, model};
+use super::model_args::{report_skipped, ModelArgs, SourceArgs};
+use crate::train::{flows, model};
 
 /// Arguments of `nape eval`.
 #[derive(Debug, clap::Args)]
@@ -14,12 +13,9 @@ pub struct EvalArgs {
     /// share family, target and proxies).
     #[arg(long, default_value = crate::predict::DEFAULT_MODEL, value_delimiter = ',')]
     pub model: Vec<String>,
-    /// Family to evaluate on (nb101, nb201, tnb-micro).
-    #[arg(long)]
-    pub family: String,
-    /// Target (default: the family's main one).
-    #[arg(long)]
-    pub target: Option<String>,
+    /// What to evaluate on.
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Evaluate on this many records drawn by the model's seed (default: all unseen).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -37,18 +33,23 @@ pub struct EvalArgs {
 
 /// Runs `nape eval`.
 pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
-    let target = match &a.target {
-        Some(t) => t.clone(),
-        None => data::default_target(&a.family)?.to_string(),
-    };
+    let source = a.source.source(None)?;
     let device = model::device(&a.common.device)?;
     // each name is one model or a deep ensemble; several names pool their members
     let mut models = Vec::new();
     for m in &a.model {
         models.extend(model::Model::load_members(&a.common.model_dir(m), device)?);
     }
-    let report =
-        flows::evaluate(&models, &a.family, &target, a.limit, a.align_family, &a.common.paths())?;
+    let one_dir = (a.model.len() == 1).then(|| a.common.model_dir(&a.model[0]));
+    let report = flows::evaluate(
+        &models,
+        &source,
+        a.source.target.as_deref(),
+        a.limit,
+        a.align_family,
+        &a.common.paths(),
+        one_dir.as_deref(),
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -75,5 +76,5 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
             println!("best_proxy is {b}, the published proxy of highest Spearman on these records");
         }
     }
-    Ok(exit::OK)
+    Ok(report_skipped(&report.skipped))
 }

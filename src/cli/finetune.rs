@@ -1,10 +1,13 @@
-//! `nape finetune`: few-shot adaptation of a model to a benchmark family: for each seed, draw
-//! `--samples` labelled records, fine-tune from the pretrained weights, and report Spearman
-//! and Kendall tau before (zero-shot) and after on the rest.
+//! `nape finetune`: few-shot adaptation of a model to a benchmark family or to your own
+//! labelled ONNX files (`--labels`). With `--samples N` it runs the few-shot protocol: for each
+//! seed, adapt on N labelled networks, rank the rest, report before/after beside the baselines
+//! fitted on the same rows. With `--labels` and no `--samples` it adapts to every row and saves
+//! the model (`--save-as`), which `nape predict --model NAME` then uses.
 
-use super::model_args::ModelArgs;
-use crate::error::exit;
-use crate::train::{data, flows, model};
+use super::model_args::{report_skipped, ModelArgs, SourceArgs};
+use crate::train::adapt::{AdaptConfig, Base};
+use crate::train::flows::{self, finetune::PHASES};
+use crate::train::model;
 
 /// Arguments of `nape finetune`.
 #[derive(Debug, clap::Args)]
@@ -12,31 +15,42 @@ pub struct FinetuneArgs {
     /// Model name (folder under models/) or path.
     #[arg(long, default_value = crate::predict::DEFAULT_MODEL)]
     pub model: String,
-    /// Family to adapt to.
+    /// What to adapt to.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Labelled networks per seed in the few-shot protocol (default 50 with --family; with
+    /// --labels, none: adapt to every row and save the model).
     #[arg(long)]
-    pub family: String,
-    /// Target (default: the family's main one).
-    #[arg(long)]
-    pub target: Option<String>,
-    /// Labelled records to fine-tune on.
-    #[arg(long, default_value_t = 50)]
-    pub samples: usize,
-    /// Seeds (each its own sample of records).
+    pub samples: Option<usize>,
+    /// Seeds of the few-shot protocol (each its own draw of networks).
     #[arg(long, default_value_t = 5)]
     pub seeds: usize,
-    /// Epochs over the samples.
+    /// The most epochs cross-validation tries.
     #[arg(long, default_value_t = 60)]
     pub epochs: usize,
     /// Learning rate.
     #[arg(long, default_value_t = 3e-4)]
     pub lr: f64,
-    /// Evaluate on at most this many of the other records.
+    /// Cross-validation folds on the labelled rows that choose the epochs and the weight of the
+    /// learned residual (below 2: none; train --epochs epochs).
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Train the heads only, keeping the pretrained encoder.
+    #[arg(long)]
+    pub heads_only: bool,
+    /// The base line the heads' residual is added to.
+    #[arg(long, value_enum, default_value_t = Base::Flops)]
+    pub base: Base,
+    /// The target is an error or a loss: lower is better.
+    #[arg(long)]
+    pub lower_is_better: bool,
+    /// Evaluate on at most this many of the other networks.
     #[arg(long)]
     pub limit: Option<usize>,
     /// Align the family's features onto the model's training statistics first.
     #[arg(long)]
     pub align_family: bool,
-    /// Save the model fine-tuned with the first seed under this name.
+    /// Save the adapted model under this name (the first seed's, in the few-shot protocol).
     #[arg(long)]
     pub save_as: Option<String>,
     /// Print the report as JSON on stdout.
@@ -49,32 +63,63 @@ pub struct FinetuneArgs {
 
 /// Runs `nape finetune`.
 pub fn run(a: &FinetuneArgs, quiet: bool) -> anyhow::Result<i32> {
-    let target = match &a.target {
-        Some(t) => t.clone(),
-        None => data::default_target(&a.family)?.to_string(),
-    };
-    if a.samples < 2 {
-        return Err(crate::Error::Usage("--samples must be at least 2".into()).into());
-    }
-    let cfg = flows::FinetuneConfig {
-        samples: a.samples,
-        seeds: a.seeds,
+    let source = a.source.source(None)?;
+    let adapt = AdaptConfig {
         epochs: a.epochs,
         lr: a.lr,
-        limit: a.limit,
-        align_family: a.align_family,
+        folds: a.folds,
+        heads_only: a.heads_only,
+        base: a.base,
+        lower_is_better: a.lower_is_better,
+        seed: 0,
     };
     let device = model::device(&a.common.device)?;
-    let report = flows::finetune(
-        &a.common.model_dir(&a.model),
-        &a.family,
-        &target,
-        &cfg,
-        &a.common.paths(),
-        device,
-        a.save_as.as_deref(),
-        quiet,
-    )?;
+    let (dir, paths, target) =
+        (a.common.model_dir(&a.model), a.common.paths(), a.source.target.as_deref());
+    let samples = match (a.samples, &source) {
+        (Some(n), _) => n,
+        (None, flows::Source::Family(_)) => 50,
+        (None, flows::Source::Labels(_)) => {
+            let Some(name) = a.save_as.as_deref() else {
+                return Err(crate::Error::Usage(
+                    "--labels without --samples adapts to every row: name the model with --save-as NAME".into(),
+                )
+                .into());
+            };
+            let r =
+                flows::finetune_all(&dir, &source, target, &adapt, &paths, device, name, quiet)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} adapted to {} networks of {} ({}): {} epochs, residual weight {}, \
+                     cross-validated spearman {:.4}, MAE {:.4}",
+                    r.model_dir.display(),
+                    r.n,
+                    r.family,
+                    r.target,
+                    r.choice.epochs,
+                    r.choice.residual_weight,
+                    r.choice.cv_spearman,
+                    r.choice.cv_mae
+                );
+                println!("run folder {}", r.run_dir.display());
+            }
+            return Ok(report_skipped(&r.skipped));
+        }
+    };
+    if samples < 3 {
+        return Err(crate::Error::Usage("--samples must be at least 3".into()).into());
+    }
+    let cfg = flows::FinetuneConfig {
+        samples,
+        seeds: a.seeds,
+        limit: a.limit,
+        align_family: a.align_family,
+        adapt,
+    };
+    let report =
+        flows::finetune(&dir, &source, target, &cfg, &paths, device, a.save_as.as_deref(), quiet)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -83,19 +128,20 @@ pub fn run(a: &FinetuneArgs, quiet: bool) -> anyhow::Result<i32> {
             "{} {} with {} samples x {} seeds (run folder {}):",
             report.family,
             report.target,
-            a.samples,
+            samples,
             a.seeds,
             report.run_dir.display()
         );
-        for phase in ["before", "after", "params", "params_eff", "ridge"] {
+        for phase in PHASES {
+            let get = |k: &str| s.get(&format!("{phase}_{k}")).copied().unwrap_or(f64::NAN);
             println!(
-                "  {phase:<10} spearman {:.4} +- {:.4}   kendall tau {:.4} +- {:.4}",
-                s[&format!("{phase}_spearman_mean")],
-                s[&format!("{phase}_spearman_std")],
-                s[&format!("{phase}_kendalltau_mean")],
-                s[&format!("{phase}_kendalltau_std")]
+                "  {phase:<12} spearman {:.4} +- {:.4}   kendall tau {:.4} +- {:.4}",
+                get("spearman_mean"),
+                get("spearman_std"),
+                get("kendalltau_mean"),
+                get("kendalltau_std")
             );
         }
     }
-    Ok(exit::OK)
+    Ok(report_skipped(&report.skipped))
 }

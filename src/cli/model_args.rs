@@ -2,7 +2,7 @@
 //! feature caches, models and run folders live, and the device.
 
 use crate::dataset;
-use crate::train::flows::Paths;
+use crate::train::flows::{Paths, Source};
 use std::path::PathBuf;
 
 /// Locations and device of a model command.
@@ -36,12 +36,67 @@ impl ModelArgs {
         }
     }
 
-    /// A model folder: a path (with a `/`) or a name under the models folder.
+    /// A model folder: a path (with a `/`), or a name under the models folder; a name that
+    /// `--models DIR` does not hold is looked for among the bundled models (so
+    /// `--model nape-nb101 --models DIR --save-as mine` reads the bundled model and writes
+    /// `DIR/mine`).
     pub fn model_dir(&self, name: &str) -> PathBuf {
-        if name.contains('/') {
-            PathBuf::from(name)
-        } else {
-            self.paths().models.join(name)
+        resolve_model(name, self.models.as_deref())
+    }
+}
+
+/// The folder of model `name` (see [`ModelArgs::model_dir`]).
+pub fn resolve_model(name: &str, models: Option<&std::path::Path>) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    match models.map(|d| d.join(name)) {
+        Some(p) if p.exists() => p,
+        _ => crate::predict::model_path(name),
+    }
+}
+
+/// Where a model command's labelled networks come from: `--family` or `--labels`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// Benchmark family (nb101, nb201, tnb-micro).
+    #[arg(long, conflicts_with = "labels")]
+    pub family: Option<String>,
+    /// Your own labelled networks: a CSV with a `file` column (ONNX paths, absolute or relative
+    /// to the labels file) and numeric target columns, or the manifest.jsonl `nape export`
+    /// writes.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Target: one of the family's, or a column of the labels file (default: the family's
+    /// main target, or the labels file's only numeric column).
+    #[arg(long)]
+    pub target: Option<String>,
+}
+
+impl SourceArgs {
+    /// The source named, or `default` family when neither is given (none: a usage error).
+    pub fn source(&self, default: Option<&str>) -> crate::Result<Source> {
+        match (&self.family, &self.labels, default) {
+            (Some(f), _, _) => Ok(Source::Family(f.clone())),
+            (None, Some(l), _) => Ok(Source::Labels(l.clone())),
+            (None, None, Some(f)) => Ok(Source::Family(f.to_string())),
+            (None, None, None) => {
+                Err(crate::Error::Usage("give --family NAME or --labels FILE".into()))
+            }
         }
+    }
+}
+
+/// Warns about each file a labels file named that could not be read; the exit code of a
+/// command that went on without them (5 when any was skipped).
+pub fn report_skipped(skipped: &[(String, String)]) -> i32 {
+    for (file, why) in skipped {
+        eprintln!("warning: skipped {file}: {why}");
+    }
+    if skipped.is_empty() {
+        crate::error::exit::OK
+    } else {
+        eprintln!("{} labelled file(s) could not be read and were left out", skipped.len());
+        crate::error::exit::PARTIAL
     }
 }

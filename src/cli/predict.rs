@@ -4,7 +4,7 @@
 use super::util::{collect_onnx_files, OutputFormat, ShapeArg};
 use crate::error::exit;
 use crate::onnx::ImportOptions;
-use crate::predict::{model_path, Predictor, DEFAULT_MODEL};
+use crate::predict::{Predictor, DEFAULT_MODEL};
 use crate::train::model;
 use serde_json::json;
 use std::path::PathBuf;
@@ -15,9 +15,12 @@ pub struct PredictArgs {
     /// ONNX files or folders (searched recursively for .onnx files).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Model name (folder under models/) or path.
+    /// Model name (folder under the models folder) or path.
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub model: String,
+    /// Folder of model folders (default: $NAPE_MODELS, else ./models).
+    #[arg(long, value_name = "DIR")]
+    pub models: Option<PathBuf>,
     /// One JSON document.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -45,7 +48,8 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
     let opts =
         ImportOptions { input_shape: a.input_shape.as_ref().map(|s| s.0.clone()), strict: false };
     let data = crate::dataset::data_dir(a.data.as_deref());
-    let p = Predictor::load(&model_path(&a.model), model::device(&a.device)?, opts, &data)?;
+    let dir = super::model_args::resolve_model(&a.model, a.models.as_deref());
+    let p = Predictor::load(&dir, model::device(&a.device)?, opts, &data)?;
     let results = p.predict_files(&files);
     let failed = results.iter().filter(|r| r.is_err()).count();
     let format = if a.json {

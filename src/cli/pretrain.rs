@@ -1,17 +1,16 @@
 //! `nape pretrain`: contrastive + supervised training on a benchmark family -> a model folder
 //! under models/ and a run folder under runs/.
 
-use super::model_args::ModelArgs;
-use crate::error::exit;
+use super::model_args::{report_skipped, ModelArgs, SourceArgs};
 use crate::train::{flows, model, TrainConfig};
 use std::path::PathBuf;
 
 /// Arguments of `nape pretrain`.
 #[derive(Debug, clap::Args)]
 pub struct PretrainArgs {
-    /// Labelled family to train on.
-    #[arg(long, default_value = "nb101")]
-    pub family: String,
+    /// What to train on (default: --family nb101).
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Training configuration (JSON; missing fields take their defaults).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -38,15 +37,16 @@ pub fn run(a: &PretrainArgs, quiet: bool) -> anyhow::Result<i32> {
     if let Some(s) = a.seed {
         cfg.seed = s;
     }
-    if cfg.family != a.family {
-        cfg.family = a.family.clone();
-        cfg.target = crate::train::data::default_target(&a.family)?.to_string();
-        if a.family != "nb101" {
-            cfg.pretrain.unlabelled = 0;
-        }
-    }
+    let source = a.source.source(Some(&cfg.family.clone()))?;
+    let paths = a.common.paths();
+    let target = match (&source, &a.source.target) {
+        (_, Some(t)) => Some(t.clone()),
+        (flows::Source::Family(f), None) if *f == cfg.family => Some(cfg.target.clone()),
+        _ => None,
+    };
     let device = model::device(&a.common.device)?;
-    let report = flows::pretrain(cfg, &a.name, &a.common.paths(), device, quiet)?;
+    let set = flows::LabelledSet::load_lazy(&source, target.as_deref(), &cfg.proxies, &paths)?;
+    let report = flows::pretrain_set(cfg, &set, &a.name, &paths, device, quiet)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -57,5 +57,5 @@ pub fn run(a: &PretrainArgs, quiet: bool) -> anyhow::Result<i32> {
             println!("{who:<8} {}", line.join(" "));
         }
     }
-    Ok(exit::OK)
+    Ok(report_skipped(&set.skipped))
 }

@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod images;
+pub mod labels;
 pub mod load;
 
 pub use cache::{Cache, CachedGraph, CgCache, Entry};
@@ -242,8 +243,8 @@ impl Dataset {
     }
 
     /// Record indices ordered by id, then shuffled by `seed` (so the order of the file does
-    /// not matter, only the set of ids and the seed).
-    fn shuffled(&self, seed: u64) -> Vec<usize> {
+    /// not matter, only the set of ids and the seed): the order [`Dataset::sample`] draws in.
+    pub fn shuffled(&self, seed: u64) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..self.records.len()).collect();
         idx.sort_by(|&a, &b| self.records[a].id.cmp(&self.records[b].id).then(a.cmp(&b)));
         SplitMix64(seed).shuffle(&mut idx);

@@ -5,6 +5,7 @@
 
 pub mod baseline;
 pub mod fcm;
+pub mod forest;
 #[cfg(feature = "torch")]
 pub mod heads;
 

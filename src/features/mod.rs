@@ -45,6 +45,7 @@
 //! so that values of any magnitude stay finite and ordered; a missing or non-finite proxy is 0
 //! with presence 0. Every value of every feature is finite.
 
+pub mod graf;
 pub mod text;
 
 pub use text::{to_text, tokenize};

@@ -198,3 +198,69 @@ pub fn nb101_unlabelled(data_dir: &Path, n: usize, seed: u64) -> Result<Vec<Reco
     SplitMix64(seed).shuffle_prefix(&mut rows, k);
     Ok(rows.into_iter().take(k).map(|(id, spec)| Record::new(id, "nb101", spec)).collect())
 }
+
+/// Featurises one ONNX file with the proxy scores `scorer` gives it: the path `predict` and
+/// the labels flows share.
+pub fn featurise_file(path: &Path, opts: &ImportOptions, scorer: Scorer) -> Result<Sample> {
+    let cg = crate::onnx::load(path, opts)?;
+    Ok(Sample::from_cg(&cg, &scorer(&cg)))
+}
+
+/// The feature cache of ONNX files is keyed by the md5 of their bytes, under this family name.
+const FILES_FAMILY: &str = "files";
+
+/// Featurises ONNX files, in parallel, through a cache keyed by each file's content (md5), so
+/// a rerun on the same files reads nothing but the cache. The cache tag holds the proxies read
+/// and the input shape bound. One result per file, in order: a file that cannot be read or
+/// parsed gives its error and the others go on.
+pub fn featurise_files(
+    files: &[&Path],
+    cache_dir: &Path,
+    opts: &ImportOptions,
+    proxies: &[String],
+    scorer: Scorer,
+) -> Result<Vec<Result<Sample>>> {
+    use md5::{Digest, Md5};
+    use rayon::prelude::*;
+    let shape = opts.input_shape.as_ref().map(|s| format!("{s:?}")).unwrap_or_default();
+    let tag = format!("{}-shape{shape}", cache_tag(FILES_FAMILY, "", proxies));
+    let mut cache: Cache<Sample> = Cache::open(cache_dir, FILES_FAMILY, &tag)?;
+    let hashes: Vec<Result<String>> = files
+        .par_iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).map_err(|e| Error::io(*p, e))?;
+            Ok(format!("{:x}", Md5::digest(&bytes)))
+        })
+        .collect();
+    let built: Vec<Option<Result<Sample>>> = files
+        .par_iter()
+        .zip(&hashes)
+        .map(|(p, h)| match h {
+            Ok(h) if cache.get(h, "").is_some() => None,
+            Ok(_) => Some(featurise_file(p, opts, scorer)),
+            Err(_) => None,
+        })
+        .collect();
+    let mut fresh = 0;
+    for (h, b) in hashes.iter().zip(&built) {
+        if let (Ok(h), Some(Ok(s))) = (h, b) {
+            cache.insert(h, "", s.clone());
+            fresh += 1;
+        }
+    }
+    if fresh > 0 {
+        cache.save()?;
+    }
+    Ok(hashes
+        .into_iter()
+        .zip(built)
+        .map(|(h, b)| match (h, b) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(r)) => r,
+            (Ok(h), None) => cache
+                .get(&h, "")
+                .cloned()
+                .ok_or_else(|| Error::Model(format!("file {h} missing from the feature cache"))),
+        })
+        .collect())
+}

@@ -8,6 +8,8 @@
 //! checkpoints `models/<name>/{weights.safetensors, meta.json}` ([`model`]). Progress bars
 //! (indicatif, per epoch) go to stderr.
 
+#[cfg(feature = "torch")]
+pub mod adapt;
 pub mod align;
 pub mod config;
 pub mod data;

@@ -61,6 +61,19 @@ pub struct Meta {
     /// `seen_ids`.
     #[serde(default)]
     pub target_mad: Option<f64>,
+    /// The second term of the base line, on log10(1 + parameters) of the canonical graph
+    /// (0 unless a fine-tune fitted the base by least squares on both; see `train::adapt`).
+    #[serde(default)]
+    pub params_slope: f64,
+    /// +1 when higher targets are better, -1 for a target where lower is better (an error, a
+    /// loss): the model is trained on `target_sign * target` and predicts in the target's own
+    /// units.
+    #[serde(default = "one")]
+    pub target_sign: f64,
+    /// Weight of the heads' residual in a prediction (`train::adapt` chooses it by
+    /// cross-validation on the fine-tuning rows; 1 after pretraining).
+    #[serde(default = "one")]
+    pub residual_weight: f64,
     /// Feature dimensions the weights expect.
     pub dims: FeatureDims,
     /// Op vocabulary, index 0 = out of vocabulary.
@@ -91,7 +104,18 @@ pub struct Meta {
     pub feature_stats: Option<super::align::FeatureStats>,
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 impl Meta {
+    /// The base line of a graph: `flops_slope * log10(1 + FLOPs) + params_slope *
+    /// log10(1 + params)`, in the (signed) target's units; the heads predict what it leaves.
+    pub fn base(&self, g: &GraphFeatures) -> f64 {
+        self.flops_slope * crate::features::log_flops(g)
+            + self.params_slope * crate::features::graf::log10_params(g)
+    }
+
     /// Metadata for a new model trained with `config`.
     pub fn new(name: &str, config: &TrainConfig) -> Meta {
         let mut vocab = vec!["<oov>".to_string()];
@@ -108,6 +132,9 @@ impl Meta {
             flops_slope: 0.0,
             target_spread: 0.0,
             target_mad: None,
+            params_slope: 0.0,
+            target_sign: 1.0,
+            residual_weight: 1.0,
             dims: FeatureDims::current(),
             op_vocabulary: vocab,
             feature_normalisation: "see nape::features: log-scaled counts and sizes, proxies as \
@@ -267,7 +294,7 @@ impl Model {
     /// What the heads are trained to output for a network `g` whose target is `y`: the target
     /// less the FLOPs term ([`Meta::flops_slope`]), standardised.
     pub fn standardise(&self, g: &GraphFeatures, y: f64) -> f64 {
-        (y - self.meta.flops_slope * crate::features::log_flops(g) - self.meta.target_mean)
+        (self.meta.target_sign * y - self.meta.base(g) - self.meta.target_mean)
             / self.meta.target_std
     }
 
@@ -341,11 +368,10 @@ impl Model {
                 .map_err(|e| Error::Model(e.to_string()))?;
             let std = Vec::<f32>::try_from(&m.std.to_device(Device::Cpu))
                 .map_err(|e| Error::Model(e.to_string()))?;
-            let (mu, sd, slope) =
-                (self.meta.target_mean, self.meta.target_std, self.meta.flops_slope);
+            let m = &self.meta;
+            let (mu, sd, a) = (m.target_mean, m.target_std, m.residual_weight);
             out.extend(mean.iter().zip(&std).zip(chunk).map(|((&p, &s), g)| {
-                let term = slope * crate::features::log_flops(g);
-                (p as f64 * sd + mu + term, s as f64 * sd)
+                (m.target_sign * (a * p as f64 * sd + mu + m.base(g)), s as f64 * sd)
             }));
         }
         Ok(out)

@@ -48,11 +48,11 @@ fn shuffled(n: usize, rng: &mut SplitMix64) -> Vec<usize> {
     idx
 }
 
-fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
+pub(crate) fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
     vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect()
 }
 
-fn restore(vs: &nn::VarStore, snap: &HashMap<String, Tensor>) {
+pub(crate) fn restore(vs: &nn::VarStore, snap: &HashMap<String, Tensor>) {
     tch::no_grad(|| {
         for (k, mut v) in vs.variables() {
             if let Some(s) = snap.get(&k) {
@@ -269,6 +269,60 @@ impl Trainer {
             restore(&model.vs, &state);
         }
         Ok(best)
+    }
+
+    /// Fine-tuning epochs on `train` (network, standardised target), with `after(epoch, model)`
+    /// called after each epoch on the weights as they are then (no early stopping, nothing
+    /// restored: the caller chose the epochs, see `train::adapt`). `heads_only` trains the
+    /// heads and leaves the encoder as it is. Batches are the config's; the batch order is
+    /// drawn from the seed.
+    pub fn fit_epochs(
+        &mut self,
+        model: &Model,
+        train: &[(&GraphFeatures, f64)],
+        epochs: usize,
+        lr: f64,
+        heads_only: bool,
+        after: &mut dyn FnMut(usize, &Model) -> Result<()>,
+    ) -> Result<()> {
+        let s = self.cfg.supervised.clone();
+        let device = model.device();
+        let frozen: Vec<Tensor> = if heads_only {
+            model
+                .vs
+                .variables()
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("encoder"))
+                .map(|(_, v)| v)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for v in &frozen {
+            let _ = v.shallow_clone().set_requires_grad(false);
+        }
+        let mut opt = nn::Adam::default().build(&model.vs, lr).map_err(tch_err)?;
+        let mut rng = SplitMix64(self.cfg.seed ^ 0x5151_2024);
+        let mut result = Ok(());
+        for epoch in 0..epochs {
+            let order = shuffled(train.len(), &mut rng);
+            for chunk in order.chunks(s.batch.max(2)).filter(|c| c.len() >= 2) {
+                let graphs: Vec<&GraphFeatures> = chunk.iter().map(|&i| train[i].0).collect();
+                let b = Batch::new(&graphs, &model.meta.dims, device)?;
+                let y = f32s(chunk.iter().map(|&i| train[i].1), device);
+                let mixed = model.heads.forward(&model.encoder.forward(&b).0);
+                let loss = heads::loss(&mixed, &y, s.rank_weight, s.head_weight);
+                opt.backward_step(&loss);
+            }
+            result = after(epoch + 1, model);
+            if result.is_err() {
+                break;
+            }
+        }
+        for v in &frozen {
+            let _ = v.shallow_clone().set_requires_grad(true);
+        }
+        result
     }
 
     /// Fits fuzzy c-means on the embeddings of `graphs` and sets the heads' centres.
