@@ -107,6 +107,19 @@ fn finetune_predict_and_evaluate_on_a_labels_file() {
         .unwrap()
         .starts_with("id,truth,prediction,uncertainty,params,params_effective,flops,ridge,"));
 
+    // pretraining from scratch on the labels file alone (no NB-101): 24 readable rows split
+    // 5 / 2 / 17, the contrastive stage on the rows' own graphs
+    let mut args = vec!["pretrain", "--labels", labels.to_str().unwrap(), "--target", "top1"];
+    args.extend(["--config", "configs/tiny.json", "--name", "scratch", "--json"]);
+    args.extend(common);
+    let (code, out, err) = nape(&args);
+    assert_eq!(code, 5, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for k in ["model", "ridge_logs", "forest_graf"] {
+        assert_eq!(r["metrics"][k]["n"], 5, "{k}: {r}");
+    }
+    assert!(models.join("scratch").join("meta.json").is_file());
+
     // the few-shot protocol inside the file, with an error target where lower is better
     let mut args = vec!["finetune", "--labels", held.to_str().unwrap(), "--target", "error"];
     args.extend(["--samples", "8", "--seeds", "2", "--epochs", "2", "--folds", "2"]);
