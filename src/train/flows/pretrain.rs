@@ -214,7 +214,7 @@ fn train_member(
     meta.seen_ids = train.iter().chain(&val).map(|&i| set.records.records[i].id.clone()).collect();
     meta.seen_ops = train_graphs
         .iter()
-        .map(|g| *g)
+        .copied()
         .chain(s_unl.iter().map(|s| &s.features))
         .flat_map(|g| g.op.iter().copied())
         .collect::<std::collections::BTreeSet<i64>>()
