@@ -153,7 +153,9 @@ def export_case(case, fam_dir: Path, args) -> dict:
     if model is None:
         raise RuntimeError(f"no exporter worked: {errors}")
     export_s = time.time() - t0
-    if not args.no_embedded:
+    params = int(sum(p.numel() for p in module.parameters()))
+    embed = not args.no_embedded and (args.embedded_max_params is None or params <= args.embedded_max_params)
+    if embed:
         save_embedded(model, fam_dir / "embedded" / f"{case.name}.onnx")
     stripped, _values = strip_weights(model)
     weights = set(next(p.value for p in stripped.metadata_props if p.key == "nape.weight_inputs").split(","))
@@ -162,7 +164,7 @@ def export_case(case, fam_dir: Path, args) -> dict:
     truth = {
         "file": out.name,
         "family": fam_dir.name,
-        "params": int(sum(p.numel() for p in module.parameters())),
+        "params": params,
         "macs": count_macs(module, inputs),
         "file_params": file_params(stripped, weights),
         "input_shape": [list(t.shape) for t in inputs] if len(inputs) > 1 else list(inputs[0].shape),
@@ -171,7 +173,7 @@ def export_case(case, fam_dir: Path, args) -> dict:
         "opset": next(o.version for o in stripped.opset_import if o.domain in ("", "ai.onnx")),
         "ops": op_types(stripped),
         "stripped_weights": len(weights - {""}),
-        "embedded": None if args.no_embedded else f"embedded/{case.name}.onnx",
+        "embedded": f"embedded/{case.name}.onnx" if embed else None,
         "export_s": round(export_s, 2),
         **case.meta,
     }
@@ -244,6 +246,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N models only (no DONE marker)")
     ap.add_argument("--timm-count", type=int, default=320, help="how many timm architectures")
     ap.add_argument("--no-embedded", action="store_true", help="write the stripped form only")
+    ap.add_argument("--embedded-max-params", type=int, default=None,
+                    help="write the embedded form only for models with at most this many parameters (disk)")
     ap.add_argument("--keep-init", action="store_true", help="no noise on BN stats / constant params")
     ap.add_argument("--retry-failed", action="store_true")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1))
