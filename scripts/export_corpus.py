@@ -77,9 +77,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def count_macs(module: nn.Module, inputs: tuple):
-    """MACs as torch's flop counter sees them (conv, mm, bmm, addmm, attention): FLOPs / 2."""
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
-        module(*inputs)
+    """MACs as torch's flop counter sees them (conv, mm, bmm, addmm, attention): FLOPs / 2.
+
+    The counter does not see CPU's fused attention kernels (``nn.MultiheadAttention``'s fast
+    path, ``scaled_dot_product_attention``'s flash kernel): both are switched to their plain
+    matmul form while counting, so attention's QK^T and AV are in the count."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False) as fc, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+            module(*inputs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     flops = int(fc.get_total_flops())
     return flops // 2 if flops > 0 else None
 
@@ -195,6 +206,24 @@ def write_jsonl(path: Path, rows: dict[str, dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(rows[k], sort_keys=True) + "\n" for k in sorted(rows)))
 
 
+def recount_family(family: str, args) -> None:
+    """Recomputes ``macs`` in an existing truth.jsonl (after a change to ``count_macs``)."""
+    fam_dir = args.out / (family + args.suffix)
+    truth_path = fam_dir / "truth.jsonl"
+    truth = read_jsonl(truth_path)
+    for case in corpus_families.cases(family, args):
+        key = f"{case.name}.onnx"
+        if key not in truth or (args.only and case.name not in args.only):
+            continue
+        module, inputs = build_case(case, args.keep_init)
+        old, truth[key]["macs"] = truth[key]["macs"], count_macs(module, inputs)
+        write_jsonl(truth_path, truth)
+        if old != truth[key]["macs"]:
+            print(f"  {family}/{case.name}: macs {old} -> {truth[key]['macs']}", flush=True)
+        del module
+        gc.collect()
+
+
 def run_family(family: str, args) -> None:
     fam_name = family + args.suffix
     fam_dir = args.out / fam_name
@@ -250,6 +279,7 @@ def main() -> int:
                     help="write the embedded form only for models with at most this many parameters (disk)")
     ap.add_argument("--keep-init", action="store_true", help="no noise on BN stats / constant params")
     ap.add_argument("--retry-failed", action="store_true")
+    ap.add_argument("--recount-macs", action="store_true", help="only recompute macs in existing truth files")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
@@ -260,7 +290,7 @@ def main() -> int:
         if fam not in corpus_families.FAMILIES:
             ap.error(f"unknown family {fam!r}; known: {', '.join(corpus_families.FAMILIES)}")
     for fam in families:
-        run_family(fam, args)
+        (recount_family if args.recount_macs else run_family)(fam, args)
     return 0
 
 

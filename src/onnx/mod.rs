@@ -15,6 +15,7 @@
 mod analyse;
 mod external;
 mod inputs;
+mod lower;
 mod map;
 mod nodes;
 pub mod run;
@@ -72,6 +73,7 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<pb::ModelProto> {
         msg: format!("protobuf decoding failed ({e})"),
     })?;
     explicit_defaults(&mut model);
+    lower::lower(&mut model);
     match &model.graph {
         Some(g) if !g.node.is_empty() || !g.output.is_empty() => Ok(model),
         _ => Err(Error::InvalidOnnx {

@@ -91,11 +91,16 @@ fn parse(path: &Path) -> Result<(u64, u64, Vec<String>), String> {
 }
 
 /// Parses every file of a family folder, stripped and (where present) embedded, on `threads`.
+/// `NAPE_CORPUS_FORMS=stripped` (or `embedded`) checks one form only.
 pub fn check_family(dir: &Path, threads: usize) -> Vec<Outcome> {
+    let forms = std::env::var("NAPE_CORPUS_FORMS").unwrap_or_else(|_| "stripped,embedded".into());
     let mut jobs: Vec<(&'static str, PathBuf, Truth)> = Vec::new();
     for t in read_truth(dir) {
-        jobs.push(("stripped", dir.join(&t.file), t.clone()));
-        if let Some(e) = t.embedded.as_ref().map(|e| dir.join(e)).filter(|p| p.exists()) {
+        if forms.contains("stripped") {
+            jobs.push(("stripped", dir.join(&t.file), t.clone()));
+        }
+        let embedded = t.embedded.as_ref().map(|e| dir.join(e)).filter(|p| p.exists());
+        if let Some(e) = embedded.filter(|_| forms.contains("embedded")) {
             jobs.push(("embedded", e, t));
         }
     }
