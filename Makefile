@@ -21,7 +21,7 @@ export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test check fmt clippy bench corpus golden fuzz clean notebooks
+.PHONY: help setup demo test check fmt clippy bench corpus corpus-check golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -29,6 +29,8 @@ help:
 	@echo "make check  - fmt --check + clippy -D warnings"
 	@echo "make bench  - release build, nape bench (stage throughput table)"
 	@echo "make golden - regenerate golden CG files from tests/corpus"
+	@echo "make corpus - export the real-world ONNX corpus to NAPE_CORPUS (about 5 GB of Python torch)"
+	@echo "make corpus-check - nape against the corpus truth: the per-family table"
 
 $(TORCH_STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3 (python3-venv)" >&2; exit 1; }
@@ -92,6 +94,34 @@ golden: setup
 
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run load_onnx -- -max_total_time=600
+
+# The real-world corpus (issue 13): timm, torchvision, Hugging Face models exported by PyTorch
+# with the truth beside each file, outside git. Needs Python torch: PyPI has only the CUDA
+# build, so .venv-export is about 5 GB. Nothing is downloaded at run time (random weights).
+EXPORT_VENV  := .venv-export
+EXPORT_STAMP := $(EXPORT_VENV)/.installed-1
+NAPE_CORPUS  ?= /work/corpus
+export NAPE_CORPUS
+
+$(EXPORT_STAMP):
+	rm -rf $(EXPORT_VENV)
+	$(PYTHON) -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VER) \
+	    torchvision==0.26.0 timm==1.0.31 transformers==5.24.0 onnx==1.23.2 onnxscript==0.7.2 \
+	    onnx-ir==1.1.0 onnxruntime==1.32.0 numpy==2.4.6
+	$(EXPORT_VENV)/bin/python -c "import torch, torchvision, timm, transformers, onnx, onnxscript" || { echo "error: the export packages did not install in $(EXPORT_VENV)" >&2; exit 1; }
+	touch $@
+
+# timm's embedded forms only up to 30 M parameters: all 320 embedded would take about 30 GB
+corpus: $(EXPORT_STAMP)
+	nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_corpus.py --out "$(NAPE_CORPUS)" \
+	    --families torchvision_cls,hf,torchvision_seg,torchvision_det
+	nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_corpus.py --out "$(NAPE_CORPUS)" \
+	    --families timm --embedded-max-params 30000000
+
+# parsing only (no libtorch): the ignored test reads every family under NAPE_CORPUS
+corpus-check:
+	cargo test --no-default-features --test corpus_real -- --ignored --nocapture
 
 clean:
 	cargo clean

@@ -54,6 +54,8 @@ fn summary_json(file: &str, cg: &Cg) -> serde_json::Value {
         "max_activation": {"elements": s.max_activation.0, "node": s.max_activation.1},
         "by_kind": s.by_kind,
         "unknown_ops": s.unknown,
+        "undecided": !cg.notes.is_empty(),
+        "notes": cg.notes,
     })
 }
 
@@ -127,7 +129,7 @@ pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
                 let s = cg.summary();
                 v["nape_version"] = json!(env!("CARGO_PKG_VERSION"));
                 v["units"] = json!({"params": "count", "macs": "multiply-accumulates", "flops": "floating-point operations, 2 per MAC plus elementwise work"});
-                v["summary"] = json!({"by_kind": s.by_kind, "max_channels": s.max_channels, "unknown_ops": s.unknown});
+                v["summary"] = json!({"by_kind": s.by_kind, "max_channels": s.max_channels, "unknown_ops": s.unknown, "undecided": !cg.notes.is_empty(), "notes": cg.notes});
                 v
             } else {
                 let files: Vec<_> = results

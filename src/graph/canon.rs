@@ -208,6 +208,47 @@ impl Cg {
     }
 }
 
+impl Cg {
+    /// A hash of the graph's structure that does not depend on names or node order: each node
+    /// starts from its kind, attributes, output shapes and parameter count, then six rounds of
+    /// Weisfeiler-Lehman refinement mix in its inputs (by slot) and consumers; the hash is the
+    /// MD5 of the sorted final labels. Two files with the same network give the same hash
+    /// whatever the exporter named things; use it on [`Cg::canonical`] graphs.
+    pub fn structure_hash(&self) -> String {
+        use md5::{Digest, Md5};
+        let g = &self.graph;
+        let digest = |text: String| format!("{:x}", Md5::digest(text.as_bytes()));
+        let mut label: Vec<String> = vec![String::new(); g.node_bound()];
+        for n in g.node_indices() {
+            let node = &g[n];
+            let attrs = serde_json::to_string(&node.attrs).unwrap_or_default();
+            let text =
+                format!("{}|{attrs}|{:?}|{}", node.kind.as_str(), node.out_shapes, node.params);
+            label[n.index()] = digest(text);
+        }
+        for _ in 0..6 {
+            let mut next = label.clone();
+            for n in g.node_indices() {
+                let mut ins: Vec<(usize, &str)> = g
+                    .edges_directed(n, Direction::Incoming)
+                    .map(|e| (e.weight().dst_slot, label[e.source().index()].as_str()))
+                    .collect();
+                ins.sort_unstable();
+                let mut outs: Vec<&str> = g
+                    .edges_directed(n, Direction::Outgoing)
+                    .map(|e| label[e.target().index()].as_str())
+                    .collect();
+                outs.sort_unstable();
+                next[n.index()] = digest(format!("{}|{ins:?}|{outs:?}", label[n.index()]));
+            }
+            label = next;
+        }
+        let mut all: Vec<&str> = g.node_indices().map(|n| label[n.index()].as_str()).collect();
+        all.sort_unstable();
+        digest(all.join(","))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::graph::{Cg, OpKind, OpNode, TensorEdge};
@@ -252,5 +293,21 @@ mod tests {
         assert_eq!(kinds(&a), kinds(&b));
         assert_eq!(a.summary().params, b.summary().params);
         assert_eq!(a.summary().params, 8 * 3 * 9 + 8);
+    }
+
+    #[test]
+    fn structure_hash_ignores_names_and_sees_structure() {
+        let a = conv_bn(true);
+        let mut renamed = a.clone();
+        for n in renamed.graph.node_weights_mut() {
+            n.name = format!("other/{}", n.name);
+        }
+        for e in renamed.graph.edge_weights_mut() {
+            e.name = format!("t/{}", e.name);
+        }
+        assert_eq!(a.structure_hash(), renamed.structure_hash());
+        assert_eq!(a.structure_hash().len(), 32);
+        assert_ne!(a.structure_hash(), conv_bn(false).structure_hash());
+        assert_eq!(a.canonical().structure_hash(), conv_bn(false).canonical().structure_hash());
     }
 }

@@ -214,6 +214,9 @@ pub struct Cg {
     pub graph: StableDiGraph<OpNode, TensorEdge>,
     /// Where it came from (a file path or a spec), for messages.
     pub source: String,
+    /// What the reader could not decide for sure (e.g. graph inputs taken as weights by their
+    /// use): shown as warnings and in `inspect --json`.
+    pub notes: Vec<String>,
 }
 
 /// A reason a graph is not a valid CG. (Large, but only ever built once, on the error path.)
@@ -285,7 +288,7 @@ pub struct Summary {
 impl Cg {
     /// An empty graph labelled with its source.
     pub fn new(source: impl Into<String>) -> Cg {
-        Cg { graph: StableDiGraph::new(), source: source.into() }
+        Cg { graph: StableDiGraph::new(), source: source.into(), notes: Vec::new() }
     }
 
     /// Nodes in topological order (index order after [`Cg::sort`]).

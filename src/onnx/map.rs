@@ -50,6 +50,56 @@ pub(super) fn keeps_param_identity(op: &str) -> bool {
     )
 }
 
+/// Input slots whose values an op computed from constants and weights passes on to its result
+/// (weight provenance): not shapes, axes, indices, bounds or BatchNorm running statistics.
+pub(super) fn carries_value(op: &str, slot: usize) -> bool {
+    match op {
+        "BatchNormalization" => slot <= 2,
+        "Where" => slot != 0,
+        "Concat" | "Sum" | "Mean" | "Max" | "Min" | "Add" | "Sub" | "Mul" | "Div" | "MatMul"
+        | "Gemm" => true,
+        _ if op.starts_with("Reduce") => slot == 0,
+        _ => slot == 0 || !is_index_like(op),
+    }
+}
+
+/// Ops whose inputs after the first are shapes, indices, bounds or scales, never values.
+fn is_index_like(op: &str) -> bool {
+    matches!(
+        op,
+        "Resize"
+            | "Upsample"
+            | "Clip"
+            | "Pad"
+            | "Reshape"
+            | "Expand"
+            | "Tile"
+            | "Slice"
+            | "Split"
+            | "Squeeze"
+            | "Unsqueeze"
+            | "Range"
+            | "ConstantOfShape"
+            | "TopK"
+            | "OneHot"
+            | "Pow"
+            | "Gather"
+            | "GatherElements"
+            | "GatherND"
+            | "ScatterND"
+            | "ScatterElements"
+            | "DequantizeLinear"
+            | "QuantizeLinear"
+            | "Cast"
+            | "CastLike"
+            | "Transpose"
+            | "Identity"
+            | "Flatten"
+            | "Trilu"
+            | "CumSum"
+    )
+}
+
 /// Whether the ONNX op type is in nape's vocabulary.
 pub(super) fn is_known(op: &str) -> bool {
     !kind_of(op).is_unknown()

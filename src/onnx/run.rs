@@ -4,7 +4,9 @@
 //! that gradients exist); it is here so that tests, and `nape bench`, can compare the executor
 //! with an independent runtime on the same weights and inputs.
 
-use super::{decode, guarded, load_bytes, one_line, ImportOptions, WEIGHT_INPUTS_KEY};
+use super::analyse::{guarded, one_line};
+use super::inputs::{declared_dims, elem_type};
+use super::{decode, load_bytes, ImportOptions, WEIGHT_INPUTS_KEY};
 use crate::error::{Error, Result};
 use crate::graph::OpKind;
 use prost::Message;
@@ -89,7 +91,7 @@ pub fn with_weights(bytes: &[u8], source: &str, seed: u64) -> Result<Vec<u8>> {
             keep.push(vi);
             continue;
         }
-        let dims = super::declared_dims(&vi);
+        let dims = declared_dims(&vi);
         let dims: Vec<i64> = dims.iter().map(|d| d.unwrap_or(1)).collect();
         let numel: i64 = dims.iter().product();
         let fan = if dims.len() >= 2 { (numel / dims[0].max(1)).max(1) } else { 0 };
@@ -103,7 +105,7 @@ pub fn with_weights(bytes: &[u8], source: &str, seed: u64) -> Result<Vec<u8>> {
                 }
             })
             .collect();
-        let tensor = match super::elem_type(&vi) {
+        let tensor = match elem_type(&vi) {
             // integer inputs are indices (a relative-position index): 0 is valid for any table
             Some(t @ (6 | 7)) => pb::TensorProto {
                 name: vi.name.clone(),

@@ -361,7 +361,10 @@ fn count_params(g: &pb::GraphProto, weight_inputs: &[String]) -> u64 {
         .iter()
         .filter(|v| weight_inputs.contains(&v.name))
         .map(|v| {
-            super::declared_dims(v).iter().map(|d| d.unwrap_or(0).max(0) as u64).product::<u64>()
+            super::inputs::declared_dims(v)
+                .iter()
+                .map(|d| d.unwrap_or(0).max(0) as u64)
+                .product::<u64>()
         })
         .sum();
     let from_init: u64 = g

@@ -1,0 +1,377 @@
+//! The node stage of reading a model: walk the ONNX nodes in file order with tract's facts in
+//! hand, fold what is computed from constants and weights only (keeping track of which weight
+//! tensors each folded value comes from, so weight provenance survives Identity, Reshape,
+//! weight standardisation and the like), alias pass-through ops, and add one CG node per
+//! remaining op with its shapes, parameters (each source tensor once) and costs.
+
+use super::analyse::{const_value, Facts};
+use super::{attr_value, map, Static};
+use crate::error::{Error, Result};
+use crate::graph::{Cg, OpKind, OpNode, Operand, Shape, TensorEdge};
+use petgraph::stable_graph::NodeIndex;
+use std::collections::{HashMap, HashSet};
+use tract_onnx::pb;
+
+/// Builds the CG node by node.
+pub(super) struct Builder<'a> {
+    source: &'a str,
+    facts: &'a Facts,
+    weight_inputs: &'a HashMap<&'a str, Vec<usize>>,
+    strict: bool,
+    pub(super) cg: Cg,
+    statics: HashMap<String, Static>,
+    /// Tensor name -> (producing CG node, output slot).
+    producer: HashMap<String, (NodeIndex, usize)>,
+    /// A pass-through op's output is its input.
+    alias: HashMap<String, String>,
+    /// Source tensors already counted as parameters.
+    claimed: HashSet<String>,
+    /// Constants the analysis left without a value, though the file determines them.
+    pub(super) unfolded: Vec<String>,
+}
+
+/// One ONNX node being read: its index, display name, and inputs after aliasing.
+struct At<'p> {
+    index: usize,
+    name: String,
+    pn: &'p pb::NodeProto,
+    inputs: Vec<Option<String>>,
+}
+
+impl At<'_> {
+    fn err(&self, source: &str, msg: String) -> Error {
+        Error::Node {
+            path: source.into(),
+            index: self.index,
+            node: self.name.clone(),
+            op: self.pn.op_type.clone(),
+            msg,
+        }
+    }
+}
+
+impl<'a> Builder<'a> {
+    /// Seeds the statics with the initializers and weight inputs.
+    pub(super) fn new(
+        source: &'a str,
+        facts: &'a Facts,
+        graph: &pb::GraphProto,
+        weight_inputs: &'a HashMap<&'a str, Vec<usize>>,
+        strict: bool,
+    ) -> Builder<'a> {
+        let mut statics = HashMap::new();
+        for t in &graph.initializer {
+            let numel = t.dims.iter().map(|&d| d.max(0) as u64).product();
+            let value = facts.table.get(&t.name).and_then(|f| f.value.clone());
+            let float = matches!(t.data_type, 1 | 10 | 11 | 16);
+            let s = Static { float, numel, sources: vec![t.name.clone()], value, computable: true };
+            statics.insert(t.name.clone(), s);
+        }
+        for (name, dims) in weight_inputs {
+            let numel = dims.iter().map(|&d| d as u64).product();
+            let sources = vec![name.to_string()];
+            let s = Static { float: true, numel, sources, value: None, computable: false };
+            statics.insert(name.to_string(), s);
+        }
+        Builder {
+            source,
+            facts,
+            weight_inputs,
+            strict,
+            cg: Cg::new(source),
+            statics,
+            producer: HashMap::new(),
+            alias: HashMap::new(),
+            claimed: HashSet::new(),
+            unfolded: Vec::new(),
+        }
+    }
+
+    fn shape_of(&self, name: &str) -> Option<Shape> {
+        self.facts.table.get(name).and_then(|f| f.shape.clone())
+    }
+
+    fn resolve(&self, mut t: String) -> String {
+        while let Some(a) = self.alias.get(&t) {
+            t = a.clone();
+        }
+        t
+    }
+
+    /// An Input node per data input.
+    pub(super) fn data_inputs(&mut self, data: &[&pb::ValueInfoProto]) -> Result<()> {
+        for vi in data {
+            let shape = self.shape_of(&vi.name).ok_or_else(|| Error::Shape {
+                path: self.source.into(),
+                msg: format!("input '{}' has no concrete shape", vi.name),
+            })?;
+            let mut node = OpNode::new(OpKind::Input, vi.name.clone());
+            node.out_shapes = vec![shape];
+            let n = self.cg.graph.add_node(node);
+            self.producer.insert(vi.name.clone(), (n, 0));
+        }
+        Ok(())
+    }
+
+    /// Reads one ONNX node.
+    pub(super) fn node(&mut self, index: usize, pn: &pb::NodeProto) -> Result<()> {
+        let name = if !pn.name.is_empty() {
+            pn.name.clone()
+        } else {
+            pn.output.first().cloned().unwrap_or_else(|| format!("{index}-{}", pn.op_type))
+        };
+        let inputs = pn
+            .input
+            .iter()
+            .map(|i| if i.is_empty() { None } else { Some(self.resolve(i.clone())) })
+            .collect();
+        let at = At { index, name, pn, inputs };
+        let all_static = at.inputs.iter().flatten().all(|i| self.statics.contains_key(i));
+        if pn.op_type == "Constant" || (all_static && pn.op_type != "RandomNormalLike") {
+            self.fold_static(&at);
+            return Ok(());
+        }
+        if pn.op_type == "Shape" || pn.op_type == "Size" {
+            return self.shape_static(&at);
+        }
+        if map::is_pass_through(&pn.op_type) {
+            if let (Some(Some(i)), Some(o)) = (at.inputs.first(), pn.output.first()) {
+                self.alias.insert(o.clone(), i.clone());
+                return Ok(());
+            }
+        }
+        if self.strict && !map::is_known(&pn.op_type) {
+            return Err(Error::Unsupported {
+                path: self.source.into(),
+                index,
+                node: at.name,
+                op: pn.op_type.clone(),
+            });
+        }
+        self.compute(&at)
+    }
+
+    /// A node computed from constants and weights only: its outputs are statics. They carry the
+    /// weight tensors whose values flow into them (through layout ops, casts, arithmetic such
+    /// as weight standardisation), so a weight is counted where it is finally used. An
+    /// `Identity` of a weight makes a new weight: exporters write one tensor and Identity
+    /// copies for framework parameters that happen to hold identical values.
+    fn fold_static(&mut self, at: &At) {
+        let op = at.pn.op_type.as_str();
+        let mut sources: Vec<String> = at
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(slot, _)| map::carries_value(op, *slot))
+            .filter_map(|(_, i)| i.as_ref().and_then(|i| self.statics.get(i)))
+            .filter(|s| s.float)
+            .flat_map(|s| s.sources.clone())
+            .collect();
+        sources.sort();
+        sources.dedup();
+        let copy_of_source = op == "Identity"
+            && at.inputs.first().and_then(|i| i.as_ref()).is_some_and(|i| sources == [i.clone()]);
+        let computable =
+            at.inputs.iter().flatten().all(|i| self.statics.get(i).is_some_and(|s| s.computable));
+        for o in at.pn.output.iter().filter(|o| !o.is_empty()) {
+            let f = self.facts.table.get(o);
+            let float = f.and_then(|f| f.datum_type).map(|d| d.is_float()).unwrap_or(false);
+            let numel =
+                self.shape_of(o).map(|s| s.iter().map(|&d| d as u64).product()).unwrap_or(0);
+            let sources = if copy_of_source { vec![o.clone()] } else { sources.clone() };
+            let value = f.and_then(|f| f.value.clone());
+            self.statics.insert(o.clone(), Static { float, numel, sources, value, computable });
+        }
+    }
+
+    /// Shape / Size of an activation: known once the input shapes are bound.
+    fn shape_static(&mut self, at: &At) -> Result<()> {
+        for o in at.pn.output.iter().filter(|o| !o.is_empty()) {
+            let value = self.facts.table.get(o).and_then(|f| f.value.clone());
+            if value.is_none() {
+                let why = self.facts.why();
+                return Err(
+                    at.err(self.source, format!("the shape this node reads is not known{why}"))
+                );
+            }
+            let s = Static { float: false, numel: 0, sources: vec![], value, computable: true };
+            self.statics.insert(o.clone(), s);
+        }
+        Ok(())
+    }
+
+    /// A compute node: activation inputs become edges, statics become operands.
+    fn compute(&mut self, at: &At) -> Result<()> {
+        let pn = at.pn;
+        let mut act_inputs: Vec<(usize, String)> = Vec::new();
+        let mut static_slots: Vec<usize> = Vec::new();
+        for (slot, i) in at.inputs.iter().enumerate() {
+            let Some(i) = i else { continue };
+            if self.statics.contains_key(i) {
+                static_slots.push(slot);
+            } else if self.producer.contains_key(i) {
+                act_inputs.push((slot, i.clone()));
+            } else {
+                return Err(
+                    at.err(self.source, format!("input '{i}' is not produced by any earlier node"))
+                );
+            }
+        }
+        let in_shapes: Vec<Shape> = act_inputs
+            .iter()
+            .map(|(_, i)| {
+                self.shape_of(i)
+                    .ok_or_else(|| at.err(self.source, format!("shape of input '{i}' is unknown")))
+            })
+            .collect::<Result<_>>()?;
+        let outputs: Vec<&String> = pn.output.iter().filter(|o| !o.is_empty()).collect();
+        let out_shapes = self.out_shapes(at, &outputs)?;
+        let statics: Vec<(usize, &Static)> = static_slots
+            .iter()
+            .filter_map(|&slot| {
+                at.inputs[slot].as_ref().and_then(|i| self.statics.get(i)).map(|s| (slot, s))
+            })
+            .collect();
+        let ctx = map::NodeCtx {
+            pn,
+            in_shapes: &in_shapes,
+            out_shapes: &out_shapes,
+            statics: &statics,
+            act_slots: act_inputs.iter().map(|(s, _)| *s).collect(),
+        };
+        let mapped = map::map_node(&ctx).map_err(|m| at.err(self.source, m))?;
+        if mapped.kind.is_unknown() {
+            tracing::warn!(
+                "{}: node {} '{}': op {} is not in nape's vocabulary; kept as Unknown",
+                self.source,
+                at.index,
+                at.name,
+                pn.op_type
+            );
+        }
+        let operands = self.operands(at, &static_slots);
+        let params = self.claim_params(at, &static_slots);
+        let mut node = OpNode::new(mapped.kind, at.name.clone());
+        node.act_slots = act_inputs.iter().map(|(s, _)| *s).collect();
+        node.operands = operands;
+        node.onnx_attrs = pn.attribute.iter().filter_map(attr_value).collect();
+        node.onnx_op = pn.op_type.clone();
+        node.attrs = mapped.attrs;
+        node.in_shapes = in_shapes.clone();
+        node.out_shapes = out_shapes;
+        node.params = params;
+        node.macs = mapped.macs;
+        node.flops = mapped.flops;
+        let n = self.cg.graph.add_node(node);
+        for (dst_slot, (_, i)) in act_inputs.iter().enumerate() {
+            let (src, src_slot) = self.producer[i];
+            let shape = in_shapes[dst_slot].clone();
+            self.cg.graph.add_edge(
+                src,
+                n,
+                TensorEdge { src_slot, dst_slot, shape, name: i.clone() },
+            );
+        }
+        for (slot, o) in outputs.iter().enumerate() {
+            self.producer.insert((*o).clone(), (n, slot));
+        }
+        Ok(())
+    }
+
+    fn out_shapes(&self, at: &At, outputs: &[&String]) -> Result<Vec<Shape>> {
+        outputs
+            .iter()
+            .map(|o| {
+                self.shape_of(o).ok_or_else(|| {
+                    let op = &at.pn.op_type;
+                    at.err(
+                        self.source,
+                        if !map::is_known(op) {
+                            format!("op {op} is not supported by the shape analysis, so its output shape is unknown")
+                        } else {
+                            format!("could not infer the shape of output '{o}'{}", self.facts.why())
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Parameters of a compute node: the float sources behind its static operands at parameter
+    /// slots, each source tensor counted once in the whole graph.
+    fn claim_params(&mut self, at: &At, static_slots: &[usize]) -> u64 {
+        let mut params = 0u64;
+        for &slot in static_slots {
+            let Some(s) = at.inputs[slot].as_ref().and_then(|i| self.statics.get(i)) else {
+                continue;
+            };
+            if !s.float || s.numel <= 1 || !map::is_param_slot(&at.pn.op_type, slot) {
+                continue;
+            }
+            for src in &s.sources {
+                let Some(origin) = self.statics.get(src).filter(|o| o.float && o.numel > 1) else {
+                    continue;
+                };
+                if self.claimed.insert(src.clone()) {
+                    params += origin.numel;
+                }
+            }
+        }
+        params
+    }
+
+    fn operands(&mut self, at: &At, static_slots: &[usize]) -> Vec<Operand> {
+        let mut operands = Vec::with_capacity(static_slots.len());
+        for &slot in static_slots {
+            let name = at.inputs[slot].clone().unwrap_or_default();
+            let Some(s) = self.statics.get(&name) else { continue };
+            if s.value.is_none() && s.computable && !self.unfolded.contains(&name) {
+                self.unfolded.push(name.clone());
+            }
+            let shape = self
+                .weight_inputs
+                .get(name.as_str())
+                .cloned()
+                .or_else(|| self.shape_of(&name))
+                .unwrap_or_default();
+            operands.push(Operand {
+                slot,
+                param: s.float
+                    && s.numel > 1
+                    && !s.sources.is_empty()
+                    && map::is_param_slot(&at.pn.op_type, slot),
+                value: s.value.as_deref().and_then(const_value),
+                name,
+                shape,
+            });
+        }
+        operands
+    }
+
+    /// An Output node per graph output.
+    pub(super) fn outputs(&mut self, graph: &pb::GraphProto) -> Result<()> {
+        for vo in &graph.output {
+            let t = self.resolve(vo.name.clone());
+            let Some(&(src, src_slot)) = self.producer.get(&t) else {
+                if self.statics.contains_key(&t) {
+                    tracing::warn!(
+                        "{}: output '{}' is a constant; it has no node in the graph",
+                        self.source,
+                        vo.name
+                    );
+                    continue;
+                }
+                return Err(Error::InvalidOnnx {
+                    path: self.source.into(),
+                    msg: format!("output '{}' is not produced by any node", vo.name),
+                });
+            };
+            let shape = self.cg.graph[src].out_shapes.get(src_slot).cloned().unwrap_or_default();
+            let mut node = OpNode::new(OpKind::Output, vo.name.clone());
+            node.in_shapes = vec![shape.clone()];
+            let n = self.cg.graph.add_node(node);
+            self.cg.graph.add_edge(src, n, TensorEdge { src_slot, dst_slot: 0, shape, name: t });
+        }
+        Ok(())
+    }
+}

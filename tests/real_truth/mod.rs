@@ -1,0 +1,147 @@
+//! Checking nape against the truth written beside real exports (scripts/export_corpus.py):
+//! one `truth.jsonl` per family folder, one line per model with torch's parameter count and
+//! flop-counter MACs. Shared by the committed sample (tests/corpus_sample.rs) and the full
+//! corpus check (tests/corpus_real.rs, `make corpus-check`).
+
+use nape::onnx::{load, ImportOptions};
+use rayon::prelude::*;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Relative tolerance on parameters and MACs.
+pub const TOLERANCE: f64 = 0.01;
+
+/// One model of a family, as `truth.jsonl` describes it.
+#[derive(Debug, Clone)]
+pub struct Truth {
+    pub file: String,
+    pub params: u64,
+    pub macs: Option<u64>,
+    pub embedded: Option<String>,
+}
+
+/// What nape made of one file (one form: stripped or embedded).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub form: &'static str,
+    pub file: String,
+    pub parsed: Result<(u64, u64, Vec<String>), String>,
+    pub truth: Truth,
+}
+
+impl Outcome {
+    pub fn unknown(&self) -> bool {
+        matches!(&self.parsed, Ok((_, _, u)) if !u.is_empty())
+    }
+    pub fn params_ok(&self) -> bool {
+        matches!(&self.parsed, Ok((p, _, _)) if within(*p, self.truth.params))
+    }
+    /// `None` where the truth has no MAC count.
+    pub fn macs_ok(&self) -> Option<bool> {
+        let want = self.truth.macs?;
+        Some(matches!(&self.parsed, Ok((_, m, _)) if within(*m, want)))
+    }
+    /// Why this file fails the check, if it does.
+    pub fn problem(&self) -> Option<String> {
+        match &self.parsed {
+            Err(e) => Some(format!("not parsed: {e}")),
+            Ok((p, m, u)) => {
+                let mut why = Vec::new();
+                if !u.is_empty() {
+                    why.push(format!("unknown ops {u:?}"));
+                }
+                if !self.params_ok() {
+                    why.push(format!("params {p} vs torch {}", self.truth.params));
+                }
+                if self.macs_ok() == Some(false) {
+                    why.push(format!("macs {m} vs torch {}", self.truth.macs.unwrap_or(0)));
+                }
+                (!why.is_empty()).then(|| why.join("; "))
+            }
+        }
+    }
+}
+
+pub fn within(got: u64, want: u64) -> bool {
+    (got as f64 - want as f64).abs() <= TOLERANCE * (want as f64).max(1.0)
+}
+
+/// Reads `dir/truth.jsonl`.
+pub fn read_truth(dir: &Path) -> Vec<Truth> {
+    let p = dir.join("truth.jsonl");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("truth line is JSON");
+            Truth {
+                file: v["file"].as_str().expect("file").to_string(),
+                params: v["params"].as_u64().expect("params"),
+                macs: v["macs"].as_u64(),
+                embedded: v["embedded"].as_str().map(str::to_string),
+            }
+        })
+        .collect()
+}
+
+fn parse(path: &Path) -> Result<(u64, u64, Vec<String>), String> {
+    let cg = load(path, &ImportOptions::default()).map_err(|e| e.to_string())?;
+    let s = cg.summary();
+    Ok((s.params, s.macs, s.unknown.keys().cloned().collect()))
+}
+
+/// Parses every file of a family folder, stripped and (where present) embedded, on `threads`.
+/// `NAPE_CORPUS_FORMS=stripped` (or `embedded`) checks one form only.
+pub fn check_family(dir: &Path, threads: usize) -> Vec<Outcome> {
+    let forms = std::env::var("NAPE_CORPUS_FORMS").unwrap_or_else(|_| "stripped,embedded".into());
+    let mut jobs: Vec<(&'static str, PathBuf, Truth)> = Vec::new();
+    for t in read_truth(dir) {
+        if forms.contains("stripped") {
+            jobs.push(("stripped", dir.join(&t.file), t.clone()));
+        }
+        let embedded = t.embedded.as_ref().map(|e| dir.join(e)).filter(|p| p.exists());
+        if let Some(e) = embedded.filter(|_| forms.contains("embedded")) {
+            jobs.push(("embedded", e, t));
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+    pool.install(|| {
+        jobs.par_iter()
+            .map(|(form, path, truth)| Outcome {
+                form,
+                file: path.strip_prefix(dir).unwrap_or(path).display().to_string(),
+                parsed: parse(path),
+                truth: truth.clone(),
+            })
+            .collect()
+    })
+}
+
+/// One table row per family and form: files, parsed, with Unknown ops, params and MACs within 1%.
+pub fn table(rows: &[(String, Vec<Outcome>)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| family | form | files | parsed | with Unknown ops | params within 1% | MACs within 1% (of defined) |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+    for (family, outcomes) in rows {
+        for form in ["stripped", "embedded"] {
+            let o: Vec<&Outcome> = outcomes.iter().filter(|o| o.form == form).collect();
+            if o.is_empty() {
+                continue;
+            }
+            let parsed = o.iter().filter(|o| o.parsed.is_ok()).count();
+            let unknown = o.iter().filter(|o| o.unknown()).count();
+            let params = o.iter().filter(|o| o.params_ok()).count();
+            let defined = o.iter().filter(|o| o.macs_ok().is_some()).count();
+            let macs = o.iter().filter(|o| o.macs_ok() == Some(true)).count();
+            let n = o.len();
+            let _ = writeln!(
+                out,
+                "| {family} | {form} | {n} | {parsed} | {unknown} | {params} | {macs} / {defined} |"
+            );
+        }
+    }
+    out
+}
