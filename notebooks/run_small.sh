@@ -26,7 +26,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   rc=$?; [ $rc -eq 5 ] || exit $rc; }
 # fine-tuning curve: 10/20/50/100 labelled NB-201 cells, 2 seeds, evaluated on 300 others
 for n in 10 20 50 100; do
-  "$NAPE" finetune --model nape-nb101 --family nb201 --samples $n --seeds 2 --epochs 30 \
+  "$NAPE" finetune --model nape-nb101 --family nb201 --samples $n --seeds 2 --epochs 30 --folds 3 \
     --limit 300 "${common[@]}" --json > "$OUT/finetune_$n.json"
 done
 
