@@ -161,56 +161,12 @@ pub fn finetune(
             set.len()
         )));
     }
-    let truth = set.truth();
     let (mut runs, mut choices) = (Vec::new(), Vec::new());
+    let ctx = SeedContext { model_dir, set: &set, mads: &mads, cfg, paths, device };
     for seed in 0..cfg.seeds.max(1) as u64 {
-        let mut models = Model::load_members(model_dir, device)?;
-        let order = set.records.shuffled(seed + 1);
-        let picked = &order[..cfg.samples];
-        let mut rest: Vec<usize> = (0..set.len()).filter(|i| !picked.contains(i)).collect();
-        if let Some(n) = cfg.limit {
-            SplitMix64(seed + 101).shuffle_prefix(&mut rest, n);
-            rest.truncate(n);
-        }
-        let y_rest: Vec<f64> = rest.iter().map(|&i| truth[i]).collect();
-        let s_rest: Vec<&Sample> = rest.iter().map(|&i| &set.samples[i]).collect();
-        let g_rest: Vec<&GraphFeatures> = s_rest.iter().map(|s| &s.features).collect();
-        let before: Vec<f64> =
-            predict_members(&models, &g_rest)?.into_iter().map(|p| p.0).collect();
-        trainer.say(format!("== seed {seed}"));
-        let acfg = AdaptConfig { seed, ..cfg.adapt.clone() };
-        choices.push(adapt_to(&mut models, &set, picked, &mads, &acfg, &mut trainer)?);
-        let after = predict_members(&models, &g_rest)?;
-        let p_after: Vec<f64> = after.iter().map(|p| p.0).collect();
-        let mut m = BTreeMap::new();
-        m.insert("before".to_string(), score_ranking(&before, &y_rest));
-        m.insert("after".to_string(), score(&p_after, &y_rest));
-        m.extend(counts(&p_after, &s_rest, &y_rest).into_iter().filter(|(k, _)| !k.contains('+')));
-        let s_pick: Vec<&Sample> = picked.iter().map(|&i| &set.samples[i]).collect();
-        let y_pick: Vec<f64> = picked.iter().map(|&i| truth[i]).collect();
-        m.extend(fitted_rows(&s_pick, &y_pick, &s_rest, &y_rest, seed));
-        let row = |k: &str| m.get(k).map_or(f64::NAN, |r| r["spearman"]);
-        trainer.say(format!(
-            "seed {seed}: spearman {:.4} -> {:.4} on {} networks (same split: #params {:.4}, \
-             FLOPs {:.4}, ridge {:.4}, ridge on log #params + log FLOPs {:.4}, forest on GRAF \
-             features {:.4})",
-            row("before"),
-            row("after"),
-            rest.len(),
-            row("params"),
-            row("flops"),
-            row("ridge"),
-            row("ridge_logs"),
-            row("forest_graf")
-        ));
-        if seed == 0 {
-            let recs: Vec<&Record> = rest.iter().map(|&i| &set.records.records[i]).collect();
-            run.predictions(&recs, &y_rest, &after, &s_rest, &[])?;
-            if let Some(name) = save_as {
-                save(&mut models, &set, picked, name, paths)?;
-            }
-        }
+        let (m, choice) = one_seed(&ctx, seed, &mut trainer, &run, save_as)?;
         runs.push(m);
+        choices.push(choice);
     }
     let report = FinetuneReport {
         family: set.family.clone(),
@@ -227,8 +183,83 @@ pub fn finetune(
     Ok(report)
 }
 
+/// What every seed of [`finetune`] reads.
+struct SeedContext<'a> {
+    model_dir: &'a Path,
+    set: &'a LabelledSet,
+    mads: &'a [f64],
+    cfg: &'a FinetuneConfig,
+    paths: &'a Paths,
+    device: Device,
+}
+
+type Rows = BTreeMap<String, BTreeMap<String, f64>>;
+
+/// One seed of the protocol: draw the labelled networks, adapt fresh members to them, score
+/// before/after and the baselines on the rest (seed 0 also writes predictions.csv and saves
+/// the model as `save_as`).
+fn one_seed(
+    ctx: &SeedContext,
+    seed: u64,
+    trainer: &mut Trainer,
+    run: &RunDir,
+    save_as: Option<&str>,
+) -> Result<(Rows, AdaptChoice)> {
+    let SeedContext { model_dir, set, mads, cfg, paths, device } = *ctx;
+    let truth = set.truth();
+    let mut models = Model::load_members(model_dir, device)?;
+    let order = set.records.shuffled(seed + 1);
+    let picked = &order[..cfg.samples];
+    let mut rest: Vec<usize> = (0..set.len()).filter(|i| !picked.contains(i)).collect();
+    if let Some(n) = cfg.limit {
+        SplitMix64(seed + 101).shuffle_prefix(&mut rest, n);
+        rest.truncate(n);
+    }
+    let y_rest: Vec<f64> = rest.iter().map(|&i| truth[i]).collect();
+    let s_rest: Vec<&Sample> = rest.iter().map(|&i| &set.samples[i]).collect();
+    let g_rest: Vec<&GraphFeatures> = s_rest.iter().map(|s| &s.features).collect();
+    let before: Vec<f64> = predict_members(&models, &g_rest)?.into_iter().map(|p| p.0).collect();
+    trainer.say(format!("== seed {seed}"));
+    let acfg = AdaptConfig { seed, ..cfg.adapt.clone() };
+    let choice = adapt_to(&mut models, set, picked, mads, &acfg, trainer)?;
+    let after = predict_members(&models, &g_rest)?;
+    let p_after: Vec<f64> = after.iter().map(|p| p.0).collect();
+    let mut m = BTreeMap::new();
+    m.insert("before".to_string(), score_ranking(&before, &y_rest));
+    m.insert("after".to_string(), score(&p_after, &y_rest));
+    m.extend(counts(&p_after, &s_rest, &y_rest).into_iter().filter(|(k, _)| !k.contains('+')));
+    let s_pick: Vec<&Sample> = picked.iter().map(|&i| &set.samples[i]).collect();
+    let y_pick: Vec<f64> = picked.iter().map(|&i| truth[i]).collect();
+    m.extend(fitted_rows(&s_pick, &y_pick, &s_rest, &y_rest, seed));
+    log_seed(trainer, seed, &m, rest.len());
+    if seed == 0 {
+        let recs: Vec<&Record> = rest.iter().map(|&i| &set.records.records[i]).collect();
+        run.predictions(&recs, &y_rest, &after, &s_rest, &[])?;
+        if let Some(name) = save_as {
+            save(&mut models, set, picked, name, paths)?;
+        }
+    }
+    Ok((m, choice))
+}
+
+fn log_seed(trainer: &mut Trainer, seed: u64, m: &Rows, n: usize) {
+    let row = |k: &str| m.get(k).map_or(f64::NAN, |r| r["spearman"]);
+    trainer.say(format!(
+        "seed {seed}: spearman {:.4} -> {:.4} on {n} networks (same split: #params {:.4}, \
+         FLOPs {:.4}, ridge {:.4}, ridge on log #params + log FLOPs {:.4}, forest on GRAF \
+         features {:.4})",
+        row("before"),
+        row("after"),
+        row("params"),
+        row("flops"),
+        row("ridge"),
+        row("ridge_logs"),
+        row("forest_graf")
+    ));
+}
+
 /// Mean and sample standard deviation over seeds of each phase's spearman and kendalltau.
-fn summarise(runs: &[BTreeMap<String, BTreeMap<String, f64>>]) -> BTreeMap<String, f64> {
+fn summarise(runs: &[Rows]) -> BTreeMap<String, f64> {
     let mut summary = BTreeMap::new();
     for phase in PHASES {
         for metric in ["spearman", "kendalltau"] {
