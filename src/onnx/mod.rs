@@ -52,9 +52,13 @@ pub fn load(path: &Path, opts: &ImportOptions) -> Result<Cg> {
             Error::io(path, e)
         }
     })?;
+    load_read(path, &bytes, opts)
+}
+
+/// [`load`] of a file whose bytes were already read (external data is read beside `path`).
+pub fn load_read(path: &Path, bytes: &[u8], opts: &ImportOptions) -> Result<Cg> {
     let source = path.display().to_string();
-    let mut model = decode(&bytes, &source)?;
-    drop(bytes);
+    let mut model = decode(bytes, &source)?;
     if external::has_external(&model) {
         let dir = path.parent().map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
         external::load_external(&mut model, dir, &source)?;

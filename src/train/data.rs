@@ -225,25 +225,22 @@ pub fn featurise_files(
     let shape = opts.input_shape.as_ref().map(|s| format!("{s:?}")).unwrap_or_default();
     let tag = format!("{}-shape{shape}", cache_tag(FILES_FAMILY, "", proxies));
     let mut cache: Cache<Sample> = Cache::open(cache_dir, FILES_FAMILY, &tag)?;
-    let hashes: Vec<Result<String>> = files
+    // each file is read once: its bytes give the cache key and, on a miss, the graph
+    let read: Vec<Result<(String, Option<Sample>)>> = files
         .par_iter()
         .map(|p| {
             let bytes = std::fs::read(p).map_err(|e| Error::io(*p, e))?;
-            Ok(format!("{:x}", Md5::digest(&bytes)))
-        })
-        .collect();
-    let built: Vec<Option<Result<Sample>>> = files
-        .par_iter()
-        .zip(&hashes)
-        .map(|(p, h)| match h {
-            Ok(h) if cache.get(h, "").is_some() => None,
-            Ok(_) => Some(featurise_file(p, opts, scorer)),
-            Err(_) => None,
+            let h = format!("{:x}", Md5::digest(&bytes));
+            if cache.get(&h, "").is_some() {
+                return Ok((h, None));
+            }
+            let cg = crate::onnx::load_read(p, &bytes, opts)?;
+            Ok((h, Some(Sample::from_cg(&cg, &scorer(&cg)))))
         })
         .collect();
     let mut fresh = 0;
-    for (h, b) in hashes.iter().zip(&built) {
-        if let (Ok(h), Some(Ok(s))) = (h, b) {
+    for (h, s) in read.iter().flatten() {
+        if let Some(s) = s {
             cache.insert(h, "", s.clone());
             fresh += 1;
         }
@@ -251,16 +248,16 @@ pub fn featurise_files(
     if fresh > 0 {
         cache.save()?;
     }
-    Ok(hashes
+    Ok(read
         .into_iter()
-        .zip(built)
-        .map(|(h, b)| match (h, b) {
-            (Err(e), _) => Err(e),
-            (Ok(_), Some(r)) => r,
-            (Ok(h), None) => cache
-                .get(&h, "")
-                .cloned()
-                .ok_or_else(|| Error::Model(format!("file {h} missing from the feature cache"))),
+        .map(|r| {
+            let (h, s) = r?;
+            match s {
+                Some(s) => Ok(s),
+                None => cache.get(&h, "").cloned().ok_or_else(|| {
+                    Error::Model(format!("file {h} missing from the feature cache"))
+                }),
+            }
         })
         .collect())
 }

@@ -62,6 +62,24 @@ pub(crate) fn restore(vs: &nn::VarStore, snap: &HashMap<String, Tensor>) {
     });
 }
 
+/// One optimiser step of the heads' loss on the training rows `chunk`; the loss's value.
+fn step(
+    model: &Model,
+    opt: &mut nn::Optimizer,
+    train: &[(&GraphFeatures, f64)],
+    chunk: &[usize],
+    s: &super::config::SupervisedConfig,
+) -> Result<f64> {
+    let device = model.device();
+    let graphs: Vec<&GraphFeatures> = chunk.iter().map(|&i| train[i].0).collect();
+    let b = Batch::new(&graphs, &model.meta.dims, device)?;
+    let y = f32s(chunk.iter().map(|&i| train[i].1), device);
+    let mixed = model.heads.forward(&model.encoder.forward(&b).0);
+    let loss = heads::loss(&mixed, &y, s.rank_weight, s.head_weight);
+    opt.backward_step(&loss);
+    Ok(loss.double_value(&[]))
+}
+
 fn f32s(v: impl Iterator<Item = f64>, device: Device) -> Tensor {
     let v: Vec<f32> = v.map(|x| x as f32).collect();
     Tensor::from_slice(&v).to_device(device)
@@ -208,7 +226,6 @@ impl Trainer {
         phase: &str,
     ) -> Result<f64> {
         let s = self.cfg.supervised.clone();
-        let device = model.device();
         if train.is_empty() || epochs == 0 {
             return Ok(f64::NAN);
         }
@@ -222,13 +239,8 @@ impl Trainer {
             let pb = bar(chunks.len(), format!("{phase} {}/{epochs}", epoch + 1));
             let (mut sum, mut n) = (0.0, 0usize);
             for chunk in chunks {
-                let graphs: Vec<&GraphFeatures> = chunk.iter().map(|&i| train[i].0).collect();
-                let b = Batch::new(&graphs, &model.meta.dims, device)?;
-                let y = f32s(chunk.iter().map(|&i| train[i].1), device);
-                let mixed = model.heads.forward(&model.encoder.forward(&b).0);
-                let loss = heads::loss(&mixed, &y, s.rank_weight, s.head_weight);
-                opt.backward_step(&loss);
-                sum += loss.double_value(&[]);
+                let loss = step(model, &mut opt, train, chunk, &s)?;
+                sum += loss;
                 n += 1;
                 pb.inc(1);
             }
@@ -286,7 +298,6 @@ impl Trainer {
         after: &mut dyn FnMut(usize, &Model) -> Result<()>,
     ) -> Result<()> {
         let s = self.cfg.supervised.clone();
-        let device = model.device();
         let frozen: Vec<Tensor> = if heads_only {
             model
                 .vs
@@ -307,12 +318,7 @@ impl Trainer {
         for epoch in 0..epochs {
             let order = shuffled(train.len(), &mut rng);
             for chunk in order.chunks(s.batch.max(2)).filter(|c| c.len() >= 2) {
-                let graphs: Vec<&GraphFeatures> = chunk.iter().map(|&i| train[i].0).collect();
-                let b = Batch::new(&graphs, &model.meta.dims, device)?;
-                let y = f32s(chunk.iter().map(|&i| train[i].1), device);
-                let mixed = model.heads.forward(&model.encoder.forward(&b).0);
-                let loss = heads::loss(&mixed, &y, s.rank_weight, s.head_weight);
-                opt.backward_step(&loss);
+                step(model, &mut opt, train, chunk, &s)?;
             }
             result = after(epoch + 1, model);
             if result.is_err() {

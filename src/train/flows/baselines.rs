@@ -79,22 +79,26 @@ impl Fitted {
     }
 }
 
-/// The classical models fitted on (`train`, `y`) scored on (`test`, `truth`) by name; a model
-/// that cannot be fitted is left out with a warning.
-pub fn fitted_rows(
+/// The classical models fitted on (`train`, `y`), their predictions of `test` by name; a
+/// model that cannot be fitted is left out with a warning.
+pub fn fitted_predictions(
     train: &[&Sample],
     y: &[f64],
     test: &[&Sample],
-    truth: &[f64],
     seed: u64,
+) -> Vec<(String, Vec<f64>)> {
+    Fitted::fit(train, y, seed).and_then(|f| f.predict(test)).unwrap_or_else(|e| {
+        tracing::warn!("classical baselines not fitted: {e}");
+        Vec::new()
+    })
+}
+
+/// Each baseline's predictions scored as a ranking of `truth`, by name.
+pub fn score_each(
+    preds: &[(String, Vec<f64>)],
+    truth: &[f64],
 ) -> Vec<(String, BTreeMap<String, f64>)> {
-    match Fitted::fit(train, y, seed).and_then(|f| f.predict(test)) {
-        Ok(p) => p.into_iter().map(|(k, v)| (k, score_ranking(&v, truth))).collect(),
-        Err(e) => {
-            tracing::warn!("classical baselines not fitted: {e}");
-            Vec::new()
-        }
-    }
+    preds.iter().map(|(k, v)| (k.clone(), score_ranking(v, truth))).collect()
 }
 
 /// The graphs' graph-level features as a matrix, a row per graph (the ridge's input).

@@ -1,7 +1,7 @@
 //! `evaluate`: a model (or the members of deep ensembles) on labelled networks it has not
 //! seen, beside every baseline on the same networks: metrics.json and predictions.csv.
 
-use super::baselines::{counts, proxy_baselines, Fitted};
+use super::baselines::{counts, proxy_baselines, score_each, Fitted};
 use super::{proxies_of, LabelledSet, Paths, RunDir, Source};
 use crate::dataset::Record;
 use crate::error::{Error, Result};
@@ -9,7 +9,7 @@ use crate::features::GraphFeatures;
 use crate::train::align::{align, FeatureStats};
 use crate::train::data::{self, Sample};
 use crate::train::model::{predict_members, Model};
-use crate::train::{score, score_ranking, score_unitless};
+use crate::train::{score, score_unitless};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -116,9 +116,7 @@ pub fn evaluate(
         Some(d) => Fitted::load(d)?.map(|f| f.predict(&s_ref)).transpose()?.unwrap_or_default(),
         None => Vec::new(),
     };
-    for (name, v) in &fitted {
-        metrics.insert(name.clone(), score_ranking(v, &truth));
-    }
+    metrics.extend(score_each(&fitted, &truth));
     // one name per model folder (the members of an ensemble share theirs)
     let mut names: Vec<&str> = models.iter().map(|m| m.meta.name.as_str()).collect();
     names.dedup();

@@ -3,7 +3,7 @@
 //! rows), and [`finetune_all`], which adapts a model to every labelled network and saves it
 //! (with the classical baselines fitted on the same rows beside it).
 
-use super::baselines::{counts, fitted_rows, Fitted};
+use super::baselines::{counts, fitted_predictions, score_each, Fitted};
 use super::{align_samples, proxies_of, LabelledSet, Paths, RunDir, Source};
 use crate::dataset::{Dataset, Record, SplitMix64};
 use crate::error::{Error, Result};
@@ -230,7 +230,7 @@ fn one_seed(
     m.extend(counts(&p_after, &s_rest, &y_rest).into_iter().filter(|(k, _)| !k.contains('+')));
     let s_pick: Vec<&Sample> = picked.iter().map(|&i| &set.samples[i]).collect();
     let y_pick: Vec<f64> = picked.iter().map(|&i| truth[i]).collect();
-    m.extend(fitted_rows(&s_pick, &y_pick, &s_rest, &y_rest, seed));
+    m.extend(score_each(&fitted_predictions(&s_pick, &y_pick, &s_rest, seed), &y_rest));
     log_seed(trainer, seed, &m, rest.len());
     if seed == 0 {
         let recs: Vec<&Record> = rest.iter().map(|&i| &set.records.records[i]).collect();

@@ -1,7 +1,7 @@
 //! `pretrain`: a model (or deep ensemble) trained from scratch on one labelled set, evaluated on
 //! its held-out split beside the baselines, saved with its run folder.
 
-use super::baselines::{counts, fitted_rows, proxy_baselines, Fitted};
+use super::baselines::{counts, fitted_predictions, proxy_baselines, score_each};
 use super::{LabelledSet, Paths, RunDir, Source};
 use crate::dataset::Dataset;
 use crate::encoder::FeatureDims;
@@ -280,10 +280,8 @@ fn held_out(
     metrics.extend(proxy_baselines(&recs, &y_test, &set.target).0);
     let s_train: Vec<&Sample> = f_train.iter().collect();
     let y_train: Vec<f64> = train.iter().map(|&i| truth[i]).collect();
-    metrics.extend(fitted_rows(&s_train, &y_train, &s_test, &y_test, trainer.cfg.seed));
-    let extra = Fitted::fit(&s_train, &y_train, trainer.cfg.seed)
-        .and_then(|f| f.predict(&s_test))
-        .unwrap_or_default();
+    let extra = fitted_predictions(&s_train, &y_train, &s_test, trainer.cfg.seed);
+    metrics.extend(score_each(&extra, &y_test));
     run.predictions(&recs.iter().collect::<Vec<_>>(), &y_test, &pred, &s_test, &extra)?;
     let tau_of = |k: &str| metrics.get(k).and_then(|m| m.get("kendalltau")).copied();
     let fmt = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.4}"));
