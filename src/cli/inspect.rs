@@ -56,6 +56,7 @@ fn summary_json(file: &str, cg: &Cg) -> serde_json::Value {
         "unknown_ops": s.unknown,
         "undecided": !cg.notes.is_empty(),
         "notes": cg.notes,
+        "graph_hash": graph_hash(cg),
     })
 }
 
@@ -71,6 +72,8 @@ fn human(n: u64) -> String {
         n.to_string()
     }
 }
+
+type Loaded = Vec<(String, crate::Result<Cg>)>;
 
 /// Runs `nape inspect`.
 pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
@@ -88,8 +91,9 @@ pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
     let opts = ImportOptions {
         input_shape: a.input_shape.as_ref().map(|s| s.0.clone()),
         strict: a.strict,
+        shapes_only: true,
     };
-    let results: Vec<(String, crate::Result<Cg>)> = files
+    let results: Loaded = files
         .par_iter()
         .map(|f| {
             let r = load(f, &opts).map(|cg| if a.canonical { cg.canonical() } else { cg });
@@ -105,7 +109,30 @@ pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
         return Ok(exit::FAILURE);
     }
     let mut out = std::io::stdout().lock();
-    let format = if a.json {
+    if a.dot {
+        if let Some((_, Ok(cg))) = results.first() {
+            write!(out, "{}", to_dot(cg))?;
+        }
+        return Ok(exit::OK);
+    }
+    match format_of(a) {
+        OutputFormat::Json if results.len() == 1 => write_one_json(&mut out, &results[0])?,
+        OutputFormat::Json => write_json(&mut out, &results)?,
+        OutputFormat::Jsonl => write_jsonl(&mut out, &results)?,
+        OutputFormat::Csv => write_csv(&mut out, &results)?,
+        OutputFormat::Table if results.len() == 1 => write_one_table(&mut out, &results[0])?,
+        OutputFormat::Table => write_table(&mut out, &results)?,
+    }
+    for (_, r) in &results {
+        if let Err(e) = r {
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(exit_code(&results, failed))
+}
+
+fn format_of(a: &InspectArgs) -> OutputFormat {
+    if a.json {
         OutputFormat::Json
     } else if a.jsonl {
         OutputFormat::Jsonl
@@ -113,128 +140,11 @@ pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
         OutputFormat::Csv
     } else {
         OutputFormat::Table
-    };
-    if a.dot {
-        if let Some((_, Ok(cg))) = results.first() {
-            write!(out, "{}", to_dot(cg))?;
-        }
-        return Ok(exit::OK);
     }
-    match format {
-        OutputFormat::Json => {
-            let doc = if results.len() == 1 {
-                let (_, r) = &results[0];
-                let cg = r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let mut v = serde_json::to_value(cg.to_json())?;
-                let s = cg.summary();
-                v["nape_version"] = json!(env!("CARGO_PKG_VERSION"));
-                v["units"] = json!({"params": "count", "macs": "multiply-accumulates", "flops": "floating-point operations, 2 per MAC plus elementwise work"});
-                v["summary"] = json!({"by_kind": s.by_kind, "max_channels": s.max_channels, "unknown_ops": s.unknown, "undecided": !cg.notes.is_empty(), "notes": cg.notes});
-                v
-            } else {
-                let files: Vec<_> = results
-                    .iter()
-                    .map(|(f, r)| match r {
-                        Ok(cg) => summary_json(f, cg),
-                        Err(e) => json!({"file": f, "ok": false, "error": e.to_string(), "exit_code": e.exit_code()}),
-                    })
-                    .collect();
-                json!({"schema_version": crate::graph::CG_SCHEMA_VERSION, "nape_version": env!("CARGO_PKG_VERSION"), "files": files})
-            };
-            serde_json::to_writer_pretty(&mut out, &doc)?;
-            writeln!(out)?;
-        }
-        OutputFormat::Jsonl => {
-            for (f, r) in &results {
-                let v = match r {
-                    Ok(cg) => summary_json(f, cg),
-                    Err(e) => {
-                        json!({"file": f, "ok": false, "error": e.to_string(), "exit_code": e.exit_code()})
-                    }
-                };
-                writeln!(out, "{v}")?;
-            }
-        }
-        OutputFormat::Csv => {
-            writeln!(out, "file,ok,nodes,params,macs,flops,depth,unknown_ops,error")?;
-            for (f, r) in &results {
-                match r {
-                    Ok(cg) => {
-                        let s = cg.summary();
-                        writeln!(
-                            out,
-                            "{},true,{},{},{},{},{},{},",
-                            csv_field(f),
-                            s.nodes,
-                            s.params,
-                            s.macs,
-                            s.flops,
-                            s.depth,
-                            s.unknown.values().sum::<usize>()
-                        )?;
-                    }
-                    Err(e) => {
-                        writeln!(out, "{},false,,,,,,,{}", csv_field(f), csv_field(&e.to_string()))?
-                    }
-                }
-            }
-        }
-        OutputFormat::Table => {
-            if results.len() == 1 {
-                let (f, r) = &results[0];
-                let cg = r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let s = cg.summary();
-                writeln!(out, "{f}")?;
-                writeln!(out, "  nodes        {} ({} edges)", s.nodes, s.edges)?;
-                writeln!(out, "  parameters   {} ({})", s.params, human(s.params))?;
-                writeln!(out, "  MACs         {} ({})", s.macs, human(s.macs))?;
-                writeln!(out, "  FLOPs        {} ({})", s.flops, human(s.flops))?;
-                writeln!(out, "  depth        {} compute ops on the longest path", s.depth)?;
-                writeln!(out, "  widest       {} channels", s.max_channels)?;
-                writeln!(
-                    out,
-                    "  largest act. {} elements at '{}'",
-                    s.max_activation.0, s.max_activation.1
-                )?;
-                writeln!(out, "  ops by kind:")?;
-                let mut kinds: Vec<_> = s.by_kind.iter().collect();
-                kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-                for (k, n) in kinds {
-                    let flag = if s.unknown.contains_key(k) { "  (unknown op)" } else { "" };
-                    writeln!(out, "    {k:<16} {n:>6}{flag}")?;
-                }
-            } else {
-                writeln!(
-                    out,
-                    "{:<48} {:>6} {:>12} {:>14} {:>6}  status",
-                    "file", "nodes", "params", "FLOPs", "depth"
-                )?;
-                for (f, r) in &results {
-                    match r {
-                        Ok(cg) => {
-                            let s = cg.summary();
-                            writeln!(
-                                out,
-                                "{:<48} {:>6} {:>12} {:>14} {:>6}  ok",
-                                f, s.nodes, s.params, s.flops, s.depth
-                            )?;
-                        }
-                        Err(e) => writeln!(
-                            out,
-                            "{f:<48} {:>6} {:>12} {:>14} {:>6}  error: {e}",
-                            "-", "-", "-", "-"
-                        )?,
-                    }
-                }
-            }
-        }
-    }
-    for (_, r) in &results {
-        if let Err(e) = r {
-            eprintln!("error: {e}");
-        }
-    }
-    Ok(if failed == 0 {
+}
+
+fn exit_code(results: &Loaded, failed: usize) -> i32 {
+    if failed == 0 {
         exit::OK
     } else if failed == results.len() {
         results
@@ -243,7 +153,119 @@ pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
             .unwrap_or(exit::FAILURE)
     } else {
         exit::PARTIAL
-    })
+    }
+}
+
+fn error_json(f: &str, e: &crate::Error) -> serde_json::Value {
+    json!({"file": f, "ok": false, "error": e.to_string(), "exit_code": e.exit_code()})
+}
+
+/// The whole graph of one file, with its summary.
+fn write_one_json(
+    out: &mut impl Write,
+    (_, r): &(String, crate::Result<Cg>),
+) -> anyhow::Result<()> {
+    let cg = r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut v = serde_json::to_value(cg.to_json())?;
+    let s = cg.summary();
+    v["nape_version"] = json!(env!("CARGO_PKG_VERSION"));
+    v["units"] = json!({"params": "count", "macs": "multiply-accumulates", "flops": "floating-point operations, 2 per MAC plus elementwise work"});
+    v["summary"] = json!({"by_kind": s.by_kind, "max_channels": s.max_channels, "unknown_ops": s.unknown, "undecided": !cg.notes.is_empty(), "notes": cg.notes, "graph_hash": graph_hash(cg)});
+    serde_json::to_writer_pretty(&mut *out, &v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn write_json(out: &mut impl Write, results: &Loaded) -> anyhow::Result<()> {
+    let files: Vec<_> = results
+        .iter()
+        .map(|(f, r)| match r {
+            Ok(cg) => summary_json(f, cg),
+            Err(e) => error_json(f, e),
+        })
+        .collect();
+    let doc = json!({"schema_version": crate::graph::CG_SCHEMA_VERSION, "nape_version": env!("CARGO_PKG_VERSION"), "files": files});
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn write_jsonl(out: &mut impl Write, results: &Loaded) -> anyhow::Result<()> {
+    for (f, r) in results {
+        let v = match r {
+            Ok(cg) => summary_json(f, cg),
+            Err(e) => error_json(f, e),
+        };
+        writeln!(out, "{v}")?;
+    }
+    Ok(())
+}
+
+fn write_csv(out: &mut impl Write, results: &Loaded) -> anyhow::Result<()> {
+    writeln!(out, "file,ok,nodes,params,macs,flops,depth,unknown_ops,graph_hash,error")?;
+    for (f, r) in results {
+        match r {
+            Ok(cg) => {
+                let s = cg.summary();
+                let unknown = s.unknown.values().sum::<usize>();
+                let (n, p, m, fl, d) = (s.nodes, s.params, s.macs, s.flops, s.depth);
+                let h = graph_hash(cg);
+                writeln!(out, "{},true,{n},{p},{m},{fl},{d},{unknown},{h},", csv_field(f))?;
+            }
+            Err(e) => writeln!(out, "{},false,,,,,,,,{}", csv_field(f), csv_field(&e.to_string()))?,
+        }
+    }
+    Ok(())
+}
+
+fn write_one_table(
+    out: &mut impl Write,
+    (f, r): &(String, crate::Result<Cg>),
+) -> anyhow::Result<()> {
+    let cg = r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let s = cg.summary();
+    writeln!(out, "{f}")?;
+    writeln!(out, "  nodes        {} ({} edges)", s.nodes, s.edges)?;
+    writeln!(out, "  parameters   {} ({})", s.params, human(s.params))?;
+    writeln!(out, "  MACs         {} ({})", s.macs, human(s.macs))?;
+    writeln!(out, "  FLOPs        {} ({})", s.flops, human(s.flops))?;
+    writeln!(out, "  depth        {} compute ops on the longest path", s.depth)?;
+    writeln!(out, "  widest       {} channels", s.max_channels)?;
+    writeln!(out, "  largest act. {} elements at '{}'", s.max_activation.0, s.max_activation.1)?;
+    writeln!(out, "  graph hash   {}", graph_hash(cg))?;
+    writeln!(out, "  ops by kind:")?;
+    let mut kinds: Vec<_> = s.by_kind.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (k, n) in kinds {
+        let flag = if s.unknown.contains_key(k) { "  (unknown op)" } else { "" };
+        writeln!(out, "    {k:<16} {n:>6}{flag}")?;
+    }
+    Ok(())
+}
+
+fn write_table(out: &mut impl Write, results: &Loaded) -> anyhow::Result<()> {
+    let (nodes, params, flops, depth) = ("nodes", "params", "FLOPs", "depth");
+    writeln!(out, "{:<48} {nodes:>6} {params:>12} {flops:>14} {depth:>6}  status", "file")?;
+    for (f, r) in results {
+        match r {
+            Ok(cg) => {
+                let s = cg.summary();
+                let (n, p, fl, d) = (s.nodes, s.params, s.flops, s.depth);
+                writeln!(out, "{f:<48} {n:>6} {p:>12} {fl:>14} {d:>6}  ok")?;
+            }
+            Err(e) => {
+                let dash = "-";
+                writeln!(out, "{f:<48} {dash:>6} {dash:>12} {dash:>14} {dash:>6}  error: {e}")?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The hash of the canonical graph: equal for every export of one network (see
+/// [`Cg::structure_hash`]).
+fn graph_hash(cg: &Cg) -> String {
+    cg.canonical().structure_hash()
 }
 
 /// Quotes a CSV field when needed.

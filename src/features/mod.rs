@@ -385,8 +385,8 @@ fn global_features(
 /// Version of the features; bump it whenever a column, scale or token id changes, or the graph
 /// they read does (the canonical form), so a checkpoint trained on older features is refused
 /// rather than misread, and cached features are rebuilt. 2: `none` zeros dropped; 3: zeros
-/// cut from their inputs.
-pub const FEATURES_VERSION: u32 = 3;
+/// cut from their inputs; 4: a computation written twice is one node, one spelling per op.
+pub const FEATURES_VERSION: u32 = 4;
 
 /// What a checkpoint's `meta.json` records about the features it was trained on: layout sizes,
 /// the op vocabulary, the graph-feature names and the proxies read. [`FeatureSpec::current`]

@@ -8,9 +8,9 @@
 //!   bias, so the parameter count is the folded one: weights + one bias per output channel);
 //! - an Add of a per-feature parameter vector directly after a bias-less Linear (or Conv) that
 //!   feeds nothing else becomes that node's bias;
-//! - a Zero (an op whose output is all zeros, as NAS-Bench-201's `none`) whose every consumer is
-//!   an Add with another input is dropped (`x + 0 = x`), an Add left with one input is spliced
-//!   out, and nodes that no longer reach an output are removed. A cell whose `none` edges cut
+//! - a Zero (an op whose output is all zeros, as NAS-Bench-201's `none`) is cut from every Add
+//!   with another input (`x + 0 = x`), an Add left with one input is spliced out, and nodes
+//!   that no longer reach an output are removed. A cell whose `none` edges cut
 //!   it off then looks like what it computes, not like a dense cell. A Zero that something
 //!   other than a sum reads loses its input edge (a zero does not depend on its input), and
 //!   what is computed from zeros alone (a constant) is removed as long as the output still
@@ -18,6 +18,7 @@
 //!   canonical graph keeps the zeros and what follows them, with no path from input to output
 //!   (not a valid CG for [`Cg::validate`], which asks every node to be reached from an input;
 //!   features read it).
+//! - one computation written twice is one node, and each op has one spelling (`same.rs`).
 //!
 //! The raw graph (what `nape inspect` shows) stays faithful to the file; features read the
 //! canonical one.
@@ -38,6 +39,8 @@ impl Cg {
         cg.drop_constants();
         while cg.drop_zero_or_unary_add() {}
         cg.drop_dead();
+        cg.unify_spellings();
+        cg.merge_duplicates();
         // removal keeps topological order (StableGraph keeps indices); compact them
         let _ = cg.sort();
         cg
@@ -127,24 +130,20 @@ impl Cg {
         }
     }
 
-    /// Drops one Zero that only feeds sums with another input, or splices out one Add left
-    /// with a single input of its own shape; whether it changed anything.
+    /// Cuts one edge from a Zero into a sum with another input (`x + 0 = x`), or splices out
+    /// one Add left with a single input of its own shape; whether it changed anything. A Zero
+    /// left feeding nothing is removed with the dead nodes.
     fn drop_zero_or_unary_add(&mut self) -> bool {
         let g = &mut self.graph;
-        let zero = g.node_indices().find(|&z| {
-            g[z].kind == OpKind::Zero && {
-                let outs: Vec<_> = g.edges_directed(z, Direction::Outgoing).collect();
-                !outs.is_empty()
-                    && outs.iter().all(|e| {
-                        let t = e.target();
-                        g[t].kind == OpKind::Add
-                            && g[t].out_shape() == e.weight().shape.as_slice()
-                            && g.edges_directed(t, Direction::Incoming).any(|i| i.source() != z)
-                    })
-            }
+        let zero_term = g.edge_indices().find(|&e| {
+            let Some((z, t)) = g.edge_endpoints(e) else { return false };
+            g[z].kind == OpKind::Zero
+                && g[t].kind == OpKind::Add
+                && g[t].out_shape() == g[e].shape.as_slice()
+                && g.edges_directed(t, Direction::Incoming).any(|i| i.source() != z)
         });
-        if let Some(z) = zero {
-            g.remove_node(z);
+        if let Some(e) = zero_term {
+            g.remove_edge(e);
             return true;
         }
         let unary = g.node_indices().find_map(|a| {

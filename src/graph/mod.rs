@@ -10,6 +10,7 @@ mod canon;
 mod export;
 mod fuse;
 mod op;
+mod same;
 
 pub use export::{to_dot, CgJson, EdgeJson, NodeJson, CG_SCHEMA_VERSION};
 pub use op::{OpKind, ALL_KINDS};

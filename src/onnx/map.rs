@@ -394,8 +394,8 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
             attrs.stride = ints_or(pn, "strides", 1, spatial);
             attrs.padding = ints_or(pn, "pads", 0, 2 * spatial);
             let d = to_usizes(&attr_ints(pn, "dilations"));
-            if !d.is_empty() {
-                attrs.dilation = d;
+            if d.iter().any(|&x| x != 1) {
+                attrs.dilation = d; // all ones is the default, whether written or not
             }
             if let Some(c) = attr_int(pn, "count_include_pad") {
                 attrs.values.insert("count_include_pad".into(), c as f64);

@@ -1,0 +1,258 @@
+//! Two canonicalisation rules that make different writings of one computation one graph
+//! (used by [`Cg::canonical`]):
+//! - **Common subexpressions merge.** Two parameter-free nodes of the same kind, attributes,
+//!   constant operands and output shapes that read the same tensors compute the same tensor;
+//!   one is kept. PyTorch's exporters (TorchScript's `cse` pass and the dynamo exporter's
+//!   optimiser) write `relu(x)` once where the module computes it once per consumer (as
+//!   NAS-Bench-201's ReLU-Conv-BN edges leaving one node do); nape's own exports write one
+//!   per edge. Merging is the one direction that needs no guess about how many copies there were.
+//! - **One spelling per op.** `Flatten` is a `Reshape`; a mean over every spatial axis that
+//!   keeps the dimensions (`ReduceMean`, as the dynamo exporter writes `AdaptiveAvgPool2d(1)`)
+//!   is a `GlobalAvgPool`; one that drops them (`x.mean((2, 3))`) is a `GlobalAvgPool` and a
+//!   `Reshape` to `[N, C]`, as `AdaptiveAvgPool2d(1)` + `flatten(1)` are written. Only the kind changes: the costs are already the same. An average
+//!   pool without padding drops `count_include_pad`, which then changes nothing (PyTorch's
+//!   `AvgPool2d` writes 1 by default, NAS-Bench-201's `POOLING` 0).
+
+use super::{Attrs, Cg, ConstValue, OpKind, OpNode, Operand, TensorEdge};
+use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+use std::collections::HashMap;
+
+impl Cg {
+    /// Merges duplicated parameter-free nodes until none is left; how many were merged.
+    pub(super) fn merge_duplicates(&mut self) -> usize {
+        let mut merged = 0;
+        loop {
+            let pairs = self.duplicate_pairs();
+            if pairs.is_empty() {
+                return merged;
+            }
+            for (keep, gone) in pairs {
+                self.redirect_and_remove(gone, keep);
+                merged += 1;
+            }
+        }
+    }
+
+    /// (kept, duplicate) pairs found in one pass over the nodes, in node order.
+    fn duplicate_pairs(&self) -> Vec<(NodeIndex, NodeIndex)> {
+        let g = &self.graph;
+        let mut seen: HashMap<String, NodeIndex> = HashMap::new();
+        let mut pairs = Vec::new();
+        for n in g.node_indices() {
+            let Some(key) = self.merge_key(n) else { continue };
+            match seen.get(&key) {
+                Some(&first) => pairs.push((first, n)),
+                None => {
+                    seen.insert(key, n);
+                }
+            }
+        }
+        pairs
+    }
+
+    /// What a node computes, as text, when it may be merged with another of the same text:
+    /// its kind, attributes, shapes, constant operands (not their names) and its inputs.
+    fn merge_key(&self, n: NodeIndex) -> Option<String> {
+        let g = &self.graph;
+        let node = &g[n];
+        let pure = node.params == 0 && node.operands.iter().all(|o| !o.param);
+        if !pure || matches!(node.kind, OpKind::Input | OpKind::Output | OpKind::Unknown(_)) {
+            return None;
+        }
+        let mut ins: Vec<(usize, usize, usize)> = g
+            .edges_directed(n, Direction::Incoming)
+            .map(|e| (e.weight().dst_slot, e.source().index(), e.weight().src_slot))
+            .collect();
+        if ins.is_empty() && node.kind != OpKind::Zero {
+            return None; // (zeros are cut from their inputs: all zeros of a shape are one)
+        }
+        ins.sort_unstable();
+        let operands: Vec<u64> = node.operands.iter().map(operand_digest).collect();
+        let attrs = serde_json::to_string(&node.attrs).unwrap_or_default();
+        Some(format!(
+            "{}|{}|{attrs}|{:?}|{:?}|{operands:?}|{ins:?}",
+            node.kind.as_str(),
+            node.onnx_op,
+            node.out_shapes,
+            node.act_slots
+        ))
+    }
+
+    /// Moves `gone`'s consumers onto `keep` (same outputs, same slots) and removes `gone`.
+    fn redirect_and_remove(&mut self, gone: NodeIndex, keep: NodeIndex) {
+        let g = &mut self.graph;
+        let outs: Vec<(NodeIndex, TensorEdge)> = g
+            .edges_directed(gone, Direction::Outgoing)
+            .map(|e| (e.target(), e.weight().clone()))
+            .collect();
+        g.remove_node(gone);
+        for (t, e) in outs {
+            g.add_edge(keep, t, e);
+        }
+    }
+
+    /// Gives each op its one spelling (see the module docs).
+    pub(super) fn unify_spellings(&mut self) {
+        for n in self.graph.node_indices().collect::<Vec<_>>() {
+            if self.graph[n].kind == OpKind::ReduceMean && is_flat_global_mean(&self.graph[n]) {
+                self.split_flat_mean(n);
+            }
+            let node = &mut self.graph[n];
+            if node.kind == OpKind::Flatten {
+                node.kind = OpKind::Reshape;
+                node.attrs = Attrs::default();
+            } else if node.kind == OpKind::ReduceMean && is_global_mean(node) {
+                node.kind = OpKind::GlobalAvgPool;
+                node.attrs = Attrs::default();
+            } else if node.kind == OpKind::AvgPool && node.attrs.padding.iter().all(|&p| p == 0) {
+                node.attrs.values.remove("count_include_pad");
+            }
+        }
+    }
+}
+
+impl Cg {
+    /// A spatial mean that drops the reduced axes becomes a global pool to `[N, C, 1, 1]`
+    /// followed by a reshape to `[N, C]` (the costs stay on the mean).
+    fn split_flat_mean(&mut self, n: NodeIndex) {
+        let g = &mut self.graph;
+        let flat = g[n].out_shapes[0].clone();
+        let mut kept = g[n].in_shapes[0].clone();
+        kept[2..].iter_mut().for_each(|d| *d = 1);
+        let mut reshape = OpNode::new(OpKind::Reshape, &format!("{}.flat", g[n].name));
+        reshape.in_shapes = vec![kept.clone()];
+        reshape.out_shapes = vec![flat];
+        let r = g.add_node(reshape);
+        let outs: Vec<(NodeIndex, TensorEdge)> = g
+            .edges_directed(n, Direction::Outgoing)
+            .map(|e| (e.target(), e.weight().clone()))
+            .collect();
+        for e in g.edges_directed(n, Direction::Outgoing).map(|e| e.id()).collect::<Vec<_>>() {
+            g.remove_edge(e);
+        }
+        for (t, e) in outs {
+            g.add_edge(r, t, e);
+        }
+        let name = g[n].name.clone();
+        g.add_edge(n, r, TensorEdge { src_slot: 0, dst_slot: 0, shape: kept.clone(), name });
+        g[n].out_shapes = vec![kept];
+    }
+}
+
+/// A constant operand by slot, shape and value; by name when its value is not known (a weight
+/// read for its shape only), so two unknown tensors are never taken for one.
+fn operand_digest(o: &Operand) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (o.slot, &o.shape).hash(&mut h);
+    match &o.value {
+        Some(ConstValue::Float(v)) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
+        Some(ConstValue::Int(v)) => v.hash(&mut h),
+        None => o.name.hash(&mut h),
+    }
+    h.finish()
+}
+
+/// Whether a mean keeps `[N, C]` and reduces every further axis, dropping them.
+fn is_flat_global_mean(node: &OpNode) -> bool {
+    let (Some(i), Some(o)) = (node.in_shapes.first(), node.out_shapes.first()) else {
+        return false;
+    };
+    i.len() >= 3 && o.len() == 2 && o[..] == i[..2]
+}
+
+/// Whether a mean keeps `[N, C]` and reduces every further axis to 1, keeping the rank.
+fn is_global_mean(node: &OpNode) -> bool {
+    let (Some(i), Some(o)) = (node.in_shapes.first(), node.out_shapes.first()) else {
+        return false;
+    };
+    i.len() >= 3 && o.len() == i.len() && o[..2] == i[..2] && o[2..].iter().all(|&d| d == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::{Cg, OpKind, OpNode, TensorEdge};
+    use petgraph::stable_graph::NodeIndex;
+
+    fn edge(cg: &mut Cg, a: NodeIndex, b: NodeIndex, slot: usize, shape: &[usize]) {
+        let e = TensorEdge { src_slot: 0, dst_slot: slot, shape: shape.to_vec(), name: "t".into() };
+        cg.graph.add_edge(a, b, e);
+    }
+
+    fn node(cg: &mut Cg, kind: OpKind, name: &str, shape: &[usize], params: u64) -> NodeIndex {
+        let mut n = OpNode::new(kind, name);
+        n.out_shapes = vec![shape.to_vec()];
+        n.params = params;
+        cg.graph.add_node(n)
+    }
+
+    /// x -> relu -> conv1, x -> relu -> conv2 (two relus of x), both convs summed.
+    fn two_relus(shared: bool) -> Cg {
+        let s = [1, 4, 8, 8];
+        let mut cg = Cg::new("t");
+        let x = node(&mut cg, OpKind::Input, "x", &s, 0);
+        let r1 = node(&mut cg, OpKind::Relu, "r1", &s, 0);
+        let r2 = if shared { r1 } else { node(&mut cg, OpKind::Relu, "r2", &s, 0) };
+        let c1 = node(&mut cg, OpKind::Conv, "c1", &s, 144);
+        let c2 = node(&mut cg, OpKind::Conv, "c2", &s, 144);
+        let add = node(&mut cg, OpKind::Add, "add", &s, 0);
+        let y = node(&mut cg, OpKind::Output, "y", &s, 0);
+        edge(&mut cg, x, r1, 0, &s);
+        if !shared {
+            edge(&mut cg, x, r2, 0, &s);
+        }
+        edge(&mut cg, r1, c1, 0, &s);
+        edge(&mut cg, r2, c2, 0, &s);
+        edge(&mut cg, c1, add, 0, &s);
+        edge(&mut cg, c2, add, 1, &s);
+        edge(&mut cg, add, y, 0, &s);
+        cg
+    }
+
+    #[test]
+    fn duplicated_relus_merge_but_weighted_nodes_do_not() {
+        let mut cg = two_relus(false);
+        assert_eq!(cg.merge_duplicates(), 1);
+        let kinds: Vec<_> = cg.nodes().map(|(_, n)| n.kind.clone()).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == OpKind::Relu).count(), 1);
+        assert_eq!(kinds.iter().filter(|k| **k == OpKind::Conv).count(), 2);
+        assert_eq!(cg.canonical().structure_hash(), two_relus(true).canonical().structure_hash());
+    }
+
+    #[test]
+    fn flatten_and_a_spatial_mean_take_one_spelling() {
+        let mut cg = Cg::new("t");
+        let mut mean = OpNode::new(OpKind::ReduceMean, "m");
+        mean.in_shapes = vec![vec![1, 8, 4, 4]];
+        mean.out_shapes = vec![vec![1, 8, 1, 1]];
+        let mut over_channels = mean.clone();
+        over_channels.out_shapes = vec![vec![1, 1, 4, 4]];
+        let m = cg.graph.add_node(mean);
+        let c = cg.graph.add_node(over_channels);
+        let f = node(&mut cg, OpKind::Flatten, "f", &[1, 8], 0);
+        let mut pool = OpNode::new(OpKind::AvgPool, "p");
+        pool.attrs.padding = vec![0; 4];
+        pool.attrs.values.insert("count_include_pad".into(), 1.0);
+        let mut padded = pool.clone();
+        padded.attrs.padding = vec![1; 4];
+        let (p, q) = (cg.graph.add_node(pool), cg.graph.add_node(padded));
+        let mut flat = OpNode::new(OpKind::ReduceMean, "flat");
+        flat.in_shapes = vec![vec![1, 8, 4, 4]];
+        flat.out_shapes = vec![vec![1, 8]];
+        let fm = cg.graph.add_node(flat);
+        let y = node(&mut cg, OpKind::Output, "y", &[1, 8], 0);
+        edge(&mut cg, fm, y, 0, &[1, 8]);
+        cg.unify_spellings();
+        assert_eq!(cg.graph[fm].kind, OpKind::GlobalAvgPool);
+        assert_eq!(cg.graph[fm].out_shapes, vec![vec![1, 8, 1, 1]]);
+        let after: Vec<_> = cg.graph.neighbors(fm).map(|r| cg.graph[r].kind.clone()).collect();
+        assert_eq!(after, vec![OpKind::Reshape]);
+        assert!(cg.graph[p].attrs.values.is_empty());
+        assert_eq!(cg.graph[q].attrs.values.len(), 1);
+        assert_eq!(cg.graph[m].kind, OpKind::GlobalAvgPool);
+        assert_eq!(cg.graph[c].kind, OpKind::ReduceMean);
+        assert_eq!(cg.graph[f].kind, OpKind::Reshape);
+    }
+}
