@@ -81,6 +81,8 @@ impl Predictor {
             return Err(Error::Model(format!("{}: no model", dir.display())));
         };
         let scorer = FeatureScorer::new(&first.meta.config.proxies, data_dir)?;
+        // a model that reads no proxy never runs the network: the weights' shapes suffice
+        let opts = ImportOptions { shapes_only: first.meta.config.proxies.is_empty(), ..opts };
         Ok(Predictor { models, opts, scorer })
     }
 

@@ -45,8 +45,8 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
     if files.is_empty() {
         return Err(crate::Error::Usage("no .onnx files found in the given paths".into()).into());
     }
-    let opts =
-        ImportOptions { input_shape: a.input_shape.as_ref().map(|s| s.0.clone()), strict: false };
+    let input_shape = a.input_shape.as_ref().map(|s| s.0.clone());
+    let opts = ImportOptions { input_shape, ..Default::default() };
     let data = crate::dataset::data_dir(a.data.as_deref());
     let dir = super::model_args::resolve_model(&a.model, a.models.as_deref());
     let p = Predictor::load(&dir, model::device(&a.device)?, opts, &data)?;

@@ -19,6 +19,7 @@ mod lower;
 mod map;
 mod nodes;
 pub mod run;
+pub mod slim;
 pub mod write;
 
 use crate::error::{Error, Result};
@@ -37,6 +38,9 @@ pub struct ImportOptions {
     pub input_shape: Option<Vec<usize>>,
     /// Unknown ops are errors instead of `OpKind::Unknown` nodes.
     pub strict: bool,
+    /// Read the weights' shapes, not their values ([`slim`]): for commands that do not run
+    /// the network. The graph, counts and costs are the same.
+    pub shapes_only: bool,
 }
 
 /// Reads an ONNX file into a CG.
@@ -58,7 +62,11 @@ pub fn load(path: &Path, opts: &ImportOptions) -> Result<Cg> {
 /// [`load`] of a file whose bytes were already read (external data is read beside `path`).
 pub fn load_read(path: &Path, bytes: &[u8], opts: &ImportOptions) -> Result<Cg> {
     let source = path.display().to_string();
-    let mut model = decode(bytes, &source)?;
+    let mut model = if opts.shapes_only {
+        decode(&slim::slim(bytes, &source)?, &source)?
+    } else {
+        decode(bytes, &source)?
+    };
     if external::has_external(&model) {
         let dir = path.parent().map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
         external::load_external(&mut model, dir, &source)?;

@@ -225,6 +225,8 @@ pub fn featurise_files(
     let shape = opts.input_shape.as_ref().map(|s| format!("{s:?}")).unwrap_or_default();
     let tag = format!("{}-shape{shape}", cache_tag(FILES_FAMILY, "", proxies));
     let mut cache: Cache<Sample> = Cache::open(cache_dir, FILES_FAMILY, &tag)?;
+    // without proxies the network never runs: the weights' shapes suffice
+    let opts = &ImportOptions { shapes_only: proxies.is_empty(), ..opts.clone() };
     // each file is read once: its bytes give the cache key and, on a miss, the graph
     let read: Vec<Result<(String, Option<Sample>)>> = files
         .par_iter()
