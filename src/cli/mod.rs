@@ -63,6 +63,49 @@ pub enum Command {
     Predict(predict::PredictArgs),
 }
 
+/// Runs the commands that need no libtorch (`inspect`, `export`); `None` for the others, which
+/// the `nape` binary hands to `nape-torch` (so reading a file never pays libtorch's start-up:
+/// 0.27 CPU-s and 120 MB before `main`).
+pub fn run_light(cli: &Cli) -> Option<anyhow::Result<i32>> {
+    match &cli.command {
+        Command::Inspect(a) => Some(inspect::run(a)),
+        Command::Export(a) => Some(export::run(a)),
+        _ => None,
+    }
+}
+
+/// Sets up logging on stderr for `cli`'s `--verbose`/`--quiet` (or `NAPE_LOG`).
+pub fn init_logging(cli: &Cli) {
+    let filter = if cli.verbose {
+        "nape=debug"
+    } else if cli.quiet {
+        "error"
+    } else {
+        "nape=warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NAPE_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+/// The documented exit code of a command's result; errors are printed on stderr.
+pub fn exit_code(result: anyhow::Result<i32>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.downcast_ref::<crate::Error>().map(|e| e.exit_code()).unwrap_or(1);
+            eprintln!("error: {e:#}");
+            code
+        }
+    }
+}
+
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     #[cfg(feature = "torch")]
