@@ -21,7 +21,7 @@ export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test check fmt clippy bench corpus corpus-check golden fuzz clean notebooks
+.PHONY: help setup demo test check fmt clippy bench bench-read exporters-check corpus corpus-check golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -31,6 +31,8 @@ help:
 	@echo "make golden - regenerate golden CG files from tests/corpus"
 	@echo "make corpus - export the real-world ONNX corpus to NAPE_CORPUS (about 5 GB of Python torch)"
 	@echo "make corpus-check - nape against the corpus truth: the per-family table"
+	@echo "make exporters-check - 200 NB-201 + 200 NB-101 cells, three exporters: one graph hash, one prediction"
+	@echo "make bench-read - nape inspect against onnx.load + infer_shapes on the same files"
 
 $(TORCH_STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3 (python3-venv)" >&2; exit 1; }
@@ -77,7 +79,7 @@ test: setup
 
 # the notebooks executed on a small run (runs/notebook); also part of `make test`
 notebooks: setup
-	$(CARGO_ENV) cargo build --bin nape
+	$(CARGO_ENV) cargo build --bins
 	NAPE=./target/debug/nape PYTHON=$(PY_VENV)/bin/python notebooks/run_small.sh
 
 check: setup
@@ -85,11 +87,11 @@ check: setup
 	$(CARGO_ENV) cargo clippy --all-targets -- -D warnings
 
 bench: setup
-	$(CARGO_ENV) cargo build --release --bin nape
+	$(CARGO_ENV) cargo build --release --bins
 	./target/release/nape bench
 
 golden: setup
-	$(CARGO_ENV) cargo build --bin nape
+	$(CARGO_ENV) cargo build --bins
 	scripts/regen_golden.sh
 
 fuzz:
@@ -122,6 +124,28 @@ corpus: $(EXPORT_STAMP)
 # parsing only (no libtorch): the ignored test reads every family under NAPE_CORPUS
 corpus-check:
 	cargo test --no-default-features --test corpus_real -- --ignored --nocapture
+
+# reading files side by side with Python's onnx.load + infer_shapes (default: the PyTorch
+# exports of exporters-check; READ_FILES=DIR for others)
+READ_FILES ?= $(NAPE_CORPUS)/exporters/nb201/torchscript
+bench-read: setup
+	$(CARGO_ENV) cargo build --release --bins
+	@test -d "$(READ_FILES)" || { echo "error: $(READ_FILES) not found: run make exporters-check, or set READ_FILES" >&2; exit 3; }
+	PYTHON=$(PY_VENV)/bin/python scripts/bench_read.sh "$(READ_FILES)"
+
+# one network, three exporters (issue 13): nape's export, PyTorch's TorchScript exporter (eval,
+# BatchNorm folded) and its dynamo exporter, of 200 NB-201 and 200 NB-101 cells: the graph hash
+# and the prediction must be the same (scripts/compare_exports.py)
+EXPORTERS := $(NAPE_CORPUS)/exporters
+exporters-check: $(EXPORT_STAMP)
+	$(CARGO_ENV) cargo build --release --bins
+	for s in nb201 nb101; do \
+	  ./target/release/nape export $$s --data "$(NAPE_DATA)" --out $(EXPORTERS)/$$s/nape --limit 200 -q && \
+	  nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_torch_cells.py \
+	    --manifest $(EXPORTERS)/$$s/nape/manifest.jsonl --out $(EXPORTERS)/$$s && \
+	  OMP_NUM_THREADS=1 python3 scripts/compare_exports.py $(EXPORTERS)/$$s/nape \
+	    $(EXPORTERS)/$$s/torchscript $(EXPORTERS)/$$s/dynamo || exit 1; \
+	done
 
 clean:
 	cargo clean

@@ -1,0 +1,84 @@
+//! One network, three exporters (tests/corpus/exporters): nape's own export, PyTorch's
+//! TorchScript export and its dynamo export of the same NAS-Bench-201 cell give one canonical
+//! graph (the same `graph_hash` and parameter count) and, through the bundled model, the same
+//! prediction. `make exporters-check` runs the same check on 200 NB-201 and 200 NB-101 cells.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+const FORMS: [&str; 3] = ["nape", "torchscript", "dynamo"];
+const CELLS: [&str; 3] = ["0", "3", "105"];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn files(form: &str) -> Vec<String> {
+    let dir = root().join("tests/corpus/exporters/nb201").join(form);
+    CELLS
+        .iter()
+        .map(|c| {
+            let p = dir.join(format!("{c}.onnx"));
+            assert!(p.is_file(), "missing fixture {} (see tests/corpus/exporters)", p.display());
+            p.display().to_string()
+        })
+        .collect()
+}
+
+/// `nape ARGS FILES` as JSON lines (or one document), keyed by file name.
+fn nape(args: &[&str], files: &[String]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_nape"))
+        .env("OMP_NUM_THREADS", "1")
+        .args(args)
+        .args(files)
+        .output()
+        .expect("run nape");
+    assert!(out.status.success(), "nape {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn by_cell(rows: Vec<serde_json::Value>) -> BTreeMap<String, serde_json::Value> {
+    rows.into_iter()
+        .map(|r| {
+            let f = r["file"].as_str().expect("file").to_string();
+            (Path::new(&f).file_stem().unwrap().to_string_lossy().to_string(), r)
+        })
+        .collect()
+}
+
+#[test]
+fn three_exports_give_one_canonical_graph() {
+    let mut seen: Vec<BTreeMap<String, serde_json::Value>> = Vec::new();
+    for form in FORMS {
+        let text = nape(&["inspect", "--canonical", "--jsonl", "-q"], &files(form));
+        let rows = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        seen.push(by_cell(rows));
+    }
+    for cell in CELLS {
+        for (form, rows) in FORMS.iter().zip(&seen).skip(1) {
+            for key in ["graph_hash", "params", "macs", "nodes"] {
+                assert_eq!(rows[cell][key], seen[0][cell][key], "cell {cell}, {form}: {key}");
+            }
+        }
+    }
+}
+
+#[cfg(feature = "torch")]
+#[test]
+fn three_exports_give_one_prediction() {
+    let mut seen = Vec::new();
+    for form in FORMS {
+        let doc: serde_json::Value =
+            serde_json::from_str(&nape(&["predict", "--json", "-q"], &files(form))).expect("json");
+        let rows = doc["predictions"].as_array().expect("predictions").clone();
+        seen.push(by_cell(rows));
+    }
+    for cell in CELLS {
+        let p0 = seen[0][cell]["prediction"].as_f64().expect("prediction");
+        for (form, rows) in FORMS.iter().zip(&seen).skip(1) {
+            let p = rows[cell]["prediction"].as_f64().expect("prediction");
+            assert!((p - p0).abs() < 1e-6, "cell {cell}, {form}: {p} against nape's {p0}");
+        }
+    }
+}
