@@ -10,8 +10,8 @@ use clap::Parser;
 
 fn main() {
     let cli = nape::cli::Cli::parse();
+    nape::cli::init_logging(&cli);
     if let Some(result) = nape::cli::run_light(&cli) {
-        nape::cli::init_logging(&cli);
         std::process::exit(nape::cli::exit_code(result));
     }
     std::process::exit(hand_over());

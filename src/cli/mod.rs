@@ -63,13 +63,17 @@ pub enum Command {
     Predict(predict::PredictArgs),
 }
 
-/// Runs the commands that need no libtorch (`inspect`, `export`); `None` for the others, which
+/// Runs the commands that need no libtorch (`inspect`, `export`, and `bench` in a build without
+/// the torch feature); `None` for the others, which
 /// the `nape` binary hands to `nape-torch` (so reading a file never pays libtorch's start-up:
 /// 0.27 CPU-s and 120 MB before `main`).
 pub fn run_light(cli: &Cli) -> Option<anyhow::Result<i32>> {
     match &cli.command {
         Command::Inspect(a) => Some(inspect::run(a)),
         Command::Export(a) => Some(export::run(a)),
+        #[cfg(not(feature = "torch"))]
+        Command::Bench(a) => Some(bench::run(a)),
+        #[allow(unreachable_patterns)] // (a build without torch has no other command)
         _ => None,
     }
 }

@@ -212,40 +212,68 @@ impl Cg {
     /// starts from its kind, attributes, output shapes and parameter count, then six rounds of
     /// Weisfeiler-Lehman refinement mix in its inputs (by slot) and consumers; the hash is the
     /// MD5 of the sorted final labels. Two files with the same network give the same hash
-    /// whatever the exporter named things; use it on [`Cg::canonical`] graphs.
+    /// whatever the exporter named things; use it on [`Cg::canonical`] graphs. Labels are
+    /// 64-bit FNV-1a / splitmix64 values, fixed by their definitions (not by a library's
+    /// hasher), so the hash is the same across builds and versions.
     pub fn structure_hash(&self) -> String {
         use md5::{Digest, Md5};
         let g = &self.graph;
-        let digest = |text: String| format!("{:x}", Md5::digest(text.as_bytes()));
-        let mut label: Vec<String> = vec![String::new(); g.node_bound()];
+        let mut label: Vec<u64> = vec![0; g.node_bound()];
         for n in g.node_indices() {
             let node = &g[n];
             let attrs = serde_json::to_string(&node.attrs).unwrap_or_default();
             let text =
                 format!("{}|{attrs}|{:?}|{}", node.kind.as_str(), node.out_shapes, node.params);
-            label[n.index()] = digest(text);
+            label[n.index()] = fnv1a(text.as_bytes());
         }
+        let mut ins: Vec<(usize, u64)> = Vec::new();
+        let mut outs: Vec<u64> = Vec::new();
         for _ in 0..6 {
             let mut next = label.clone();
             for n in g.node_indices() {
-                let mut ins: Vec<(usize, &str)> = g
-                    .edges_directed(n, Direction::Incoming)
-                    .map(|e| (e.weight().dst_slot, label[e.source().index()].as_str()))
-                    .collect();
+                ins.clear();
+                ins.extend(
+                    g.edges_directed(n, Direction::Incoming)
+                        .map(|e| (e.weight().dst_slot, label[e.source().index()])),
+                );
                 ins.sort_unstable();
-                let mut outs: Vec<&str> = g
-                    .edges_directed(n, Direction::Outgoing)
-                    .map(|e| label[e.target().index()].as_str())
-                    .collect();
+                outs.clear();
+                outs.extend(
+                    g.edges_directed(n, Direction::Outgoing).map(|e| label[e.target().index()]),
+                );
                 outs.sort_unstable();
-                next[n.index()] = digest(format!("{}|{ins:?}|{outs:?}", label[n.index()]));
+                let mut h = mix(label[n.index()], 0x1f);
+                for &(slot, l) in &ins {
+                    h = mix(mix(h, slot as u64), l);
+                }
+                h = mix(h, u64::MAX); // between the inputs and the consumers
+                for &l in &outs {
+                    h = mix(h, l);
+                }
+                next[n.index()] = h;
             }
             label = next;
         }
-        let mut all: Vec<&str> = g.node_indices().map(|n| label[n.index()].as_str()).collect();
+        let mut all: Vec<u64> = g.node_indices().map(|n| label[n.index()]).collect();
         all.sort_unstable();
-        digest(all.join(","))
+        let bytes: Vec<u8> = all.iter().flat_map(|l| l.to_le_bytes()).collect();
+        format!("{:x}", Md5::digest(&bytes))
     }
+}
+
+/// 64-bit FNV-1a of `bytes`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Mixes `v` into `h` (splitmix64's finaliser on their combination).
+fn mix(h: u64, v: u64) -> u64 {
+    let mut z = h.rotate_left(5) ^ v.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

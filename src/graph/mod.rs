@@ -382,18 +382,27 @@ impl Cg {
                 .unwrap_or_default();
             return Err(CgInvalid::Cycle(stuck));
         }
-        let mut new = StableDiGraph::with_capacity(g.node_count(), g.edge_count());
         let mut map = BTreeMap::new();
-        for &n in &order {
-            map.insert(n, new.add_node(g[n].clone()));
+        for (i, &n) in order.iter().enumerate() {
+            map.insert(n, NodeIndex::new(i));
         }
         let mut edges: Vec<_> = g
             .edge_indices()
             .filter_map(|e| g.edge_endpoints(e).map(|(s, t)| (map[&t], g[e].dst_slot, map[&s], e)))
             .collect();
         edges.sort_by_key(|(t, slot, s, _)| (t.index(), *slot, s.index()));
-        for (t, _, s, e) in edges {
-            new.add_edge(s, t, g[e].clone());
+        // move the nodes and edges over (no clone): edges first, while their indices hold
+        let mut old = std::mem::take(&mut self.graph);
+        let weights: Vec<(NodeIndex, NodeIndex, TensorEdge)> = edges
+            .into_iter()
+            .filter_map(|(t, _, s, e)| old.remove_edge(e).map(|w| (s, t, w)))
+            .collect();
+        let mut new = StableDiGraph::with_capacity(order.len(), weights.len());
+        for &n in &order {
+            new.add_node(old.remove_node(n).expect("node of this graph"));
+        }
+        for (s, t, w) in weights {
+            new.add_edge(s, t, w);
         }
         self.graph = new;
         Ok(())

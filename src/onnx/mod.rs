@@ -19,6 +19,7 @@ mod lower;
 mod map;
 mod nodes;
 pub mod run;
+mod shapes;
 pub mod slim;
 pub mod write;
 
@@ -45,28 +46,42 @@ pub struct ImportOptions {
 
 /// Reads an ONNX file into a CG.
 pub fn load(path: &Path, opts: &ImportOptions) -> Result<Cg> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::MissingData {
-                what: "ONNX file".into(),
-                path: path.to_path_buf(),
-                hint: String::new(),
-            }
-        } else {
-            Error::io(path, e)
-        }
-    })?;
+    if opts.shapes_only {
+        let source = path.display().to_string();
+        let model = decode(&slim::slim_file(path)?, &source)?;
+        return load_model(path, model, opts);
+    }
+    let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
     load_read(path, &bytes, opts)
+}
+
+/// The error of a file that cannot be read: missing data when it is not there.
+fn read_error(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::MissingData {
+            what: "ONNX file".into(),
+            path: path.to_path_buf(),
+            hint: String::new(),
+        }
+    } else {
+        Error::io(path, e)
+    }
 }
 
 /// [`load`] of a file whose bytes were already read (external data is read beside `path`).
 pub fn load_read(path: &Path, bytes: &[u8], opts: &ImportOptions) -> Result<Cg> {
     let source = path.display().to_string();
-    let mut model = if opts.shapes_only {
+    let model = if opts.shapes_only {
         decode(&slim::slim(bytes, &source)?, &source)?
     } else {
         decode(bytes, &source)?
     };
+    load_model(path, model, opts)
+}
+
+/// A decoded model of the file `path`: its external data read beside it, then the CG.
+fn load_model(path: &Path, mut model: pb::ModelProto, opts: &ImportOptions) -> Result<Cg> {
+    let source = path.display().to_string();
     if external::has_external(&model) {
         let dir = path.parent().map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
         external::load_external(&mut model, dir, &source)?;
@@ -162,8 +177,8 @@ pub(super) struct Static {
     pub(super) computable: bool,
 }
 
-/// Builds a CG from a decoded model, in stages: classify the graph inputs, let tract analyse
-/// shapes, build the CG node by node, compute constants tract left without a value, tidy.
+/// Builds a CG from a decoded model, in stages: classify the graph inputs, analyse shapes
+/// (directly where [`shapes`] knows every op, else with tract), build the CG node by node, compute constants tract left without a value, tidy.
 pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) -> Result<Cg> {
     let invalid = |msg: String| Error::InvalidOnnx { path: source.into(), msg };
     let graph = model.graph.as_ref().ok_or_else(|| invalid("no graph".into()))?;
@@ -174,7 +189,15 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
     let inputs = inputs::classify(model, graph, source)?;
     let bind =
         |name: &str| analyse::bind_input(name, graph, &inputs.data, &inputs.weights, opts, source);
-    let facts = analyse::analyse_twice(model, &bind, source)?;
+    let facts = match shapes::analyse(graph, &bind) {
+        Some(facts) => facts,
+        None => {
+            tracing::debug!(
+                "{source}: shapes by tract's analysis (an op or form the direct one does not know)"
+            );
+            analyse::analyse_twice(model, &bind, source)?
+        }
+    };
     let mut b = nodes::Builder::new(source, &facts, graph, &inputs.weights, opts.strict);
     b.data_inputs(&inputs.data)?;
     for (index, pn) in graph.node.iter().enumerate() {

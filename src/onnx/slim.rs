@@ -10,70 +10,20 @@
 //! the file are kept as they are. Commands that run the network (proxies) read the whole file.
 
 use crate::error::{Error, Result};
+use std::io::{Read, Seek};
+use std::path::Path;
 
 /// Float initializers of at most this many elements keep their values.
 pub const KEEP_ELEMENTS: u64 = 64;
 
 const FLOAT_TYPES: [u64; 4] = [1, 10, 11, 16]; // float, float16, double, bfloat16
 
-/// ModelProto fields and GraphProto fields read here.
+/// ModelProto fields and GraphProto fields read here (TensorProto's: dims 1, data_type 2, name
+/// 8, data_location 14; its data 4-7 and 9-11).
 const MODEL_GRAPH: u64 = 7;
 const MODEL_METADATA: u64 = 14;
 const GRAPH_INITIALIZER: u64 = 5;
 const GRAPH_INPUT: u64 = 11;
-
-/// A protobuf field: number, wire type, and its bytes (the payload of a length-delimited field;
-/// the whole encoded field otherwise, key included).
-struct Field<'a> {
-    number: u64,
-    wire: u8,
-    /// The field's bytes as written, key included.
-    raw: &'a [u8],
-    /// For length-delimited fields, the payload.
-    payload: &'a [u8],
-}
-
-fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// The fields of one message, in order; `None` when the bytes are not valid protobuf.
-fn fields(buf: &[u8]) -> Option<Vec<Field<'_>>> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < buf.len() {
-        let start = pos;
-        let key = varint(buf, &mut pos)?;
-        let (number, wire) = (key >> 3, (key & 7) as u8);
-        let mut payload: &[u8] = &[];
-        match wire {
-            0 => {
-                varint(buf, &mut pos)?;
-            }
-            1 => pos = pos.checked_add(8)?,
-            2 => {
-                let len = usize::try_from(varint(buf, &mut pos)?).ok()?;
-                let end = pos.checked_add(len)?;
-                payload = buf.get(pos..end)?;
-                pos = end;
-            }
-            5 => pos = pos.checked_add(4)?,
-            _ => return None,
-        }
-        let raw = buf.get(start..pos)?;
-        out.push(Field { number, wire, raw, payload });
-    }
-    Some(out)
-}
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -95,38 +45,12 @@ fn put_uint(out: &mut Vec<u8>, number: u64, v: u64) {
 }
 
 /// What [`slim`] needs of a TensorProto: name, element type, dims, whether its data is external.
+#[derive(Default)]
 struct TensorHead {
     name: Vec<u8>,
     data_type: u64,
     dims: Vec<u64>,
     external: bool,
-}
-
-fn tensor_head(buf: &[u8]) -> Option<TensorHead> {
-    let mut t = TensorHead { name: Vec::new(), data_type: 0, dims: Vec::new(), external: false };
-    for f in fields(buf)? {
-        match (f.number, f.wire) {
-            (1, 0) => t.dims.push(varint(f.raw, &mut (key_len(f.raw)?))?),
-            (1, 2) => {
-                let mut p = 0;
-                while p < f.payload.len() {
-                    t.dims.push(varint(f.payload, &mut p)?);
-                }
-            }
-            (2, 0) => t.data_type = varint(f.raw, &mut (key_len(f.raw)?))?,
-            (8, 2) => t.name = f.payload.to_vec(),
-            (14, 0) => t.external = varint(f.raw, &mut (key_len(f.raw)?))? == 1,
-            _ => {}
-        }
-    }
-    Some(t)
-}
-
-/// The length of the key at the start of a field's raw bytes.
-fn key_len(raw: &[u8]) -> Option<usize> {
-    let mut p = 0;
-    varint(raw, &mut p)?;
-    Some(p)
 }
 
 /// A ValueInfoProto: `name`, a tensor of `elem_type` with fixed `dims`.
@@ -155,58 +79,197 @@ fn drops(t: &TensorHead) -> bool {
     FLOAT_TYPES.contains(&t.data_type) && !t.external && numel.is_some_and(|n| n > KEEP_ELEMENTS)
 }
 
-/// The graph without its large float initializers' data; the names of those that became inputs.
-fn slim_graph(graph: &[u8], source: &str) -> Result<(Vec<u8>, Vec<String>)> {
-    let bad = || invalid(source, "the graph's protobuf is malformed");
-    let mut out = Vec::with_capacity(graph.len().min(1 << 20));
-    let mut inputs = Vec::new();
-    let mut names = Vec::new();
-    for f in fields(graph).ok_or_else(bad)? {
-        if f.number == GRAPH_INITIALIZER && f.wire == 2 {
-            let head = tensor_head(f.payload).ok_or_else(bad)?;
-            if drops(&head) {
-                inputs.push(value_info(&head.name, head.data_type, &head.dims));
-                names.push(String::from_utf8_lossy(&head.name).into_owned());
-                continue;
-            }
-        }
-        out.extend_from_slice(f.raw);
-    }
-    for vi in &inputs {
-        put_bytes(&mut out, GRAPH_INPUT, vi);
-    }
-    Ok((out, names))
+/// Reads protobuf fields from a file or a buffer, skipping what it is asked to skip.
+struct Walker<R> {
+    r: R,
+    pos: u64,
 }
 
-fn invalid(source: &str, msg: &str) -> Error {
-    Error::InvalidOnnx { path: source.into(), msg: msg.into() }
+fn malformed() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed protobuf")
+}
+
+impl<R: Read + Seek> Walker<R> {
+    fn varint(&mut self) -> std::io::Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let mut b = [0u8];
+            self.r.read_exact(&mut b)?;
+            self.pos += 1;
+            v |= u64::from(b[0] & 0x7f) << shift;
+            if b[0] < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(malformed())
+    }
+
+    /// The next field's key (number, wire type) and, for a length-delimited one, its length,
+    /// checked to end by `end`.
+    fn header(&mut self, end: u64) -> std::io::Result<(u64, u8, u64)> {
+        let key = self.varint()?;
+        let wire = (key & 7) as u8;
+        let len = match wire {
+            0 => 0,
+            1 => 8,
+            5 => 4,
+            2 => self.varint()?,
+            _ => return Err(malformed()),
+        };
+        if wire != 0 && self.pos.checked_add(len).is_none_or(|e| e > end) {
+            return Err(malformed());
+        }
+        Ok((key, wire, len))
+    }
+
+    fn bytes(&mut self, len: u64) -> std::io::Result<Vec<u8>> {
+        let mut v = vec![0u8; usize::try_from(len).map_err(|_| malformed())?];
+        self.r.read_exact(&mut v)?;
+        self.pos += len;
+        Ok(v)
+    }
+
+    /// The rest of a field whose header was read, appended to `out` with its key.
+    fn copy(&mut self, key: u64, wire: u8, len: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+        put_varint(out, key);
+        match wire {
+            0 => put_varint(out, self.varint()?),
+            2 => {
+                put_varint(out, len);
+                out.extend(self.bytes(len)?);
+            }
+            _ => out.extend(self.bytes(len)?),
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, wire: u8, len: u64) -> std::io::Result<()> {
+        if wire == 0 {
+            self.varint()?;
+        } else {
+            self.r.seek_relative(i64::try_from(len).map_err(|_| malformed())?)?;
+            self.pos += len;
+        }
+        Ok(())
+    }
+
+    /// A TensorProto ending at `end`: its bytes, or `None` when its data is left out (then
+    /// `head` says what it was).
+    fn tensor(&mut self, end: u64, head: &mut TensorHead) -> std::io::Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        while self.pos < end {
+            let (key, wire, len) = self.header(end)?;
+            match (key >> 3, wire) {
+                (1, 0) => {
+                    let d = self.varint()?;
+                    head.dims.push(d);
+                    put_varint(&mut out, key);
+                    put_varint(&mut out, d);
+                }
+                (1, 2) => {
+                    let packed = self.bytes(len)?;
+                    let mut p = std::io::Cursor::new(&packed[..]);
+                    let mut w = Walker { r: &mut p, pos: 0 };
+                    while w.pos < len {
+                        head.dims.push(w.varint()?);
+                    }
+                    put_bytes(&mut out, 1, &packed);
+                }
+                (2, 0) | (14, 0) => {
+                    let v = self.varint()?;
+                    if key >> 3 == 2 {
+                        head.data_type = v;
+                    } else {
+                        head.external = v == 1;
+                    }
+                    put_varint(&mut out, key);
+                    put_varint(&mut out, v);
+                }
+                (8, 2) => {
+                    head.name = self.bytes(len)?;
+                    put_bytes(&mut out, 8, &head.name);
+                }
+                (4..=7 | 9..=11, _) if drops(head) => self.skip(wire, len)?,
+                _ => self.copy(key, wire, len, &mut out)?,
+            }
+        }
+        Ok((!drops(head)).then_some(out))
+    }
+
+    /// A GraphProto ending at `end`, without its large float initializers' data; the names of
+    /// those that became inputs.
+    fn graph(&mut self, end: u64) -> std::io::Result<(Vec<u8>, Vec<String>)> {
+        let (mut out, mut inputs, mut names) = (Vec::new(), Vec::new(), Vec::new());
+        while self.pos < end {
+            let (key, wire, len) = self.header(end)?;
+            if key >> 3 == GRAPH_INITIALIZER && wire == 2 {
+                let mut head = TensorHead::default();
+                match self.tensor(self.pos + len, &mut head)? {
+                    Some(t) => put_bytes(&mut out, GRAPH_INITIALIZER, &t),
+                    None => {
+                        inputs.push(value_info(&head.name, head.data_type, &head.dims));
+                        names.push(String::from_utf8_lossy(&head.name).into_owned());
+                    }
+                }
+            } else {
+                self.copy(key, wire, len, &mut out)?;
+            }
+        }
+        for vi in &inputs {
+            put_bytes(&mut out, GRAPH_INPUT, vi);
+        }
+        Ok((out, names))
+    }
+
+    /// A ModelProto ending at `end` (see [`slim`]).
+    fn model(&mut self, end: u64) -> std::io::Result<Vec<u8>> {
+        let (mut out, mut weights) = (Vec::new(), Vec::new());
+        while self.pos < end {
+            let (key, wire, len) = self.header(end)?;
+            if key >> 3 == MODEL_GRAPH && wire == 2 {
+                let (graph, names) = self.graph(self.pos + len)?;
+                put_bytes(&mut out, MODEL_GRAPH, &graph);
+                weights.extend(names);
+            } else {
+                self.copy(key, wire, len, &mut out)?;
+            }
+        }
+        if !weights.is_empty() {
+            // a second entry under the key: the reader joins every entry's names
+            let mut entry = Vec::new();
+            put_bytes(&mut entry, 1, super::WEIGHT_INPUTS_KEY.as_bytes());
+            put_bytes(&mut entry, 2, weights.join(",").as_bytes());
+            put_bytes(&mut out, MODEL_METADATA, &entry);
+        }
+        Ok(out)
+    }
+}
+
+fn invalid(source: &str, e: &std::io::Error) -> Error {
+    let msg = match e.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+            "protobuf decoding failed (malformed or truncated wire format)".to_string()
+        }
+        _ => format!("could not read the file: {e}"),
+    };
+    Error::InvalidOnnx { path: source.into(), msg }
 }
 
 /// `bytes` (a ModelProto) without the data of its large float initializers, which become
 /// graph inputs declared as weights (see the module docs). Bytes that are not a valid protobuf
 /// are an error naming `source`.
 pub fn slim(bytes: &[u8], source: &str) -> Result<Vec<u8>> {
-    let top = fields(bytes)
-        .ok_or_else(|| invalid(source, "protobuf decoding failed (malformed wire format)"))?;
-    let mut out = Vec::with_capacity(bytes.len().min(1 << 20));
-    let mut weights = Vec::new();
-    for f in top {
-        if f.number == MODEL_GRAPH && f.wire == 2 {
-            let (graph, names) = slim_graph(f.payload, source)?;
-            put_bytes(&mut out, MODEL_GRAPH, &graph);
-            weights.extend(names);
-        } else {
-            out.extend_from_slice(f.raw);
-        }
-    }
-    if !weights.is_empty() {
-        // a second entry under the key: the reader joins every entry's names
-        let mut entry = Vec::new();
-        put_bytes(&mut entry, 1, super::WEIGHT_INPUTS_KEY.as_bytes());
-        put_bytes(&mut entry, 2, weights.join(",").as_bytes());
-        put_bytes(&mut out, MODEL_METADATA, &entry);
-    }
-    Ok(out)
+    let mut w = Walker { r: std::io::Cursor::new(bytes), pos: 0 };
+    w.model(bytes.len() as u64).map_err(|e| invalid(source, &e))
+}
+
+/// [`slim`] of a file, read in order without the skipped bytes (a 100 MB model with weights is
+/// read as its few hundred kilobytes of graph).
+pub fn slim_file(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| super::read_error(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut w = Walker { r: std::io::BufReader::with_capacity(1 << 16, file), pos: 0 };
+    w.model(len).map_err(|e| invalid(&path.display().to_string(), &e))
 }
 
 #[cfg(test)]
