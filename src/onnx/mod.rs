@@ -155,7 +155,11 @@ fn drop_training_outputs(graph: &mut pb::GraphProto) {
 
 /// Reads ONNX bytes into a CG; `source` names them in messages.
 pub fn load_bytes(bytes: &[u8], source: &str, opts: &ImportOptions) -> Result<Cg> {
-    let mut model = decode(bytes, source)?;
+    let mut model = if opts.shapes_only {
+        decode(&slim::slim(bytes, source)?, source)?
+    } else {
+        decode(bytes, source)?
+    };
     external::load_external(&mut model, None, source)?;
     from_proto(&model, source, opts)
 }
