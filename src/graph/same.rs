@@ -121,7 +121,7 @@ impl Cg {
         let flat = g[n].out_shapes[0].clone();
         let mut kept = g[n].in_shapes[0].clone();
         kept[2..].iter_mut().for_each(|d| *d = 1);
-        let mut reshape = OpNode::new(OpKind::Reshape, &format!("{}.flat", g[n].name));
+        let mut reshape = OpNode::new(OpKind::Reshape, format!("{}.flat", g[n].name));
         reshape.in_shapes = vec![kept.clone()];
         reshape.out_shapes = vec![flat];
         let r = g.add_node(reshape);

@@ -9,7 +9,7 @@
 //! from constants alone, which tract would fold to a value, a shape that does not fit), and the
 //! caller then runs tract: nothing is guessed. `tests` compare both on every committed file.
 
-use super::analyse::{Fact, Facts};
+use super::analyse::{guarded, Fact, Facts};
 use crate::graph::Shape;
 use std::collections::HashMap;
 use tract_onnx::pb;
@@ -54,10 +54,12 @@ pub(super) fn analyse(
 
 /// An initializer as tract reads it (tract panics on a few malformed tensors: not here).
 fn initializer(t: &pb::TensorProto) -> Option<Tensor> {
-    let r = std::panic::catch_unwind(|| {
-        tract_onnx::tensor::load_tensor(&tract_onnx::data_resolver::FopenDataResolver, t, None)
-    });
-    r.ok()?.ok()
+    guarded("", || {
+        let resolver = tract_onnx::data_resolver::FopenDataResolver;
+        tract_onnx::tensor::load_tensor(&resolver, t, None)
+            .map_err(|e| crate::Error::InvalidOnnx { path: String::new(), msg: e.to_string() })
+    })
+    .ok()
 }
 
 fn attr<'a>(n: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
@@ -115,7 +117,7 @@ const BINARY: &[&str] = &["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRel
 
 /// One node's output (name and fact), when this module knows the node.
 fn node(n: &pb::NodeProto, table: &HashMap<String, Fact>) -> Option<(String, Fact)> {
-    if n.output.len() != 1 || !n.domain.is_empty() && n.domain != "ai.onnx" {
+    if n.output.len() != 1 || (!n.domain.is_empty() && n.domain != "ai.onnx") {
         return None;
     }
     if n.op_type == "Constant" {
@@ -143,13 +145,16 @@ fn node(n: &pb::NodeProto, table: &HashMap<String, Fact>) -> Option<(String, Fac
 }
 
 /// The output shape of `n` whose first input has shape `x`.
-fn shape_of(n: &pb::NodeProto, x: &Shape, ins: &[&Fact]) -> Option<Shape> {
+fn shape_of(n: &pb::NodeProto, x: &[usize], ins: &[&Fact]) -> Option<Shape> {
     let op = n.op_type.as_str();
     if UNARY.contains(&op) {
-        return Some(x.clone()); // (their attributes change values, not shapes)
+        return Some(x.to_vec()); // (their attributes change values, not shapes)
     }
     if BINARY.contains(&op) {
-        return ins.iter().skip(1).try_fold(x.clone(), |acc, f| broadcast(&acc, f.shape.as_ref()?));
+        return ins
+            .iter()
+            .skip(1)
+            .try_fold(x.to_vec(), |acc, f| broadcast(&acc, f.shape.as_ref()?));
     }
     match op {
         "Conv" => conv(n, x, ins.get(1)?.shape.as_ref()?),
@@ -183,9 +188,9 @@ fn axis(a: i64, rank: usize) -> Option<usize> {
     (0..rank as i64).contains(&a).then_some(a as usize)
 }
 
-fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
+fn broadcast(a: &[usize], b: &[usize]) -> Option<Shape> {
     let rank = a.len().max(b.len());
-    let at = |s: &Shape, i: usize| if i + s.len() < rank { 1 } else { s[i + s.len() - rank] };
+    let at = |s: &[usize], i: usize| if i + s.len() < rank { 1 } else { s[i + s.len() - rank] };
     (0..rank)
         .map(|i| match (at(a, i), at(b, i)) {
             (p, q) if p == q => Some(p),
@@ -197,7 +202,7 @@ fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
 }
 
 /// Spatial output sizes: `(in + pads - dilation * (k - 1) - 1) / stride + 1`, floored.
-fn windows(n: &pb::NodeProto, x: &Shape, kernel: &[usize]) -> Option<Vec<usize>> {
+fn windows(n: &pb::NodeProto, x: &[usize], kernel: &[usize]) -> Option<Vec<usize>> {
     let s = x.len().checked_sub(2)?;
     if kernel.len() != s || attr(n, "auto_pad").is_some_and(|a| a.s != b"NOTSET") {
         return None;
@@ -217,7 +222,7 @@ fn windows(n: &pb::NodeProto, x: &Shape, kernel: &[usize]) -> Option<Vec<usize>>
         .collect()
 }
 
-fn conv(n: &pb::NodeProto, x: &Shape, w: &Shape) -> Option<Shape> {
+fn conv(n: &pb::NodeProto, x: &[usize], w: &[usize]) -> Option<Shape> {
     let known = ["kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"];
     let group = int(n, "group", 1);
     if !attrs_known(n, &known) || w.len() != x.len() || group < 1 || x[1] != w[1] * group as usize {
@@ -227,7 +232,7 @@ fn conv(n: &pb::NodeProto, x: &Shape, w: &Shape) -> Option<Shape> {
     Some([x[0], w[0]].into_iter().chain(out).collect())
 }
 
-fn pool(n: &pb::NodeProto, x: &Shape) -> Option<Shape> {
+fn pool(n: &pb::NodeProto, x: &[usize]) -> Option<Shape> {
     let known = [
         "kernel_shape",
         "strides",
@@ -247,7 +252,7 @@ fn pool(n: &pb::NodeProto, x: &Shape) -> Option<Shape> {
     Some(x[..2].iter().copied().chain(out).collect())
 }
 
-fn reduce(n: &pb::NodeProto, x: &Shape, ins: &[&Fact]) -> Option<Shape> {
+fn reduce(n: &pb::NodeProto, x: &[usize], ins: &[&Fact]) -> Option<Shape> {
     if !attrs_known(n, &["axes", "keepdims"]) {
         return None;
     }
@@ -271,7 +276,7 @@ fn reduce(n: &pb::NodeProto, x: &Shape, ins: &[&Fact]) -> Option<Shape> {
     )
 }
 
-fn reshape(n: &pb::NodeProto, x: &Shape, target: &Tensor) -> Option<Shape> {
+fn reshape(n: &pb::NodeProto, x: &[usize], target: &Tensor) -> Option<Shape> {
     if !attrs_known(n, &["allowzero"]) || int(n, "allowzero", 0) != 0 {
         return None;
     }
@@ -292,7 +297,7 @@ fn reshape(n: &pb::NodeProto, x: &Shape, target: &Tensor) -> Option<Shape> {
     let total: usize = x.iter().product();
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return None;
         }
         out[i] = total / known;
@@ -307,7 +312,7 @@ fn int_values(t: &Tensor) -> Option<Vec<i64>> {
     Some(v)
 }
 
-fn gemm(n: &pb::NodeProto, a: &Shape, b: &Shape) -> Option<Shape> {
+fn gemm(n: &pb::NodeProto, a: &[usize], b: &[usize]) -> Option<Shape> {
     if !attrs_known(n, &["alpha", "beta", "transA", "transB"]) || a.len() != 2 || b.len() != 2 {
         return None;
     }
@@ -316,11 +321,11 @@ fn gemm(n: &pb::NodeProto, a: &Shape, b: &Shape) -> Option<Shape> {
     (k == k2).then(|| vec![m, cols])
 }
 
-fn matmul(a: &Shape, b: &Shape) -> Option<Shape> {
+fn matmul(a: &[usize], b: &[usize]) -> Option<Shape> {
     if a.len() < 2 || b.len() < 2 || a[a.len() - 1] != b[b.len() - 2] {
         return None;
     }
-    let batch = broadcast(&a[..a.len() - 2].to_vec(), &b[..b.len() - 2].to_vec())?;
+    let batch = broadcast(&a[..a.len() - 2], &b[..b.len() - 2])?;
     Some(batch.into_iter().chain([a[a.len() - 2], b[b.len() - 1]]).collect())
 }
 
