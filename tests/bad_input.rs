@@ -161,3 +161,24 @@ fn fuzzer_findings_stay_clean_errors() {
     }
     assert!(n >= 1, "no regression files in {}", dir.display());
 }
+
+/// `predict` (run by nape-torch, which `nape` hands it to) keeps the documented codes: every
+/// file missing is 3, every file invalid is 4, some of each with a good one is 5.
+#[cfg(feature = "torch")]
+#[test]
+fn predict_keeps_the_exit_codes_through_nape_torch() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.onnx");
+    let garbage = write(dir.path(), "garbage.onnx", b"not a protobuf at all");
+    let good = write(dir.path(), "good.onnx", &small_model());
+    let run = |files: &[&Path]| {
+        let mut args = vec!["predict", "-q"];
+        args.extend(files.iter().map(|p| p.to_str().unwrap()));
+        let (code, _, err) = nape(&args);
+        assert!(!err.contains("panicked"), "panic: {err}");
+        code
+    };
+    assert_eq!(run(&[&missing]), 3);
+    assert_eq!(run(&[&garbage]), 4);
+    assert_eq!(run(&[&good, &missing]), 5);
+}

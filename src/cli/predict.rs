@@ -130,7 +130,8 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
     Ok(if failed == 0 {
         exit::OK
     } else if failed == files.len() {
-        exit::ONNX
+        // every file failed: the first error's class (3 for a missing file, 4 for a bad one)
+        results.iter().find_map(|r| r.as_ref().err().map(|e| e.exit_code())).unwrap_or(exit::ONNX)
     } else {
         exit::PARTIAL
     })
