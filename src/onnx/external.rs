@@ -140,6 +140,47 @@ pub(super) fn load_external(
     Ok(())
 }
 
+/// For a shapes-only reading ([`super::slim`]): the external initializers that are weights by
+/// slim's rule are checked where they are (every check of [`locate`], nothing read) and become
+/// typed graph inputs declared as weights, like the weights slim leaves out of the file; the
+/// others are read by [`load_external`].
+pub(super) fn declare_external_weights(
+    model: &mut pb::ModelProto,
+    dir: Option<&Path>,
+    source: &str,
+) -> Result<()> {
+    let Some(graph) = model.graph.as_mut() else { return Ok(()) };
+    let mut names = Vec::new();
+    for t in graph.initializer.iter().filter(|t| t.data_location == Some(EXTERNAL)) {
+        let dims: Vec<u64> = t.dims.iter().map(|&d| u64::try_from(d).unwrap_or(0)).collect();
+        if let (Some(dir), true) = (dir, super::slim::is_weight(t.data_type as u64, &dims)) {
+            locate(t, dir, source)?;
+            names.push(t.name.clone());
+        }
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    let (moved, kept): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut graph.initializer).into_iter().partition(|t| names.contains(&t.name));
+    graph.initializer = kept;
+    for t in moved {
+        let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let mut vi = super::write::value_info(&t.name, &shape);
+        if let Some(pb::type_proto::Value::TensorType(tt)) =
+            vi.r#type.as_mut().and_then(|ty| ty.value.as_mut())
+        {
+            tt.elem_type = t.data_type;
+        }
+        graph.input.push(vi);
+    }
+    model.metadata_props.push(pb::StringStringEntryProto {
+        key: super::WEIGHT_INPUTS_KEY.to_string(),
+        value: names.join(","),
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +272,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let e = load(tensor("gone.bin", "0", "16"), dir.path()).expect_err("missing");
         assert!(matches!(e, Error::MissingData { .. }), "{e}");
+    }
+
+    #[test]
+    fn shapes_only_declares_external_weights_without_reading_them_but_checks_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("w.bin"), vec![0u8; 8 * 16 * 4]).expect("write");
+        let big = |location: &str| pb::TensorProto {
+            dims: vec![8, 16],
+            ..tensor(location, "0", &(8 * 16 * 4).to_string())
+        };
+        let mut m = model(big("w.bin"));
+        declare_external_weights(&mut m, Some(dir.path()), "m.onnx").expect("declared");
+        let g = m.graph.as_ref().expect("graph");
+        assert!(g.initializer.is_empty());
+        assert_eq!(g.input.len(), 1);
+        assert_eq!(g.input[0].name, "w");
+        assert_eq!(m.metadata_props[0].key, crate::onnx::WEIGHT_INPUTS_KEY);
+        assert_eq!(m.metadata_props[0].value, "w");
+        for bad in ["../../etc/passwd", "/etc/passwd"] {
+            let mut m = model(big(bad));
+            assert!(declare_external_weights(&mut m, Some(dir.path()), "m.onnx").is_err(), "{bad}");
+        }
+        let mut short = model(pb::TensorProto { dims: vec![8, 32], ..big("w.bin") });
+        assert!(declare_external_weights(&mut short, Some(dir.path()), "m.onnx").is_err());
     }
 }

@@ -84,6 +84,9 @@ fn load_model(path: &Path, mut model: pb::ModelProto, opts: &ImportOptions) -> R
     let source = path.display().to_string();
     if external::has_external(&model) {
         let dir = path.parent().map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
+        if opts.shapes_only {
+            external::declare_external_weights(&mut model, dir, &source)?;
+        }
         external::load_external(&mut model, dir, &source)?;
     }
     from_proto(&model, &source, opts)

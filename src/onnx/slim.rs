@@ -7,7 +7,9 @@
 //! memory of reading a file with weights in, so [`slim`] walks the protobuf wire format and
 //! copies every field except those bytes. Integer tensors, small float tensors (at most
 //! [`KEEP_ELEMENTS`] elements: scalars, Resize scales, Clip bounds) and tensors stored outside
-//! the file are kept as they are. Commands that run the network (proxies) read the whole file.
+//! the file are kept as they are here; the weights among the latter are checked where they are
+//! and declared the same way without being read (`external::declare_external_weights`).
+//! Commands that run the network (proxies) read the whole file.
 
 use crate::error::{Error, Result};
 use std::io::{Read, Seek};
@@ -75,8 +77,14 @@ fn value_info(name: &[u8], elem_type: u64, dims: &[u64]) -> Vec<u8> {
 /// Whether an initializer's data is left out: a float tensor of more than [`KEEP_ELEMENTS`]
 /// elements held in the file.
 fn drops(t: &TensorHead) -> bool {
-    let numel = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-    FLOAT_TYPES.contains(&t.data_type) && !t.external && numel.is_some_and(|n| n > KEEP_ELEMENTS)
+    !t.external && is_weight(t.data_type, &t.dims)
+}
+
+/// Whether a tensor of this ONNX element type and dims is read for its shape only: a float
+/// tensor of more than [`KEEP_ELEMENTS`] elements.
+pub(super) fn is_weight(data_type: u64, dims: &[u64]) -> bool {
+    let numel = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+    FLOAT_TYPES.contains(&data_type) && numel.is_some_and(|n| n > KEEP_ELEMENTS)
 }
 
 /// Reads protobuf fields from a file or a buffer, skipping what it is asked to skip.
