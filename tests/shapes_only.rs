@@ -3,25 +3,14 @@
 //! committed ONNX file (tests/corpus: generated ops, the torchvision zoo, the real-world sample,
 //! the three exporters' files).
 
+use nape::cli::collect_onnx_files;
 use nape::onnx::{load, ImportOptions};
-use std::path::{Path, PathBuf};
-
-fn onnx_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            onnx_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "onnx") {
-            out.push(p);
-        }
-    }
-}
+use std::path::Path;
 
 #[test]
 fn reading_shapes_only_gives_the_graph_of_reading_everything() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
-    let mut files = Vec::new();
-    onnx_files(&root, &mut files);
+    let mut files = collect_onnx_files(std::slice::from_ref(&root));
     files.sort();
     assert!(files.len() >= 40, "expected the committed corpus under {}", root.display());
     let full = ImportOptions::default();
