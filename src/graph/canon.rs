@@ -159,15 +159,11 @@ impl Cg {
             }
         });
         let Some((a, src, inbound)) = unary else { return false };
-        let outs: Vec<(NodeIndex, TensorEdge)> = g
-            .edges_directed(a, Direction::Outgoing)
-            .map(|e| (e.target(), e.weight().clone()))
-            .collect();
-        g.remove_node(a);
-        for (t, e) in outs {
+        for (t, e) in self.take_consumers(a) {
             let edge = TensorEdge { src_slot: inbound.src_slot, name: inbound.name.clone(), ..e };
-            g.add_edge(src, t, edge);
+            self.graph.add_edge(src, t, edge);
         }
+        self.graph.remove_node(a);
         true
     }
 
@@ -195,15 +191,24 @@ impl Cg {
                 node.attrs.bias = Some(true);
             }
         }
-        let outs: Vec<(NodeIndex, TensorEdge)> = g
-            .edges_directed(victim, Direction::Outgoing)
-            .map(|e| (e.target(), e.weight().clone()))
-            .collect();
-        g.remove_node(victim);
-        for (t, mut e) in outs {
+        for (t, mut e) in self.take_consumers(victim) {
             e.src_slot = 0;
-            g.add_edge(w, t, e);
+            self.graph.add_edge(w, t, e);
         }
+        self.graph.remove_node(victim);
+    }
+
+    /// Removes `n`'s outgoing edges and returns them (consumer, edge), to be re-added from
+    /// whatever now computes `n`'s output.
+    pub(super) fn take_consumers(&mut self, n: NodeIndex) -> Vec<(NodeIndex, TensorEdge)> {
+        let g = &mut self.graph;
+        let ids: Vec<_> = g.edges_directed(n, Direction::Outgoing).map(|e| e.id()).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (_, t) = g.edge_endpoints(id).expect("edge of this graph");
+            out.push((t, g.remove_edge(id).expect("edge of this graph")));
+        }
+        out
     }
 }
 

@@ -82,15 +82,10 @@ impl Cg {
 
     /// Moves `gone`'s consumers onto `keep` (same outputs, same slots) and removes `gone`.
     fn redirect_and_remove(&mut self, gone: NodeIndex, keep: NodeIndex) {
-        let g = &mut self.graph;
-        let outs: Vec<(NodeIndex, TensorEdge)> = g
-            .edges_directed(gone, Direction::Outgoing)
-            .map(|e| (e.target(), e.weight().clone()))
-            .collect();
-        g.remove_node(gone);
-        for (t, e) in outs {
-            g.add_edge(keep, t, e);
+        for (t, e) in self.take_consumers(gone) {
+            self.graph.add_edge(keep, t, e);
         }
+        self.graph.remove_node(gone);
     }
 
     /// Gives each op its one spelling (see the module docs).
@@ -125,13 +120,8 @@ impl Cg {
         reshape.in_shapes = vec![kept.clone()];
         reshape.out_shapes = vec![flat];
         let r = g.add_node(reshape);
-        let outs: Vec<(NodeIndex, TensorEdge)> = g
-            .edges_directed(n, Direction::Outgoing)
-            .map(|e| (e.target(), e.weight().clone()))
-            .collect();
-        for e in g.edges_directed(n, Direction::Outgoing).map(|e| e.id()).collect::<Vec<_>>() {
-            g.remove_edge(e);
-        }
+        let outs = self.take_consumers(n);
+        let g = &mut self.graph;
         for (t, e) in outs {
             g.add_edge(r, t, e);
         }

@@ -71,12 +71,7 @@ fn read_error(path: &Path, e: std::io::Error) -> Error {
 /// [`load`] of a file whose bytes were already read (external data is read beside `path`).
 pub fn load_read(path: &Path, bytes: &[u8], opts: &ImportOptions) -> Result<Cg> {
     let source = path.display().to_string();
-    let model = if opts.shapes_only {
-        decode(&slim::slim(bytes, &source)?, &source)?
-    } else {
-        decode(bytes, &source)?
-    };
-    load_model(path, model, opts)
+    load_model(path, decode_as(bytes, &source, opts)?, opts)
 }
 
 /// A decoded model of the file `path`: its external data read beside it, then the CG.
@@ -90,6 +85,15 @@ fn load_model(path: &Path, mut model: pb::ModelProto, opts: &ImportOptions) -> R
         external::load_external(&mut model, dir, &source)?;
     }
     from_proto(&model, &source, opts)
+}
+
+/// [`decode`] of the whole bytes, or of their [`slim`] form when `opts` asks for shapes only.
+fn decode_as(bytes: &[u8], source: &str, opts: &ImportOptions) -> Result<pb::ModelProto> {
+    if opts.shapes_only {
+        decode(&slim::slim(bytes, source)?, source)
+    } else {
+        decode(bytes, source)
+    }
 }
 
 /// Decodes ONNX protobuf bytes; `source` names them in messages.
@@ -158,11 +162,7 @@ fn drop_training_outputs(graph: &mut pb::GraphProto) {
 
 /// Reads ONNX bytes into a CG; `source` names them in messages.
 pub fn load_bytes(bytes: &[u8], source: &str, opts: &ImportOptions) -> Result<Cg> {
-    let mut model = if opts.shapes_only {
-        decode(&slim::slim(bytes, source)?, source)?
-    } else {
-        decode(bytes, source)?
-    };
+    let mut model = decode_as(bytes, source, opts)?;
     external::load_external(&mut model, None, source)?;
     from_proto(&model, source, opts)
 }
