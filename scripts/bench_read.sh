@@ -2,29 +2,51 @@
 # Reading ONNX files: `nape inspect --json` against the Python route ONNX-Net takes
 # (onnx.load + onnx.shape_inference.infer_shapes), on the same files, one run after the other,
 # each a fresh process (start-up included): CPU seconds (user + sys), wall seconds, peak RSS.
+# The routes run in turn REPEAT times (default 5); each column is the median of its runs, and
+# the last line is the ratio of the medians' CPU seconds.
 #   scripts/bench_read.sh FOLDER_OR_FILES...   (N=100 files at most; NAPE, PYTHON to override)
 set -euo pipefail
 NAPE=${NAPE:-./target/release/nape}
 PY=${PYTHON:-.venv-py/bin/python}
 N=${N:-100}
+REPEAT=${REPEAT:-5}
 mapfile -t files < <(find "$@" -name '*.onnx' | sort | head -n "$N")
 [ ${#files[@]} -gt 0 ] || { echo "error: no .onnx files under $*" >&2; exit 3; }
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
 bytes=$(cat "${files[@]}" | wc -c)
-measure() { # label, command...
+run() { # label, command...: one line "label|cpu|wall|MiB" per run into $runs
   local label=$1; shift
   /usr/bin/time -f "%U %S %e %M" -o "$tmp" "$@" > /dev/null
   read -r user sys wall kb < "$tmp"
   awk -v l="$label" -v u="$user" -v s="$sys" -v w="$wall" -v k="$kb" \
-    'BEGIN { printf "%-34s %10.3f %8.3f %10.1f\n", l, u + s, w, k / 1024 }'
+    'BEGIN { printf "%s|%.3f|%.3f|%.1f\n", l, u + s, w, k / 1024 }' >> "$runs"
 }
-echo "${#files[@]} files, $((bytes / 1048576)) MiB; $(nproc) cores"
-printf "%-34s %10s %8s %10s\n" "route" "CPU s" "wall s" "peak MiB"
-measure "python onnx.load + infer_shapes" "$PY" -c '
+runs=$(mktemp)
+trap 'rm -f "$tmp" "$runs"' EXIT
+echo "${#files[@]} files, $((bytes / 1048576)) MiB; $(nproc) cores; median of $REPEAT runs each"
+PY_ROUTE='
 import sys, onnx, onnx.shape_inference
 for p in sys.argv[1:]:
     onnx.shape_inference.infer_shapes(onnx.load(p))
-' "${files[@]}"
-measure "nape inspect --json" "$NAPE" inspect --json "${files[@]}"
-measure "nape inspect --json (1 thread)" env RAYON_NUM_THREADS=1 "$NAPE" inspect --json "${files[@]}"
+'
+for _ in $(seq "$REPEAT"); do
+  run "python onnx.load + infer_shapes" "$PY" -c "$PY_ROUTE" "${files[@]}"
+  run "nape inspect --json" "$NAPE" inspect --json "${files[@]}"
+  run "nape inspect --json (1 thread)" env RAYON_NUM_THREADS=1 "$NAPE" inspect --json "${files[@]}"
+done
+python3 - "$runs" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    label, *vals = line.rstrip("\n").split("|")
+    rows.setdefault(label, []).append([float(v) for v in vals])
+print(f"{'route':<34} {'CPU s':>10} {'wall s':>8} {'peak MiB':>10}")
+med = {}
+for label, runs in rows.items():
+    m = [statistics.median(col) for col in zip(*runs)]
+    med[label] = m
+    print(f"{label:<34} {m[0]:>10.3f} {m[1]:>8.3f} {m[2]:>10.1f}")
+py = med["python onnx.load + infer_shapes"][0]
+for label in list(med)[1:]:
+    print(f"CPU ratio {label} / python: {med[label][0] / py:.2f}")
+PY

@@ -4,6 +4,11 @@
 
 use clap::Parser;
 
+/// mimalloc: reading a graph allocates many small strings and vectors, and glibc's allocator was
+/// a third of the instructions of `nape inspect` (docs/costs.md, "Reading speed").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = nape::cli::Cli::parse();
     nape::cli::init_logging(&cli);

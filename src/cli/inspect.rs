@@ -108,11 +108,13 @@ pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
         }
         return Ok(exit::FAILURE);
     }
-    let mut out = std::io::stdout().lock();
+    // one write per buffer, not one per line (stdout is line-buffered)
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.dot {
         if let Some((_, Ok(cg))) = results.first() {
             write!(out, "{}", to_dot(cg))?;
         }
+        out.flush()?;
         return Ok(exit::OK);
     }
     match format_of(a) {
@@ -123,6 +125,7 @@ pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
         OutputFormat::Table if results.len() == 1 => write_one_table(&mut out, &results[0])?,
         OutputFormat::Table => write_table(&mut out, &results)?,
     }
+    out.flush()?;
     for (_, r) in &results {
         if let Err(e) = r {
             eprintln!("error: {e}");

@@ -225,11 +225,16 @@ impl Cg {
         let g = &self.graph;
         let mut label: Vec<u64> = vec![0; g.node_bound()];
         for n in g.node_indices() {
+            // FNV-1a of the text "kind|attrs as JSON|out_shapes|params", streamed, not built
             let node = &g[n];
-            let attrs = serde_json::to_string(&node.attrs).unwrap_or_default();
-            let text =
-                format!("{}|{attrs}|{:?}|{}", node.kind.as_str(), node.out_shapes, node.params);
-            label[n.index()] = fnv1a(text.as_bytes());
+            let mut h = Fnv1a::default();
+            let _ = std::fmt::Write::write_fmt(&mut h, format_args!("{}|", node.kind.as_str()));
+            let _ = serde_json::to_writer(&mut h, &node.attrs);
+            let _ = std::fmt::Write::write_fmt(
+                &mut h,
+                format_args!("|{:?}|{}", node.out_shapes, node.params),
+            );
+            label[n.index()] = h.0;
         }
         let mut ins: Vec<(usize, u64)> = Vec::new();
         let mut outs: Vec<u64> = Vec::new();
@@ -266,11 +271,38 @@ impl Cg {
     }
 }
 
-/// 64-bit FNV-1a of `bytes`.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+/// 64-bit FNV-1a of the bytes written to it, as text (`fmt::Write`) or as bytes (`io::Write`).
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+impl std::fmt::Write for Fnv1a {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.bytes(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Mixes `v` into `h` (splitmix64's finaliser on their combination).

@@ -336,41 +336,34 @@ impl Cg {
     }
 
     /// Rebuilds the graph so node indices follow a deterministic topological order: Kahn's
-    /// algorithm that always takes the ready node with the smallest (input-first, then name,
-    /// then original index) key. Errors on a cycle.
+    /// algorithm that always takes the ready node with the smallest (name, original index),
+    /// ops before inputs when both are ready. Errors on a cycle.
     #[allow(clippy::result_large_err)] // the error is built once, on the failure path
     pub fn sort(&mut self) -> Result<(), CgInvalid> {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
         let g = &self.graph;
-        let mut indeg: BTreeMap<NodeIndex, usize> = g
-            .node_indices()
-            .map(|n| (n, g.edges_directed(n, Direction::Incoming).count()))
-            .collect();
-        let key = |n: NodeIndex| {
-            let node = &g[n];
-            (Reverse(node.kind != OpKind::Input), node.name.clone(), n.index())
-        };
-        let mut ready: BinaryHeap<Reverse<(Reverse<bool>, String, usize)>> = BinaryHeap::new();
-        let mut by_pos: BTreeMap<usize, NodeIndex> = BTreeMap::new();
-        for (&n, &d) in &indeg {
-            by_pos.insert(n.index(), n);
-            if d == 0 {
-                let (a, b, c) = key(n);
-                ready.push(Reverse((Reverse(a.0), b, c)));
+        let mut indeg = vec![0usize; g.node_bound()];
+        for e in g.edge_indices() {
+            if let Some((_, t)) = g.edge_endpoints(e) {
+                indeg[t.index()] += 1;
             }
         }
+        // the smallest key first (the order every golden file was written in)
+        let key = |n: NodeIndex| {
+            Reverse((Reverse(g[n].kind != OpKind::Input), g[n].name.as_str(), n.index()))
+        };
+        let mut ready: BinaryHeap<_> =
+            g.node_indices().filter(|n| indeg[n.index()] == 0).map(key).collect();
         let mut order = Vec::with_capacity(g.node_count());
         while let Some(Reverse((_, _, idx))) = ready.pop() {
-            let n = by_pos[&idx];
+            let n = NodeIndex::new(idx);
             order.push(n);
             for t in g.neighbors_directed(n, Direction::Outgoing) {
                 // neighbors_directed yields a target once per parallel edge
-                let d = indeg.get_mut(&t).expect("node of this graph");
-                *d -= 1;
-                if *d == 0 {
-                    let (a, b, c) = key(t);
-                    ready.push(Reverse((Reverse(a.0), b, c)));
+                indeg[t.index()] -= 1;
+                if indeg[t.index()] == 0 {
+                    ready.push(key(t));
                 }
             }
         }
@@ -382,13 +375,14 @@ impl Cg {
                 .unwrap_or_default();
             return Err(CgInvalid::Cycle(stuck));
         }
-        let mut map = BTreeMap::new();
+        let mut map = vec![NodeIndex::end(); g.node_bound()];
         for (i, &n) in order.iter().enumerate() {
-            map.insert(n, NodeIndex::new(i));
+            map[n.index()] = NodeIndex::new(i);
         }
+        let map = |n: NodeIndex| map[n.index()];
         let mut edges: Vec<_> = g
             .edge_indices()
-            .filter_map(|e| g.edge_endpoints(e).map(|(s, t)| (map[&t], g[e].dst_slot, map[&s], e)))
+            .filter_map(|e| g.edge_endpoints(e).map(|(s, t)| (map(t), g[e].dst_slot, map(s), e)))
             .collect();
         edges.sort_by_key(|(t, slot, s, _)| (t.index(), *slot, s.index()));
         // move the nodes and edges over (no clone): edges first, while their indices hold

@@ -13,7 +13,7 @@
 //!   pool without padding drops `count_include_pad`, which then changes nothing (PyTorch's
 //!   `AvgPool2d` writes 1 by default, NAS-Bench-201's `POOLING` 0).
 
-use super::{Attrs, Cg, ConstValue, OpKind, OpNode, Operand, TensorEdge};
+use super::{Attrs, Cg, ConstValue, OpKind, OpNode, Operand, Shape, TensorEdge};
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
@@ -38,7 +38,7 @@ impl Cg {
     /// (kept, duplicate) pairs found in one pass over the nodes, in node order.
     fn duplicate_pairs(&self) -> Vec<(NodeIndex, NodeIndex)> {
         let g = &self.graph;
-        let mut seen: HashMap<String, NodeIndex> = HashMap::new();
+        let mut seen: HashMap<MergeKey, NodeIndex> = HashMap::new();
         let mut pairs = Vec::new();
         for n in g.node_indices() {
             let Some(key) = self.merge_key(n) else { continue };
@@ -52,9 +52,9 @@ impl Cg {
         pairs
     }
 
-    /// What a node computes, as text, when it may be merged with another of the same text:
-    /// its kind, attributes, shapes, constant operands (not their names) and its inputs.
-    fn merge_key(&self, n: NodeIndex) -> Option<String> {
+    /// What a node computes, when it may be merged with another that computes the same: its
+    /// kind, attributes, shapes, constant operands (not their names) and its inputs.
+    fn merge_key(&self, n: NodeIndex) -> Option<MergeKey<'_>> {
         let g = &self.graph;
         let node = &g[n];
         let pure = node.params == 0 && node.operands.iter().all(|o| !o.param);
@@ -71,13 +71,15 @@ impl Cg {
         ins.sort_unstable();
         let operands: Vec<u64> = node.operands.iter().map(operand_digest).collect();
         let attrs = serde_json::to_string(&node.attrs).unwrap_or_default();
-        Some(format!(
-            "{}|{}|{attrs}|{:?}|{:?}|{operands:?}|{ins:?}",
-            node.kind.as_str(),
-            node.onnx_op,
-            node.out_shapes,
-            node.act_slots
-        ))
+        Some(MergeKey {
+            kind: node.kind.as_str(),
+            onnx_op: &node.onnx_op,
+            attrs,
+            out_shapes: &node.out_shapes,
+            act_slots: &node.act_slots,
+            operands,
+            ins,
+        })
     }
 
     /// Moves `gone`'s consumers onto `keep` (same outputs, same slots) and removes `gone`.
@@ -133,6 +135,18 @@ impl Cg {
 
 /// A constant operand by slot, shape and value; by name when its value is not known (a weight
 /// read for its shape only), so two unknown tensors are never taken for one.
+/// See [`Cg::merge_key`]: two nodes with equal keys compute the same values.
+#[derive(PartialEq, Eq, Hash)]
+struct MergeKey<'g> {
+    kind: &'g str,
+    onnx_op: &'g str,
+    attrs: String,
+    out_shapes: &'g [Shape],
+    act_slots: &'g [usize],
+    operands: Vec<u64>,
+    ins: Vec<(usize, usize, usize)>,
+}
+
 fn operand_digest(o: &Operand) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -3,9 +3,9 @@
 //! compute constants the analysis leaves without a value. tract panics on some malformed
 //! models: [`guarded`] turns that into an error for the file.
 
+use super::{HashMap, HashSet};
 use crate::error::{Error, Result};
 use crate::graph::{Cg, ConstValue, Shape};
-use std::collections::{HashMap, HashSet};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::{Factoid, InferenceModelExt};
@@ -197,7 +197,8 @@ pub(super) fn analyse(
         tm.set_input_fact(ix, fact).map_err(|e| invalid(format!("{e:#}")))?;
     }
     let error = tm.analyse(true).err().map(|e| one_line(&format!("{e:#}")));
-    let mut table = HashMap::with_capacity(parsed.outlets_by_name.len());
+    let mut table =
+        HashMap::with_capacity_and_hasher(parsed.outlets_by_name.len(), Default::default());
     let mut unknown = 0;
     let node_outputs: HashSet<&str> = model
         .graph

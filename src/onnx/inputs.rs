@@ -3,8 +3,9 @@
 //! recognised by their use).
 
 use super::map;
+use super::{HashMap, HashSet};
 use crate::error::{Error, Result};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
@@ -174,7 +175,7 @@ pub(super) fn classify<'a>(
         by_use.extend(weights_by_use(graph, &inits));
     }
     let use_heuristic = data_inputs_exist(graph, &inits, &declared, &by_use);
-    let mut out = Inputs { data: Vec::new(), weights: HashMap::new(), inferred: Vec::new() };
+    let mut out = Inputs { data: Vec::new(), weights: HashMap::default(), inferred: Vec::new() };
     for vi in graph.input.iter().filter(|v| !inits.contains_key(v.name.as_str())) {
         let name = vi.name.as_str();
         let heuristic = use_heuristic && by_use.contains(name);
@@ -218,7 +219,7 @@ fn weights_by_use<'a>(
     graph: &'a pb::GraphProto,
     inits: &HashMap<&str, &pb::TensorProto>,
 ) -> HashSet<&'a str> {
-    let mut consumers: HashMap<&str, Vec<(&pb::NodeProto, usize)>> = HashMap::new();
+    let mut consumers: HashMap<&str, Vec<(&pb::NodeProto, usize)>> = HashMap::default();
     for pn in &graph.node {
         for (slot, i) in pn.input.iter().enumerate() {
             consumers.entry(i.as_str()).or_default().push((pn, slot));

@@ -31,6 +31,11 @@ use tract_onnx::prelude::*;
 
 pub use write::WEIGHT_INPUTS_KEY;
 
+/// Maps and sets keyed by tensor names while reading a file: foldhash, seeded per process, in
+/// place of SipHash, which was a tenth of the instructions of `nape inspect` (docs/costs.md).
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
 /// How to read a model.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
@@ -146,7 +151,7 @@ fn explicit_defaults(model: &mut pb::ModelProto) {
 /// weight standardisation). The extra two are dropped where nothing reads them, so tract sees
 /// the one-output form; the result's shape is the same either way.
 fn drop_training_outputs(graph: &mut pb::GraphProto) {
-    let used: std::collections::HashSet<String> = graph
+    let used: HashSet<String> = graph
         .node
         .iter()
         .flat_map(|n| n.input.iter().cloned())

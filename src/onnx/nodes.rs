@@ -6,10 +6,10 @@
 
 use super::analyse::{const_value, Facts};
 use super::{attr_value, map, Static};
+use super::{HashMap, HashSet};
 use crate::error::{Error, Result};
 use crate::graph::{Cg, OpKind, OpNode, Operand, Shape, TensorEdge};
 use petgraph::stable_graph::NodeIndex;
-use std::collections::{HashMap, HashSet};
 use tract_onnx::pb;
 
 /// Builds the CG node by node.
@@ -59,7 +59,7 @@ impl<'a> Builder<'a> {
         weight_inputs: &'a HashMap<&'a str, Vec<usize>>,
         strict: bool,
     ) -> Builder<'a> {
-        let mut statics = HashMap::new();
+        let mut statics = HashMap::default();
         for t in &graph.initializer {
             let numel = t.dims.iter().map(|&d| d.max(0) as u64).product();
             let value = facts.table.get(&t.name).and_then(|f| f.value.clone());
@@ -80,9 +80,9 @@ impl<'a> Builder<'a> {
             strict,
             cg: Cg::new(source),
             statics,
-            producer: HashMap::new(),
-            alias: HashMap::new(),
-            claimed: HashSet::new(),
+            producer: HashMap::default(),
+            alias: HashMap::default(),
+            claimed: HashSet::default(),
             unfolded: Vec::new(),
         }
     }

@@ -10,8 +10,8 @@
 //! caller then runs tract: nothing is guessed. `tests` compare both on every committed file.
 
 use super::analyse::{guarded, Fact, Facts};
+use super::HashMap;
 use crate::graph::Shape;
-use std::collections::HashMap;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
@@ -22,7 +22,8 @@ pub(super) fn analyse(
     graph: &pb::GraphProto,
     bind: &dyn Fn(&str) -> crate::Result<InferenceFact>,
 ) -> Option<Facts> {
-    let mut table: HashMap<String, Fact> = HashMap::with_capacity(graph.node.len() * 2);
+    let mut table: HashMap<String, Fact> =
+        HashMap::with_capacity_and_hasher(graph.node.len() * 2, Default::default());
     for t in &graph.initializer {
         if t.data_location == Some(1) {
             return None; // external data: tract reads it

@@ -276,7 +276,8 @@ pub fn slim(bytes: &[u8], source: &str) -> Result<Vec<u8>> {
 pub fn slim_file(path: &Path) -> Result<Vec<u8>> {
     let file = std::fs::File::open(path).map_err(|e| super::read_error(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut w = Walker { r: std::io::BufReader::with_capacity(1 << 16, file), pos: 0 };
+    // a small buffer: a skipped weight leaves the buffer, and the next field is read afresh
+    let mut w = Walker { r: std::io::BufReader::with_capacity(1 << 12, file), pos: 0 };
     w.model(len).map_err(|e| invalid(&path.display().to_string(), &e))
 }
 
