@@ -56,6 +56,10 @@ pub struct Prediction {
     pub params: f64,
     /// Its FLOPs.
     pub flops: f64,
+    /// How close the network is to the model's training networks, in (0, 1]: 1 as close as
+    /// 90% of the training family's own; lower shrinks the prediction toward the model's base
+    /// line (`train::domain`). `None` for a model without an in-domain reference.
+    pub in_domain: Option<f64>,
 }
 
 /// A loaded model ready to predict files.
@@ -114,7 +118,7 @@ impl Predictor {
         };
         let ok: Vec<&Sample> = samples.iter().filter_map(|s| s.as_ref().ok()).collect();
         let graphs: Vec<&crate::features::GraphFeatures> = ok.iter().map(|s| &s.features).collect();
-        let mut preds = match crate::train::model::predict_members(&self.models, &graphs) {
+        let mut preds = match crate::train::domain::predict_ensemble(&self.models, &graphs) {
             Ok(p) => p.into_iter(),
             Err(e) => {
                 let msg = e.to_string();
@@ -128,10 +132,16 @@ impl Predictor {
             .into_iter()
             .map(|s| {
                 let s = s?;
-                let (prediction, uncertainty) = preds
+                let p = preds
                     .next()
                     .ok_or_else(|| Error::Model("fewer predictions than networks".into()))?;
-                Ok(Prediction { prediction, uncertainty, params: s.params, flops: s.flops })
+                Ok(Prediction {
+                    prediction: p.value,
+                    uncertainty: p.uncertainty,
+                    params: s.params,
+                    flops: s.flops,
+                    in_domain: p.in_domain,
+                })
             })
             .collect()
     }

@@ -71,6 +71,9 @@ fn pretrain_then_predict_a_corpus_file() {
     let out = pred.predict_files(&[resnet.clone(), root.path().join("missing.onnx")]);
     let r = out[0].as_ref().unwrap();
     assert!(r.prediction.is_finite() && r.uncertainty.is_finite() && r.uncertainty >= 0.0);
+    // pretraining calibrated the in-domain reference on its held-out cells
+    let d = r.in_domain.expect("an in-domain score");
+    assert!(d > 0.0 && d <= 1.0, "in_domain {d}");
     assert!(out[1].is_err());
 
     // the binary: JSON with a finite prediction and uncertainty; a bad file gives exit 5
@@ -89,6 +92,7 @@ fn pretrain_then_predict_a_corpus_file() {
     assert_eq!(first["ok"], true);
     assert!(first["prediction"].as_f64().unwrap().is_finite());
     assert!(first["uncertainty"].as_f64().unwrap().is_finite());
+    assert_eq!(first["in_domain"].as_f64(), Some(d));
     assert_eq!(doc["predictions"][1]["ok"], false);
     assert!(doc["predicts"].as_str().unwrap().contains("CIFAR-10"));
 }

@@ -26,6 +26,11 @@ pub struct EvalArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Before evaluating, set the model's in-domain reference from these networks (unseen
+    /// networks of its own training family) and save it into the model folder; for models
+    /// trained before `pretrain` recorded it (docs/predictor.md, "In domain").
+    #[arg(long)]
+    pub calibrate_domain: bool,
     /// Shared locations and device.
     #[command(flatten)]
     pub common: ModelArgs,
@@ -41,6 +46,15 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
         models.extend(model::Model::load_members(&a.common.model_dir(m), device)?);
     }
     let one_dir = (a.model.len() == 1).then(|| a.common.model_dir(&a.model[0]));
+    if a.calibrate_domain {
+        let Some(dir) = &one_dir else {
+            anyhow::bail!(crate::Error::Usage("--calibrate-domain takes one model".into()));
+        };
+        let refs = flows::calibrate_domain(&mut models, &source, a.limit, &a.common.paths())?;
+        model::Model::save_members(&mut models, dir)?;
+        let r: Vec<String> = refs.iter().map(|r| format!("{r:.4}")).collect();
+        eprintln!("in-domain reference of {} written: {}", dir.display(), r.join(" "));
+    }
     let report = flows::evaluate(
         &models,
         &source,
@@ -63,7 +77,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
         );
         let keys = ["spearman", "kendalltau", "kt_2dec", "pearson", "precision_10", "ndcg_10"];
         println!("{:<24} {}", "", keys.map(|k| format!(" {k:>12}")).join(""));
-        for (who, m) in &report.metrics {
+        for (who, m) in report.metrics.iter().filter(|(k, _)| k.as_str() != "in_domain") {
             let v: Vec<String> = keys
                 .iter()
                 .map(|k| {
@@ -71,6 +85,16 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
                 })
                 .collect();
             println!("{who:<24} {}", v.join(""));
+        }
+        if let Some(d) = report.metrics.get("in_domain") {
+            let get = |k: &str| d.get(k).copied().unwrap_or(f64::NAN);
+            println!(
+                "in_domain: mean {:.3}, median {:.3}, min {:.3} (1 = as close to the training \
+                 networks as 90% of the family's own)",
+                get("mean"),
+                get("median"),
+                get("min")
+            );
         }
         if let Some(b) = &report.best_proxy {
             println!("best_proxy is {b}, the published proxy of highest Spearman on these records");

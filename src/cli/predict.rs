@@ -39,6 +39,9 @@ pub struct PredictArgs {
     pub data: Option<PathBuf>,
 }
 
+/// Below this in-domain score the table marks a network "far" and warns.
+const FAR: f64 = 0.5;
+
 /// Runs `nape predict`.
 pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
     let files = collect_onnx_files(&a.paths);
@@ -68,7 +71,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
                 .map(|(f, r)| match r {
                     Ok(x) => json!({"file": f.display().to_string(), "ok": true,
                         "prediction": x.prediction, "uncertainty": x.uncertainty,
-                        "params": x.params, "flops": x.flops}),
+                        "in_domain": x.in_domain, "params": x.params, "flops": x.flops}),
                     Err(e) => json!({"file": f.display().to_string(), "ok": false,
                         "error": e.to_string()}),
                 })
@@ -82,21 +85,26 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
                 "target": meta.target,
                 "trained_on": meta.family,
                 "note": "values from a model trained on another family are for ranking within a family; fine-tune for absolute values",
+                "in_domain_note": "1 = as close to the model's training networks as 90% of its own family; below, the prediction is pulled toward the model's base line on FLOPs in proportion (null: the model has no in-domain reference)",
                 "predictions": items,
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         OutputFormat::Csv => {
-            println!("file,prediction,uncertainty,params,flops,error");
+            println!("file,prediction,uncertainty,params,flops,error,in_domain");
             for (f, r) in files.iter().zip(&results) {
                 let name = f.display().to_string().replace('"', "\"\"");
                 match r {
                     Ok(x) => println!(
-                        "\"{name}\",{},{},{},{},",
-                        x.prediction, x.uncertainty, x.params, x.flops
+                        "\"{name}\",{},{},{},{},,{}",
+                        x.prediction,
+                        x.uncertainty,
+                        x.params,
+                        x.flops,
+                        x.in_domain.map(|d| d.to_string()).unwrap_or_default()
                     ),
                     Err(e) => {
-                        println!("\"{name}\",,,,,\"{}\"", e.to_string().replace('"', "\"\""))
+                        println!("\"{name}\",,,,,\"{}\",", e.to_string().replace('"', "\"\""))
                     }
                 }
             }
@@ -107,18 +115,35 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
                 n => format!(" (ensemble of {n})"),
             };
             println!("model {}{members} predicts: {}", meta.name, meta.predicts);
-            println!("{:<48} {:>12} {:>12} {:>12}", "file", "prediction", "uncertainty", "params");
+            println!(
+                "{:<48} {:>12} {:>12} {:>12} {:>10}",
+                "file", "prediction", "uncertainty", "params", "in_domain"
+            );
+            let mut far = 0;
             for (f, r) in files.iter().zip(&results) {
                 match r {
-                    Ok(x) => println!(
-                        "{:<48} {:>12.4} {:>12.4} {:>12.0}",
-                        f.display(),
-                        x.prediction,
-                        x.uncertainty,
-                        x.params
-                    ),
+                    Ok(x) => {
+                        let d = x.in_domain.map_or("-".into(), |d| format!("{d:.2}"));
+                        let flag = if x.in_domain.is_some_and(|d| d < FAR) { "  far" } else { "" };
+                        far += usize::from(!flag.is_empty());
+                        println!(
+                            "{:<48} {:>12.4} {:>12.4} {:>12.0} {d:>10}{flag}",
+                            f.display(),
+                            x.prediction,
+                            x.uncertainty,
+                            x.params
+                        )
+                    }
                     Err(e) => println!("{:<48} error: {e}", f.display()),
                 }
+            }
+            if far > 0 {
+                eprintln!(
+                    "warning: {far} network(s) marked far are unlike {}'s training networks \
+                     (in_domain < {FAR}): their predictions lean on the base line (FLOPs), not \
+                     on the graph; fine-tune on a few labelled ones (docs/your-family.md)",
+                    meta.name
+                );
             }
         }
     }

@@ -116,6 +116,18 @@ impl Heads {
         )
     }
 
+    /// Euclidean distance of each embedding of `z` (`[B, D]`) to its nearest centre, `[B]`;
+    /// `None` before centres are fitted.
+    pub fn nearest_centre_distance(&self, z: &Tensor) -> Option<Tensor> {
+        let c = self.centres.as_ref()?;
+        let d2 = (z.unsqueeze(1) - c.unsqueeze(0)).square().sum_dim_intlist(
+            [2i64].as_slice(),
+            false,
+            Kind::Float,
+        );
+        Some(d2.min_dim(1, false).0.sqrt())
+    }
+
     /// Memberships of embeddings `z`: FCM when centres are set, otherwise uniform.
     pub fn memberships(&self, z: &Tensor) -> Tensor {
         match &self.centres {

@@ -14,6 +14,8 @@ pub mod align;
 pub mod config;
 pub mod data;
 #[cfg(feature = "torch")]
+pub mod domain;
+#[cfg(feature = "torch")]
 pub mod flows;
 #[cfg(feature = "torch")]
 pub mod model;

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{nn, Device, Tensor};
 
+pub use super::domain::{predict_members, Parts};
+
 /// Version of the checkpoint layout.
 pub const CHECKPOINT_VERSION: u32 = 1;
 /// Weights file inside a model folder.
@@ -102,6 +104,12 @@ pub struct Meta {
     /// graphs (for aligning another family's features to them, see `train::align`).
     #[serde(default)]
     pub feature_stats: Option<super::align::FeatureStats>,
+    /// How far from its training networks a network may be and still count as in domain: the
+    /// 90th percentile, over held-out networks of the training family, of an embedding's
+    /// distance to its nearest fuzzy c-means centre (`train::domain`). `None` (a model not
+    /// calibrated): no in-domain score, and predictions are not shrunk.
+    #[serde(default)]
+    pub domain_reference: Option<f64>,
 }
 
 fn one() -> f64 {
@@ -147,6 +155,7 @@ impl Meta {
             seen_ids: Vec::new(),
             seen_ops: Vec::new(),
             feature_stats: None,
+            domain_reference: None,
         }
     }
 }
@@ -354,69 +363,11 @@ impl Model {
         }
         Ok(Tensor::cat(&parts, 0))
     }
-
-    /// Predictions and uncertainties of `graphs` in the target's units.
-    pub fn predict(&self, graphs: &[&GraphFeatures]) -> Result<Vec<(f64, f64)>> {
-        let _g = tch::no_grad_guard();
-        let mut out = Vec::with_capacity(graphs.len());
-        for chunk in graphs.chunks(256) {
-            let masked: Vec<_> = chunk.iter().map(|g| self.mask_unseen(g)).collect();
-            let refs: Vec<&GraphFeatures> = masked.iter().map(|g| g.as_ref()).collect();
-            let b = Batch::new(&refs, &self.meta.dims, self.device())?;
-            let m = self.heads.forward(&self.encoder.forward(&b).0);
-            let mean = Vec::<f32>::try_from(&m.mean.to_device(Device::Cpu))
-                .map_err(|e| Error::Model(e.to_string()))?;
-            let std = Vec::<f32>::try_from(&m.std.to_device(Device::Cpu))
-                .map_err(|e| Error::Model(e.to_string()))?;
-            let m = &self.meta;
-            let (mu, sd, a) = (m.target_mean, m.target_std, m.residual_weight);
-            out.extend(mean.iter().zip(&std).zip(chunk).map(|((&p, &s), g)| {
-                (m.target_sign * (a * p as f64 * sd + mu + m.base(g)), s as f64 * sd)
-            }));
-        }
-        Ok(out)
-    }
 }
 
 /// The folder of member `k` of the ensemble in `dir`.
 pub fn member_dir(dir: &Path, k: usize) -> std::path::PathBuf {
     dir.join(format!("member-{k}"))
-}
-
-/// Predictions of a deep ensemble: models trained apart on the same family and target (other
-/// seeds) predict each graph; the prediction is their mean, and the uncertainty adds the
-/// spread between the models to the heads' own, `sqrt(mean_k u_k^2 + mean_k (p_k - p)^2)`.
-/// One model gives exactly its own predictions.
-pub fn predict_members(models: &[Model], graphs: &[&GraphFeatures]) -> Result<Vec<(f64, f64)>> {
-    let Some(first) = models.first() else {
-        return Err(Error::Model("an ensemble needs at least one model".into()));
-    };
-    for m in &models[1..] {
-        let (a, b) = (&first.meta, &m.meta);
-        if (a.family.as_str(), a.target.as_str(), &a.config.proxies)
-            != (b.family.as_str(), b.target.as_str(), &b.config.proxies)
-        {
-            return Err(Error::Model(format!(
-                "models {} and {} predict different things ({} {} vs {} {}) or read other proxies: \
-                 they cannot be averaged",
-                a.name, b.name, a.family, a.target, b.family, b.target
-            )));
-        }
-    }
-    if models.len() == 1 {
-        return first.predict(graphs);
-    }
-    let all: Vec<Vec<(f64, f64)>> =
-        models.iter().map(|m| m.predict(graphs)).collect::<Result<_>>()?;
-    let k = models.len() as f64;
-    Ok((0..graphs.len())
-        .map(|i| {
-            let mean = all.iter().map(|p| p[i].0).sum::<f64>() / k;
-            let within = all.iter().map(|p| p[i].1 * p[i].1).sum::<f64>() / k;
-            let between = all.iter().map(|p| (p[i].0 - mean).powi(2)).sum::<f64>() / k;
-            (mean, (within + between).sqrt())
-        })
-        .collect())
 }
 
 /// The op index a model that never saw op `o` reads it as, when there is a close sibling:

@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::features::GraphFeatures;
 use crate::train::align::{align, FeatureStats};
 use crate::train::data::{self, Sample};
-use crate::train::model::{predict_members, Model};
+use crate::train::domain::predict_ensemble;
+use crate::train::model::Model;
 use crate::train::{score, score_unitless};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -101,9 +102,14 @@ pub fn evaluate(
     let recs: Vec<&Record> = idx.iter().map(|&i| &set.records.records[i]).collect();
     let s_ref: Vec<&Sample> = samples.iter().collect();
     let g: Vec<&GraphFeatures> = samples.iter().map(|s| &s.features).collect();
-    let pred = predict_members(models, &g)?;
+    let ens = predict_ensemble(models, &g)?;
+    let pred: Vec<(f64, f64)> = ens.iter().map(|p| (p.value, p.uncertainty)).collect();
     let p: Vec<f64> = pred.iter().map(|p| p.0).collect();
     let mut metrics = BTreeMap::new();
+    let scores: Vec<f64> = ens.iter().filter_map(|p| p.in_domain).collect();
+    if !scores.is_empty() {
+        metrics.insert("in_domain".to_string(), in_domain_summary(&scores));
+    }
     // MAE and RMSE only where the model predicts the quantity it is scored against
     let same_target = set.family == model.meta.family && set.target == model.meta.target;
     let scored = if same_target { score(&p, &truth) } else { score_unitless(&p, &truth) };
@@ -141,6 +147,54 @@ pub fn evaluate(
         skipped: set.skipped.clone(),
         run_dir: run.path,
     })
+}
+
+/// Mean, median, minimum and count of in-domain scores.
+fn in_domain_summary(scores: &[f64]) -> BTreeMap<String, f64> {
+    let mut v = scores.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    BTreeMap::from([
+        ("mean".to_string(), mean),
+        ("median".to_string(), v[v.len() / 2]),
+        ("min".to_string(), v[0]),
+        ("n".to_string(), v.len() as f64),
+    ])
+}
+
+/// Sets the in-domain reference of `models` (`train::domain::calibrate`) from the networks of
+/// their own training family they have not seen (`limit` of them, drawn by the first model's
+/// seed); returns the references. For models trained before `pretrain` calibrated them.
+pub fn calibrate_domain(
+    models: &mut [Model],
+    source: &Source,
+    limit: Option<usize>,
+    paths: &Paths,
+) -> Result<Vec<f64>> {
+    let Some(model) = models.first() else {
+        return Err(Error::Usage("calibrating needs a model".into()));
+    };
+    let set = LabelledSet::load_lazy(source, None, proxies_of(model), paths)?;
+    if set.family != model.meta.family {
+        return Err(Error::Usage(format!(
+            "the in-domain reference is calibrated on the model's own family ({}), not {}",
+            model.meta.family, set.family
+        )));
+    }
+    let idx = eval_records(models, &set, limit, model.meta.config.seed)?;
+    let samples = set.samples_at(&idx, paths)?;
+    let g: Vec<&GraphFeatures> = samples.iter().map(|s| &s.features).collect();
+    let name = model.meta.name.clone();
+    crate::train::domain::calibrate(models, &g)?
+        .into_iter()
+        .map(|r| {
+            r.ok_or_else(|| {
+                Error::Model(format!(
+                    "{name}: no fuzzy c-means centres, so no embedding distance to calibrate"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// The training statistics of a model's features: from its metadata, or (for models saved

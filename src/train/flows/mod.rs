@@ -10,7 +10,9 @@ mod evaluate;
 pub mod finetune;
 mod pretrain;
 
-pub use evaluate::{align_samples, eval_records, evaluate, training_stats, EvalReport};
+pub use evaluate::{
+    align_samples, calibrate_domain, eval_records, evaluate, training_stats, EvalReport,
+};
 pub use finetune::{finetune, finetune_all, FinetuneConfig, FinetuneReport};
 pub use pretrain::{pretrain, pretrain_set, split_labelled, PretrainReport};
 

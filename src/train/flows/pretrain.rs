@@ -115,7 +115,7 @@ pub fn pretrain_set(
     let mut metrics = BTreeMap::new();
     if !test.is_empty() {
         let (_, _, train) = split_labelled(&set.records, &cfg, 0);
-        metrics = held_out(&mut trainer, &models, set, &test, &train, paths, &run)?;
+        metrics = held_out(&mut trainer, &mut models, set, &test, &train, paths, &run)?;
     }
     timing.insert("total_s".to_string(), t_all.elapsed().as_secs_f64());
     for model in models.iter_mut() {
@@ -247,7 +247,7 @@ fn train_member(
 /// fitted on member 0's `train` records), writes predictions.csv, logs the summary.
 fn held_out(
     trainer: &mut Trainer,
-    models: &[Model],
+    models: &mut [Model],
     set: &LabelledSet,
     test: &[usize],
     train: &[usize],
@@ -260,6 +260,11 @@ fn held_out(
     let t3 = Instant::now();
     let s_test: Vec<&Sample> = f_test.iter().collect();
     let g: Vec<&GraphFeatures> = s_test.iter().map(|s| &s.features).collect();
+    // the in-domain reference, from the held-out networks' embeddings (not their labels)
+    let refs = crate::train::domain::calibrate(models, &g)?;
+    let refs: Vec<String> =
+        refs.iter().map(|r| r.map_or("none (no centres)".into(), |r| format!("{r:.4}"))).collect();
+    trainer.say(format!("in-domain reference (members): {}", refs.join(" ")));
     if models.len() > 1 {
         for (k, m) in models.iter().enumerate() {
             let p: Vec<f64> = m.predict(&g)?.into_iter().map(|p| p.0).collect();
