@@ -5,9 +5,9 @@
 //! batch goes on.
 
 use crate::error::{Error, Result};
+use crate::features::sample::Sample;
 use crate::onnx::ImportOptions;
 use crate::proxies::FeatureScorer;
-use crate::train::data::Sample;
 use crate::train::model::Model;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -42,7 +42,7 @@ pub fn model_path(name: &str) -> PathBuf {
 
 /// Featurises one ONNX file with the proxy scores `scorer` gives it.
 pub fn featurise_file(path: &Path, opts: &ImportOptions, scorer: &FeatureScorer) -> Result<Sample> {
-    crate::train::data::featurise_file(path, opts, &|cg| scorer.score(cg))
+    crate::features::sample::featurise_file(path, opts, &|cg| scorer.score(cg))
 }
 
 /// One file's prediction.

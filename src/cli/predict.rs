@@ -62,90 +62,10 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
     } else {
         OutputFormat::Table
     };
-    let meta = &p.model().meta;
     match format {
-        OutputFormat::Json | OutputFormat::Jsonl => {
-            let items: Vec<serde_json::Value> = files
-                .iter()
-                .zip(&results)
-                .map(|(f, r)| match r {
-                    Ok(x) => json!({"file": f.display().to_string(), "ok": true,
-                        "prediction": x.prediction, "uncertainty": x.uncertainty,
-                        "in_domain": x.in_domain, "params": x.params, "flops": x.flops}),
-                    Err(e) => json!({"file": f.display().to_string(), "ok": false,
-                        "error": e.to_string()}),
-                })
-                .collect();
-            let doc = json!({
-                "schema_version": 1,
-                "nape_version": env!("CARGO_PKG_VERSION"),
-                "model": meta.name,
-                "members": p.members(),
-                "predicts": meta.predicts,
-                "target": meta.target,
-                "trained_on": meta.family,
-                "note": "values from a model trained on another family are for ranking within a family; fine-tune for absolute values",
-                "in_domain_note": "1 = as close to the model's training networks as 90% of its own family; below, the prediction is pulled toward the model's base line on FLOPs in proportion (null: the model has no in-domain reference)",
-                "predictions": items,
-            });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
-        }
-        OutputFormat::Csv => {
-            println!("file,prediction,uncertainty,params,flops,error,in_domain");
-            for (f, r) in files.iter().zip(&results) {
-                let name = f.display().to_string().replace('"', "\"\"");
-                match r {
-                    Ok(x) => println!(
-                        "\"{name}\",{},{},{},{},,{}",
-                        x.prediction,
-                        x.uncertainty,
-                        x.params,
-                        x.flops,
-                        x.in_domain.map(|d| d.to_string()).unwrap_or_default()
-                    ),
-                    Err(e) => {
-                        println!("\"{name}\",,,,,\"{}\",", e.to_string().replace('"', "\"\""))
-                    }
-                }
-            }
-        }
-        OutputFormat::Table => {
-            let members = match p.members() {
-                1 => String::new(),
-                n => format!(" (ensemble of {n})"),
-            };
-            println!("model {}{members} predicts: {}", meta.name, meta.predicts);
-            println!(
-                "{:<48} {:>12} {:>12} {:>12} {:>10}",
-                "file", "prediction", "uncertainty", "params", "in_domain"
-            );
-            let mut far = 0;
-            for (f, r) in files.iter().zip(&results) {
-                match r {
-                    Ok(x) => {
-                        let d = x.in_domain.map_or("-".into(), |d| format!("{d:.2}"));
-                        let flag = if x.in_domain.is_some_and(|d| d < FAR) { "  far" } else { "" };
-                        far += usize::from(!flag.is_empty());
-                        println!(
-                            "{:<48} {:>12.4} {:>12.4} {:>12.0} {d:>10}{flag}",
-                            f.display(),
-                            x.prediction,
-                            x.uncertainty,
-                            x.params
-                        )
-                    }
-                    Err(e) => println!("{:<48} error: {e}", f.display()),
-                }
-            }
-            if far > 0 {
-                eprintln!(
-                    "warning: {far} network(s) marked far are unlike {}'s training networks \
-                     (in_domain < {FAR}): their predictions lean on the base line (FLOPs), not \
-                     on the graph; fine-tune on a few labelled ones (docs/your-family.md)",
-                    meta.name
-                );
-            }
-        }
+        OutputFormat::Json | OutputFormat::Jsonl => print_json(&p, &files, &results)?,
+        OutputFormat::Csv => print_csv(&files, &results),
+        OutputFormat::Table => print_table(&p, &files, &results),
     }
     for (f, r) in files.iter().zip(&results) {
         if let Err(e) = r {
@@ -160,4 +80,97 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
     } else {
         exit::PARTIAL
     })
+}
+
+type Results = [crate::Result<crate::predict::Prediction>];
+
+/// One JSON document: the model, what it predicts, one entry per file.
+fn print_json(p: &Predictor, files: &[PathBuf], results: &Results) -> anyhow::Result<()> {
+    let meta = &p.model().meta;
+    let items: Vec<serde_json::Value> = files
+        .iter()
+        .zip(results)
+        .map(|(f, r)| match r {
+            Ok(x) => json!({"file": f.display().to_string(), "ok": true,
+                "prediction": x.prediction, "uncertainty": x.uncertainty,
+                "in_domain": x.in_domain, "params": x.params, "flops": x.flops}),
+            Err(e) => json!({"file": f.display().to_string(), "ok": false,
+                "error": e.to_string()}),
+        })
+        .collect();
+    let doc = json!({
+        "schema_version": 1,
+        "nape_version": env!("CARGO_PKG_VERSION"),
+        "model": meta.name,
+        "members": p.members(),
+        "predicts": meta.predicts,
+        "target": meta.target,
+        "trained_on": meta.family,
+        "note": "values from a model trained on another family are for ranking within a family; fine-tune for absolute values",
+        "in_domain_note": "1 = as close to the model's training networks as 90% of its own family; below, the prediction is pulled toward the model's base line on FLOPs in proportion (null: the model has no in-domain reference)",
+        "predictions": items,
+    });
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
+
+/// CSV with a header; `in_domain` last (after `error`, so older readers keep their columns).
+fn print_csv(files: &[PathBuf], results: &Results) {
+    println!("file,prediction,uncertainty,params,flops,error,in_domain");
+    for (f, r) in files.iter().zip(results) {
+        let name = f.display().to_string().replace('"', "\"\"");
+        match r {
+            Ok(x) => println!(
+                "\"{name}\",{},{},{},{},,{}",
+                x.prediction,
+                x.uncertainty,
+                x.params,
+                x.flops,
+                x.in_domain.map(|d| d.to_string()).unwrap_or_default()
+            ),
+            Err(e) => {
+                println!("\"{name}\",,,,,\"{}\",", e.to_string().replace('"', "\"\""))
+            }
+        }
+    }
+}
+
+/// The table, networks far from the model's training networks marked, and a warning.
+fn print_table(p: &Predictor, files: &[PathBuf], results: &Results) {
+    let meta = &p.model().meta;
+    let members = match p.members() {
+        1 => String::new(),
+        n => format!(" (ensemble of {n})"),
+    };
+    println!("model {}{members} predicts: {}", meta.name, meta.predicts);
+    println!(
+        "{:<48} {:>12} {:>12} {:>12} {:>10}",
+        "file", "prediction", "uncertainty", "params", "in_domain"
+    );
+    let mut far = 0;
+    for (f, r) in files.iter().zip(results) {
+        match r {
+            Ok(x) => {
+                let d = x.in_domain.map_or("-".into(), |d| format!("{d:.2}"));
+                let flag = if x.in_domain.is_some_and(|d| d < FAR) { "  far" } else { "" };
+                far += usize::from(!flag.is_empty());
+                println!(
+                    "{:<48} {:>12.4} {:>12.4} {:>12.0} {d:>10}{flag}",
+                    f.display(),
+                    x.prediction,
+                    x.uncertainty,
+                    x.params
+                )
+            }
+            Err(e) => println!("{:<48} error: {e}", f.display()),
+        }
+    }
+    if far > 0 {
+        eprintln!(
+            "warning: {far} network(s) marked far are unlike {}'s training networks \
+             (in_domain < {FAR}): their predictions lean on the base line (FLOPs), not \
+             on the graph; fine-tune on a few labelled ones (docs/your-family.md)",
+            meta.name
+        );
+    }
 }

@@ -46,6 +46,7 @@
 //! with presence 0. Every value of every feature is finite.
 
 pub mod graf;
+pub mod sample;
 pub mod text;
 
 pub use text::{to_text, tokenize};

@@ -6,61 +6,13 @@
 use crate::dataset::cache::Cache;
 use crate::dataset::{self, NaslibSpace, Record, SplitMix64};
 use crate::error::{Error, Result};
-use crate::features::{self, GraphFeatures, FEATURES_VERSION, GLOBAL_DIM, NODE_DIM, TOKEN_VOCAB};
-use crate::graph::Cg;
+pub use crate::features::sample::{featurise_file, no_proxies, Sample, Scorer, SAMPLE_VERSION};
+use crate::features::{FEATURES_VERSION, GLOBAL_DIM, NODE_DIM, TOKEN_VOCAB};
 use crate::onnx::{from_proto, ImportOptions};
 use crate::spaces::{BuildOptions, Space};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-
-/// One featurised network with its free statistics.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    /// What the encoder reads.
-    pub features: GraphFeatures,
-    /// Trainable parameters.
-    pub params: f64,
-    /// Trainable parameters of the canonical graph: those the output depends on (a convolution
-    /// that only ever sees zeros, as NB-201's cells with `none` edges have, does not count).
-    pub params_effective: f64,
-    /// FLOPs.
-    pub flops: f64,
-}
-
-/// The version of [`Sample`]'s layout, in the cache tag (2: `params_effective`).
-pub const SAMPLE_VERSION: u32 = 2;
-
-impl Sample {
-    /// Featurises a CG with the given proxy scores (`features::encode` canonicalises it;
-    /// params and FLOPs are the graph's own totals).
-    pub fn from_cg(cg: &Cg, proxies: &BTreeMap<String, f64>) -> Sample {
-        let s = cg.summary();
-        let canonical = cg.canonical();
-        Sample {
-            features: features::encode_canonical(&canonical, proxies),
-            params: s.params as f64,
-            params_effective: canonical.summary().params as f64,
-            flops: s.flops as f64,
-        }
-    }
-
-    /// The auxiliary regression targets: log10(1 + params), log10(1 + FLOPs).
-    pub fn aux(&self) -> [f64; 2] {
-        [(1.0 + self.params).log10(), (1.0 + self.flops).log10()]
-    }
-}
-
-/// Zero-cost proxy scores of a network by name, as [`features::encode`] reads them. The
-/// proxies need torch and live above this module, so training code passes them in;
-/// [`no_proxies`] gives none.
-pub type Scorer<'a> = &'a (dyn Fn(&Cg) -> BTreeMap<String, f64> + Sync);
-
-/// The scorer of a model without proxy features.
-pub fn no_proxies(_: &Cg) -> BTreeMap<String, f64> {
-    BTreeMap::new()
-}
 
 /// The families nape trains and evaluates on.
 pub const FAMILIES: &[&str] = &["nb101", "nb201", "tnb-micro"];
@@ -197,13 +149,6 @@ pub fn nb101_unlabelled(data_dir: &Path, n: usize, seed: u64) -> Result<Vec<Reco
     let k = n.min(rows.len());
     SplitMix64(seed).shuffle_prefix(&mut rows, k);
     Ok(rows.into_iter().take(k).map(|(id, spec)| Record::new(id, "nb101", spec)).collect())
-}
-
-/// Featurises one ONNX file with the proxy scores `scorer` gives it: the path `predict` and
-/// the labels flows share.
-pub fn featurise_file(path: &Path, opts: &ImportOptions, scorer: Scorer) -> Result<Sample> {
-    let cg = crate::onnx::load(path, opts)?;
-    Ok(Sample::from_cg(&cg, &scorer(&cg)))
 }
 
 /// The feature cache of ONNX files is keyed by the md5 of their bytes, under this family name.
