@@ -18,6 +18,7 @@ pub(super) struct NodeCtx<'a> {
 }
 
 /// A mapped node.
+#[derive(Debug)]
 pub(super) struct Mapped {
     pub kind: OpKind,
     pub attrs: Attrs,
@@ -57,7 +58,7 @@ pub(super) fn carries_value(op: &str, slot: usize) -> bool {
         "BatchNormalization" => slot <= 2,
         "Where" => slot != 0,
         "Concat" | "Sum" | "Mean" | "Max" | "Min" | "Add" | "Sub" | "Mul" | "Div" | "MatMul"
-        | "Gemm" => true,
+        | "Gemm" | "Einsum" => true,
         _ if op.starts_with("Reduce") => slot == 0,
         _ => slot == 0 || !is_index_like(op),
     }
@@ -137,7 +138,7 @@ fn kind_of(op: &str) -> OpKind {
     match op {
         "Conv" => Conv,
         "ConvTranspose" => ConvTranspose,
-        "Gemm" | "MatMul" => Linear,
+        "Gemm" | "MatMul" | "Einsum" => Linear,
         "BatchNormalization" => BatchNorm,
         "LayerNormalization" => LayerNorm,
         "GroupNormalization" => GroupNorm,
@@ -177,7 +178,7 @@ fn kind_of(op: &str) -> OpKind {
         "Concat" => Concat,
         "Split" => Split,
         "Slice" => Slice,
-        "Gather" | "GatherElements" => Gather,
+        "Gather" | "GatherElements" | "GatherND" => Gather,
         "Reshape" => Reshape,
         "Flatten" => Flatten,
         "Transpose" => Transpose,
@@ -328,6 +329,12 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
             macs = out_elems * k as u64;
             flops = 2 * macs + if bias { out_elems } else { 0 };
         }
+        "Einsum" => {
+            let weight_operand = ctx.statics.iter().any(|(_, s)| s.float && s.numel > 1);
+            kind = if weight_operand { OpKind::Linear } else { OpKind::MatMul };
+            macs = einsum_macs(ctx)?;
+            flops = 2 * macs;
+        }
         "BatchNormalization" => flops = 2 * out_elems,
         "LayerNormalization" | "GroupNormalization" | "InstanceNormalization" => {
             if let Some(a) = attr_int(pn, "axis") {
@@ -440,4 +447,130 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
         }
     }
     Ok(Mapped { kind, attrs, macs, flops })
+}
+
+/// The output of an Einsum written without `->`: an ellipsis, then the letters that occur once,
+/// in alphabetical order (the ONNX and NumPy rule).
+fn implicit_output(lhs: &str) -> String {
+    let mut once: Vec<char> = lhs
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic())
+        .filter(|&c| lhs.matches(c).count() == 1)
+        .collect();
+    once.sort_unstable();
+    let ell = if lhs.contains("...") { "..." } else { "" };
+    format!("{ell}{}", once.into_iter().collect::<String>())
+}
+
+/// Multiply-accumulates of an `Einsum`: with two or more operands, the product of the sizes of
+/// all its indices (each output element sums the products over the contracted ones, as
+/// MatMul's `out x K`); one operand (a transpose, a trace, a sum) does none. Sizes come from
+/// the activation operands and the output; an ellipsis stands for the broadcast leading dims.
+fn einsum_macs(ctx: &NodeCtx) -> Result<u64, String> {
+    let eq: String = attr(ctx.pn, "equation")
+        .map(|a| String::from_utf8_lossy(&a.s).chars().filter(|c| !c.is_whitespace()).collect())
+        .ok_or("Einsum without an equation")?;
+    let (lhs, rhs) = match eq.split_once("->") {
+        Some((l, r)) => (l, r.to_string()),
+        None => (eq.as_str(), implicit_output(&eq)),
+    };
+    let terms: Vec<&str> = lhs.split(',').collect();
+    if terms.len() < 2 {
+        return Ok(0);
+    }
+    let mut size: std::collections::BTreeMap<u32, usize> = Default::default();
+    let mut bind = |term: &str, shape: &[usize]| -> Result<(), String> {
+        let (pre, post) = term.split_once("...").unwrap_or((term, ""));
+        let (pre, post): (Vec<char>, Vec<char>) = (pre.chars().collect(), post.chars().collect());
+        let ell = if term.contains("...") {
+            shape.len().checked_sub(pre.len() + post.len())
+        } else {
+            (shape.len() == pre.len()).then_some(0)
+        }
+        .ok_or_else(|| format!("Einsum term '{term}' does not fit shape {shape:?}"))?;
+        let keys = pre
+            .iter()
+            .map(|&c| c as u32)
+            .chain((0..ell).map(|j| 0x11_0000 + (ell - j) as u32)) // ellipsis dims, from the right
+            .chain(post.iter().map(|&c| c as u32));
+        for (k, &d) in keys.zip(shape) {
+            let e = size.entry(k).or_insert(d);
+            *e = (*e).max(d); // broadcast: a 1 meets the full size
+        }
+        Ok(())
+    };
+    for (slot, term) in terms.iter().enumerate() {
+        if let Some(p) = ctx.act_slots.iter().position(|&s| s == slot) {
+            bind(term, &ctx.in_shapes[p])?;
+        }
+    }
+    if let Some(out) = ctx.out_shapes.first() {
+        bind(&rhs, out)?;
+    }
+    let letters: std::collections::BTreeSet<char> =
+        lhs.chars().filter(|c| c.is_ascii_alphabetic()).collect();
+    let mut macs = size.iter().filter(|(k, _)| **k >= 0x11_0000).map(|(_, &d)| d as u64).product();
+    for c in letters {
+        let d = size.get(&(c as u32)).ok_or_else(|| {
+            format!("the size of index '{c}' of Einsum '{eq}' is not known from its activations")
+        })?;
+        macs *= *d as u64;
+    }
+    Ok(macs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn einsum(eq: &str, ins: &[Shape], out: Shape) -> Result<Mapped, String> {
+        let pn = pb::NodeProto {
+            op_type: "Einsum".into(),
+            attribute: vec![pb::AttributeProto {
+                name: "equation".into(),
+                s: eq.as_bytes().to_vec(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let ctx = NodeCtx {
+            pn: &pn,
+            in_shapes: ins,
+            out_shapes: &[out],
+            statics: &[],
+            act_slots: (0..ins.len()).collect(),
+        };
+        map_node(&ctx)
+    }
+
+    #[test]
+    fn einsum_counts_macs_as_the_matmul_it_is() {
+        // MaxViT's attention (torchvision): scores and the weighted sum of values
+        let (b, g, h, i, j, d) = (1, 49, 4, 49, 49, 16);
+        let m = einsum(
+            "B G H I D, B G H J D -> B G H I J",
+            &[vec![b, g, h, i, d], vec![b, g, h, j, d]],
+            vec![b, g, h, i, j],
+        )
+        .unwrap();
+        assert_eq!(m.kind, OpKind::MatMul);
+        assert_eq!(m.macs, (b * g * h * i * j * d) as u64);
+        assert_eq!(m.flops, 2 * m.macs);
+        // the same contraction as a batched MatMul: out elements x K
+        let m = einsum("bij,bjk->bik", &[vec![2, 3, 5], vec![2, 5, 7]], vec![2, 3, 7]).unwrap();
+        assert_eq!(m.macs, 2 * 3 * 7 * 5);
+        // an ellipsis broadcasts its leading dims
+        let m = einsum("...ij,...jk->...ik", &[vec![4, 2, 3, 5], vec![1, 5, 7]], vec![4, 2, 3, 7]);
+        assert_eq!(m.unwrap().macs, 4 * 2 * 3 * 7 * 5);
+        // one operand moves data only
+        assert_eq!(einsum("ij->ji", &[vec![3, 4]], vec![4, 3]).unwrap().macs, 0);
+    }
+
+    #[test]
+    fn an_einsum_it_cannot_read_is_an_error_not_a_guess() {
+        // (an implicit output is read: the letters that occur once, in order)
+        assert_eq!(einsum("ij,jk", &[vec![3, 4], vec![4, 5]], vec![3, 5]).unwrap().macs, 60);
+        let e = einsum("ijk,jk->i", &[vec![3, 4], vec![4, 5]], vec![3]).unwrap_err();
+        assert!(e.contains("does not fit"), "{e}");
+    }
 }
