@@ -87,6 +87,8 @@ fn finetune_predict_and_evaluate_on_a_labels_file() {
     for p in doc["predictions"].as_array().unwrap() {
         let (v, u) = (p["prediction"].as_f64().unwrap(), p["uncertainty"].as_f64().unwrap());
         assert!(v > 0.0 && v < 100.0 && u.is_finite(), "percent like the labels: {p}");
+        // a fine-tuned model knows its family: no in-domain reference, nothing shrunk
+        assert!(p["in_domain"].is_null(), "{p}");
     }
 
     // evaluate on held-out labels: the fitted baselines are scored on the same rows

@@ -318,8 +318,18 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
                 } else {
                     in0.last().copied().unwrap_or(0)
                 }
+            } else if let Some(b) = act_shape_at(ctx, 1) {
+                // A is static, B an activation: K is B's contracted dim (a batched static A,
+                // such as a folded relative-position table, has more than rows x K elements)
+                let trans_b = attr_int(pn, "transB").unwrap_or(0) != 0;
+                let k = match (op, b.len()) {
+                    ("Gemm", _) if trans_b => b.last(),
+                    ("Gemm", _) | (_, 1) => b.first(),
+                    (_, r) => b.get(r - 2),
+                };
+                k.copied().unwrap_or(0)
             } else {
-                // A is static: K = numel(A) / rows of the output
+                // both static (not a compute node in practice): K = numel(A) / rows of the output
                 let a = static_numel_at(ctx, 0).unwrap_or(0);
                 let rows = if out.len() >= 2 { out[out.len() - 2] as u64 } else { 1 };
                 (a / rows.max(1)) as usize
@@ -449,6 +459,12 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
     Ok(Mapped { kind, attrs, macs, flops })
 }
 
+/// The shape of the activation at ONNX input `slot`, if that input is an activation.
+fn act_shape_at<'c>(ctx: &'c NodeCtx, slot: usize) -> Option<&'c Shape> {
+    let p = ctx.act_slots.iter().position(|&s| s == slot)?;
+    ctx.in_shapes.get(p)
+}
+
 /// The output of an Einsum written without `->`: an ellipsis, then the letters that occur once,
 /// in alphabetical order (the ONNX and NumPy rule).
 fn implicit_output(lhs: &str) -> String {
@@ -500,8 +516,8 @@ fn einsum_macs(ctx: &NodeCtx) -> Result<u64, String> {
         Ok(())
     };
     for (slot, term) in terms.iter().enumerate() {
-        if let Some(p) = ctx.act_slots.iter().position(|&s| s == slot) {
-            bind(term, &ctx.in_shapes[p])?;
+        if let Some(shape) = act_shape_at(ctx, slot) {
+            bind(term, shape)?;
         }
     }
     if let Some(out) = ctx.out_shapes.first() {
@@ -564,6 +580,29 @@ mod tests {
         assert_eq!(m.unwrap().macs, 4 * 2 * 3 * 7 * 5);
         // one operand moves data only
         assert_eq!(einsum("ij->ji", &[vec![3, 4]], vec![4, 3]).unwrap().macs, 0);
+    }
+
+    #[test]
+    fn a_batched_static_first_operand_contracts_over_the_activations_dim() {
+        // timm's lambda layer: a folded [M, K, M] position table times q [1, 1, M, C]
+        let table = crate::onnx::Static {
+            float: true,
+            numel: 256 * 16 * 256,
+            sources: vec!["pos".into()],
+            value: None,
+            computable: true,
+        };
+        let pn = pb::NodeProto { op_type: "MatMul".into(), ..Default::default() };
+        let ins = [vec![1, 1, 256, 128]];
+        let statics = [(0, &table)];
+        let ctx = NodeCtx {
+            pn: &pn,
+            in_shapes: &ins,
+            out_shapes: &[vec![1, 256, 16, 128]],
+            statics: &statics,
+            act_slots: vec![1],
+        };
+        assert_eq!(map_node(&ctx).unwrap().macs, 256 * 16 * 128 * 256);
     }
 
     #[test]

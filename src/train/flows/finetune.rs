@@ -100,6 +100,11 @@ fn adapt_to(
         rows.len(),
         mean_std(&y).1
     ));
+    // the in-domain reference measured the pretraining family; the adapted model's family is
+    // the user's, which it has now seen: its predictions are not shrunk (train::domain)
+    for m in models.iter_mut() {
+        m.meta.domain_reference = None;
+    }
     let choice = adapt(models, &rows, mads, cfg, trainer)?;
     let lower = if cfg.lower_is_better { " (lower is better)" } else { "" };
     for m in models.iter_mut() {
