@@ -205,7 +205,7 @@ fn file_key(p: &std::path::Path) -> String {
     }
 }
 
-/// Runs `nape proxies`.
+/// Runs `nape proxies`: scores what the cache lacks, then prints (or writes) every row.
 pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
     let format = if a.json {
         OutputFormat::Json
@@ -221,14 +221,8 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
         Some(p) => ImageSource::from_path(std::path::Path::new(p)),
         None => ImageSource::fashion_mnist(&data_dir)?,
     };
-    let choice: DeviceChoice = a.device.parse().map_err(Error::Usage)?;
-    let (device, why) = resolve(choice);
-    if let Some(w) = why {
-        tracing::warn!("{w}");
-    }
     let (family, jobs) = jobs(a, &data_dir)?;
     // the cache tag names everything that changes a value
-    let names: Vec<&str> = ps.iter().map(|p| p.name()).collect();
     let tag = format!(
         "proxies-seed{}-batch{}-{}-{}",
         a.seed,
@@ -237,14 +231,64 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
         short_hash(&format!("{:?}{:?}", a.swap_reg, a.epsinas_weights)),
     );
     let mut cache: Cache<Cached> = Cache::open(&a.cache, &family, &tag)?;
+    score_missing(a, &ps, &images, &jobs, &mut cache)?;
+    let names: Vec<&str> = ps.iter().map(|p| p.name()).collect();
+    let rows: Vec<(&Job, Cached)> = jobs
+        .iter()
+        .map(|j| (j, cache.get(&j.id, &j.key).cloned().unwrap_or_else(Cached::empty)))
+        .collect();
+    let mut failed = 0usize;
+    for (j, c) in &rows {
+        for n in &names {
+            if let Some(e) = c.errors.get(*n) {
+                failed += 1;
+                eprintln!("{}: {n}: {e}", j.id);
+            }
+        }
+    }
+    if let Some(out) = &a.out {
+        write_records(out, &rows)?;
+    }
+    if a.correlate {
+        print_correlations(&rows, &names, ps.as_slice());
+    } else {
+        print_rows(&rows, &names, format)?;
+    }
+    Ok(if failed == 0 {
+        exit::OK
+    } else if rows.iter().any(|(_, c)| !c.values.is_empty()) {
+        exit::PARTIAL
+    } else {
+        exit::FAILURE
+    })
+}
+
+impl Cached {
+    fn empty() -> Cached {
+        Cached { values: BTreeMap::new(), errors: BTreeMap::new() }
+    }
+}
+
+/// Scores, in parallel, every job whose cached entry lacks one of the proxies `ps`; saves the
+/// cache after every 64 networks (an interrupted run resumes there).
+fn score_missing(
+    a: &ProxiesArgs,
+    ps: &[Box<dyn Proxy>],
+    images: &ImageSource,
+    jobs: &[Job],
+    cache: &mut Cache<Cached>,
+) -> anyhow::Result<()> {
+    let choice: DeviceChoice = a.device.parse().map_err(Error::Usage)?;
+    let (device, why) = resolve(choice);
+    if let Some(w) = why {
+        tracing::warn!("{w}");
+    }
+    let lacks = |c: &Cached, p: &dyn Proxy| {
+        !c.values.contains_key(p.name()) && !c.errors.contains_key(p.name())
+    };
     let missing: Vec<&Job> = jobs
         .iter()
-        .filter(|j| match cache.get(&j.id, &j.key) {
-            Some(c) => {
-                names.iter().any(|n| !c.values.contains_key(*n) && !c.errors.contains_key(*n))
-            }
-            None => true,
-        })
+        .filter(|j| cache.get(&j.id, &j.key).is_none_or(|c| ps.iter().any(|p| lacks(c, &**p))))
         .collect();
     let threads = a
         .threads
@@ -263,40 +307,10 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
             chunk
                 .par_iter()
                 .map(|job| {
-                    let mut c = cache
-                        .get(&job.id, &job.key)
-                        .cloned()
-                        .unwrap_or(Cached { values: BTreeMap::new(), errors: BTreeMap::new() });
-                    let todo: Vec<&Box<dyn Proxy>> = ps
-                        .iter()
-                        .filter(|p| {
-                            !c.values.contains_key(p.name()) && !c.errors.contains_key(p.name())
-                        })
-                        .collect();
-                    match build_cg(job) {
-                        Ok(cg) => {
-                            let input =
-                                ProxyInput::new(&cg, &images, a.seed, device).with_batch(a.batch);
-                            for p in todo {
-                                let s: Scores = proxies::score_all(std::slice::from_ref(p), &input);
-                                for (k, v) in s {
-                                    match v {
-                                        Ok(v) => {
-                                            c.values.insert(k, v);
-                                        }
-                                        Err(e) => {
-                                            c.errors.insert(k, e);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            for p in todo {
-                                c.errors.insert(p.name().to_string(), e.to_string());
-                            }
-                        }
-                    }
+                    let mut c = cache.get(&job.id, &job.key).cloned().unwrap_or_else(Cached::empty);
+                    let todo: Vec<&dyn Proxy> =
+                        ps.iter().map(|p| &**p).filter(|p| lacks(&c, *p)).collect();
+                    score_job(job, &todo, images, a, device, &mut c);
                     bar.inc(1);
                     (job.id.clone(), job.key.clone(), c)
                 })
@@ -316,60 +330,61 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
             t0.elapsed().as_secs_f64() * threads as f64 / missing.len() as f64
         );
     }
-    // gather
-    let rows: Vec<(&Job, Cached)> = jobs
-        .iter()
-        .map(|j| {
-            (
-                j,
-                cache
-                    .get(&j.id, &j.key)
-                    .cloned()
-                    .unwrap_or(Cached { values: BTreeMap::new(), errors: BTreeMap::new() }),
-            )
-        })
-        .collect();
-    let mut failed = 0usize;
-    for (j, c) in &rows {
-        for n in &names {
-            if let Some(e) = c.errors.get(*n) {
-                failed += 1;
-                eprintln!("{}: {n}: {e}", j.id);
+    Ok(())
+}
+
+/// Scores the proxies `todo` of one job into `c` (a network that cannot be built is every
+/// proxy's error).
+fn score_job(
+    job: &Job,
+    todo: &[&dyn Proxy],
+    images: &ImageSource,
+    a: &ProxiesArgs,
+    device: tch::Device,
+    c: &mut Cached,
+) {
+    let cg = match build_cg(job) {
+        Ok(cg) => cg,
+        Err(e) => {
+            for p in todo {
+                c.errors.insert(p.name().to_string(), e.to_string());
             }
+            return;
+        }
+    };
+    let input = ProxyInput::new(&cg, images, a.seed, device).with_batch(a.batch);
+    for p in todo {
+        let s: Scores = proxies::score_one(*p, &input);
+        for (k, v) in s {
+            match v {
+                Ok(v) => c.values.insert(k, v).map(|_| ()),
+                Err(e) => c.errors.insert(k, e).map(|_| ()),
+            };
         }
     }
-    if let Some(out) = &a.out {
-        let records: Vec<Record> = rows
-            .iter()
-            .map(|(j, c)| {
-                let mut r = j.record.clone().unwrap_or_else(|| {
-                    let mut r = Record::new(j.id.clone(), "files", j.key.clone());
-                    if let JobSource::File(f) = &j.source {
-                        r.file = Some(f.clone());
-                    }
-                    r
-                });
-                for (k, v) in &c.values {
-                    r.proxies.insert(k.clone(), *v);
+}
+
+/// The rows as a manifest (benchmark records, or one record per file) with their proxies.
+fn write_records(out: &std::path::Path, rows: &[(&Job, Cached)]) -> anyhow::Result<()> {
+    let records: Vec<Record> = rows
+        .iter()
+        .map(|(j, c)| {
+            let mut r = j.record.clone().unwrap_or_else(|| {
+                let mut r = Record::new(j.id.clone(), "files", j.key.clone());
+                if let JobSource::File(f) = &j.source {
+                    r.file = Some(f.clone());
                 }
                 r
-            })
-            .collect();
-        dataset::write_manifest(out, &records)?;
-        eprintln!("wrote {} records with proxies to {}", records.len(), out.display());
-    }
-    if a.correlate {
-        print_correlations(&rows, &names, ps.as_slice());
-    } else {
-        print_rows(&rows, &names, format)?;
-    }
-    Ok(if failed == 0 {
-        exit::OK
-    } else if rows.iter().any(|(_, c)| !c.values.is_empty()) {
-        exit::PARTIAL
-    } else {
-        exit::FAILURE
-    })
+            });
+            for (k, v) in &c.values {
+                r.proxies.insert(k.clone(), *v);
+            }
+            r
+        })
+        .collect();
+    dataset::write_manifest(out, &records)?;
+    eprintln!("wrote {} records with proxies to {}", records.len(), out.display());
+    Ok(())
 }
 
 fn short_hash(s: &str) -> String {

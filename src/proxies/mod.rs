@@ -177,19 +177,23 @@ pub fn score_all(
     proxies: &[Box<dyn Proxy>],
     input: &ProxyInput,
 ) -> BTreeMap<String, std::result::Result<f64, String>> {
-    proxies
-        .iter()
-        .map(|p| {
-            let r = p.score(input).and_then(|v| {
-                if v.is_finite() {
-                    Ok(v)
-                } else {
-                    Err(input.fail(format!("proxy {} is not finite ({v})", p.name())))
-                }
-            });
-            (p.name().to_string(), r.map_err(|e| e.to_string()))
-        })
-        .collect()
+    proxies.iter().flat_map(|p| score_one(&**p, input)).collect()
+}
+
+/// One proxy's score of one network, keyed by its name; a failure (or a value that is not
+/// finite) is kept as its message.
+pub fn score_one(
+    p: &dyn Proxy,
+    input: &ProxyInput,
+) -> BTreeMap<String, std::result::Result<f64, String>> {
+    let r = p.score(input).and_then(|v| {
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(input.fail(format!("proxy {} is not finite ({v})", p.name())))
+        }
+    });
+    BTreeMap::from([(p.name().to_string(), r.map_err(|e| e.to_string()))])
 }
 
 /// The proxies a predictor reads as features, ready to score networks: the named proxies on
