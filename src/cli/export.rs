@@ -81,36 +81,7 @@ pub fn run(a: &ExportArgs) -> anyhow::Result<i32> {
     let dir = data_dir(a.data.as_deref());
     let mut ds = load_records(space, &dir)?;
     report_issues(&ds);
-    let require = match (&a.require, a.all) {
-        (Some(t), _) => Some(t.as_str()),
-        (None, false) => main_label(space),
-        (None, true) => None,
-    };
-    if let Some(t) = require {
-        let before = ds.len();
-        ds = ds.require(t);
-        ds.issues.truncate(ds.issues.len() - (before - ds.len()));
-        if ds.len() < before {
-            tracing::info!(
-                "{space}: {} architectures without '{t}' left out (--all keeps them)",
-                before - ds.len()
-            );
-        }
-    }
-    if !a.ids.is_empty() {
-        if let Some(id) = a.ids.iter().find(|id| ds.get(id).is_none()) {
-            let hint = if require.is_some() {
-                " (among those with the required label; --all lifts that)"
-            } else {
-                ""
-            };
-            return Err(Error::Usage(format!("no {space} architecture has id '{id}'{hint}")).into());
-        }
-        ds.records.retain(|r| a.ids.contains(&r.id));
-    }
-    if let Some(n) = a.limit {
-        ds.records.truncate(n);
-    }
+    select_records(a, space, &mut ds)?;
     let key = ExportKey {
         space: space.name().into(),
         variant: match space {
@@ -136,7 +107,53 @@ pub fn run(a: &ExportArgs) -> anyhow::Result<i32> {
         })
         .collect();
     bar.finish_and_clear();
+    report(a, space, &key, &ds, results)
+}
 
+/// Keeps the records to export: those with the required label (unless `--all`), the `--ids`
+/// asked for, the first `--limit`.
+fn select_records(a: &ExportArgs, space: Space, ds: &mut Dataset) -> anyhow::Result<()> {
+    let require = match (&a.require, a.all) {
+        (Some(t), _) => Some(t.as_str()),
+        (None, false) => main_label(space),
+        (None, true) => None,
+    };
+    if let Some(t) = require {
+        let before = ds.len();
+        *ds = std::mem::take(ds).require(t);
+        ds.issues.truncate(ds.issues.len() - (before - ds.len()));
+        if ds.len() < before {
+            tracing::info!(
+                "{space}: {} architectures without '{t}' left out (--all keeps them)",
+                before - ds.len()
+            );
+        }
+    }
+    if !a.ids.is_empty() {
+        if let Some(id) = a.ids.iter().find(|id| ds.get(id).is_none()) {
+            let hint = if require.is_some() {
+                " (among those with the required label; --all lifts that)"
+            } else {
+                ""
+            };
+            return Err(Error::Usage(format!("no {space} architecture has id '{id}'{hint}")).into());
+        }
+        ds.records.retain(|r| a.ids.contains(&r.id));
+    }
+    if let Some(n) = a.limit {
+        ds.records.truncate(n);
+    }
+    Ok(())
+}
+
+/// Writes the manifest of what was exported and prints the summary; the exit code.
+fn report(
+    a: &ExportArgs,
+    space: Space,
+    key: &ExportKey,
+    ds: &Dataset,
+    results: Vec<(usize, Result<bool, Error>)>,
+) -> anyhow::Result<i32> {
     let mut records: Vec<Record> = Vec::with_capacity(ds.len());
     let (mut written, mut skipped, mut failed) = (0usize, 0usize, Vec::new());
     for (i, res) in results {
