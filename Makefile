@@ -21,7 +21,7 @@ export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test check fmt clippy bench bench-read exporters-check corpus corpus-check golden fuzz clean notebooks
+.PHONY: help setup demo test check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -33,6 +33,7 @@ help:
 	@echo "make corpus-check - nape against the corpus truth: the per-family table"
 	@echo "make exporters-check - 200 NB-201 + 200 NB-101 cells, three exporters: one graph hash, one prediction"
 	@echo "make bench-read - nape inspect against onnx.load + infer_shapes on the same files"
+	@echo "make zoo-check - the bundled model zero-shot on torchvision's 80 ImageNet classifiers (published top-1)"
 
 $(TORCH_STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3 (python3-venv)" >&2; exit 1; }
@@ -120,6 +121,15 @@ corpus: $(EXPORT_STAMP)
 	    --families torchvision_cls,hf,torchvision_seg,torchvision_det
 	nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_corpus.py --out "$(NAPE_CORPUS)" \
 	    --families timm --embedded-max-params 30000000
+
+# zero-shot on real ImageNet classifiers: the torchvision zoo of the corpus, labelled with the
+# top-1 torchvision ships in its weights' meta, ranked by the bundled model (docs/predictor.md)
+zoo-check: setup
+	$(CARGO_ENV) cargo build --release --bins
+	@test -f "$(NAPE_CORPUS)/torchvision_cls/truth.jsonl" || { echo "error: $(NAPE_CORPUS)/torchvision_cls/truth.jsonl not found: run make corpus, or set NAPE_CORPUS" >&2; exit 3; }
+	mkdir -p runs/zoo
+	python3 scripts/zoo_labels.py "$(NAPE_CORPUS)/torchvision_cls/truth.jsonl" runs/zoo/labels.csv
+	OMP_NUM_THREADS=1 ./target/release/nape eval --labels runs/zoo/labels.csv --target top1 --runs runs/zoo
 
 # parsing only (no libtorch): the ignored test reads every family under NAPE_CORPUS
 corpus-check:
