@@ -35,13 +35,18 @@ pub struct Heads {
 /// Fuzzy c-means memberships of rows `z` (`[B, D]`) to `centres` (`[K, D]`) with fuzzifier
 /// `m`: `u_ik = d_ik^(-2/(m-1)) / sum_j d_ij^(-2/(m-1))`, computed in log space.
 pub fn fcm_memberships(z: &Tensor, centres: &Tensor, m: f64) -> Tensor {
-    let d2 = (z.unsqueeze(1) - centres.unsqueeze(0)).square().sum_dim_intlist(
+    let d2 = sq_distances(z, centres);
+    // d^(-2/(m-1)) = exp(-(1/(m-1)) * ln d^2)
+    (d2.clamp_min(1e-12).log() * (-1.0 / (m - 1.0))).softmax(1, Kind::Float)
+}
+
+/// Squared Euclidean distances `[B, K]` of rows `z` (`[B, D]`) to `centres` (`[K, D]`).
+fn sq_distances(z: &Tensor, centres: &Tensor) -> Tensor {
+    (z.unsqueeze(1) - centres.unsqueeze(0)).square().sum_dim_intlist(
         [2i64].as_slice(),
         false,
         Kind::Float,
-    );
-    // d^(-2/(m-1)) = exp(-(1/(m-1)) * ln d^2)
-    (d2.clamp_min(1e-12).log() * (-1.0 / (m - 1.0))).softmax(1, Kind::Float)
+    )
 }
 
 /// Mixes head outputs `[B, K]` by memberships `[B, K]`: (mean `[B]`, spread `[B]`).
@@ -120,12 +125,7 @@ impl Heads {
     /// `None` before centres are fitted.
     pub fn nearest_centre_distance(&self, z: &Tensor) -> Option<Tensor> {
         let c = self.centres.as_ref()?;
-        let d2 = (z.unsqueeze(1) - c.unsqueeze(0)).square().sum_dim_intlist(
-            [2i64].as_slice(),
-            false,
-            Kind::Float,
-        );
-        Some(d2.min_dim(1, false).0.sqrt())
+        Some(sq_distances(z, c).min_dim(1, false).0.sqrt())
     }
 
     /// Memberships of embeddings `z`: FCM when centres are set, otherwise uniform.
