@@ -250,66 +250,46 @@ fn static_numel_at(ctx: &NodeCtx, slot: usize) -> Option<u64> {
 
 /// Maps one ONNX node. Errors are messages; the loader adds file, node and op.
 pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
-    let pn = ctx.pn;
-    let op = pn.op_type.as_str();
-    let mut kind = kind_of(op);
-    let mut attrs = Attrs::default();
-    let out = ctx.out_shapes.first().cloned().unwrap_or_default();
-    let out_elems = numel(&out);
-    let in0 = ctx.in_shapes.first().cloned().unwrap_or_default();
-    let in_elems = numel(&in0);
-    let mut macs = 0u64;
-    let flops;
+    let op = ctx.pn.op_type.as_str();
+    let mut m = Mapped { kind: kind_of(op), attrs: Attrs::default(), macs: 0, flops: 0 };
+    let d = Dims::of(ctx);
+    let _done = compute(ctx, &d, &mut m)?
+        || pooling(ctx, &d, &mut m)?
+        || layout(ctx, &d, &mut m)?
+        || elementwise(ctx, &d, &mut m)?;
+    Ok(m)
+}
+
+/// The first output's and first activation input's shapes and element counts.
+struct Dims {
+    out: Shape,
+    out_elems: u64,
+    in0: Shape,
+    in_elems: u64,
+}
+
+impl Dims {
+    fn of(ctx: &NodeCtx) -> Dims {
+        let out = ctx.out_shapes.first().cloned().unwrap_or_default();
+        let in0 = ctx.in_shapes.first().cloned().unwrap_or_default();
+        Dims { out_elems: numel(&out), in_elems: numel(&in0), out, in0 }
+    }
+}
+
+/// Convolutions and contractions (Gemm, MatMul, Einsum): MACs and FLOPs. `Ok(false)` when `ctx`'s op is not one of them.
+fn compute(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> {
+    let (pn, op) = (ctx.pn, ctx.pn.op_type.as_str());
+    let Dims { out, out_elems, in0, .. } = d;
+    let Mapped { kind, attrs, macs, flops } = m;
     let act_at = |slot: usize| ctx.act_slots.contains(&slot);
+    if matches!(op, "Gemm" | "MatMul" | "Einsum") {
+        // a contraction with a weight is a fully-connected layer
+        let weight_operand = ctx.statics.iter().any(|(_, s)| s.float && s.numel > 1);
+        *kind = if weight_operand { OpKind::Linear } else { OpKind::MatMul };
+    }
     match op {
-        "Conv" | "ConvTranspose" => {
-            if !act_at(0) {
-                return Err("the data input of a convolution is a constant".into());
-            }
-            if !ctx.statics.iter().any(|(sl, _)| *sl == 1) {
-                return Err("the convolution weight is not a constant or weight input".into());
-            }
-            let spatial = in0.len().saturating_sub(2);
-            let mut kernel = to_usizes(&attr_ints(pn, "kernel_shape"));
-            let groups = attr_int(pn, "group").unwrap_or(1).max(1) as usize;
-            let cin = in0.get(1).copied().unwrap_or(0);
-            let cout = out.get(1).copied().unwrap_or(0);
-            if kernel.is_empty() {
-                // infer kernel from weight numel: numel = cout * cin/g * prod(k) (conv)
-                let wn = static_numel_at(ctx, 1).unwrap_or(0);
-                let per = if op == "Conv" {
-                    cout as u64 * (cin / groups) as u64
-                } else {
-                    cin as u64 * (cout / groups) as u64
-                };
-                let k = wn.checked_div(per).unwrap_or(0);
-                let side = (k as f64).powf(1.0 / spatial.max(1) as f64).round() as usize;
-                kernel = vec![side; spatial];
-            }
-            attrs.kernel = kernel.clone();
-            attrs.stride = ints_or(pn, "strides", 1, spatial);
-            attrs.dilation = ints_or(pn, "dilations", 1, spatial);
-            attrs.padding = ints_or(pn, "pads", 0, 2 * spatial);
-            attrs.groups = Some(groups);
-            let bias = ctx.statics.iter().any(|(sl, _)| *sl == 2)
-                || pn.input.get(2).is_some_and(|s| !s.is_empty());
-            attrs.bias = Some(bias);
-            let kprod: u64 = kernel.iter().map(|&k| k as u64).product();
-            if cin % groups != 0 || cout % groups != 0 {
-                return Err(format!(
-                    "{cin} input and {cout} output channels do not divide into {groups} groups"
-                ));
-            }
-            macs = if op == "Conv" {
-                out_elems * (cin / groups) as u64 * kprod
-            } else {
-                in_elems * (cout / groups) as u64 * kprod
-            };
-            flops = 2 * macs + if bias { out_elems } else { 0 };
-        }
+        "Conv" | "ConvTranspose" => conv(ctx, d, m)?,
         "Gemm" | "MatMul" => {
-            let weight_operand = ctx.statics.iter().any(|(_, s)| s.float && s.numel > 1);
-            kind = if weight_operand { OpKind::Linear } else { OpKind::MatMul };
             // inner dimension K: from the first operand (activation or static)
             let trans_a = attr_int(pn, "transA").unwrap_or(0) != 0;
             let k = if act_at(0) {
@@ -336,75 +316,78 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
             };
             let bias = op == "Gemm" && pn.input.get(2).is_some_and(|s| !s.is_empty());
             attrs.bias = Some(bias);
-            macs = out_elems * k as u64;
-            flops = 2 * macs + if bias { out_elems } else { 0 };
+            *macs = out_elems * k as u64;
+            *flops = 2 * *macs + if bias { *out_elems } else { 0 };
         }
         "Einsum" => {
-            let weight_operand = ctx.statics.iter().any(|(_, s)| s.float && s.numel > 1);
-            kind = if weight_operand { OpKind::Linear } else { OpKind::MatMul };
-            macs = einsum_macs(ctx)?;
-            flops = 2 * macs;
+            *macs = einsum_macs(ctx)?;
+            *flops = 2 * *macs;
         }
-        "BatchNormalization" => flops = 2 * out_elems,
-        "LayerNormalization" | "GroupNormalization" | "InstanceNormalization" => {
-            if let Some(a) = attr_int(pn, "axis") {
-                attrs.axes = vec![a];
-            }
-            if let Some(g) = attr_int(pn, "num_groups") {
-                attrs.groups = Some(g as usize);
-            }
-            flops = 5 * out_elems;
-        }
-        "Clip" => {
-            let lo = attr(pn, "min").map(|a| a.f as f64).or_else(|| scalar_at(ctx, 1));
-            let hi = attr(pn, "max").map(|a| a.f as f64).or_else(|| scalar_at(ctx, 2));
-            if lo == Some(0.0) && hi == Some(6.0) {
-                kind = OpKind::Relu6;
-            }
-            if let Some(v) = lo {
-                attrs.values.insert("min".into(), v);
-            }
-            if let Some(v) = hi {
-                attrs.values.insert("max".into(), v);
-            }
-            flops = out_elems;
-        }
-        "Mul" => {
-            // x * 0 is NAS-Bench-201's `none`: an op that outputs zeros
-            let zero =
-                ctx.statics.iter().any(|(sl, s)| s.numel <= 1 && scalar_at(ctx, *sl) == Some(0.0));
-            if zero && ctx.act_slots.len() == 1 {
-                kind = OpKind::Zero;
-                flops = 0;
-            } else {
-                flops = out_elems;
-            }
-        }
-        "Softmax" | "LogSoftmax" => {
-            attrs.axes = vec![attr_int(pn, "axis").unwrap_or(-1)];
-            flops = 3 * out_elems;
-        }
-        "Concat" | "Split" | "Gather" | "Flatten" | "Squeeze" | "Unsqueeze" => {
-            if let Some(a) = attr_int(pn, "axis") {
-                attrs.axes = vec![a];
-            }
-            let ax = attr_ints(pn, "axes");
-            if !ax.is_empty() {
-                attrs.axes = ax;
-            }
-            flops = 0;
-        }
-        "Transpose" => {
-            attrs.axes = attr_ints(pn, "perm");
-            flops = 0;
-        }
-        "Reshape" | "Expand" | "Tile" | "Slice" | "Cast" | "CastLike" | "DepthToSpace"
-        | "SpaceToDepth" | "Pad" => {
-            if let Some(b) = attr_int(pn, "blocksize") {
-                attrs.kernel = vec![b as usize];
-            }
-            flops = 0;
-        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// A convolution (or its transpose): kernel, strides, dilations, padding, groups, bias; MACs
+/// `out x C_in/groups x prod(kernel)` (transposed: `in x C_out/groups x prod(kernel)`).
+fn conv(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<(), String> {
+    let (pn, op) = (ctx.pn, ctx.pn.op_type.as_str());
+    let Dims { out, out_elems, in0, in_elems, .. } = d;
+    let Mapped { attrs, macs, flops, .. } = m;
+    let act_at = |slot: usize| ctx.act_slots.contains(&slot);
+    if !act_at(0) {
+        return Err("the data input of a convolution is a constant".into());
+    }
+    if !ctx.statics.iter().any(|(sl, _)| *sl == 1) {
+        return Err("the convolution weight is not a constant or weight input".into());
+    }
+    let spatial = in0.len().saturating_sub(2);
+    let mut kernel = to_usizes(&attr_ints(pn, "kernel_shape"));
+    let groups = attr_int(pn, "group").unwrap_or(1).max(1) as usize;
+    let cin = in0.get(1).copied().unwrap_or(0);
+    let cout = out.get(1).copied().unwrap_or(0);
+    if kernel.is_empty() {
+        // infer kernel from weight numel: numel = cout * cin/g * prod(k) (conv)
+        let wn = static_numel_at(ctx, 1).unwrap_or(0);
+        let per = if op == "Conv" {
+            cout as u64 * (cin / groups) as u64
+        } else {
+            cin as u64 * (cout / groups) as u64
+        };
+        let k = wn.checked_div(per).unwrap_or(0);
+        let side = (k as f64).powf(1.0 / spatial.max(1) as f64).round() as usize;
+        kernel = vec![side; spatial];
+    }
+    attrs.kernel = kernel.clone();
+    attrs.stride = ints_or(pn, "strides", 1, spatial);
+    attrs.dilation = ints_or(pn, "dilations", 1, spatial);
+    attrs.padding = ints_or(pn, "pads", 0, 2 * spatial);
+    attrs.groups = Some(groups);
+    let bias = ctx.statics.iter().any(|(sl, _)| *sl == 2)
+        || pn.input.get(2).is_some_and(|s| !s.is_empty());
+    attrs.bias = Some(bias);
+    let kprod: u64 = kernel.iter().map(|&k| k as u64).product();
+    if cin % groups != 0 || cout % groups != 0 {
+        return Err(format!(
+            "{cin} input and {cout} output channels do not divide into {groups} groups"
+        ));
+    }
+    *macs = if op == "Conv" {
+        out_elems * (cin / groups) as u64 * kprod
+    } else {
+        in_elems * (cout / groups) as u64 * kprod
+    };
+    *flops = 2 * *macs + if bias { *out_elems } else { 0 };
+
+    Ok(())
+}
+
+/// Pools and reductions: kernel, strides, axes; FLOPs per element read. `Ok(false)` when `ctx`'s op is not one of them.
+fn pooling(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> {
+    let (pn, op) = (ctx.pn, ctx.pn.op_type.as_str());
+    let Dims { out_elems, in0, in_elems, .. } = d;
+    let Mapped { attrs, flops, .. } = m;
+    match op {
         "MaxPool" | "AveragePool" => {
             let spatial = in0.len().saturating_sub(2);
             let kernel = to_usizes(&attr_ints(pn, "kernel_shape"));
@@ -417,10 +400,10 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
             if let Some(c) = attr_int(pn, "count_include_pad") {
                 attrs.values.insert("count_include_pad".into(), c as f64);
             }
-            flops = out_elems * kernel.iter().map(|&k| k as u64).product::<u64>();
+            *flops = out_elems * kernel.iter().map(|&k| k as u64).product::<u64>();
             attrs.kernel = kernel;
         }
-        "GlobalAveragePool" | "GlobalMaxPool" => flops = in_elems,
+        "GlobalAveragePool" | "GlobalMaxPool" => *flops = *in_elems,
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ArgMax"
         | "ArgMin" => {
             attrs.axes = attr_ints(pn, "axes");
@@ -430,15 +413,39 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
             if let Some(k) = attr_int(pn, "keepdims") {
                 attrs.values.insert("keepdims".into(), k as f64);
             }
-            flops = in_elems;
+            *flops = *in_elems;
         }
-        "LeakyRelu" | "Elu" | "Selu" | "Celu" | "HardSigmoid" => {
-            for a in &pn.attribute {
-                if a.r#type == 1 {
-                    attrs.values.insert(a.name.clone(), a.f as f64);
-                }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Data movement (concat, gather, reshape, transpose, pad, resize): attributes, no FLOPs. `Ok(false)` when `ctx`'s op is not one of them.
+fn layout(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> {
+    let (pn, op) = (ctx.pn, ctx.pn.op_type.as_str());
+    let Dims { out_elems, .. } = d;
+    let Mapped { attrs, flops, .. } = m;
+    match op {
+        "Concat" | "Split" | "Gather" | "Flatten" | "Squeeze" | "Unsqueeze" => {
+            if let Some(a) = attr_int(pn, "axis") {
+                attrs.axes = vec![a];
             }
-            flops = out_elems;
+            let ax = attr_ints(pn, "axes");
+            if !ax.is_empty() {
+                attrs.axes = ax;
+            }
+            *flops = 0;
+        }
+        "Transpose" => {
+            attrs.axes = attr_ints(pn, "perm");
+            *flops = 0;
+        }
+        "Reshape" | "Expand" | "Tile" | "Slice" | "Cast" | "CastLike" | "DepthToSpace"
+        | "SpaceToDepth" | "Pad" => {
+            if let Some(b) = attr_int(pn, "blocksize") {
+                attrs.kernel = vec![b as usize];
+            }
+            *flops = 0;
         }
         "Resize" | "Upsample" => {
             if let Some(m) = attr(pn, "mode") {
@@ -450,13 +457,71 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
                 };
                 attrs.values.insert("mode".into(), code);
             }
-            flops = out_elems;
+            *flops = *out_elems;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Normalisations, activations and elementwise arithmetic (and every other op). `Ok(false)` when `ctx`'s op is not one of them.
+fn elementwise(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> {
+    let (pn, op) = (ctx.pn, ctx.pn.op_type.as_str());
+    let Dims { out_elems, .. } = d;
+    let Mapped { kind, attrs, flops, .. } = m;
+    match op {
+        "BatchNormalization" => *flops = 2 * out_elems,
+        "LayerNormalization" | "GroupNormalization" | "InstanceNormalization" => {
+            if let Some(a) = attr_int(pn, "axis") {
+                attrs.axes = vec![a];
+            }
+            if let Some(g) = attr_int(pn, "num_groups") {
+                attrs.groups = Some(g as usize);
+            }
+            *flops = 5 * out_elems;
+        }
+        "Clip" => {
+            let lo = attr(pn, "min").map(|a| a.f as f64).or_else(|| scalar_at(ctx, 1));
+            let hi = attr(pn, "max").map(|a| a.f as f64).or_else(|| scalar_at(ctx, 2));
+            if lo == Some(0.0) && hi == Some(6.0) {
+                *kind = OpKind::Relu6;
+            }
+            if let Some(v) = lo {
+                attrs.values.insert("min".into(), v);
+            }
+            if let Some(v) = hi {
+                attrs.values.insert("max".into(), v);
+            }
+            *flops = *out_elems;
+        }
+        "Mul" => {
+            // x * 0 is NAS-Bench-201's `none`: an op that outputs zeros
+            let zero =
+                ctx.statics.iter().any(|(sl, s)| s.numel <= 1 && scalar_at(ctx, *sl) == Some(0.0));
+            if zero && ctx.act_slots.len() == 1 {
+                *kind = OpKind::Zero;
+                *flops = 0;
+            } else {
+                *flops = *out_elems;
+            }
+        }
+        "Softmax" | "LogSoftmax" => {
+            attrs.axes = vec![attr_int(pn, "axis").unwrap_or(-1)];
+            *flops = 3 * out_elems;
+        }
+        "LeakyRelu" | "Elu" | "Selu" | "Celu" | "HardSigmoid" => {
+            for a in &pn.attribute {
+                if a.r#type == 1 {
+                    attrs.values.insert(a.name.clone(), a.f as f64);
+                }
+            }
+            *flops = *out_elems;
         }
         _ => {
-            flops = if kind.is_unknown() { 0 } else { out_elems };
+            *flops = if kind.is_unknown() { 0 } else { *out_elems };
         }
     }
-    Ok(Mapped { kind, attrs, macs, flops })
+    Ok(true)
 }
 
 /// The shape of the activation at ONNX input `slot`, if that input is an activation.
