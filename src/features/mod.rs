@@ -269,12 +269,32 @@ fn global_features(
     proxies: &BTreeMap<String, f64>,
 ) -> Vec<f32> {
     let g = &cg.graph;
-    let s = cg.summary();
-    let n = op.len();
     let nodes: Vec<&OpNode> = g.node_indices().map(|i| &g[i]).collect();
+    debug_assert_eq!(nodes.len(), op.len(), "one op index per node");
     let mut f = Vec::with_capacity(GLOBAL_DIM);
-    let log10 = |x: f64, scale: f64| norm((1.0 + x).log10(), scale);
-    let log2 = |x: f64, scale: f64| norm((1.0 + x).log2(), scale);
+    size_features(cg, &nodes, &mut f);
+    path_features(&nodes, edges, indeg, outdeg, &mut f);
+    conv_features(&nodes, &mut f);
+    debug_assert_eq!(f.len(), GLOBAL_SCALARS);
+    op_and_proxy_features(op, proxies, &mut f);
+    debug_assert_eq!(f.len(), GLOBAL_DIM);
+    f
+}
+
+/// `norm(log10(1 + x), scale)`.
+fn log10(x: f64, scale: f64) -> f32 {
+    norm((1.0 + x).log10(), scale)
+}
+
+/// `norm(log2(1 + x), scale)`.
+fn log2(x: f64, scale: f64) -> f32 {
+    norm((1.0 + x).log2(), scale)
+}
+
+/// Totals (params, FLOPs, MACs, depth, size, widest layer), the input's C, H, W, the output's
+/// width and the largest activation.
+fn size_features(cg: &Cg, nodes: &[&OpNode], f: &mut Vec<f32>) {
+    let s = cg.summary();
     f.push(log10(s.params as f64, 8.0));
     debug_assert_eq!(f.len(), GLOBAL_LOG_FLOPS);
     f.push(log10(s.flops as f64, 11.0));
@@ -296,8 +316,18 @@ fn global_features(
         .unwrap_or(0);
     f.push(log2(out_features as f64, 10.0));
     f.push(log10(s.max_activation.0 as f64, 8.0));
+}
 
-    // degree statistics (FLASH's NN-Degree in spirit)
+/// Degree statistics (FLASH's NN-Degree in spirit), skip connections, shortest over longest
+/// path and the widest level.
+fn path_features(
+    nodes: &[&OpNode],
+    edges: &[(u32, u32)],
+    indeg: &[usize],
+    outdeg: &[usize],
+    f: &mut Vec<f32>,
+) {
+    let n = nodes.len();
     f.push(norm(frac(edges.len(), n) as f64, 4.0));
     f.push(norm(indeg.iter().copied().max().unwrap_or(0) as f64, 8.0));
     f.push(norm(outdeg.iter().copied().max().unwrap_or(0) as f64, 8.0));
@@ -329,8 +359,11 @@ fn global_features(
         *width.entry(l).or_insert(0usize) += 1;
     }
     f.push(log2(width.values().copied().max().unwrap_or(0) as f64, 8.0));
+}
 
-    // weighted ops and convolutions
+/// The share of weighted ops, and of convolutions by kernel size, depthwise and strided.
+fn conv_features(nodes: &[&OpNode], f: &mut Vec<f32>) {
+    let n = nodes.len();
     let weighted = nodes.iter().filter(|n| n.kind.is_weighted()).count();
     f.push(frac(weighted, n));
     let convs: Vec<&&OpNode> =
@@ -355,9 +388,11 @@ fn global_features(
         strided.iter().filter(|n| n.attrs.stride.iter().any(|&s| s > 1)).count(),
         strided.len(),
     ));
-    debug_assert_eq!(f.len(), GLOBAL_SCALARS);
+}
 
-    // op-kind histogram
+/// The op-kind histogram, then the proxies and their presence flags.
+fn op_and_proxy_features(op: &[i64], proxies: &BTreeMap<String, f64>, f: &mut Vec<f32>) {
+    let n = op.len();
     let mut hist = vec![0usize; OP_VOCAB];
     for &o in op {
         hist[o as usize] += 1;
@@ -379,8 +414,6 @@ fn global_features(
         }
     }
     f.extend(present);
-    debug_assert_eq!(f.len(), GLOBAL_DIM);
-    f
 }
 
 /// Version of the features; bump it whenever a column, scale or token id changes, or the graph
