@@ -1,9 +1,11 @@
 # nape: two commands on a fresh machine.
 #   make demo   installs what is missing, builds, and runs nape on the bundled networks
 #   make test   installs what is missing, builds, and runs every test
-# Everything installed lives in this folder: .venv-torch (libtorch from the PyPI wheel
-# torch==2.11.0, for tch 0.24.0, without the CUDA wheels) and .venv-py (onnx + onnxruntime,
-# used by tests that check our ONNX files with the reference implementation).
+# Everything installed lives in this folder: .venv-torch (the PyPI wheel torch==2.11.0 with
+# the CUDA libraries it links: libtorch for tch 0.24.0, and Python's `import torch`) and
+# .venv-py (onnx + onnxruntime for tests that check our ONNX files with the reference
+# implementation, torchvision, pytest, maturin, and nape's Python front built into it; it sees
+# .venv-torch's torch through a .pth file, so Python and the CLI load one libtorch).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -13,15 +15,24 @@ PYTHON      ?= python3
 TORCH_VER   := 2.11.0
 TORCH_VENV  := .venv-torch
 PY_VENV     := .venv-py
-TORCH_STAMP := $(TORCH_VENV)/.installed-$(TORCH_VER)
-PY_STAMP    := $(PY_VENV)/.installed-2
+TORCH_STAMP := $(TORCH_VENV)/.installed-$(TORCH_VER)-py
+PY_STAMP    := $(PY_VENV)/.installed-3
+# what torch 2.11.0's wheel links (its own pins), without triton (a compiler nape never calls);
+# the CLI loads only libtorch_cpu, Python's `import torch` needs them all
+TORCH_LIBS  := nvidia-cublas==13.1.0.3 nvidia-cuda-cupti==13.0.85 nvidia-cuda-nvrtc==13.0.88 \
+    nvidia-cuda-runtime==13.0.96 nvidia-cudnn-cu13==9.19.0.56 nvidia-cufft==12.0.0.61 \
+    nvidia-cufile==1.15.1.6 nvidia-curand==10.4.0.35 nvidia-cusolver==12.0.4.66 \
+    nvidia-cusparse==12.6.3.3 nvidia-cusparselt-cu13==0.8.0 nvidia-nccl-cu13==2.28.9 \
+    nvidia-nvjitlink==13.0.88 nvidia-nvshmem-cu13==3.4.5 nvidia-nvtx==13.0.85 \
+    filelock==4.3.1 typing-extensions==4.16.0 sympy==1.14.0 mpmath==1.3.0 networkx==3.6.1 \
+    jinja2==3.1.6 markupsafe==3.0.4 fsspec==2026.9.0
 # benchmark data: never committed; CI and the developers' machines have it beside the repo
 NAPE_DATA   ?= $(abspath ../shared/data)
 export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check golden fuzz clean notebooks
+.PHONY: help setup demo test python check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -41,25 +52,34 @@ $(TORCH_STAMP):
 	rm -rf $(TORCH_VENV)
 	$(PYTHON) -m venv $(TORCH_VENV)
 	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps \
-	    torch==$(TORCH_VER) nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+	    torch==$(TORCH_VER) $(TORCH_LIBS)
+	$(TORCH_VENV)/bin/python -c "import torch" || { echo "error: torch $(TORCH_VER) does not import in $(TORCH_VENV)" >&2; exit 1; }
 	@lib=$$(ls -d $$PWD/$(TORCH_VENV)/lib/python3*/site-packages/torch); \
 	  test -f $$lib/lib/libtorch_cpu.so || { echo "error: libtorch_cpu.so missing under $$lib/lib: the torch wheel did not install" >&2; exit 1; }; \
 	  echo $$lib > $(TORCH_VENV)/.libtorch
 	touch $@
 
-$(PY_STAMP):
+$(PY_STAMP): $(TORCH_STAMP)
 	rm -rf $(PY_VENV)
 	$(PYTHON) -m venv $(PY_VENV)
 	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check onnx==1.20.0 onnxruntime numpy \
-	    matplotlib nbformat nbclient ipykernel
-	$(PY_VENV)/bin/python -c "import onnx, onnxruntime, matplotlib, nbformat, nbclient, ipykernel" || { echo "error: onnx/onnxruntime/the notebook packages did not install in $(PY_VENV)" >&2; exit 1; }
+	    matplotlib nbformat nbclient ipykernel pytest==9.2.0 maturin==1.16.0 tqdm pillow
+	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps torchvision==0.26.0
+	ls -d $$PWD/$(TORCH_VENV)/lib/python3*/site-packages > $$(ls -d $(PY_VENV)/lib/python3*/site-packages)/nape-torch.pth
+	$(PY_VENV)/bin/python -c "import onnx, onnxruntime, matplotlib, nbformat, nbclient, ipykernel, pytest, torch, torchvision" || { echo "error: onnx/onnxruntime/pytest/torch/torchvision/the notebook packages did not install in $(PY_VENV)" >&2; exit 1; }
 	touch $@
+
+# nape's Python front (python/, PyO3): built by maturin into .venv-py, in the dev profile, so
+# it reuses the crate `cargo test` built
+python: setup
+	$(CARGO_ENV) VIRTUAL_ENV=$$PWD/$(PY_VENV) $(PY_VENV)/bin/maturin develop --quiet -m python/Cargo.toml \
+	  || { echo "error: maturin could not build nape's Python front (python/)" >&2; exit 1; }
 
 setup: $(TORCH_STAMP) $(PY_STAMP)
 
 demo: setup
-	# --all-targets: the same feature set as `make test`, so the two commands share one build
-	$(CARGO_ENV) cargo build --all-targets
+	# --workspace --all-targets: the same feature set as `make test`, so the two share one build
+	$(CARGO_ENV) cargo build --workspace --all-targets
 	@echo "== nape inspect: the bundled torchvision zoo (weights stripped) =="
 	./target/debug/nape inspect tests/corpus/zoo
 	@echo "== nape inspect: one network in detail =="
@@ -74,8 +94,12 @@ demo: setup
 	else echo "(benchmark data not found under $(NAPE_DATA): skipping the NAS-Bench export; set NAPE_DATA)"; fi
 
 test: setup
-	$(CARGO_ENV) NAPE_PYTHON=$$PWD/$(PY_VENV)/bin/python cargo test --all-targets 2>&1
-	$(CARGO_ENV) cargo test --doc 2>&1
+	# --workspace: the Python front's crate is built with the same features as the tests', so
+	# maturin (make python) reuses this build
+	$(CARGO_ENV) NAPE_PYTHON=$$PWD/$(PY_VENV)/bin/python cargo test --workspace --all-targets 2>&1
+	$(CARGO_ENV) cargo test --workspace --doc 2>&1
+	$(MAKE) --no-print-directory python
+	$(PY_VENV)/bin/python -m pytest python/tests -q -p no:cacheprovider
 	NAPE=./target/debug/nape PYTHON=$(PY_VENV)/bin/python notebooks/run_small.sh
 
 # the notebooks executed on a small run (runs/notebook); also part of `make test`
@@ -85,7 +109,7 @@ notebooks: setup
 
 check: setup
 	cargo fmt --all -- --check
-	$(CARGO_ENV) cargo clippy --all-targets -- -D warnings
+	$(CARGO_ENV) cargo clippy --workspace --all-targets -- -D warnings
 
 bench: setup
 	$(CARGO_ENV) cargo build --release --bins

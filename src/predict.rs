@@ -112,10 +112,39 @@ impl Predictor {
 
     /// Predicts each file; a file that fails gives its error, the others their prediction.
     pub fn predict_files(&self, paths: &[PathBuf]) -> Vec<Result<Prediction>> {
+        self.predict_files_with(paths, &|| {})
+    }
+
+    /// [`Self::predict_files`], calling `done` as each file is featurised (a progress bar's
+    /// tick; from the worker threads). The model sees the whole batch at once, as the CLI's.
+    pub fn predict_files_with(
+        &self,
+        paths: &[PathBuf],
+        done: &(dyn Fn() + Sync),
+    ) -> Vec<Result<Prediction>> {
         let samples: Vec<Result<Sample>> = {
             let (opts, scorer) = (&self.opts, &self.scorer);
-            paths.par_iter().map(|p| featurise_file(p, opts, scorer)).collect()
+            let one = |p: &PathBuf| {
+                let s = featurise_file(p, opts, scorer);
+                done();
+                s
+            };
+            paths.par_iter().map(one).collect()
         };
+        self.predict_samples(samples)
+    }
+
+    /// Predicts one network given as ONNX bytes (`source` names it in messages): what the
+    /// Python front's `predict_torch` hands over, exported in memory.
+    pub fn predict_bytes(&self, bytes: &[u8], source: &str) -> Result<Prediction> {
+        let sample = crate::onnx::load_bytes(bytes, source, &self.opts)
+            .map(|cg| Sample::from_cg(&cg, &self.scorer.score(&cg)));
+        let mut out = self.predict_samples(vec![sample]);
+        out.pop().unwrap_or_else(|| Err(Error::Model("no prediction".into())))
+    }
+
+    /// The model's predictions of featurised networks, errors kept in place.
+    fn predict_samples(&self, samples: Vec<Result<Sample>>) -> Vec<Result<Prediction>> {
         let ok: Vec<&Sample> = samples.iter().filter_map(|s| s.as_ref().ok()).collect();
         let graphs: Vec<&crate::features::GraphFeatures> = ok.iter().map(|s| &s.features).collect();
         let mut preds = match crate::train::domain::predict_ensemble(&self.models, &graphs) {
@@ -144,5 +173,35 @@ impl Predictor {
                 })
             })
             .collect()
+    }
+}
+
+impl Predictor {
+    /// What `predict --json` says of the model above its predictions.
+    pub fn header_json(&self) -> serde_json::Value {
+        let meta = &self.model().meta;
+        serde_json::json!({
+            "schema_version": 1,
+            "nape_version": env!("CARGO_PKG_VERSION"),
+            "model": meta.name,
+            "members": self.members(),
+            "predicts": meta.predicts,
+            "target": meta.target,
+            "trained_on": meta.family,
+            "note": "values from a model trained on another family are for ranking within a family; fine-tune for absolute values",
+            "in_domain_note": "1 = as close to the model's training networks as 90% of its own family; below, the prediction is pulled toward the model's base line on FLOPs in proportion (null: the model has no in-domain reference)",
+        })
+    }
+}
+
+/// One network's entry in `predict --json` (and in the Python front's results): its
+/// prediction, or its error with the error's exit code.
+pub fn item_json(file: &str, r: &Result<Prediction>) -> serde_json::Value {
+    match r {
+        Ok(x) => serde_json::json!({"file": file, "ok": true,
+            "prediction": x.prediction, "uncertainty": x.uncertainty,
+            "in_domain": x.in_domain, "params": x.params, "flops": x.flops}),
+        Err(e) => serde_json::json!({"file": file, "ok": false,
+            "error": e.to_string(), "exit_code": e.exit_code()}),
     }
 }

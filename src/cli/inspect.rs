@@ -39,7 +39,8 @@ pub struct InspectArgs {
     pub canonical: bool,
 }
 
-fn summary_json(file: &str, cg: &Cg) -> serde_json::Value {
+/// One file's entry in `inspect --json` (and the Python front's `nape.inspect`).
+pub fn summary_json(file: &str, cg: &Cg) -> serde_json::Value {
     let s = cg.summary();
     json!({
         "file": file,

@@ -9,7 +9,7 @@ pub mod export;
 pub mod finetune;
 pub mod inspect;
 #[cfg(feature = "torch")]
-mod model_args;
+pub mod model_args;
 #[cfg(feature = "torch")]
 pub mod predict;
 #[cfg(feature = "torch")]

@@ -6,7 +6,6 @@ use crate::error::exit;
 use crate::onnx::ImportOptions;
 use crate::predict::{Predictor, DEFAULT_MODEL};
 use crate::train::model;
-use serde_json::json;
 use std::path::PathBuf;
 
 /// Arguments of `nape predict`.
@@ -86,30 +85,13 @@ type Results = [crate::Result<crate::predict::Prediction>];
 
 /// One JSON document: the model, what it predicts, one entry per file.
 fn print_json(p: &Predictor, files: &[PathBuf], results: &Results) -> anyhow::Result<()> {
-    let meta = &p.model().meta;
     let items: Vec<serde_json::Value> = files
         .iter()
         .zip(results)
-        .map(|(f, r)| match r {
-            Ok(x) => json!({"file": f.display().to_string(), "ok": true,
-                "prediction": x.prediction, "uncertainty": x.uncertainty,
-                "in_domain": x.in_domain, "params": x.params, "flops": x.flops}),
-            Err(e) => json!({"file": f.display().to_string(), "ok": false,
-                "error": e.to_string()}),
-        })
+        .map(|(f, r)| crate::predict::item_json(&f.display().to_string(), r))
         .collect();
-    let doc = json!({
-        "schema_version": 1,
-        "nape_version": env!("CARGO_PKG_VERSION"),
-        "model": meta.name,
-        "members": p.members(),
-        "predicts": meta.predicts,
-        "target": meta.target,
-        "trained_on": meta.family,
-        "note": "values from a model trained on another family are for ranking within a family; fine-tune for absolute values",
-        "in_domain_note": "1 = as close to the model's training networks as 90% of its own family; below, the prediction is pulled toward the model's base line on FLOPs in proportion (null: the model has no in-domain reference)",
-        "predictions": items,
-    });
+    let mut doc = p.header_json();
+    doc["predictions"] = serde_json::Value::Array(items);
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
 }
