@@ -32,7 +32,7 @@ export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test python check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check golden fuzz clean notebooks
+.PHONY: help setup demo test python bench-python check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -44,6 +44,7 @@ help:
 	@echo "make corpus-check - nape against the corpus truth: the per-family table"
 	@echo "make exporters-check - 200 NB-201 + 200 NB-101 cells, three exporters: one graph hash, one prediction"
 	@echo "make bench-read - nape inspect against onnx.load + infer_shapes on the same files"
+	@echo "make bench-python - nape.predict in-process against the CLI on the same files; predict_torch"
 	@echo "make zoo-check - the bundled model zero-shot on torchvision's 80 ImageNet classifiers (published top-1)"
 
 $(TORCH_STAMP):
@@ -86,6 +87,10 @@ demo: setup
 	./target/debug/nape inspect tests/corpus/zoo/resnet18.onnx
 	@echo "== nape predict: the bundled model (models/nape-nb101) on the zoo =="
 	OMP_NUM_THREADS=1 ./target/debug/nape predict tests/corpus/zoo
+	$(MAKE) --no-print-directory python
+	@echo "== nape from Python (python/examples/three_lines.py, in .venv-py) =="
+	@cat python/examples/three_lines.py
+	OMP_NUM_THREADS=1 $(PY_VENV)/bin/python python/examples/three_lines.py
 	@if [ -f "$(NAPE_DATA)/nasbench201/nb201_all_15625.csv" ]; then \
 	  echo "== nape export: 8 NAS-Bench-201 networks as ONNX, then inspect them =="; \
 	  ./target/debug/nape export nb201 --data "$(NAPE_DATA)" --out runs/demo/nb201 --limit 8 && \
@@ -112,7 +117,7 @@ check: setup
 	$(CARGO_ENV) cargo clippy --workspace --all-targets -- -D warnings
 
 bench: setup
-	$(CARGO_ENV) cargo build --release --bins
+	$(CARGO_ENV) cargo build --release --workspace --bins
 	./target/release/nape bench
 
 golden: setup
@@ -149,11 +154,23 @@ corpus: $(EXPORT_STAMP)
 # zero-shot on real ImageNet classifiers: the torchvision zoo of the corpus, labelled with the
 # top-1 torchvision ships in its weights' meta, ranked by the bundled model (docs/predictor.md)
 zoo-check: setup
-	$(CARGO_ENV) cargo build --release --bins
+	$(CARGO_ENV) cargo build --release --workspace --bins
 	@test -f "$(NAPE_CORPUS)/torchvision_cls/truth.jsonl" || { echo "error: $(NAPE_CORPUS)/torchvision_cls/truth.jsonl not found: run make corpus, or set NAPE_CORPUS" >&2; exit 3; }
 	mkdir -p runs/zoo
 	python3 scripts/zoo_labels.py "$(NAPE_CORPUS)/torchvision_cls/truth.jsonl" runs/zoo/labels.csv
 	OMP_NUM_THREADS=1 ./target/release/nape eval --labels runs/zoo/labels.csv --target top1 --runs runs/zoo
+
+# the Python front against the CLI (issue 17): the same 200 NB-201 files in-process and
+# through the CLI, both release builds, numbers compared; predict_torch on ResNet-18.
+# --workspace above: the bins and maturin's release build share one feature set, one build.
+BENCH_PY_FILES ?= runs/bench-python/nb201
+bench-python: setup
+	$(CARGO_ENV) cargo build --release --workspace --bins
+	$(CARGO_ENV) VIRTUAL_ENV=$$PWD/$(PY_VENV) $(PY_VENV)/bin/maturin develop --release --quiet -m python/Cargo.toml
+	test -d $(BENCH_PY_FILES) || ./target/release/nape export nb201 --data "$(NAPE_DATA)" \
+	  --out $(BENCH_PY_FILES) --limit 200 -q
+	OMP_NUM_THREADS=1 $(PY_VENV)/bin/python scripts/bench_python.py $(BENCH_PY_FILES) ./target/release/nape
+	@echo "(.venv-py now holds the release build of nape's Python front; make python puts the dev build back)"
 
 # parsing only (no libtorch): the ignored test reads every family under NAPE_CORPUS
 corpus-check:
@@ -163,7 +180,7 @@ corpus-check:
 # exports of exporters-check; READ_FILES=DIR for others)
 READ_FILES ?= $(NAPE_CORPUS)/exporters/nb201/torchscript
 bench-read: setup
-	$(CARGO_ENV) cargo build --release --bins
+	$(CARGO_ENV) cargo build --release --workspace --bins
 	@test -d "$(READ_FILES)" || { echo "error: $(READ_FILES) not found: run make exporters-check, or set READ_FILES" >&2; exit 3; }
 	PYTHON=$(PY_VENV)/bin/python scripts/bench_read.sh "$(READ_FILES)"
 
@@ -172,7 +189,7 @@ bench-read: setup
 # and the prediction must be the same (scripts/compare_exports.py)
 EXPORTERS := $(NAPE_CORPUS)/exporters
 exporters-check: $(EXPORT_STAMP)
-	$(CARGO_ENV) cargo build --release --bins
+	$(CARGO_ENV) cargo build --release --workspace --bins
 	for s in nb201 nb101; do \
 	  ./target/release/nape export $$s --data "$(NAPE_DATA)" --out $(EXPORTERS)/$$s/nape --limit 200 -q && \
 	  nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_torch_cells.py \

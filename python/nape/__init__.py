@@ -5,6 +5,16 @@ the CLI. Errors are ``NapeError`` and its subclasses, by nape's exit code: ``Usa
 ``DataError`` (3: missing data or I/O), ``OnnxError`` (4: invalid or unsupported ONNX); each
 carries ``exit_code`` and nape's message, which names the file, node and op."""
 
+import sys as _sys
+
+# The extension links libtorch 2.11.0 (the CLI's, in .venv-torch). A process holds one libtorch:
+# a torch of another version imported first would be the one nape's calls land in.
+if "torch" in _sys.modules and not str(_sys.modules["torch"].__version__).startswith("2.11.0"):
+    raise ImportError(
+        f"nape is built against torch 2.11.0, but torch {_sys.modules['torch'].__version__} is "
+        "already imported: one process holds one libtorch (see docs/python.md)"
+    )
+
 from ._nape import DEFAULT_MODEL, DataError, NapeError, OnnxError, UsageError, __version__
 from ._api import (
     Predictor,
