@@ -13,5 +13,5 @@ fn main() {
     } else {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)
     };
-    println!("cargo:rustc-link-arg-cdylib=-Wl,-rpath,{}/lib", dir.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}/lib", dir.display());
 }
