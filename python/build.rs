@@ -1,6 +1,6 @@
 //! The extension module finds libtorch where the CLI does: a run path to `$LIBTORCH/lib` (the
 //! project's `.venv-torch`), so `import nape` needs no LD_LIBRARY_PATH and loads the very
-//! library files that Python's `import torch` loads in `.venv-py` (see python/README.md).
+//! library files that Python's `import torch` loads in `.venv-py` (see docs/python.md).
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let Ok(libtorch) = std::env::var("LIBTORCH") else {

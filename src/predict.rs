@@ -40,6 +40,19 @@ pub fn model_path(name: &str) -> PathBuf {
     }
 }
 
+/// The folder of model `name` for a command given `--models DIR`: a path (with a `/`) as it is;
+/// a name DIR holds there; else the name among the bundled models ([`model_path`]), so
+/// `--model nape-nb101 --models DIR --save-as mine` reads the bundled model and writes `DIR/mine`.
+pub fn resolve_model(name: &str, models: Option<&Path>) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    match models.map(|d| d.join(name)) {
+        Some(p) if p.exists() => p,
+        _ => model_path(name),
+    }
+}
+
 /// Featurises one ONNX file with the proxy scores `scorer` gives it.
 pub fn featurise_file(path: &Path, opts: &ImportOptions, scorer: &FeatureScorer) -> Result<Sample> {
     crate::features::sample::featurise_file(path, opts, &|cg| scorer.score(cg))

@@ -13,7 +13,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use rayon::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 create_exception!(_nape, NapeError, PyException, "A nape failure (exit code 1).");
 create_exception!(_nape, UsageError, NapeError, "A bad argument (exit code 2).");
@@ -101,7 +101,7 @@ impl Predictor {
         input_shape: Option<Vec<usize>>,
         data: Option<PathBuf>,
     ) -> PyResult<Predictor> {
-        let dir = nape::cli::model_args::resolve_model(model, models.as_deref());
+        let dir = nape::predict::resolve_model(model, models.as_deref());
         let device = nape::train::model::device(device).map_err(py_err)?;
         let opts = ImportOptions { input_shape, ..Default::default() };
         let data = nape::dataset::data_dir(data.as_deref());
@@ -166,11 +166,7 @@ fn proxy_scores(
 ) -> PyResult<String> {
     let ps = proxies::select(names).map_err(py_err)?;
     let data = nape::dataset::data_dir(data.as_deref());
-    let images = match images.as_deref() {
-        Some("gaussian") => ImageSource::Gaussian { classes: 10 },
-        Some(p) => ImageSource::from_path(Path::new(p)),
-        None => ImageSource::fashion_mnist(&data).map_err(py_err)?,
-    };
+    let images = ImageSource::from_arg(images.as_deref(), &data).map_err(py_err)?;
     let score = |p: &PathBuf| -> serde_json::Value {
         let file = p.display().to_string();
         let cg = match nape::onnx::load(p, &ImportOptions::default()) {
@@ -226,7 +222,7 @@ fn finetune(
     use nape::train::flows;
     let adapt =
         AdaptConfig { epochs, lr, folds, heads_only, base: Base::Flops, lower_is_better, seed: 0 };
-    let dir = nape::cli::model_args::resolve_model(model, models.as_deref());
+    let dir = nape::predict::resolve_model(model, models.as_deref());
     let paths = flows::Paths {
         data: nape::dataset::data_dir(data.as_deref()),
         cache: cache.unwrap_or_else(|| ".nape-cache".into()),

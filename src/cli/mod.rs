@@ -9,7 +9,7 @@ pub mod export;
 pub mod finetune;
 pub mod inspect;
 #[cfg(feature = "torch")]
-pub mod model_args;
+mod model_args;
 #[cfg(feature = "torch")]
 pub mod predict;
 #[cfg(feature = "torch")]

@@ -41,18 +41,7 @@ impl ModelArgs {
     /// `--model nape-nb101 --models DIR --save-as mine` reads the bundled model and writes
     /// `DIR/mine`).
     pub fn model_dir(&self, name: &str) -> PathBuf {
-        resolve_model(name, self.models.as_deref())
-    }
-}
-
-/// The folder of model `name` (see [`ModelArgs::model_dir`]).
-pub fn resolve_model(name: &str, models: Option<&std::path::Path>) -> PathBuf {
-    if name.contains('/') {
-        return PathBuf::from(name);
-    }
-    match models.map(|d| d.join(name)) {
-        Some(p) if p.exists() => p,
-        _ => crate::predict::model_path(name),
+        crate::predict::resolve_model(name, self.models.as_deref())
     }
 }
 

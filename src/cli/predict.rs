@@ -50,7 +50,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
     let input_shape = a.input_shape.as_ref().map(|s| s.0.clone());
     let opts = ImportOptions { input_shape, ..Default::default() };
     let data = crate::dataset::data_dir(a.data.as_deref());
-    let dir = super::model_args::resolve_model(&a.model, a.models.as_deref());
+    let dir = crate::predict::resolve_model(&a.model, a.models.as_deref());
     let p = Predictor::load(&dir, model::device(&a.device)?, opts, &data)?;
     let results = p.predict_files(&files);
     let failed = results.iter().filter(|r| r.is_err()).count();

@@ -216,11 +216,7 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
     };
     let data_dir = dataset::data_dir(a.data.as_deref());
     let ps = select(a)?;
-    let images = match a.images.as_deref() {
-        Some("gaussian") => ImageSource::Gaussian { classes: 10 },
-        Some(p) => ImageSource::from_path(std::path::Path::new(p)),
-        None => ImageSource::fashion_mnist(&data_dir)?,
-    };
+    let images = ImageSource::from_arg(a.images.as_deref(), &data_dir)?;
     let (family, jobs) = jobs(a, &data_dir)?;
     // the cache tag names everything that changes a value
     let tag = format!(

@@ -39,6 +39,16 @@ impl ImageSource {
         }
     }
 
+    /// The source an `--images` argument names: `gaussian` (10 classes), a file or folder
+    /// ([`Self::from_path`]), or, when none is given, Fashion-MNIST from the data folder.
+    pub fn from_arg(arg: Option<&str>, data_dir: &Path) -> Result<ImageSource> {
+        match arg {
+            Some("gaussian") => Ok(ImageSource::Gaussian { classes: 10 }),
+            Some(p) => Ok(ImageSource::from_path(Path::new(p))),
+            None => ImageSource::fashion_mnist(data_dir),
+        }
+    }
+
     /// Fashion-MNIST's test images in the data folder.
     pub fn fashion_mnist(data_dir: &Path) -> Result<ImageSource> {
         let p = super::data_file(
