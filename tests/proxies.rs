@@ -90,8 +90,8 @@ fn every_proxy_is_bit_identical_across_runs_with_one_seed() {
     let cg = tiny_net();
     let images = ImageSource::Gaussian { classes: 10 };
     let proxies = registry();
-    let a = score_all(&proxies, &input(&cg, &images));
-    let b = score_all(&proxies, &input(&cg, &images));
+    let a = score_all(&proxies, input(&cg, &images));
+    let b = score_all(&proxies, input(&cg, &images));
     assert_eq!(a.len(), proxies.len());
     for (name, v) in &a {
         let v = v.as_ref().unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -101,7 +101,7 @@ fn every_proxy_is_bit_identical_across_runs_with_one_seed() {
     }
     // a different seed changes the data-dependent scores
     let other = ProxyInput::new(&cg, &images, 4, Device::Cpu);
-    let c = score_all(&proxies, &other);
+    let c = score_all(&proxies, other);
     assert_ne!(a["snip"], c["snip"]);
     assert_eq!(a["params"], c["params"]);
 }
@@ -123,8 +123,39 @@ fn a_network_the_executor_cannot_run_gets_per_proxy_errors_and_static_scores() {
     }
     let cg = from_proto(&built.model, "odd.onnx", &ImportOptions::default()).expect("parses");
     let images = ImageSource::Gaussian { classes: 10 };
-    let scores = score_all(&registry(), &input(&cg, &images));
+    let scores = score_all(&registry(), input(&cg, &images));
     assert!(scores["params"].is_ok() && scores["flops"].is_ok());
     let err = scores["snip"].as_ref().expect_err("snip cannot run");
     assert!(err.contains("odd.onnx") && err.contains("Shrink"), "{err}");
+}
+
+/// Every proxy's score alone (its own network build and passes) and the 14 together (one
+/// network build, one shared loss pass), bit for bit.
+fn assert_sharing_changes_nothing(cg: &Cg, batch: Option<usize>) {
+    let images = ImageSource::Gaussian { classes: 10 };
+    let proxies = registry();
+    let shared = score_all(&proxies, input(cg, &images).with_batch(batch));
+    for p in &proxies {
+        let alone = p.score(&input(cg, &images).with_batch(batch)).map_err(|e| e.to_string());
+        let together = &shared[p.name()];
+        match (&alone, together) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.to_bits(), b.to_bits(), "{}: {a} alone, {b} shared", p.name())
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b, "{}", p.name()),
+            _ => panic!("{}: {alone:?} alone, {together:?} shared", p.name()),
+        }
+    }
+}
+
+#[test]
+fn sharing_the_network_and_the_loss_pass_changes_no_score() {
+    assert_sharing_changes_nothing(&tiny_net(), None);
+    // an NB-201 cell with every operation (batch 8 keeps the debug build quick)
+    let spec =
+        "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|";
+    let m =
+        Arch::parse(spec).expect("arch").build(Dataset::Cifar10, Weights::Inputs).expect("build");
+    let cg = from_proto(&m.model, spec, &ImportOptions::default()).expect("cg");
+    assert_sharing_changes_nothing(&cg, Some(8));
 }

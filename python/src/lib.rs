@@ -178,7 +178,7 @@ fn proxy_scores(
         };
         let input = ProxyInput::new(&cg, &images, seed, tch::Device::Cpu).with_batch(batch);
         let (mut scores, mut errors) = (serde_json::Map::new(), serde_json::Map::new());
-        for (k, v) in proxies::score_all(&ps, &input) {
+        for (k, v) in proxies::score_all(&ps, input) {
             match v {
                 Ok(v) => scores.insert(k, v.into()),
                 Err(e) => errors.insert(k, e.into()),

@@ -25,43 +25,45 @@ pub struct BenchArgs {
     pub proxies: bool,
 }
 
-/// Milliseconds per proxy on the benchmark-cell networks, and the peak memory after each.
+/// Milliseconds per proxy on the benchmark-cell networks: each proxy alone (its own network
+/// build and passes, as one-at-a-time scoring runs it), their sum, and the 14 together sharing
+/// the network and the loss pass (`score_all`, what `nape proxies` runs); peak memory after.
 #[cfg(feature = "torch")]
 fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
     use crate::dataset::images::ImageSource;
-    use crate::proxies::{registry, ProxyInput};
+    use crate::proxies::{registry, score_all, ProxyInput};
     tch::set_num_threads(1);
     let images = ImageSource::Gaussian { classes: 10 };
     let nets: Vec<Net> =
         space_networks()?.into_iter().filter(|n| n.label.contains("no weights")).collect();
     let proxies = registry();
-    writeln!(out, "\nzero-cost proxies, ms per network (libtorch on 1 thread; networks run in parallel, one per core;")?;
-    writeln!(
-        out,
-        "snip, grad_norm and plain share one backward pass: the first of them pays for it)"
-    )?;
-    write!(out, "{:<26}", "network")?;
+    writeln!(out, "\nzero-cost proxies, ms per network (libtorch on 1 thread; each proxy alone, their sum, and all together sharing one network build and loss pass)")?;
+    write!(out, "{:<16}", "network")?;
     for p in &proxies {
         write!(out, " {:>9}", p.name())?;
     }
-    writeln!(out, " {:>9} {:>9}", "all", "peak MiB")?;
+    writeln!(out, " {:>9} {:>9} {:>6} {:>9}", "one by one", "shared", "ratio", "peak MiB")?;
     for net in &nets {
         let cg =
             from_proto(&decode(&net.bytes, &net.label)?, &net.label, &ImportOptions::default())?;
-        let input = ProxyInput::new(&cg, &images, 0, tch::Device::Cpu);
-        write!(out, "{:<26}", net.label.replace(" (no weights)", ""))?;
-        let mut total = 0.0;
+        write!(out, "{:<16}", net.label.replace(" (no weights)", ""))?;
+        let mut alone = 0.0;
         for p in &proxies {
+            let input = ProxyInput::new(&cg, &images, 0, tch::Device::Cpu);
             let t = Instant::now();
             let r = p.score(&input);
             let ms = t.elapsed().as_secs_f64() * 1e3;
-            total += ms;
+            alone += ms;
             match r {
                 Ok(_) => write!(out, " {ms:>9.0}")?,
                 Err(_) => write!(out, " {:>9}", "error")?,
             }
         }
-        writeln!(out, " {total:>9.0} {:>9.0}", peak_rss_mib())?;
+        let t = Instant::now();
+        score_all(&proxies, ProxyInput::new(&cg, &images, 0, tch::Device::Cpu));
+        let shared = t.elapsed().as_secs_f64() * 1e3;
+        let ratio = shared / alone;
+        writeln!(out, " {alone:>10.0} {shared:>9.0} {ratio:>6.2} {:>9.0}", peak_rss_mib())?;
     }
     Ok(())
 }

@@ -60,9 +60,15 @@ pub struct ProxiesArgs {
     /// With --family: print the Spearman correlation of each proxy with each target.
     #[arg(long)]
     pub correlate: bool,
-    /// Threads (networks scored in parallel; libtorch runs one thread each).
+    /// Threads in all (default: the machine's cores), split into networks scored in parallel,
+    /// each on --intra-op libtorch threads.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// libtorch threads per network. Default: 1 when there are at least as many networks to
+    /// score as threads (networks in parallel use a CPU best, docs/proxies.md, Cost), else the
+    /// threads shared among the networks.
+    #[arg(long)]
+    pub intra_op: Option<usize>,
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -289,8 +295,9 @@ fn score_missing(
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    tch::set_num_threads(1);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?;
+    let intra = a.intra_op.unwrap_or(threads / missing.len().max(1)).clamp(1, threads.max(1));
+    tch::set_num_threads(intra as i32);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads((threads / intra).max(1)).build()?;
     let bar = ProgressBar::new(missing.len() as u64);
     bar.set_draw_target(ProgressDrawTarget::stderr());
     bar.set_style(ProgressStyle::with_template(
@@ -348,7 +355,9 @@ fn score_job(
             return;
         }
     };
-    let input = ProxyInput::new(&cg, images, a.seed, device).with_batch(a.batch);
+    let input = ProxyInput::new(&cg, images, a.seed, device)
+        .with_batch(a.batch)
+        .planning(todo.iter().copied());
     for p in todo {
         let s: Scores = proxies::score_one(*p, &input);
         for (k, v) in s {

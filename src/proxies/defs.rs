@@ -1,91 +1,42 @@
 //! The proxies, one type each. Definitions: ANCHORS.md section 3.3 (the official code).
 
-use super::{GradSums, Needs, Proxy, ProxyInput};
+use super::passes::{cross_entropy, first_output, sum_terms, tch_err, weights};
+use super::{Needs, Proxy, ProxyInput, Reads};
 use crate::error::Result;
-use crate::exec::{ExecOptions, Executor, Init, Role, Taps};
+use crate::exec::{ExecOptions, Executor, Init, Taps};
 use crate::spaces::torchstat_flops;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Kind, Tensor};
 
 type TchResult<T> = std::result::Result<T, tch::TchError>;
 
-fn tch_err(input: &ProxyInput, what: &str, e: tch::TchError) -> crate::Error {
-    let s = e.to_string();
-    input.fail(format!("{what}: {}", s.lines().next().unwrap_or("libtorch error")))
-}
-
 /// The logits of the first output as `[N, classes]`.
 fn logits(ex: &Executor, x: &Tensor, input: &ProxyInput) -> Result<Tensor> {
-    let fwd = ex.forward(&[x.shallow_clone()], Taps::default())?;
-    let y = fwd
-        .outputs
-        .into_iter()
-        .next()
-        .ok_or_else(|| input.fail("the network has no output".into()))?;
-    let n = y.size().first().copied().unwrap_or(1);
-    y.f_reshape([n, -1]).map_err(|e| tch_err(input, "output", e))
-}
-
-/// Cross-entropy of `y` against labels (folded into the network's class count).
-fn cross_entropy(y: &Tensor, labels: &Tensor, input: &ProxyInput) -> Result<Tensor> {
-    let classes = y.size().get(1).copied().unwrap_or(1).max(1);
-    let t = labels.remainder(classes);
-    y.f_cross_entropy_loss(&t, None::<Tensor>, Reduction::Mean, -100, 0.0)
-        .map_err(|e| tch_err(input, "loss", e))
-}
-
-/// The conv/linear weights the proxies score (`nn.Conv2d` and `nn.Linear` in the reference).
-fn weights<'e>(ex: &'e Executor) -> Vec<&'e Tensor> {
-    ex.params().iter().filter(|p| p.role == Role::Weight).map(|p| &p.tensor).collect()
-}
-
-fn sum_all(ts: impl IntoIterator<Item = TchResult<Tensor>>) -> TchResult<f64> {
-    let mut total = 0f64;
-    for t in ts {
-        total += t?.f_sum(Kind::Double)?.f_double_value(&[])?;
-    }
-    Ok(total)
-}
-
-/// SNIP's, GradNorm's and Plain's sums, from one default-initialised network in training mode
-/// and the gradients of the cross-entropy on a batch of 64 images: the three proxies read the
-/// same gradients, so the first to run computes them for all three.
-fn grad_sums(input: &ProxyInput) -> Result<GradSums> {
-    input.grad_sums(|| {
-        let ex = input.executor(ExecOptions::default(), Init::Default)?;
-        let (x, labels) = input.batch(64, ex.kind())?;
-        let y = logits(&ex, &x, input)?;
-        let loss = cross_entropy(&y, &labels, input)?;
-        loss.f_backward().map_err(|e| tch_err(input, "backward", e))?;
-        Ok(GradSums {
-            snip: over_weights(input, &ex, "snip", |w, g| w.f_mul(g)?.f_abs())?,
-            grad_norm: over_weights(input, &ex, "grad_norm", |_, g| g.f_norm())?,
-            plain: over_weights(input, &ex, "plain", |w, g| w.f_mul(g))?,
-        })
-    })
-}
-
-fn no_grad_of(input: &ProxyInput, t: &Tensor) -> Result<Tensor> {
-    let g = t.grad();
-    if g.defined() {
-        Ok(g)
-    } else {
-        Err(input.fail("a weight got no gradient".into()))
-    }
+    first_output(ex.forward(&[x.shallow_clone()], Taps::default())?.outputs, input)
 }
 
 /// Sums `term(theta, dL/dtheta)` over every element of the conv/linear weights, after a backward
-/// pass has filled their gradients (the shape shared by SynFlow, SNIP, GradNorm, Plain, GraSP).
+/// pass has filled their gradients.
 fn over_weights(
     input: &ProxyInput,
     ex: &Executor,
     what: &str,
     term: impl Fn(&Tensor, &Tensor) -> TchResult<Tensor>,
 ) -> Result<f64> {
-    let mut terms = Vec::new();
-    for w in weights(ex) {
-        terms.push(term(w, &no_grad_of(input, w)?));
+    let ws = weights(ex);
+    let mut gs = Vec::new();
+    for w in &ws {
+        let g = w.grad();
+        if !g.defined() {
+            return Err(input.fail("a weight got no gradient".into()));
+        }
+        gs.push(g);
     }
-    sum_all(terms).map_err(|e| tch_err(input, what, e))
+    sum_terms(&ws, &gs, term).map_err(|e| tch_err(input, what, e))
+}
+
+/// The reads of a loss-pass proxy.
+const fn reads(weight_grads: bool, act_grads: bool, hessian_grad: bool, jac: bool) -> Reads {
+    Reads { weight_grads, act_grads, hessian_grad, input_jacobian: jac }
 }
 
 /// `#params` in millions (NASLib's unit for NB-201).
@@ -156,8 +107,11 @@ impl Proxy for Snip {
     fn needs(&self) -> Needs {
         Needs::Images(64)
     }
+    fn reads(&self) -> Reads {
+        reads(true, false, false, false)
+    }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        Ok(grad_sums(input)?.snip)
+        Ok(input.grad_sums()?.snip)
     }
 }
 
@@ -170,8 +124,11 @@ impl Proxy for GradNorm {
     fn needs(&self) -> Needs {
         Needs::Images(64)
     }
+    fn reads(&self) -> Reads {
+        reads(true, false, false, false)
+    }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        Ok(grad_sums(input)?.grad_norm)
+        Ok(input.grad_sums()?.grad_norm)
     }
 }
 
@@ -184,8 +141,11 @@ impl Proxy for Plain {
     fn needs(&self) -> Needs {
         Needs::Images(64)
     }
+    fn reads(&self) -> Reads {
+        reads(true, false, false, false)
+    }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        Ok(grad_sums(input)?.plain)
+        Ok(input.grad_sums()?.plain)
     }
 }
 
@@ -199,9 +159,15 @@ impl Proxy for L2Norm {
         Needs::Nothing
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        let ex = input.executor(ExecOptions::default(), Init::Default)?;
-        sum_all(weights(&ex).into_iter().map(|w| w.f_norm()))
-            .map_err(|e| tch_err(input, "score", e))
+        let ex = input.default_executor()?;
+        let norms = || -> TchResult<f64> {
+            let mut total = 0f64;
+            for w in weights(ex) {
+                total += w.f_norm()?.f_sum(Kind::Double)?.f_double_value(&[])?;
+            }
+            Ok(total)
+        };
+        norms().map_err(|e| tch_err(input, "score", e))
     }
 }
 
@@ -215,37 +181,11 @@ impl Proxy for Jacov {
     fn needs(&self) -> Needs {
         Needs::Images(64)
     }
+    fn reads(&self) -> Reads {
+        reads(false, false, false, true)
+    }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        let ex = input.executor(ExecOptions::default(), Init::Default)?;
-        let (x, _) = input.batch(64, ex.kind())?;
-        let x = x.set_requires_grad(true);
-        let fwd = ex.forward(&[x.shallow_clone()], Taps::default())?;
-        let y = fwd.outputs.into_iter().next().ok_or_else(|| input.fail("no output".into()))?;
-        let f = |e| tch_err(input, "jacobian", e);
-        let j = Tensor::f_run_backward(&[y.f_sum(Kind::Float).map_err(f)?], &[&x], false, false)
-            .map_err(f)?;
-        let j = j[0].f_reshape([x.size()[0], -1]).map_err(f)?.to_kind(Kind::Double);
-        let c = j.f_corrcoef().map_err(f)?;
-        let undefined = || {
-            input.fail(
-                "jacov is undefined: a sample's input gradient is constant (NASLib: NaN)".into(),
-            )
-        };
-        if c.f_isnan().and_then(|t| t.f_any()).and_then(|t| t.f_int64_value(&[])).map_err(f)? != 0 {
-            return Err(undefined());
-        }
-        let v = c.f_linalg_eigvalsh("L").map_err(f)?;
-        let k = 1e-5;
-        let s = v
-            .f_add_scalar(k)
-            .and_then(|vk| vk.f_log()?.f_add(&vk.f_reciprocal()?))
-            .and_then(|t| t.f_sum(Kind::Double))
-            .and_then(|t| t.f_double_value(&[]))
-            .map_err(f)?;
-        if s.is_nan() {
-            return Err(undefined());
-        }
-        Ok(-s)
+        input.shared(input.loss_pass(self.reads()).jacov)
     }
 }
 
@@ -259,36 +199,11 @@ impl Proxy for Fisher {
     fn needs(&self) -> Needs {
         Needs::Images(64)
     }
+    fn reads(&self) -> Reads {
+        reads(false, true, false, false)
+    }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        let ex = input.executor(ExecOptions::default(), Init::Default)?;
-        let (x, labels) = input.batch(64, ex.kind())?;
-        let fwd = ex.forward(&[x], Taps { weighted_out: true, ..Default::default() })?;
-        let y = fwd.outputs.first().ok_or_else(|| input.fail("no output".into()))?;
-        let n = y.size()[0];
-        let y = y.reshape([n, -1]);
-        let loss = cross_entropy(&y, &labels, input)?;
-        let acts: Vec<&Tensor> = fwd.weighted_out.iter().map(|t| &t.value).collect();
-        if acts.is_empty() {
-            return Err(input.fail("no conv or linear layer to score".into()));
-        }
-        let f = |e| tch_err(input, "fisher", e);
-        let grads = Tensor::f_run_backward(&[&loss], &acts, false, false).map_err(f)?;
-        let mut terms = Vec::new();
-        for (a, g) in acts.iter().zip(&grads) {
-            let ag = a.f_mul(g).map_err(f)?;
-            let per = if ag.dim() > 2 {
-                let dims: Vec<i64> = (2..ag.dim() as i64).collect();
-                ag.f_sum_dim_intlist(dims.as_slice(), false, Kind::Double).map_err(f)?
-            } else {
-                ag.to_kind(Kind::Double)
-            };
-            terms.push(
-                per.f_pow_tensor_scalar(2)
-                    .and_then(|t| t.f_mean_dim(0, false, Kind::Double))
-                    .and_then(|t| t.f_mul_scalar(0.5)),
-            );
-        }
-        sum_all(terms).map_err(f)
+        input.shared(input.loss_pass(self.reads()).fisher)
     }
 }
 
@@ -302,30 +217,11 @@ impl Proxy for Grasp {
     fn needs(&self) -> Needs {
         Needs::Images(64)
     }
+    fn reads(&self) -> Reads {
+        reads(false, false, true, false)
+    }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        let ex = input.executor(ExecOptions::default(), Init::Default)?;
-        let (x, labels) = input.batch(64, ex.kind())?;
-        let ws = weights(&ex);
-        if ws.is_empty() {
-            return Err(input.fail("no conv or linear layer to score".into()));
-        }
-        let f = |e| tch_err(input, "grasp", e);
-        let y = logits(&ex, &x, input)?;
-        let loss = cross_entropy(&y, &labels, input)?;
-        let g: Vec<Tensor> = Tensor::f_run_backward(&[&loss], &ws, false, false)
-            .map_err(f)?
-            .into_iter()
-            .map(|t| t.detach())
-            .collect();
-        let y = logits(&ex, &x, input)?;
-        let loss = cross_entropy(&y, &labels, input)?;
-        let gf = Tensor::f_run_backward(&[&loss], &ws, true, true).map_err(f)?;
-        let mut z = Tensor::zeros([], (ex.kind(), input.device));
-        for (a, b) in g.iter().zip(&gf) {
-            z = z.f_add(&a.f_mul(b).and_then(|t| t.f_sum(ex.kind())).map_err(f)?).map_err(f)?;
-        }
-        z.f_backward().map_err(f)?;
-        over_weights(input, &ex, "grasp", |w, g| w.f_mul(g)?.f_neg())
+        input.shared(input.loss_pass(self.reads()).grasp)
     }
 }
 
@@ -340,7 +236,7 @@ impl Proxy for Nwot {
         Needs::Images(128)
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        let ex = input.executor(ExecOptions::default(), Init::Default)?;
+        let ex = input.default_executor()?;
         let (x, _) = input.batch(128, ex.kind())?;
         let fwd = tch::no_grad(|| ex.forward(&[x], Taps { relu_in: true, ..Default::default() }))?;
         if fwd.relu_in.is_empty() {
@@ -380,13 +276,30 @@ impl Proxy for Nwot {
 }
 
 /// The number of distinct columns of a row-major `rows x cols` 0/1 matrix (`bits.len()` =
-/// rows x cols): SWAP's distinct per-unit activation patterns across the samples. Each column is
-/// packed into 64-bit words, then sorted and deduplicated.
+/// rows x cols): SWAP's distinct per-unit activation patterns across the samples. Up to 24 rows
+/// (SWAP's 16 samples) each column's pattern is a number below 2^rows, marked in a bitmap;
+/// beyond, each column is packed into 64-bit words, then sorted and deduplicated.
 fn distinct_columns(bits: &[u8], rows: usize) -> usize {
     if rows == 0 || bits.is_empty() {
         return 0;
     }
     let cols = bits.len() / rows;
+    if rows <= 24 {
+        let mut keys = vec![0u32; cols];
+        for (r, row) in bits.chunks_exact(cols).enumerate() {
+            for (k, &b) in keys.iter_mut().zip(row) {
+                *k |= u32::from(b != 0) << r;
+            }
+        }
+        let mut seen = vec![0u64; (1usize << rows).div_ceil(64)];
+        let mut distinct = 0;
+        for k in keys {
+            let (word, bit) = (k as usize / 64, k % 64);
+            distinct += usize::from(seen[word] >> bit & 1 == 0);
+            seen[word] |= 1 << bit;
+        }
+        return distinct;
+    }
     let words = rows.div_ceil(64);
     let mut keys = vec![0u64; cols * words];
     for (r, row) in bits.chunks_exact(cols).enumerate() {
@@ -395,16 +308,10 @@ fn distinct_columns(bits: &[u8], rows: usize) -> usize {
             keys[c * words + w] |= u64::from(b != 0) << shift;
         }
     }
-    if words == 1 {
-        keys.sort_unstable();
-        keys.dedup();
-        keys.len()
-    } else {
-        let mut cols: Vec<&[u64]> = keys.chunks_exact(words).collect();
-        cols.sort_unstable();
-        cols.dedup();
-        cols.len()
-    }
+    let mut cols: Vec<&[u64]> = keys.chunks_exact(words).collect();
+    cols.sort_unstable();
+    cols.dedup();
+    cols.len()
 }
 
 /// SWAP: conv/linear weights N(0, 1), biases 0, BN scale 1 and shift 0; 16 samples; the
@@ -499,22 +406,19 @@ impl Proxy for Zico {
         Needs::Images(128)
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        let mut ex = input.executor(ExecOptions::default(), Init::Default)?;
+        let ex = input.default_executor()?;
         let (x, labels) = input.batch(128, ex.kind())?;
         let f = |e| tch_err(input, "zico", e);
+        let ws = weights(ex);
         let mut per_batch: Vec<Vec<Tensor>> = Vec::new();
         let h = x.size()[0] / 2;
         for half in 0..2i64 {
-            ex.zero_grad();
             let xs = x.f_narrow(0, half * h, h).map_err(f)?;
             let ls = labels.f_narrow(0, half * h, h).map_err(f)?;
-            let y = logits(&ex, &xs, input)?;
-            cross_entropy(&y, &ls, input)?.f_backward().map_err(f)?;
-            let mut gs = Vec::new();
-            for w in weights(&ex) {
-                gs.push(no_grad_of(input, w)?.to_kind(Kind::Double).flatten(0, -1).copy());
-            }
-            per_batch.push(gs);
+            let y = logits(ex, &xs, input)?;
+            let loss = cross_entropy(&y, &ls, input)?;
+            let gs = Tensor::f_run_backward(&[&loss], &ws, false, false).map_err(f)?;
+            per_batch.push(gs.iter().map(|g| g.to_kind(Kind::Double).flatten(0, -1)).collect());
         }
         let mut score = 0f64;
         for (a, b) in per_batch[0].iter().zip(&per_batch[1]) {
@@ -617,6 +521,16 @@ mod tests {
         // 3 rows x 4 columns: columns (1,0,1), (1,0,1), (0,0,0), (0,1,0) -> 3 distinct
         let bits = [1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0];
         assert_eq!(distinct_columns(&bits, 3), 3);
+        // 24 rows (the bitmap) and 25 (the sort) count the same patterns
+        for rows in [24, 25] {
+            let bits: Vec<u8> = (0..rows * 300).map(|i| u8::from((i * 7919 % 13) < 6)).collect();
+            let cols = 300;
+            let mut patterns: Vec<Vec<u8>> =
+                (0..cols).map(|c| (0..rows).map(|r| bits[r * cols + c]).collect()).collect();
+            patterns.sort();
+            patterns.dedup();
+            assert_eq!(distinct_columns(&bits, rows), patterns.len(), "{rows} rows");
+        }
         // more than 64 rows: columns differ only in row 70
         let rows = 71;
         let mut bits = vec![1u8; rows * 2];

@@ -11,13 +11,16 @@
 //! still work.
 
 mod defs;
+mod passes;
 
 pub use defs::*;
+use passes::{GradSums, LossPass};
 
 use crate::dataset::images::{load_batch, ImageSource};
 use crate::error::{Error, Result};
 use crate::exec::{ExecOptions, Executor, Init};
 use crate::graph::{Cg, OpKind};
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
@@ -32,6 +35,38 @@ pub enum Needs {
     Nothing,
 }
 
+/// What a proxy reads from the loss pass the proxies of one network share (one forward and
+/// backward of the default-initialised network on the same batch of 64 images): the runner
+/// computes the union of what the proxies of a run read, once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// The gradients of the cross-entropy with respect to the conv/linear weights.
+    pub weight_grads: bool,
+    /// The gradients of the cross-entropy with respect to the conv/linear outputs.
+    pub act_grads: bool,
+    /// The Hessian-gradient product of the weights (a second, double backward).
+    pub hessian_grad: bool,
+    /// The Jacobian of the summed output with respect to the input images.
+    pub input_jacobian: bool,
+}
+
+impl Reads {
+    /// Everything either reads.
+    pub fn union(self, o: Reads) -> Reads {
+        Reads {
+            weight_grads: self.weight_grads || o.weight_grads,
+            act_grads: self.act_grads || o.act_grads,
+            hessian_grad: self.hessian_grad || o.hessian_grad,
+            input_jacobian: self.input_jacobian || o.input_jacobian,
+        }
+    }
+
+    /// Whether `self` holds everything `o` reads.
+    pub fn covers(self, o: Reads) -> bool {
+        self.union(o) == self
+    }
+}
+
 /// Everything a proxy may use, shared by the proxies of one network.
 pub struct ProxyInput<'a> {
     /// The network.
@@ -44,24 +79,35 @@ pub struct ProxyInput<'a> {
     pub device: Device,
     /// Overrides every data proxy's batch size (the reference sizes are the default).
     pub batch: Option<usize>,
-    /// SNIP, GradNorm and Plain read the same gradients (same initialisation, batch and loss):
-    /// the first of them to run computes all three sums, the others read them here.
-    grad_sums: std::cell::OnceCell<std::result::Result<GradSums, Error>>,
-}
-
-/// The three sums over the conv/linear weights after one cross-entropy backward pass.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct GradSums {
-    pub snip: f64,
-    pub grad_norm: f64,
-    pub plain: f64,
+    /// What the proxies of this run read from the shared loss pass ([`ProxyInput::planning`]).
+    plan: Reads,
+    /// The default-initialised network, built once for every proxy that reads it.
+    default_ex: OnceCell<std::result::Result<Executor<'a>, String>>,
+    /// The shared loss pass, run by the first proxy that reads it.
+    loss: OnceCell<LossPass>,
 }
 
 impl<'a> ProxyInput<'a> {
     /// The input of the proxies of one network: images from `images`, every batch and
     /// initialisation drawn from `seed`, run on `device`, each proxy at its reference batch size.
     pub fn new(cg: &'a Cg, images: &'a ImageSource, seed: u64, device: Device) -> Self {
-        ProxyInput { cg, images, seed, device, batch: None, grad_sums: Default::default() }
+        ProxyInput {
+            cg,
+            images,
+            seed,
+            device,
+            batch: None,
+            plan: Reads::default(),
+            default_ex: OnceCell::new(),
+            loss: OnceCell::new(),
+        }
+    }
+
+    /// The same, sharing the loss pass among `proxies`: the first of them to run computes what
+    /// all of them read. Without it each proxy's pass computes only what that proxy reads.
+    pub fn planning<'p>(self, proxies: impl IntoIterator<Item = &'p dyn Proxy>) -> Self {
+        let plan = proxies.into_iter().fold(self.plan, |r, p| r.union(p.reads()));
+        ProxyInput { plan, ..self }
     }
 
     /// The same with every data proxy's batch size set to `batch` (`None`: reference sizes).
@@ -69,15 +115,39 @@ impl<'a> ProxyInput<'a> {
         ProxyInput { batch, ..self }
     }
 
-    /// The gradient sums SNIP, GradNorm and Plain share, computed on first use.
-    pub(crate) fn grad_sums(&self, compute: impl FnOnce() -> Result<GradSums>) -> Result<GradSums> {
-        match self.grad_sums.get_or_init(compute) {
-            Ok(s) => Ok(*s),
-            Err(e) => Err(self.fail(match e {
-                Error::Run { msg, .. } => msg.clone(),
-                other => other.to_string(),
-            })),
+    /// The shared loss pass with at least what `want` reads: the planned pass, run on first
+    /// use; a proxy outside the plan gets a pass of its own.
+    pub(crate) fn loss_pass(&self, want: Reads) -> LossPass {
+        let planned = self.loss.get_or_init(|| passes::loss_pass(self, self.plan.union(want)));
+        if planned.reads.covers(want) {
+            planned.clone()
+        } else {
+            passes::loss_pass(self, want)
         }
+    }
+
+    /// The gradient sums SNIP, GradNorm and Plain read.
+    pub(crate) fn grad_sums(&self) -> Result<GradSums> {
+        let want = Reads { weight_grads: true, ..Default::default() };
+        self.shared(self.loss_pass(want).sums)
+    }
+
+    /// A shared value, or its error for this network.
+    pub(crate) fn shared<T>(&self, v: Option<std::result::Result<T, String>>) -> Result<T> {
+        match v {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(msg)) => Err(self.fail(msg)),
+            None => Err(self.fail("the shared pass did not compute this quantity".into())),
+        }
+    }
+
+    /// The network with PyTorch's default initialisation in training mode, built once and
+    /// shared by the proxies that only read it or differentiate through it.
+    pub(crate) fn default_executor(&self) -> Result<&Executor<'a>> {
+        let ex = self.default_ex.get_or_init(|| {
+            self.executor(ExecOptions::default(), Init::Default).map_err(passes::message)
+        });
+        ex.as_ref().map_err(|m| self.fail(m.clone()))
     }
     /// The network's input as `[c, h, w]` (its first Input node, without the batch dimension).
     pub fn input_chw(&self) -> Result<[usize; 3]> {
@@ -107,7 +177,7 @@ impl<'a> ProxyInput<'a> {
     }
 
     /// An executor with the given options and initialisation, seeded.
-    pub fn executor(&self, opts: ExecOptions, init: Init) -> Result<Executor<'_>> {
+    pub fn executor(&self, opts: ExecOptions, init: Init) -> Result<Executor<'a>> {
         Executor::new(self.cg, ExecOptions { device: self.device, ..opts }, init, self.seed)
     }
 
@@ -132,6 +202,10 @@ pub trait Proxy: Send + Sync {
     }
     /// What it reads.
     fn needs(&self) -> Needs;
+    /// What it reads from the loss pass the proxies of one network share (nothing by default).
+    fn reads(&self) -> Reads {
+        Reads::default()
+    }
     /// The score of one network.
     fn score(&self, input: &ProxyInput) -> Result<f64>;
 }
@@ -175,9 +249,10 @@ pub fn select(names: &str) -> Result<Vec<Box<dyn Proxy>>> {
 /// Scores every proxy of `proxies` on one network; each proxy's failure is kept as its message.
 pub fn score_all(
     proxies: &[Box<dyn Proxy>],
-    input: &ProxyInput,
+    input: ProxyInput,
 ) -> BTreeMap<String, std::result::Result<f64, String>> {
-    proxies.iter().flat_map(|p| score_one(&**p, input)).collect()
+    let input = input.planning(proxies.iter().map(|p| &**p));
+    proxies.iter().flat_map(|p| score_one(&**p, &input)).collect()
 }
 
 /// One proxy's score of one network, keyed by its name; a failure (or a value that is not
@@ -232,7 +307,7 @@ impl FeatureScorer {
     pub fn score(&self, cg: &Cg) -> BTreeMap<String, f64> {
         let Some(images) = &self.images else { return BTreeMap::new() };
         let input = ProxyInput::new(cg, images, 0, Device::Cpu);
-        score_all(&self.proxies, &input)
+        score_all(&self.proxies, input)
             .into_iter()
             .filter_map(|(k, v)| v.ok().map(|v| (k, v)))
             .collect()
