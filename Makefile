@@ -32,7 +32,7 @@ export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test python bench-python check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check golden fuzz clean notebooks
+.PHONY: help setup demo test python bench-python bench-proxies check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -45,6 +45,7 @@ help:
 	@echo "make exporters-check - 200 NB-201 + 200 NB-101 cells, three exporters: one graph hash, one prediction"
 	@echo "make bench-read - nape inspect against onnx.load + infer_shapes on the same files"
 	@echo "make bench-python - nape.predict in-process against the CLI on the same files; predict_torch"
+	@echo "make bench-proxies - nape's proxies alone and shared (nape bench --proxies), and six of them against PyTorch"
 	@echo "make zoo-check - the bundled model zero-shot on torchvision's 80 ImageNet classifiers (published top-1)"
 
 $(TORCH_STAMP):
@@ -171,6 +172,13 @@ bench-python: setup
 	  --out $(BENCH_PY_FILES) --limit 200 -q
 	OMP_NUM_THREADS=1 $(PY_VENV)/bin/python scripts/bench_python.py $(BENCH_PY_FILES) ./target/release/nape
 	@echo "(.venv-py now holds the release build of nape's Python front; make python puts the dev build back)"
+
+# the proxies table of nape bench, then six proxies side by side with the same definitions in PyTorch
+bench-proxies: setup
+	$(CARGO_ENV) cargo build --release --bins
+	./target/release/nape bench --proxies --seconds 0.2 | sed -n '/zero-cost proxies/,$$p'
+	OMP_NUM_THREADS=1 $(PY_VENV)/bin/python scripts/bench_proxies_torch.py --nape ./target/release/nape \
+	  --data "$(NAPE_DATA)" --cells 12
 
 # parsing only (no libtorch): the ignored test reads every family under NAPE_CORPUS
 corpus-check:
