@@ -273,79 +273,100 @@ pub fn load_batch(
         return Err(Error::Usage(format!("an image batch of {n} x {c} x {h} x {w} is empty")));
     }
     if let ImageSource::Gaussian { classes } = source {
-        let mut rng = SplitMix64(seed);
-        let mut data = Vec::with_capacity(n * c * h * w);
-        while data.len() < n * c * h * w {
-            let u1 = ((rng.next() >> 11) as f64 / (1u64 << 53) as f64).max(f64::MIN_POSITIVE);
-            let u2 = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
-            let r = (-2.0 * u1.ln()).sqrt();
-            data.push((r * (std::f64::consts::TAU * u2).cos()) as f32);
-            data.push((r * (std::f64::consts::TAU * u2).sin()) as f32);
-        }
-        data.truncate(n * c * h * w);
-        let labels = (0..n).map(|_| (rng.next() % (*classes).max(1) as u64) as i64).collect();
-        return Ok(ImageBatch { shape: [n, c, h, w], data, labels });
+        return Ok(gaussian_batch(n, chw, seed, *classes));
     }
-    let raw: Arc<Raw> = match source {
+    let raw = raw_images(source, n, seed)?;
+    let picks = match source {
+        ImageSource::Folder(_) => (0..raw.images.len()).collect(),
+        _ => draw(raw.images.len(), n, seed),
+    };
+    let mut data = Vec::with_capacity(n * c * h * w);
+    let mut labels = Vec::with_capacity(n);
+    for &i in &picks {
+        for ch in 0..c {
+            data.extend(channel(&raw, &raw.images[i], ch, chw));
+        }
+        labels.push(raw.labels[i]);
+    }
+    standardise(&mut data, n, chw);
+    Ok(ImageBatch { shape: [n, c, h, w], data, labels })
+}
+
+/// `n` images of standard normal pixels and uniform labels below `classes`, drawn with `seed`.
+fn gaussian_batch(n: usize, chw: [usize; 3], seed: u64, classes: usize) -> ImageBatch {
+    let [c, h, w] = chw;
+    let mut rng = SplitMix64(seed);
+    let mut data = Vec::with_capacity(n * c * h * w);
+    while data.len() < n * c * h * w {
+        let u1 = ((rng.next() >> 11) as f64 / (1u64 << 53) as f64).max(f64::MIN_POSITIVE);
+        let u2 = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let r = (-2.0 * u1.ln()).sqrt();
+        data.push((r * (std::f64::consts::TAU * u2).cos()) as f32);
+        data.push((r * (std::f64::consts::TAU * u2).sin()) as f32);
+    }
+    data.truncate(n * c * h * w);
+    let labels = (0..n).map(|_| (rng.next() % classes.max(1) as u64) as i64).collect();
+    ImageBatch { shape: [n, c, h, w], data, labels }
+}
+
+/// The decoded images of a file or folder source. Files are decoded once per process:
+/// proxies draw many batches from the same file; a folder reads `n` images drawn with `seed`.
+fn raw_images(source: &ImageSource, n: usize, seed: u64) -> Result<Arc<Raw>> {
+    match source {
         ImageSource::Idx(p) | ImageSource::Cifar(p) => {
-            // decoded once per process: proxies draw many batches from the same file
             static FILES: Mutex<Vec<(PathBuf, Arc<Raw>)>> = Mutex::new(Vec::new());
             let cached = FILES
                 .lock()
                 .ok()
                 .and_then(|f| f.iter().find(|(q, _)| q == p).map(|(_, r)| r.clone()));
-            match cached {
-                Some(r) => r,
-                None => {
-                    let r = Arc::new(if matches!(source, ImageSource::Idx(_)) {
-                        read_idx(p)?
-                    } else {
-                        read_cifar(p)?
-                    });
-                    if let Ok(mut f) = FILES.lock() {
-                        f.push((p.clone(), r.clone()));
-                    }
-                    r
-                }
+            if let Some(r) = cached {
+                return Ok(r);
             }
+            let r = Arc::new(if matches!(source, ImageSource::Idx(_)) {
+                read_idx(p)?
+            } else {
+                read_cifar(p)?
+            });
+            if let Ok(mut f) = FILES.lock() {
+                f.push((p.clone(), r.clone()));
+            }
+            Ok(r)
         }
-        ImageSource::Folder(p) => Arc::new(read_folder(p, n, seed)?),
+        ImageSource::Folder(p) => Ok(Arc::new(read_folder(p, n, seed)?)),
         ImageSource::Gaussian { .. } => {
-            return Err(Error::Usage("gaussian batches are drawn above".into()))
+            Err(Error::Usage("gaussian batches are drawn above".into()))
         }
-    };
-    let picks = match source {
-        ImageSource::Folder(_) => (0..raw.images.len()).collect(),
-        _ => draw(raw.images.len(), n, seed),
-    };
-    let plane = raw.h * raw.w;
-    let mut data = Vec::with_capacity(n * c * h * w);
-    let mut labels = Vec::with_capacity(n);
-    for &i in &picks {
-        let img = &raw.images[i];
-        for ch in 0..c {
-            let src: Vec<f32> = if raw.c == 1 {
-                img[..plane].iter().map(|&v| v as f32 / 255.0).collect()
-            } else if c == 1 {
-                (0..plane)
-                    .map(|k| {
-                        (0..raw.c).map(|q| img[q * plane + k] as f32).sum::<f32>()
-                            / (255.0 * raw.c as f32)
-                    })
-                    .collect()
-            } else {
-                let q = ch % raw.c;
-                img[q * plane..(q + 1) * plane].iter().map(|&v| v as f32 / 255.0).collect()
-            };
-            if raw.h == h && raw.w == w {
-                data.extend(src);
-            } else {
-                data.extend(resize(&src, raw.h, raw.w, h, w));
-            }
-        }
-        labels.push(raw.labels[i]);
     }
-    // standardise per channel
+}
+
+/// Channel `ch` of one image, scaled to [0, 1] and resized to `h x w`: grey replicated to
+/// every channel, colour averaged when the network takes one, else the image's channel `ch`
+/// (modulo its channel count).
+fn channel(raw: &Raw, img: &[u8], ch: usize, chw: [usize; 3]) -> Vec<f32> {
+    let [c, h, w] = chw;
+    let plane = raw.h * raw.w;
+    let src: Vec<f32> = if raw.c == 1 {
+        img[..plane].iter().map(|&v| v as f32 / 255.0).collect()
+    } else if c == 1 {
+        (0..plane)
+            .map(|k| {
+                (0..raw.c).map(|q| img[q * plane + k] as f32).sum::<f32>() / (255.0 * raw.c as f32)
+            })
+            .collect()
+    } else {
+        let q = ch % raw.c;
+        img[q * plane..(q + 1) * plane].iter().map(|&v| v as f32 / 255.0).collect()
+    };
+    if raw.h == h && raw.w == w {
+        src
+    } else {
+        resize(&src, raw.h, raw.w, h, w)
+    }
+}
+
+/// Standardises each channel of an `[n, c, h, w]` batch with its mean and standard deviation.
+fn standardise(data: &mut [f32], n: usize, chw: [usize; 3]) {
+    let [c, h, w] = chw;
     for ch in 0..c {
         let vals = || (0..n).flat_map(|i| (0..h * w).map(move |k| (i * c + ch) * h * w + k));
         let count = (n * h * w) as f64;
@@ -356,7 +377,6 @@ pub fn load_batch(
             data[k] = ((data[k] as f64 - mean) / std) as f32;
         }
     }
-    Ok(ImageBatch { shape: [n, c, h, w], data, labels })
 }
 
 #[cfg(test)]

@@ -34,11 +34,6 @@ fn over_weights(
     sum_terms(&ws, &gs, term).map_err(|e| tch_err(input, what, e))
 }
 
-/// The reads of a loss-pass proxy.
-const fn reads(weight_grads: bool, act_grads: bool, hessian_grad: bool, jac: bool) -> Reads {
-    Reads { weight_grads, act_grads, hessian_grad, input_jacobian: jac }
-}
-
 /// `#params` in millions (NASLib's unit for NB-201).
 pub struct Params;
 impl Proxy for Params {
@@ -108,7 +103,7 @@ impl Proxy for Snip {
         Needs::Images(64)
     }
     fn reads(&self) -> Reads {
-        reads(true, false, false, false)
+        Reads::WEIGHT_GRADS
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         Ok(input.grad_sums()?.snip)
@@ -125,7 +120,7 @@ impl Proxy for GradNorm {
         Needs::Images(64)
     }
     fn reads(&self) -> Reads {
-        reads(true, false, false, false)
+        Reads::WEIGHT_GRADS
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         Ok(input.grad_sums()?.grad_norm)
@@ -142,7 +137,7 @@ impl Proxy for Plain {
         Needs::Images(64)
     }
     fn reads(&self) -> Reads {
-        reads(true, false, false, false)
+        Reads::WEIGHT_GRADS
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         Ok(input.grad_sums()?.plain)
@@ -182,7 +177,7 @@ impl Proxy for Jacov {
         Needs::Images(64)
     }
     fn reads(&self) -> Reads {
-        reads(false, false, false, true)
+        Reads::INPUT_JACOBIAN
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         input.shared(input.loss_pass(self.reads()).jacov)
@@ -200,7 +195,7 @@ impl Proxy for Fisher {
         Needs::Images(64)
     }
     fn reads(&self) -> Reads {
-        reads(false, true, false, false)
+        Reads::ACT_GRADS
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         input.shared(input.loss_pass(self.reads()).fisher)
@@ -218,7 +213,7 @@ impl Proxy for Grasp {
         Needs::Images(64)
     }
     fn reads(&self) -> Reads {
-        reads(false, false, true, false)
+        Reads::HESSIAN_GRAD
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         input.shared(input.loss_pass(self.reads()).grasp)

@@ -51,6 +51,19 @@ pub struct Reads {
 }
 
 impl Reads {
+    /// SNIP, GradNorm and Plain: the weight gradients.
+    pub const WEIGHT_GRADS: Reads =
+        Reads { weight_grads: true, act_grads: false, hessian_grad: false, input_jacobian: false };
+    /// Fisher: the conv/linear output gradients.
+    pub const ACT_GRADS: Reads =
+        Reads { weight_grads: false, act_grads: true, hessian_grad: false, input_jacobian: false };
+    /// GraSP: the Hessian-gradient product.
+    pub const HESSIAN_GRAD: Reads =
+        Reads { weight_grads: false, act_grads: false, hessian_grad: true, input_jacobian: false };
+    /// Jacobian covariance: the input Jacobian.
+    pub const INPUT_JACOBIAN: Reads =
+        Reads { weight_grads: false, act_grads: false, hessian_grad: false, input_jacobian: true };
+
     /// Everything either reads.
     pub fn union(self, o: Reads) -> Reads {
         Reads {
@@ -128,8 +141,7 @@ impl<'a> ProxyInput<'a> {
 
     /// The gradient sums SNIP, GradNorm and Plain read.
     pub(crate) fn grad_sums(&self) -> Result<GradSums> {
-        let want = Reads { weight_grads: true, ..Default::default() };
-        self.shared(self.loss_pass(want).sums)
+        self.shared(self.loss_pass(Reads::WEIGHT_GRADS).sums)
     }
 
     /// A shared value, or its error for this network.

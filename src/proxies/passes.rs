@@ -135,10 +135,11 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
         );
     }
     if reads.act_grads {
-        pass.fisher = Some(fisher(&acts, &ga).map_err(|e| message(tch_err(input, "fisher", e))));
-        if acts.is_empty() {
-            pass.fisher = Some(Err("no conv or linear layer to score".into()));
-        }
+        pass.fisher = Some(if acts.is_empty() {
+            Err("no conv or linear layer to score".into())
+        } else {
+            fisher(&acts, &ga).map_err(|e| message(tch_err(input, "fisher", e)))
+        });
     }
     if reads.hessian_grad {
         pass.grasp = Some(grasp(input, &ws, &gw, reads.input_jacobian).map_err(message));
