@@ -190,3 +190,51 @@ fn an_ensemble_with_the_flops_transform_trains_predicts_and_fine_tunes() {
     let r = again[0].meta.flops_slope / tuned[0].meta.flops_slope;
     assert!((0.7..1.4).contains(&r), "recomputed MAD moved the slope x{r}");
 }
+
+#[test]
+fn a_mix_of_families_trains_on_one_scale_and_ranks_each_part() {
+    let root = tempfile::tempdir().unwrap();
+    let p = paths(root.path());
+    let mut cfg = tiny();
+    cfg.supervised.flops_transform = true;
+    cfg.mix.parts = vec!["nb201:cifar10_test_ep200".into(), "t=tnb-micro".into()];
+    cfg.mix.per_part = 150;
+    cfg.mix.held_out = 0.2;
+    let set = flows::mix::load_mix(&cfg, &p).unwrap();
+    assert_eq!(set.len(), 300);
+    let g = set.groups.as_ref().unwrap();
+    assert_eq!(g.names, ["nb201:cifar10_test_ep200", "t"]);
+    // each part's target is on one scale: normal scores, median 0
+    for part in 0..2u32 {
+        let mut z: Vec<f64> = (0..set.len())
+            .filter(|&i| g.of[i] == part)
+            .map(|i| set.records.records[i].target(flows::mix::MIX_TARGET).unwrap())
+            .collect();
+        z.sort_by(f64::total_cmp);
+        assert!(z[z.len() / 2].abs() < 0.05 && z[0] > -3.5 && z[z.len() - 1] < 3.5, "{z:?}");
+    }
+    let a = flows::pretrain_set(cfg, &set, "mix", &p, Device::Cpu, true).unwrap();
+    for part in ["nb201:cifar10_test_ep200", "t"] {
+        for who in ["model", "params", "flops"] {
+            let s = a.metrics[&format!("{part}/{who}")]["spearman"];
+            assert!(s.is_finite(), "{part}/{who}: {s}");
+        }
+        assert_eq!(a.metrics[&format!("{part}/model")]["n"], 30.0);
+    }
+    let m = nape::train::model::Model::load_members(&p.models.join("mix"), Device::Cpu).unwrap();
+    let meta = &m[0].meta;
+    assert_eq!((meta.family.as_str(), meta.predicts.as_str()), ("mix", flows::mix::MIX_PREDICTS));
+    assert!(meta.flops_slope > 0.0 && meta.params_slope == 0.0, "{}", meta.flops_slope);
+    let log = std::fs::read_to_string(a.run_dir.join("log.txt")).unwrap();
+    assert!(log.contains("base line within the 2 parts"), "{log}");
+    let resnet = PathBuf::from("tests/corpus/zoo/resnet18.onnx");
+    let pred = Predictor::load(
+        &p.models.join("mix"),
+        Device::Cpu,
+        ImportOptions::default(),
+        Path::new("."),
+    )
+    .unwrap();
+    let r = pred.predict_files(std::slice::from_ref(&resnet)).remove(0).unwrap();
+    assert!(r.prediction.is_finite() && r.in_domain.is_some());
+}

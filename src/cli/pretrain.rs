@@ -14,12 +14,19 @@ pub struct PretrainArgs {
     /// Training configuration (JSON; missing fields take their defaults).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Train on several families at once: one part per flag, `FAMILY[:TARGET]` or
+    /// `LABELS_FILE[:TARGET]` (replaces the config's `mix.parts`; see docs/predictor.md).
+    #[arg(long, value_name = "PART", conflicts_with_all = ["family", "labels"])]
+    pub mix: Vec<String>,
     /// Model name (folder under models/).
     #[arg(long, default_value = "nape-nb101")]
     pub name: String,
     /// Seed (overrides the config's).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Members of the deep ensemble (overrides the config's).
+    #[arg(long)]
+    pub members: Option<usize>,
     /// Print the metrics as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -37,15 +44,26 @@ pub fn run(a: &PretrainArgs, quiet: bool) -> anyhow::Result<i32> {
     if let Some(s) = a.seed {
         cfg.seed = s;
     }
-    let source = a.source.source(Some(&cfg.family.clone()))?;
+    if let Some(m) = a.members {
+        cfg.members = m;
+    }
+    if !a.mix.is_empty() {
+        cfg.mix.parts = a.mix.clone();
+    }
     let paths = a.common.paths();
-    let target = match (&source, &a.source.target) {
-        (_, Some(t)) => Some(t.clone()),
-        (flows::Source::Family(f), None) if *f == cfg.family => Some(cfg.target.clone()),
-        _ => None,
-    };
     let device = model::device(&a.common.device)?;
-    let set = flows::LabelledSet::load_lazy(&source, target.as_deref(), &cfg.proxies, &paths)?;
+    let set = if cfg.mix.parts.is_empty() {
+        let source = a.source.source(Some(&cfg.family.clone()))?;
+        let target = match (&source, &a.source.target) {
+            (_, Some(t)) => Some(t.clone()),
+            (flows::Source::Family(f), None) if *f == cfg.family => Some(cfg.target.clone()),
+            _ => None,
+        };
+        flows::LabelledSet::load_lazy(&source, target.as_deref(), &cfg.proxies, &paths)?
+    } else {
+        cfg.check()?;
+        flows::mix::load_mix(&cfg, &paths)?
+    };
     let report = flows::pretrain_set(cfg, &set, &a.name, &paths, device, quiet)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -123,6 +123,41 @@ pub struct TrainConfig {
     /// its own initialisation, batches and augmentations ([`member_seed`]); the prediction is
     /// their mean and their spread joins the uncertainty (`train::model::predict_members`).
     pub members: usize,
+    /// Training on several labelled families at once (`train::flows::mix`); empty parts: one
+    /// family (`family`, `target`).
+    pub mix: MixConfig,
+}
+
+/// Several labelled families in one training run: each part's target standardised within the
+/// part, batches drawn from one part at a time (`train::flows::mix`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MixConfig {
+    /// The parts: `FAMILY[:TARGET]` (`nb201:cifar100_test_ep200`) or `LABELS_FILE[:TARGET]`.
+    pub parts: Vec<String>,
+    /// Most labelled networks drawn from one part (the same networks for every part of a
+    /// family: its targets share their held-out networks).
+    pub per_part: usize,
+    /// A part's share of the training batches goes as its size to this power (1: as its size,
+    /// 0: every part alike; 0.5, the default, as multilingual translation models draw their
+    /// languages).
+    pub temperature: f64,
+    /// Fraction of each part held out for testing.
+    pub held_out: f64,
+    /// Fraction of each part for validation (early stopping on the parts' mean Kendall tau).
+    pub validation: f64,
+}
+
+impl Default for MixConfig {
+    fn default() -> MixConfig {
+        MixConfig {
+            parts: Vec::new(),
+            per_part: 3000,
+            temperature: 0.5,
+            held_out: 0.1,
+            validation: 0.1,
+        }
+    }
 }
 
 /// The seed of member `k`'s initialisation, batches and augmentations, for a run of `seed`
@@ -147,6 +182,7 @@ impl Default for TrainConfig {
             threads: 0,
             proxies: Vec::new(),
             members: 1,
+            mix: MixConfig::default(),
         }
     }
 }
@@ -179,6 +215,11 @@ impl TrainConfig {
         }
         if self.pretrain.temperature.is_nan() || self.pretrain.temperature <= 0.0 {
             return bad("pretrain.temperature must be positive");
+        }
+        let m = &self.mix;
+        let fractions = m.held_out >= 0.0 && m.validation >= 0.0 && m.held_out + m.validation < 0.9;
+        if !((0.0..=1.0).contains(&m.temperature) && fractions) {
+            return bad("mix.temperature must be in [0, 1], held_out + validation below 0.9");
         }
         let known = crate::features::GLOBAL_PROXIES;
         if let Some(p) = self.proxies.iter().find(|p| !known.contains(&p.as_str())) {

@@ -85,6 +85,71 @@ fn f32s(v: impl Iterator<Item = f64>, device: Device) -> Tensor {
     Tensor::from_slice(&v).to_device(device)
 }
 
+/// The rows of each part, in order: `parts_of(of)[g]` lists the `i` with `of[i] == g`.
+pub fn parts_of(of: &[u32]) -> Vec<Vec<usize>> {
+    let k = of.iter().map(|&g| g as usize + 1).max().unwrap_or(0);
+    let mut parts = vec![Vec::new(); k];
+    for (i, &g) in of.iter().enumerate() {
+        parts[g as usize].push(i);
+    }
+    parts
+}
+
+/// One epoch's batches of a mix's training rows (`of`: each row's part), each from one part:
+/// part `g` of `n_g` rows gets a share `n_g^temperature / sum n^temperature` of the epoch's
+/// `ceil(n / batch)` batches (at least one), of `min(batch, n_g)` rows drawn without
+/// replacement from its rows in a fresh order each time they run out; the batches then come in
+/// a random order. Parts of fewer than 2 rows give none.
+pub fn group_batches(
+    of: &[u32],
+    batch: usize,
+    temperature: f64,
+    rng: &mut SplitMix64,
+) -> Vec<Vec<usize>> {
+    let mut parts = parts_of(of);
+    parts.retain(|p| p.len() >= 2);
+    let total = of.len().div_ceil(batch.max(2)) as f64;
+    let weight: Vec<f64> = parts.iter().map(|p| (p.len() as f64).powf(temperature)).collect();
+    let sum: f64 = weight.iter().sum();
+    let mut out = Vec::new();
+    for (rows, w) in parts.iter_mut().zip(&weight) {
+        let size = batch.max(2).min(rows.len());
+        let mut pos = rows.len();
+        for _ in 0..((total * w / sum).round() as usize).max(1) {
+            if pos + size > rows.len() {
+                rng.shuffle(rows);
+                pos = 0;
+            }
+            out.push(rows[pos..pos + size].to_vec());
+            pos += size;
+        }
+    }
+    rng.shuffle(&mut out);
+    out
+}
+
+/// The mean over parts (`of`) of Kendall's tau within each part of at least 3 rows, each
+/// weighted by its rows: tau's sampling variance goes as 1/n, so this is the
+/// inverse-variance estimate of one tau, and a part of 8 validation networks cannot outvote
+/// one of 500 (with equal weights it decided early stopping on its own noise).
+pub fn mean_tau_within(pred: &[f64], truth: &[f64], of: &[u32]) -> f64 {
+    let (mut sum, mut weight) = (0.0, 0.0);
+    for idx in parts_of(of) {
+        let p: Vec<f64> = idx.iter().map(|&i| pred[i]).collect();
+        let t: Vec<f64> = idx.iter().map(|&i| truth[i]).collect();
+        let tau = crate::metrics::kendall_tau(&p, &t);
+        if idx.len() >= 3 && tau.is_finite() {
+            sum += tau * idx.len() as f64;
+            weight += idx.len() as f64;
+        }
+    }
+    if weight > 0.0 {
+        sum / weight
+    } else {
+        f64::NAN
+    }
+}
+
 /// Mean and (population) standard deviation, the latter floored at 1e-8.
 pub fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
@@ -214,13 +279,16 @@ impl Trainer {
 
     /// Supervised training on `train` (graphs with targets already standardised), early
     /// stopping on validation Kendall tau; the best epoch's weights are kept. Returns the best
-    /// validation tau.
+    /// validation tau. With `groups` (each training and validation row's part of a mix),
+    /// every batch comes from one part ([`group_batches`]) and the validation tau is the
+    /// parts' weighted mean ([`mean_tau_within`]).
     #[allow(clippy::too_many_arguments)]
     pub fn supervised(
         &mut self,
         model: &Model,
         train: &[(&GraphFeatures, f64)],
         val: &[(&GraphFeatures, f64)],
+        groups: Option<(&[u32], &[u32])>,
         epochs: usize,
         lr: f64,
         phase: &str,
@@ -235,7 +303,14 @@ impl Trainer {
         for epoch in 0..epochs {
             let t0 = Instant::now();
             let order = shuffled(train.len(), &mut rng);
-            let chunks: Vec<&[usize]> = order.chunks(s.batch).filter(|c| c.len() >= 2).collect();
+            let drawn = match groups {
+                Some((of, _)) => group_batches(of, s.batch, self.cfg.mix.temperature, &mut rng),
+                None => Vec::new(),
+            };
+            let chunks: Vec<&[usize]> = match groups {
+                Some(_) => drawn.iter().map(Vec::as_slice).collect(),
+                None => order.chunks(s.batch).filter(|c| c.len() >= 2).collect(),
+            };
             let pb = bar(chunks.len(), format!("{phase} {}/{epochs}", epoch + 1));
             let (mut sum, mut n) = (0.0, 0usize);
             for chunk in chunks {
@@ -251,7 +326,10 @@ impl Trainer {
                 let g: Vec<&GraphFeatures> = val.iter().map(|v| v.0).collect();
                 let pred: Vec<f64> = model.predict(&g)?.into_iter().map(|p| p.0).collect();
                 let truth: Vec<f64> = val.iter().map(|v| v.1).collect();
-                crate::metrics::kendall_tau(&pred, &truth)
+                match groups {
+                    Some((_, of)) => mean_tau_within(&pred, &truth, of),
+                    None => crate::metrics::kendall_tau(&pred, &truth),
+                }
             };
             // without validation cells the epoch kept is the one of lowest training loss
             let judged = if val.is_empty() {
@@ -402,5 +480,59 @@ mod tests {
         assert_eq!(m, 1.0);
         assert!((s - mean_std(&[1.0, 1.0, 1.0, 5.0]).1).abs() < 1e-12);
         assert!(median_mad(&[]).1 > 0.0);
+    }
+
+    #[test]
+    fn group_batches_are_pure_and_share_the_epoch_by_size_to_the_temperature() {
+        // parts of 900, 100 and 1 rows; batch 50 -> 21 batches in the epoch
+        let of: Vec<u32> = (0..1001)
+            .map(|i| {
+                if i < 900 {
+                    0
+                } else if i < 1000 {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect();
+        let count = |t: f64| {
+            let b = group_batches(&of, 50, t, &mut SplitMix64(3));
+            let mut n = [0usize; 3];
+            for batch in &b {
+                let g = of[batch[0]];
+                assert!(batch.iter().all(|&i| of[i] == g), "a batch mixes parts");
+                let mut u = batch.clone();
+                u.sort();
+                u.dedup();
+                assert_eq!(u.len(), batch.len(), "a row twice in one batch");
+                n[g as usize] += 1;
+            }
+            n
+        };
+        assert_eq!(count(1.0), [19, 2, 0]);
+        assert_eq!(count(0.5), [16, 5, 0]);
+        assert_eq!(count(0.0), [11, 11, 0]);
+        // a part smaller than a batch comes whole
+        let b = group_batches(&[0, 0, 0, 1, 1, 1, 1, 1, 1, 1], 8, 1.0, &mut SplitMix64(1));
+        assert!(b.iter().all(|x| x.len() == if of_len(x) { 3 } else { 7 }));
+        fn of_len(x: &[usize]) -> bool {
+            x[0] < 3
+        }
+    }
+
+    #[test]
+    fn the_validation_tau_of_a_mix_is_the_parts_mean() {
+        // within each part the prediction ranks perfectly; across parts it runs backwards
+        let pred = [1.0, 2.0, 3.0, 11.0, 12.0, 13.0];
+        let truth = [10.0, 20.0, 30.0, 1.0, 2.0, 3.0];
+        assert!((mean_tau_within(&pred, &truth, &[0, 0, 0, 1, 1, 1]) - 1.0).abs() < 1e-12);
+        assert!(crate::metrics::kendall_tau(&pred, &truth) < 0.0);
+        assert!(mean_tau_within(&pred, &truth, &[0, 0, 1, 1, 2, 2]).is_nan());
+        // weighted by rows: 3 rows ranked right, 5 ranked backwards -> (3 - 5) / 8
+        let pred = [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        let truth = [1.0, 2.0, 3.0, 5.0, 4.0, 3.0, 2.0, 1.0];
+        let tau = mean_tau_within(&pred, &truth, &[0, 0, 0, 1, 1, 1, 1, 1]);
+        assert!((tau + 0.25).abs() < 1e-12, "{tau}");
     }
 }

@@ -8,6 +8,7 @@
 pub mod baselines;
 mod evaluate;
 pub mod finetune;
+pub mod mix;
 mod pretrain;
 
 pub use evaluate::{
@@ -144,6 +145,9 @@ pub struct LabelledSet {
     pub skipped: Vec<(String, String)>,
     /// The proxies the features read.
     pub proxies: Vec<String>,
+    /// The part each network comes from, for a mix of several families ([`mix`]); `None`
+    /// for one family or labels file.
+    pub groups: Option<mix::Groups>,
 }
 
 impl LabelledSet {
@@ -191,6 +195,7 @@ impl LabelledSet {
                     samples: Vec::new(),
                     skipped: Vec::new(),
                     proxies: proxies.to_vec(),
+                    groups: None,
                 })
             }
             Source::Labels(path) => {
@@ -231,6 +236,7 @@ impl LabelledSet {
             samples: Vec::new(),
             skipped: Vec::new(),
             proxies: proxies.to_vec(),
+            groups: None,
         };
         for (r, s) in labels.records.into_iter().zip(featurised) {
             match s {

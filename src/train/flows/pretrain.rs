@@ -2,6 +2,7 @@
 //! its held-out split beside the baselines, saved with its run folder.
 
 use super::baselines::{counts, fitted_predictions, proxy_baselines, score_each};
+use super::mix::{self, Groups};
 use super::{LabelledSet, Paths, RunDir, Source};
 use crate::dataset::Dataset;
 use crate::encoder::FeatureDims;
@@ -12,7 +13,7 @@ use crate::train::config::{member_seed, SupervisedConfig, TrainConfig};
 use crate::train::data::{self, Sample};
 use crate::train::model::{predict_members, Meta, Model};
 use crate::train::score;
-use crate::train::trainer::{mean_std, median_mad, Trainer};
+use crate::train::trainer::{mean_std, median_mad, parts_of, Trainer};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -68,6 +69,18 @@ pub fn split_labelled(
     (test, val, train)
 }
 
+/// [`split_labelled`], or a mix's split part by part ([`mix::split_groups`]).
+fn split(
+    set: &LabelledSet,
+    cfg: &TrainConfig,
+    member: usize,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    match &set.groups {
+        Some(g) => mix::split_groups(g, &cfg.mix, cfg.seed, member),
+        None => split_labelled(&set.records, cfg, member),
+    }
+}
+
 /// Pretrains a model on `cfg.family`'s labelled cells (see the `train` module docs).
 pub fn pretrain(
     cfg: TrainConfig,
@@ -102,7 +115,7 @@ pub fn pretrain_set(
     trainer.quiet = quiet;
     let run = RunDir::create(&paths.runs, "pretrain", name)?;
     run.json("config.json", &cfg)?;
-    let test = split_labelled(&set.records, &cfg, 0).0;
+    let test = split(set, &cfg, 0).0;
     let mut timing = BTreeMap::new();
     let mut models = Vec::with_capacity(cfg.members);
     for k in 0..cfg.members {
@@ -114,8 +127,11 @@ pub fn pretrain_set(
     trainer.cfg.seed = cfg.seed;
     let mut metrics = BTreeMap::new();
     if !test.is_empty() {
-        let (_, _, train) = split_labelled(&set.records, &cfg, 0);
-        metrics = held_out(&mut trainer, &mut models, set, &test, &train, paths, &run)?;
+        let (_, _, train) = split(set, &cfg, 0);
+        metrics = match &set.groups {
+            Some(g) => mix_held_out(&mut trainer, &mut models, set, g, &test, paths, &run)?,
+            None => held_out(&mut trainer, &mut models, set, &test, &train, paths, &run)?,
+        };
     }
     timing.insert("total_s".to_string(), t_all.elapsed().as_secs_f64());
     for model in models.iter_mut() {
@@ -136,26 +152,40 @@ pub fn pretrain_set(
 }
 
 /// Unlabelled networks for member `k`'s contrastive stage: NB-101 cells drawn from the whole
-/// space for NB-101, the set's own networks (their graphs only) for any other set.
+/// space for NB-101 (all of them for an NB-101 set, half of them for a mix with an NB-101
+/// part), the set's own networks of every other family (their graphs only) for the rest.
 fn unlabelled(
     cfg: &TrainConfig,
     set: &LabelledSet,
     mseed: u64,
     paths: &Paths,
 ) -> Result<Vec<Sample>> {
-    if cfg.pretrain.unlabelled == 0 || cfg.pretrain.epochs == 0 {
+    let want = cfg.pretrain.unlabelled;
+    if want == 0 || cfg.pretrain.epochs == 0 {
         return Ok(Vec::new());
     }
-    if set.family == "nb101" {
-        let recs = data::nb101_unlabelled(&paths.data, cfg.pretrain.unlabelled, mseed)?;
+    let family = |i: usize| match &set.groups {
+        Some(g) => g.family[g.of[i] as usize].as_str(),
+        None => set.family.as_str(),
+    };
+    let mut own: Vec<usize> = (0..set.len()).filter(|&i| family(i) != "nb101").collect();
+    let has_nb101 = own.len() < set.len();
+    let n_space = match (has_nb101, own.is_empty()) {
+        (false, _) => 0,
+        (true, true) => want,
+        (true, false) => want / 2,
+    };
+    let mut out = Vec::with_capacity(want);
+    if n_space > 0 {
+        let recs = data::nb101_unlabelled(&paths.data, n_space, mseed)?;
         let scorer = crate::proxies::FeatureScorer::new(&cfg.proxies, &paths.data)?;
         let score = |cg: &crate::graph::Cg| scorer.score(cg);
-        return data::featurise(&recs, "nb101", &cfg.target, &paths.cache, &cfg.proxies, &score);
+        out = data::featurise(&recs, "nb101", &cfg.target, &paths.cache, &cfg.proxies, &score)?;
     }
-    let mut idx: Vec<usize> = (0..set.len()).collect();
-    let n = cfg.pretrain.unlabelled.min(idx.len());
-    crate::dataset::SplitMix64(mseed).shuffle_prefix(&mut idx, n);
-    set.samples_at(&idx[..n], paths)
+    let n = (want - n_space).min(own.len());
+    crate::dataset::SplitMix64(mseed).shuffle_prefix(&mut own, n);
+    out.extend(set.samples_at(&own[..n], paths)?);
+    Ok(out)
 }
 
 /// Trains member `k`: its own split, contrastive pretraining, supervised epochs, fuzzy
@@ -173,7 +203,7 @@ fn train_member(
 ) -> Result<Model> {
     let mseed = member_seed(cfg.seed, k);
     trainer.cfg.seed = mseed;
-    let (test, val, train) = split_labelled(&set.records, cfg, k);
+    let (test, val, train) = split(set, cfg, k);
     trainer.say(format!(
         "{}: {} labelled records -> train {}, validation {}, held-out test {}",
         set.family,
@@ -191,24 +221,22 @@ fn train_member(
     let (f_train, f_val) = (set.samples_at(&train, paths)?, set.samples_at(&val, paths)?);
     *timing.entry("featurise_s".into()).or_default() += t0.elapsed().as_secs_f64();
     let s_train: Vec<&Sample> = f_train.iter().collect();
-    let y_train: Vec<f64> = train.iter().map(|&i| truth[i]).collect();
-    let lf: Vec<f64> = s_train.iter().map(|s| features::log_flops(&s.features)).collect();
-    let slope = if cfg.supervised.flops_transform { ols_slope(&lf, &y_train) } else { 0.0 };
-    let resid: Vec<f64> = y_train.iter().zip(&lf).map(|(y, x)| y - slope * x).collect();
-    let (mu, sd) = mean_std(&resid);
-    if slope != 0.0 {
-        trainer.say(format!(
-            "FLOPs transform: {} = {mu:.4} + {slope:.4} log10(1 + FLOPs) + residual (residual std {sd:.4})",
-            cfg.target
-        ));
-    }
     let train_graphs: Vec<&GraphFeatures> = s_train.iter().map(|s| &s.features).collect();
+    let y_raw: Vec<f64> = train.iter().map(|&i| truth[i]).collect();
+    let (y_train, [fs, ps]) = base_line(trainer, cfg, set, &train, &train_graphs, y_raw);
+    let resid: Vec<f64> = y_train
+        .iter()
+        .zip(&train_graphs)
+        .map(|(y, g)| y - fs * features::log_flops(g) - ps * features::graf::log10_params(g))
+        .collect();
+    let (mu, sd) = mean_std(&resid);
     let mut meta = Meta::new(name, cfg);
     meta.predicts = set.predicts.clone();
     meta.member = k;
     meta.target_mean = mu;
     meta.target_std = sd;
-    meta.flops_slope = slope;
+    meta.flops_slope = fs;
+    meta.params_slope = ps;
     meta.target_spread = mean_std(&y_train).1;
     meta.target_mad = Some(median_mad(&y_train).1);
     meta.seen_ids = train.iter().chain(&val).map(|&i| set.records.records[i].id.clone()).collect();
@@ -234,13 +262,66 @@ fn train_member(
     let tr: Vec<(&GraphFeatures, f64)> =
         train_graphs.iter().zip(&y_train).map(|(&g, &y)| (g, model.standardise(g, y))).collect();
     let sup = cfg.supervised.clone();
-    trainer.supervised(&model, &tr, &va, sup.epochs, sup.lr, "supervised")?;
+    let of = |rows: &[usize]| set.groups.as_ref().map(|g| rows.iter().map(|&i| g.of[i]).collect());
+    let (g_train, g_val): (Option<Vec<u32>>, Option<Vec<u32>>) = (of(&train), of(&val));
+    let groups = g_train.as_deref().zip(g_val.as_deref());
+    trainer.supervised(&model, &tr, &va, groups, sup.epochs, sup.lr, "supervised")?;
     if sup.fcm_epochs > 0 && cfg.heads.k > 1 {
         trainer.fit_fcm(&mut model, &train_graphs)?;
-        trainer.supervised(&model, &tr, &va, sup.fcm_epochs, sup.lr * 0.3, "fcm-heads")?;
+        trainer.supervised(&model, &tr, &va, groups, sup.fcm_epochs, sup.lr * 0.3, "fcm-heads")?;
     }
     *timing.entry("supervised_s".into()).or_default() += t2.elapsed().as_secs_f64();
     Ok(model)
+}
+
+/// A mix's held-out scores, part by part (`<part>/model`, `<part>/params`, `<part>/flops`,
+/// ...): the model's ranking within each part beside the counts'. Calibrates the in-domain
+/// reference on all the held-out networks and writes predictions.csv (the part in the id).
+fn mix_held_out(
+    trainer: &mut Trainer,
+    models: &mut [Model],
+    set: &LabelledSet,
+    groups: &Groups,
+    test: &[usize],
+    paths: &Paths,
+    run: &RunDir,
+) -> Result<BTreeMap<String, BTreeMap<String, f64>>> {
+    let truth = set.truth();
+    let f_test = set.samples_at(test, paths)?;
+    let g: Vec<&GraphFeatures> = f_test.iter().map(|s| &s.features).collect();
+    crate::train::domain::calibrate(models, &g)?;
+    let pred = predict_members(models, &g)?;
+    let mut metrics = BTreeMap::new();
+    let mut parts = parts_of(&test.iter().map(|&i| groups.of[i]).collect::<Vec<_>>());
+    parts.resize(groups.names.len(), Vec::new());
+    for (rows, name) in parts.into_iter().zip(&groups.names) {
+        let p: Vec<f64> = rows.iter().map(|&r| pred[r].0).collect();
+        let y: Vec<f64> = rows.iter().map(|&r| truth[test[r]]).collect();
+        let s: Vec<&Sample> = rows.iter().map(|&r| &f_test[r]).collect();
+        let model = crate::train::score_unitless(&p, &y);
+        let base = counts(&p, &s, &y);
+        trainer.say(format!(
+            "held-out {} of {name}: spearman {:.4} (#params {:.4}, FLOPs {:.4})",
+            rows.len(),
+            model["spearman"],
+            base[0].1["spearman"],
+            base[2].1["spearman"]
+        ));
+        metrics.insert(format!("{name}/model"), model);
+        metrics.extend(base.into_iter().map(|(b, m)| (format!("{name}/{b}"), m)));
+    }
+    let recs: Vec<_> = test
+        .iter()
+        .map(|&i| {
+            let mut r = set.records.records[i].clone();
+            r.id = format!("{}/{}", groups.names[groups.of[i] as usize], r.id);
+            r
+        })
+        .collect();
+    let y: Vec<f64> = test.iter().map(|&i| truth[i]).collect();
+    let s: Vec<&Sample> = f_test.iter().collect();
+    run.predictions(&recs.iter().collect::<Vec<_>>(), &y, &pred, &s, &[])?;
+    Ok(metrics)
 }
 
 /// Scores the models on the held-out `test` records beside the baselines (the classical ones
@@ -313,6 +394,41 @@ fn held_out(
         }
     ));
     Ok(metrics)
+}
+
+/// The training targets and the base line's slopes on (log10 FLOPs, log10 params), when the
+/// config asks for the base line (`flops_transform`): GENNAPE's FLOPs slope (params 0). A
+/// mix: the slope fitted within its parts and each part placed by its mean compute (`mix`'s
+/// module docs).
+fn base_line(
+    trainer: &mut Trainer,
+    cfg: &TrainConfig,
+    set: &LabelledSet,
+    train: &[usize],
+    graphs: &[&GraphFeatures],
+    y: Vec<f64>,
+) -> (Vec<f64>, [f64; 2]) {
+    let lf: Vec<f64> = graphs.iter().map(|g| features::log_flops(g)).collect();
+    if let Some(groups) = &set.groups {
+        let of: Vec<u32> = train.iter().map(|&i| groups.of[i]).collect();
+        let slope = match cfg.supervised.flops_transform {
+            true => mix::within_slope(&lf, &y, &of),
+            false => 0.0,
+        };
+        trainer.say(format!(
+            "base line within the {} parts: {slope:.4} per decade of FLOPs",
+            groups.names.len()
+        ));
+        return (mix::placed(&lf, &y, &of, slope), [slope, 0.0]);
+    }
+    let slope = if cfg.supervised.flops_transform { ols_slope(&lf, &y) } else { 0.0 };
+    if slope != 0.0 {
+        trainer.say(format!(
+            "FLOPs transform: {} = a + {slope:.4} log10(1 + FLOPs) + residual",
+            cfg.target
+        ));
+    }
+    (y, [slope, 0.0])
 }
 
 /// Least-squares slope of `y` on `x` (0 when `x` does not vary).

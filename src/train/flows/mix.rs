@@ -1,0 +1,339 @@
+//! Training on several labelled families at once: the parts of a mix
+//! ([`MixConfig::parts`](crate::train::config::MixConfig)), each a benchmark family with one
+//! of its targets (`nb201:cifar100_test_ep200`) or a labels file (`zoo.csv:top1`), drawn,
+//! featurised and put on one scale.
+//!
+//! - Each part's target becomes its rank-based normal scores within the part
+//!   ([`normal_scores`]), so a CIFAR-10 fraction, an ImageNet top-1 in percent and a TransNAS
+//!   task's accuracy train together, and no part's outliers dominate the loss.
+//! - The parts of one family draw the same networks, so its targets share their held-out,
+//!   validation and training networks (no network is tested on that was trained on under
+//!   another of its family's targets).
+//! - Batches come from one part at a time (`Trainer::supervised` with groups), so the pairwise
+//!   ranking loss compares networks of one family and target only; a part's share of batches
+//!   goes as its size to `temperature`.
+//! - The base line (GENNAPE's slope on log FLOPs, [`within_slope`]) is fitted *within* the
+//!   parts: it says how much more compute helps inside a family, not how families differ.
+//!   Each part is then placed by its mean compute at that slope ([`placed`]), so the heads
+//!   learn only what a network has beyond its family's compute trend.
+//!
+//! The model's prediction is a relative score on that scale: it ranks the networks of one
+//! family; `nape finetune --labels` maps it to a user's units.
+
+use super::{LabelledSet, Paths, Source};
+use crate::dataset::{Dataset, SplitMix64};
+use crate::error::{Error, Result};
+use crate::train::config::{member_seed, MixConfig, TrainConfig};
+use crate::train::data;
+use crate::train::trainer::parts_of;
+use std::path::Path;
+
+/// The name of a mix's standardised target.
+pub const MIX_TARGET: &str = "relative_score";
+
+/// What a mix model predicts, in words.
+pub const MIX_PREDICTS: &str = "relative accuracy score: the target's rank within each \
+    training family as a normal score, families placed by their mean compute; it ranks \
+    networks of one family; fine-tune with --labels for your units";
+
+/// Which part each row of a mixed set comes from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Groups {
+    /// Each part's name (its spec).
+    pub names: Vec<String>,
+    /// Each part's family (parts of one family share their networks).
+    pub family: Vec<String>,
+    /// Each row's part.
+    pub of: Vec<u32>,
+}
+
+/// One part of a mix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixPart {
+    /// Where its labelled networks come from.
+    pub source: Source,
+    /// Its target (`None`: the family's default, or the labels file's only numeric column).
+    pub target: Option<String>,
+    /// Its name in reports: the spec, or the `NAME=` before it.
+    pub name: String,
+}
+
+/// Reads a part's spec, `[NAME=]SOURCE`: `FAMILY[:TARGET]` for a benchmark family nape knows,
+/// else a labels file's path with an optional `:TARGET` after it.
+pub fn parse_part(spec: &str) -> MixPart {
+    let (name, spec) = match spec.split_once('=') {
+        Some((n, rest)) if !n.is_empty() && !n.contains(['/', '\\', ':']) => (n, rest),
+        _ => (spec, spec),
+    };
+    MixPart { name: name.to_string(), ..parse_source(spec) }
+}
+
+fn parse_source(spec: &str) -> MixPart {
+    let name = String::new();
+    let (head, tail) = match spec.split_once(':') {
+        Some((h, t)) => (h, Some(t.to_string())),
+        None => (spec, None),
+    };
+    if data::FAMILIES.contains(&head) {
+        return MixPart { source: Source::Family(head.into()), target: tail, name };
+    }
+    let labels =
+        |p: &str, target| MixPart { source: Source::Labels(p.into()), target, name: String::new() };
+    match spec.rsplit_once(':') {
+        Some((p, t)) if !Path::new(spec).exists() && !t.contains(['/', '\\']) => {
+            labels(p, Some(t.to_string()))
+        }
+        _ => labels(spec, None),
+    }
+}
+
+/// Loads and featurises every part of `cfg.mix` into one set whose target is
+/// [`MIX_TARGET`] and whose [`LabelledSet::groups`] says which part each row is from.
+pub fn load_mix(cfg: &TrainConfig, paths: &Paths) -> Result<LabelledSet> {
+    let m = &cfg.mix;
+    if m.parts.is_empty() {
+        return Err(Error::Usage("a mix needs at least one part".into()));
+    }
+    let mut set = LabelledSet {
+        family: "mix".into(),
+        target: MIX_TARGET.into(),
+        predicts: MIX_PREDICTS.into(),
+        records: Dataset { family: "mix".into(), records: Vec::new(), issues: Vec::new() },
+        samples: Vec::new(),
+        skipped: Vec::new(),
+        proxies: cfg.proxies.clone(),
+        groups: Some(Groups::default()),
+    };
+    let mut groups = Groups::default();
+    for (g, spec) in m.parts.iter().enumerate() {
+        let part = parse_part(spec);
+        let one =
+            LabelledSet::load_lazy(&part.source, part.target.as_deref(), &cfg.proxies, paths)?;
+        let order = one.records.shuffled(cfg.seed ^ fnv(&one.family));
+        let take = &order[..order.len().min(m.per_part)];
+        let truth = one.truth();
+        let z = normal_scores(&take.iter().map(|&i| truth[i]).collect::<Vec<_>>());
+        for ((&i, s), z) in take.iter().zip(one.samples_at(take, paths)?).zip(z) {
+            let mut r = one.records.records[i].clone();
+            r.targets.insert(MIX_TARGET.into(), z);
+            set.records.records.push(r);
+            set.samples.push(s);
+            groups.of.push(g as u32);
+        }
+        set.skipped.extend(one.skipped.into_iter().map(|(f, e)| (f, format!("{spec}: {e}"))));
+        groups.names.push(part.name);
+        groups.family.push(one.family);
+    }
+    set.groups = Some(groups);
+    Ok(set)
+}
+
+/// Rank-based normal scores: `probit((rank - 0.5) / n)` (ties share their mean rank). A
+/// monotone map of the target onto a standard normal, bounded by the part's size: NB-101's
+/// few collapsed cells (10 % accuracy, 40 robust standard deviations below the median) would
+/// otherwise dominate the squared loss, and did (held-out NB-101 Spearman 0.92 with them,
+/// NB-201 zero-shot 0.78 from NB-101 alone, against the single-family path's 0.86).
+pub fn normal_scores(y: &[f64]) -> Vec<f64> {
+    let n = y.len() as f64;
+    crate::metrics::ranks(y).iter().map(|r| probit((r - 0.5) / n)).collect()
+}
+
+/// The standard normal quantile function (Acklam's rational approximation, relative error
+/// below 1.2e-9 on (0, 1)).
+fn probit(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] =
+        [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    let p = p.clamp(1e-300, 1.0 - 1e-16);
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// FNV-1a of a name: each family's own draw of networks from one seed.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// Splits a mix into (test, validation, training) row indices, part by part: each part's
+/// first `held_out` fraction (in its family's draw) is tested on, and member `k` draws its
+/// validation and training rows from the rest in its family's own order.
+pub fn split_groups(
+    groups: &Groups,
+    m: &MixConfig,
+    seed: u64,
+    member: usize,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let (mut test, mut val, mut train) = (Vec::new(), Vec::new(), Vec::new());
+    let mut parts = parts_of(&groups.of);
+    parts.resize(groups.family.len(), Vec::new());
+    for (rows, family) in parts.into_iter().zip(&groups.family) {
+        let n = rows.len() as f64;
+        let n_test = ((n * m.held_out).round() as usize).min(rows.len());
+        test.extend_from_slice(&rows[..n_test]);
+        let mut rest = rows[n_test..].to_vec();
+        if member > 0 {
+            let k = rest.len();
+            SplitMix64(member_seed(seed, member) ^ fnv(family)).shuffle_prefix(&mut rest, k);
+        }
+        let n_val = ((n * m.validation).round() as usize).min(rest.len());
+        val.extend_from_slice(&rest[..n_val]);
+        train.extend_from_slice(&rest[n_val..]);
+    }
+    (test, val, train)
+}
+
+/// The base line's slope on log10 FLOPs (GENNAPE's transform): least squares on the rows'
+/// deviations from their part's means (a fixed effect per part), at least 0 (more compute
+/// does not lower accuracy, the prior the base line stands for).
+pub fn within_slope(x: &[f64], y: &[f64], of: &[u32]) -> f64 {
+    let (mx, my) = part_means(x, y, of);
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for ((xi, yi), &g) in x.iter().zip(y).zip(of) {
+        let d = xi - mx[g as usize];
+        sxy += d * (yi - my[g as usize]);
+        sxx += d * d;
+    }
+    if sxx > 0.0 {
+        (sxy / sxx).max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// Each row's target placed by its part's mean compute, `y + slope (mean_part(x) -
+/// mean(x))`, so that `placed - slope x` keeps only the row's deviation from its part's
+/// compute trend (plus one constant).
+pub fn placed(x: &[f64], y: &[f64], of: &[u32], slope: f64) -> Vec<f64> {
+    let (mx, _) = part_means(x, y, of);
+    let all = x.iter().sum::<f64>() / x.len().max(1) as f64;
+    y.iter().zip(of).map(|(v, &g)| v + slope * (mx[g as usize] - all)).collect()
+}
+
+/// Each part's mean x and mean y (parts are indexed by `of`).
+fn part_means(x: &[f64], y: &[f64], of: &[u32]) -> (Vec<f64>, Vec<f64>) {
+    let k = of.iter().map(|&g| g as usize + 1).max().unwrap_or(0);
+    let (mut sx, mut sy, mut n) = (vec![0.0f64; k], vec![0.0f64; k], vec![0.0f64; k]);
+    for ((xi, yi), &g) in x.iter().zip(y).zip(of) {
+        sx[g as usize] += xi;
+        sy[g as usize] += yi;
+        n[g as usize] += 1.0;
+    }
+    let mean = |s: Vec<f64>| s.iter().zip(&n).map(|(s, c)| s / c.max(1.0)).collect();
+    (mean(sx), mean(sy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_name_a_family_and_target_or_a_labels_file() {
+        let p = parse_part("nb201:cifar100_test_ep200");
+        assert_eq!(p.source, Source::Family("nb201".into()));
+        assert_eq!(p.target.as_deref(), Some("cifar100_test_ep200"));
+        assert_eq!(parse_part("nb101").target, None);
+        let p = parse_part("runs/zoo/labels.csv:top1");
+        assert_eq!(p.source, Source::Labels("runs/zoo/labels.csv".into()));
+        assert_eq!(p.target.as_deref(), Some("top1"));
+        assert_eq!(parse_part("a/b.csv").source, Source::Labels("a/b.csv".into()));
+        assert_eq!(parse_part("C:/x/b.csv").source, Source::Labels("C:/x/b.csv".into()));
+        let p = parse_part("zoo=runs/zoo/labels.csv:top1");
+        assert_eq!((p.name.as_str(), p.target.as_deref()), ("zoo", Some("top1")));
+        assert_eq!(parse_part("nb101").name, "nb101");
+    }
+
+    #[test]
+    fn normal_scores_are_monotone_bounded_and_ignore_how_far_an_outlier_is() {
+        assert!((probit(0.975) - 1.959963985).abs() < 1e-8);
+        assert!((probit(0.01) + 2.326347874).abs() < 1e-8);
+        assert_eq!(probit(0.5), 0.0);
+        let z = normal_scores(&[0.9, 0.91, 0.92, 0.93, 0.1]);
+        assert_eq!(z, normal_scores(&[0.9, 0.91, 0.92, 0.93, 0.8]));
+        assert!(z[4] < z[0] && z[0] < z[1] && z[1] == 0.0 && z[3] < 1.5, "{z:?}");
+        let t = normal_scores(&[1.0, 1.0, 2.0]);
+        assert_eq!(t[0], t[1]);
+    }
+
+    #[test]
+    fn the_within_slope_ignores_the_offsets_between_parts() {
+        // two parts: y = 2 x + offset (+10 and -30), their x far apart
+        let (mut x, mut y, mut of) = (Vec::new(), Vec::new(), Vec::new());
+        for (g, off, shift) in [(0u32, 10.0, 0.0), (1, -30.0, 5.0)] {
+            for i in 0..20 {
+                let v = shift + i as f64 * 0.1;
+                x.push(v);
+                y.push(2.0 * v + off);
+                of.push(g);
+            }
+        }
+        assert!((within_slope(&x, &y, &of) - 2.0).abs() < 1e-9);
+        // pooled, the offsets would make it negative; within, a falling trend gives 0
+        let down: Vec<f64> = x.iter().map(|v| -v).collect();
+        assert_eq!(within_slope(&x, &down, &of), 0.0);
+        // a target centred in each part, once placed, minus the base line is one constant
+        let centred: Vec<f64> = (0..x.len())
+            .map(|i| y[i] - if of[i] == 0 { 10.0 + 2.0 * 0.95 } else { -30.0 + 2.0 * 5.95 })
+            .collect();
+        let p = placed(&x, &centred, &of, 2.0);
+        let r: Vec<f64> = p.iter().zip(&x).map(|(p, x)| p - 2.0 * x).collect();
+        assert!(r.iter().all(|v| (v - r[0]).abs() < 1e-9), "{r:?}");
+    }
+
+    #[test]
+    fn a_family_s_parts_share_their_held_out_rows() {
+        // two parts of family a (rows in the same draw), one of family b
+        let of: Vec<u32> = (0..30).map(|i| (i / 10) as u32).collect();
+        let groups = Groups {
+            names: vec!["a:t1".into(), "a:t2".into(), "b".into()],
+            family: vec!["a".into(), "a".into(), "b".into()],
+            of,
+        };
+        let m = MixConfig { held_out: 0.2, validation: 0.2, ..MixConfig::default() };
+        for member in [0, 1, 3] {
+            let (test, val, train) = split_groups(&groups, &m, 7, member);
+            assert_eq!((test.len(), val.len(), train.len()), (6, 6, 18));
+            let local = |v: &[usize], g: usize| -> Vec<usize> {
+                v.iter().filter(|&&i| i / 10 == g).map(|i| i % 10).collect()
+            };
+            assert_eq!(local(&test, 0), local(&test, 1));
+            assert_eq!(local(&val, 0), local(&val, 1));
+            let mut all: Vec<usize> = test.iter().chain(&val).chain(&train).copied().collect();
+            all.sort();
+            assert_eq!(all, (0..30).collect::<Vec<_>>());
+        }
+    }
+}
