@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Base {
-    /// The pretrained FLOPs slope, rescaled by the rows' MAD over the training MAD.
+    /// The pretrained slopes (FLOPs, and params for a mix model), rescaled by the rows' MAD
+    /// over the training MAD.
     Flops,
     /// A ridge line on log10 FLOPs and log10 params fitted on the rows.
     Ridge,
@@ -95,10 +96,11 @@ pub fn recalibrate(
     let (_, spread) = median_mad(&y);
     match cfg.base {
         Base::Flops => {
-            // the slope lives in "higher is better" units of the target, whatever its sign
-            let slope = m.flops_slope;
-            m.flops_slope = if train_mad > 0.0 { slope * spread / train_mad } else { slope };
-            m.params_slope = 0.0;
+            // the slopes live in "higher is better" units of the target, whatever its sign;
+            // both move with the target's spread (a mix model has a params slope too)
+            let scale = if train_mad > 0.0 { spread / train_mad } else { 1.0 };
+            m.flops_slope *= scale;
+            m.params_slope *= scale;
         }
         Base::Ridge => {
             let x: Vec<[f64; 2]> =
