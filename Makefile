@@ -32,7 +32,7 @@ export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test python bench-python bench-proxies check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check golden fuzz clean notebooks
+.PHONY: help setup demo test python bench-python bench-proxies check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check mix lofo golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -47,6 +47,8 @@ help:
 	@echo "make bench-python - nape.predict in-process against the CLI on the same files; predict_torch"
 	@echo "make bench-proxies - nape's proxies alone and shared (nape bench --proxies), and six of them against PyTorch"
 	@echo "make zoo-check - the bundled model zero-shot on torchvision's 80 ImageNet classifiers (published top-1)"
+	@echo "make mix   - train nape-mix, the 5-member model on every family (configs/mix.json; needs the zoo labels)"
+	@echo "make lofo  - the leave-one-family-out table of configs/mix.json (LOFO_SEEDS, default 0 1 2)"
 
 $(TORCH_STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3 (python3-venv)" >&2; exit 1; }
@@ -160,6 +162,24 @@ zoo-check: setup
 	mkdir -p runs/zoo
 	python3 scripts/zoo_labels.py "$(NAPE_CORPUS)/torchvision_cls/truth.jsonl" runs/zoo/labels.csv
 	OMP_NUM_THREADS=1 ./target/release/nape eval --labels runs/zoo/labels.csv --target top1 --runs runs/zoo
+
+# the multi-family model (docs/universal.md): NB-101, NB-201's three datasets, three TransNAS
+# tasks and the torchvision zoo, 5 members; then every family left out in turn
+ZOO_LABELS := runs/zoo/labels.csv
+$(ZOO_LABELS):
+	@test -f "$(NAPE_CORPUS)/torchvision_cls/truth.jsonl" || { echo "error: $(NAPE_CORPUS)/torchvision_cls/truth.jsonl not found: run make corpus, or set NAPE_CORPUS" >&2; exit 3; }
+	mkdir -p runs/zoo
+	python3 scripts/zoo_labels.py "$(NAPE_CORPUS)/torchvision_cls/truth.jsonl" $@
+
+mix: setup $(ZOO_LABELS)
+	$(CARGO_ENV) cargo build --release --workspace --bins
+	./target/release/nape pretrain --config configs/mix.json --name nape-mix
+
+LOFO_SEEDS ?= 0 1 2
+lofo: setup $(ZOO_LABELS)
+	$(CARGO_ENV) cargo build --release --workspace --bins
+	python3 scripts/lofo.py --nape ./target/release/nape --config configs/mix.json \
+	  --seeds $(LOFO_SEEDS) --out runs/lofo --data "$(NAPE_DATA)"
 
 # the Python front against the CLI (issue 17): the same 200 NB-201 files in-process and
 # through the CLI, both release builds, numbers compared; predict_torch on ResNet-18.
