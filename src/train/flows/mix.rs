@@ -65,25 +65,23 @@ pub fn parse_part(spec: &str) -> MixPart {
         Some((n, rest)) if !n.is_empty() && !n.contains(['/', '\\', ':']) => (n, rest),
         _ => (spec, spec),
     };
-    MixPart { name: name.to_string(), ..parse_source(spec) }
+    let (source, target) = parse_source(spec);
+    MixPart { source, target, name: name.to_string() }
 }
 
-fn parse_source(spec: &str) -> MixPart {
-    let name = String::new();
-    let (head, tail) = match spec.split_once(':') {
-        Some((h, t)) => (h, Some(t.to_string())),
-        None => (spec, None),
-    };
-    if data::FAMILIES.contains(&head) {
-        return MixPart { source: Source::Family(head.into()), target: tail, name };
+/// The source and target of a spec without its name.
+fn parse_source(spec: &str) -> (Source, Option<String>) {
+    if let Some((head, tail)) = spec.split_once(':').filter(|(h, _)| data::FAMILIES.contains(h)) {
+        return (Source::Family(head.into()), Some(tail.to_string()));
     }
-    let labels =
-        |p: &str, target| MixPart { source: Source::Labels(p.into()), target, name: String::new() };
+    if data::FAMILIES.contains(&spec) {
+        return (Source::Family(spec.into()), None);
+    }
     match spec.rsplit_once(':') {
         Some((p, t)) if !Path::new(spec).exists() && !t.contains(['/', '\\']) => {
-            labels(p, Some(t.to_string()))
+            (Source::Labels(p.into()), Some(t.to_string()))
         }
-        _ => labels(spec, None),
+        _ => (Source::Labels(spec.into()), None),
     }
 }
 
@@ -91,8 +89,14 @@ fn parse_source(spec: &str) -> MixPart {
 /// [`MIX_TARGET`] and whose [`LabelledSet::groups`] says which part each row is from.
 pub fn load_mix(cfg: &TrainConfig, paths: &Paths) -> Result<LabelledSet> {
     let m = &cfg.mix;
-    if m.parts.is_empty() {
+    let parts: Vec<MixPart> = m.parts.iter().map(|p| parse_part(p)).collect();
+    if parts.is_empty() {
         return Err(Error::Usage("a mix needs at least one part".into()));
+    }
+    for (i, p) in parts.iter().enumerate() {
+        if parts[..i].iter().any(|q| q.name == p.name) {
+            return Err(Error::Usage(format!("two parts of the mix are named '{}'", p.name)));
+        }
     }
     let mut set = LabelledSet {
         family: "mix".into(),
@@ -105,8 +109,7 @@ pub fn load_mix(cfg: &TrainConfig, paths: &Paths) -> Result<LabelledSet> {
         groups: Some(Groups::default()),
     };
     let mut groups = Groups::default();
-    for (g, spec) in m.parts.iter().enumerate() {
-        let part = parse_part(spec);
+    for (g, part) in parts.into_iter().enumerate() {
         let one =
             LabelledSet::load_lazy(&part.source, part.target.as_deref(), &cfg.proxies, paths)?;
         let order = one.records.shuffled(cfg.seed ^ fnv(&one.family));
@@ -120,7 +123,8 @@ pub fn load_mix(cfg: &TrainConfig, paths: &Paths) -> Result<LabelledSet> {
             set.samples.push(s);
             groups.of.push(g as u32);
         }
-        set.skipped.extend(one.skipped.into_iter().map(|(f, e)| (f, format!("{spec}: {e}"))));
+        set.skipped
+            .extend(one.skipped.into_iter().map(|(f, e)| (f, format!("{}: {e}", part.name))));
         groups.names.push(part.name);
         groups.family.push(one.family);
     }
