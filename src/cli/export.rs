@@ -12,6 +12,7 @@ use crate::dataset::{
     data_dir, load_naslib_zc, load_nb101, load_nb201, write_manifest, Dataset, NaslibSpace, Record,
 };
 use crate::error::{exit, write_atomic, Error};
+use crate::graph::fnv1a;
 use crate::onnx::write::Weights;
 use crate::spaces::{nb201, tnb_micro, BuildOptions, Space};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -312,12 +313,6 @@ fn export_one(
     let built = spec.build(&BuildOptions { weights, nb201_dataset: dataset, tnb_task: task })?;
     write_atomic(&path, &built.to_bytes())?;
     Ok(true)
-}
-
-/// FNV-1a of a string: a per-id seed that does not depend on the order of the records.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn progress(n: u64) -> ProgressBar {

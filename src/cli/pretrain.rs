@@ -15,7 +15,7 @@ pub struct PretrainArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Train on several families at once: one part per flag, `FAMILY[:TARGET]` or
-    /// `LABELS_FILE[:TARGET]` (replaces the config's `mix.parts`; see docs/predictor.md).
+    /// `LABELS_FILE[:TARGET]` (replaces the config's `mix.parts`; see docs/universal.md).
     #[arg(long, value_name = "PART", conflicts_with_all = ["family", "labels"])]
     pub mix: Vec<String>,
     /// Model name (folder under models/).

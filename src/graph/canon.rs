@@ -271,6 +271,13 @@ impl Cg {
     }
 }
 
+/// 64-bit FNV-1a of a string: a seed per name that does not depend on any order.
+pub fn fnv1a(s: &str) -> u64 {
+    let mut h = Fnv1a::default();
+    h.bytes(s.as_bytes());
+    h.0
+}
+
 /// 64-bit FNV-1a of the bytes written to it, as text (`fmt::Write`) or as bytes (`io::Write`).
 struct Fnv1a(u64);
 

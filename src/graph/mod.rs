@@ -12,6 +12,7 @@ mod fuse;
 mod op;
 mod same;
 
+pub use canon::fnv1a;
 pub use export::{to_dot, CgJson, EdgeJson, NodeJson, CG_SCHEMA_VERSION};
 pub use op::{OpKind, ALL_KINDS};
 

@@ -95,6 +95,37 @@ pub fn parts_of(of: &[u32]) -> Vec<Vec<usize>> {
     parts
 }
 
+/// Each part's mean x and mean y (parts are indexed by `of`).
+pub fn part_means(x: &[f64], y: &[f64], of: &[u32]) -> (Vec<f64>, Vec<f64>) {
+    let k = of.iter().map(|&g| g as usize + 1).max().unwrap_or(0);
+    let (mut sx, mut sy, mut n) = (vec![0.0f64; k], vec![0.0f64; k], vec![0.0f64; k]);
+    for ((xi, yi), &g) in x.iter().zip(y).zip(of) {
+        sx[g as usize] += xi;
+        sy[g as usize] += yi;
+        n[g as usize] += 1.0;
+    }
+    let mean = |s: Vec<f64>| s.iter().zip(&n).map(|(s, c)| s / c.max(1.0)).collect();
+    (mean(sx), mean(sy))
+}
+
+/// The least-squares slope of `y` on `x` within parts (`of`): on each row's deviations from
+/// its part's means, a fixed effect per part (one part: the plain OLS slope). 0 when `x`
+/// does not vary within any part.
+pub fn slope_within(x: &[f64], y: &[f64], of: &[u32]) -> f64 {
+    let (mx, my) = part_means(x, y, of);
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for ((xi, yi), &g) in x.iter().zip(y).zip(of) {
+        let d = xi - mx[g as usize];
+        sxy += d * (yi - my[g as usize]);
+        sxx += d * d;
+    }
+    if sxx > 0.0 {
+        sxy / sxx
+    } else {
+        0.0
+    }
+}
+
 /// One epoch's batches of a mix's training rows (`of`: each row's part), each from one part:
 /// part `g` of `n_g` rows gets a share `n_g^temperature / sum n^temperature` of the epoch's
 /// `ceil(n / batch)` batches (at least one), of `min(batch, n_g)` rows drawn without

@@ -23,9 +23,10 @@
 use super::{LabelledSet, Paths, Source};
 use crate::dataset::{Dataset, SplitMix64};
 use crate::error::{Error, Result};
+use crate::graph::fnv1a;
 use crate::train::config::{member_seed, MixConfig, TrainConfig};
 use crate::train::data;
-use crate::train::trainer::parts_of;
+use crate::train::trainer::{part_means, parts_of, slope_within};
 use std::path::Path;
 
 /// The name of a mix's standardised target.
@@ -106,13 +107,13 @@ pub fn load_mix(cfg: &TrainConfig, paths: &Paths) -> Result<LabelledSet> {
         samples: Vec::new(),
         skipped: Vec::new(),
         proxies: cfg.proxies.clone(),
-        groups: Some(Groups::default()),
+        groups: None,
     };
     let mut groups = Groups::default();
     for (g, part) in parts.into_iter().enumerate() {
         let one =
             LabelledSet::load_lazy(&part.source, part.target.as_deref(), &cfg.proxies, paths)?;
-        let order = one.records.shuffled(cfg.seed ^ fnv(&one.family));
+        let order = one.records.shuffled(cfg.seed ^ fnv1a(&one.family));
         let take = &order[..order.len().min(m.per_part)];
         let truth = one.truth();
         let z = normal_scores(&take.iter().map(|&i| truth[i]).collect::<Vec<_>>());
@@ -187,11 +188,6 @@ fn probit(p: f64) -> f64 {
     }
 }
 
-/// FNV-1a of a name: each family's own draw of networks from one seed.
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-}
-
 /// Splits a mix into (test, validation, training) row indices, part by part: each part's
 /// first `held_out` fraction (in its family's draw) is tested on, and member `k` draws its
 /// validation and training rows from the rest in its family's own order.
@@ -211,7 +207,7 @@ pub fn split_groups(
         let mut rest = rows[n_test..].to_vec();
         if member > 0 {
             let k = rest.len();
-            SplitMix64(member_seed(seed, member) ^ fnv(family)).shuffle_prefix(&mut rest, k);
+            SplitMix64(member_seed(seed, member) ^ fnv1a(family)).shuffle_prefix(&mut rest, k);
         }
         let n_val = ((n * m.validation).round() as usize).min(rest.len());
         val.extend_from_slice(&rest[..n_val]);
@@ -224,18 +220,7 @@ pub fn split_groups(
 /// deviations from their part's means (a fixed effect per part), at least 0 (more compute
 /// does not lower accuracy, the prior the base line stands for).
 pub fn within_slope(x: &[f64], y: &[f64], of: &[u32]) -> f64 {
-    let (mx, my) = part_means(x, y, of);
-    let (mut sxy, mut sxx) = (0.0, 0.0);
-    for ((xi, yi), &g) in x.iter().zip(y).zip(of) {
-        let d = xi - mx[g as usize];
-        sxy += d * (yi - my[g as usize]);
-        sxx += d * d;
-    }
-    if sxx > 0.0 {
-        (sxy / sxx).max(0.0)
-    } else {
-        0.0
-    }
+    slope_within(x, y, of).max(0.0)
 }
 
 /// Each row's target placed by its part's mean compute, `y + slope (mean_part(x) -
@@ -245,19 +230,6 @@ pub fn placed(x: &[f64], y: &[f64], of: &[u32], slope: f64) -> Vec<f64> {
     let (mx, _) = part_means(x, y, of);
     let all = x.iter().sum::<f64>() / x.len().max(1) as f64;
     y.iter().zip(of).map(|(v, &g)| v + slope * (mx[g as usize] - all)).collect()
-}
-
-/// Each part's mean x and mean y (parts are indexed by `of`).
-fn part_means(x: &[f64], y: &[f64], of: &[u32]) -> (Vec<f64>, Vec<f64>) {
-    let k = of.iter().map(|&g| g as usize + 1).max().unwrap_or(0);
-    let (mut sx, mut sy, mut n) = (vec![0.0f64; k], vec![0.0f64; k], vec![0.0f64; k]);
-    for ((xi, yi), &g) in x.iter().zip(y).zip(of) {
-        sx[g as usize] += xi;
-        sy[g as usize] += yi;
-        n[g as usize] += 1.0;
-    }
-    let mean = |s: Vec<f64>| s.iter().zip(&n).map(|(s, c)| s / c.max(1.0)).collect();
-    (mean(sx), mean(sy))
 }
 
 #[cfg(test)]

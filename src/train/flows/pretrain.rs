@@ -13,7 +13,7 @@ use crate::train::config::{member_seed, SupervisedConfig, TrainConfig};
 use crate::train::data::{self, Sample};
 use crate::train::model::{predict_members, Meta, Model};
 use crate::train::score;
-use crate::train::trainer::{mean_std, median_mad, parts_of, Trainer};
+use crate::train::trainer::{mean_std, median_mad, parts_of, slope_within, Trainer};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -115,7 +115,7 @@ pub fn pretrain_set(
     trainer.quiet = quiet;
     let run = RunDir::create(&paths.runs, "pretrain", name)?;
     run.json("config.json", &cfg)?;
-    let test = split(set, &cfg, 0).0;
+    let (test, _, train) = split(set, &cfg, 0);
     let mut timing = BTreeMap::new();
     let mut models = Vec::with_capacity(cfg.members);
     for k in 0..cfg.members {
@@ -127,7 +127,6 @@ pub fn pretrain_set(
     trainer.cfg.seed = cfg.seed;
     let mut metrics = BTreeMap::new();
     if !test.is_empty() {
-        let (_, _, train) = split(set, &cfg, 0);
         metrics = match &set.groups {
             Some(g) => mix_held_out(&mut trainer, &mut models, set, g, &test, paths, &run)?,
             None => held_out(&mut trainer, &mut models, set, &test, &train, paths, &run)?,
@@ -223,11 +222,11 @@ fn train_member(
     let s_train: Vec<&Sample> = f_train.iter().collect();
     let train_graphs: Vec<&GraphFeatures> = s_train.iter().map(|s| &s.features).collect();
     let y_raw: Vec<f64> = train.iter().map(|&i| truth[i]).collect();
-    let (y_train, [fs, ps]) = base_line(trainer, cfg, set, &train, &train_graphs, y_raw);
+    let (y_train, slope) = base_line(trainer, cfg, set, &train, &train_graphs, y_raw);
     let resid: Vec<f64> = y_train
         .iter()
         .zip(&train_graphs)
-        .map(|(y, g)| y - fs * features::log_flops(g) - ps * features::graf::log10_params(g))
+        .map(|(y, g)| y - slope * features::log_flops(g))
         .collect();
     let (mu, sd) = mean_std(&resid);
     let mut meta = Meta::new(name, cfg);
@@ -235,8 +234,7 @@ fn train_member(
     meta.member = k;
     meta.target_mean = mu;
     meta.target_std = sd;
-    meta.flops_slope = fs;
-    meta.params_slope = ps;
+    meta.flops_slope = slope;
     meta.target_spread = mean_std(&y_train).1;
     meta.target_mad = Some(median_mad(&y_train).1);
     meta.seen_ids = train.iter().chain(&val).map(|&i| set.records.records[i].id.clone()).collect();
@@ -396,10 +394,9 @@ fn held_out(
     Ok(metrics)
 }
 
-/// The training targets and the base line's slopes on (log10 FLOPs, log10 params), when the
-/// config asks for the base line (`flops_transform`): GENNAPE's FLOPs slope (params 0). A
-/// mix: the slope fitted within its parts and each part placed by its mean compute (`mix`'s
-/// module docs).
+/// The training targets and the base line's slope on log10 FLOPs, when the config asks for
+/// the base line (`flops_transform`): GENNAPE's FLOPs slope. A mix: the slope fitted within
+/// its parts and each part placed by its mean compute (`mix`'s module docs).
 fn base_line(
     trainer: &mut Trainer,
     cfg: &TrainConfig,
@@ -407,7 +404,7 @@ fn base_line(
     train: &[usize],
     graphs: &[&GraphFeatures],
     y: Vec<f64>,
-) -> (Vec<f64>, [f64; 2]) {
+) -> (Vec<f64>, f64) {
     let lf: Vec<f64> = graphs.iter().map(|g| features::log_flops(g)).collect();
     if let Some(groups) = &set.groups {
         let of: Vec<u32> = train.iter().map(|&i| groups.of[i]).collect();
@@ -419,30 +416,19 @@ fn base_line(
             "base line within the {} parts: {slope:.4} per decade of FLOPs",
             groups.names.len()
         ));
-        return (mix::placed(&lf, &y, &of, slope), [slope, 0.0]);
+        return (mix::placed(&lf, &y, &of, slope), slope);
     }
-    let slope = if cfg.supervised.flops_transform { ols_slope(&lf, &y) } else { 0.0 };
+    let one_part = vec![0; lf.len()];
+    let slope = if cfg.supervised.flops_transform { slope_within(&lf, &y, &one_part) } else { 0.0 };
     if slope != 0.0 {
         trainer.say(format!(
             "FLOPs transform: {} = a + {slope:.4} log10(1 + FLOPs) + residual",
             cfg.target
         ));
     }
-    (y, [slope, 0.0])
+    (y, slope)
 }
 
-/// Least-squares slope of `y` on `x` (0 when `x` does not vary).
-fn ols_slope(x: &[f64], y: &[f64]) -> f64 {
-    let (mx, _) = mean_std(x);
-    let (my, _) = mean_std(y);
-    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let sxx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
-    if sxx > 0.0 {
-        sxy / sxx
-    } else {
-        0.0
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::*;
