@@ -73,8 +73,14 @@ pub struct GraphFeatures {
     pub tokens: Vec<u32>,
 }
 
-/// Size of the op vocabulary: every named kind plus index 0 for out-of-vocabulary ops.
-pub const OP_VOCAB: usize = ALL_KINDS.len() + 1;
+/// The op kinds the features name, in vocabulary order: the graph's kinds as of
+/// [`FEATURES_VERSION`] 4. Kinds the graph gained later (recurrent layers, Scatter) read as out
+/// of vocabulary, as any op no model of this version was trained on, until a new version takes
+/// them in; so the graph's vocabulary grows without invalidating trained models.
+pub const FEATURE_KINDS: &[OpKind] = ALL_KINDS.split_at(FEATURE_KIND_COUNT).0;
+const FEATURE_KIND_COUNT: usize = 68;
+/// Size of the op vocabulary: every kind of [`FEATURE_KINDS`] plus index 0 for out-of-vocabulary ops.
+pub const OP_VOCAB: usize = FEATURE_KINDS.len() + 1;
 /// Numeric features per node (layout in the module docs).
 pub const NODE_DIM: usize = 34;
 /// Graph-level scalar features before the op histogram.
@@ -117,12 +123,12 @@ pub fn log_flops(g: &GraphFeatures) -> f64 {
 /// Values are clamped here after normalisation (GENNAPE allows up to 10x the scale).
 const CLAMP: f32 = 10.0;
 
-/// The op index used in features: 0 for `Unknown`, else 1 + the kind's vocabulary index.
+/// The op index used in features: 1 + the kind's index in [`FEATURE_KINDS`], or 0 for a kind
+/// outside it (`Unknown`, or added to the graph after this features version).
 pub fn op_index(kind: &OpKind) -> i64 {
-    if kind.is_unknown() {
-        0
-    } else {
-        kind.index() as i64 + 1
+    match kind.index() {
+        i if i < FEATURE_KINDS.len() => i as i64 + 1,
+        _ => 0,
     }
 }
 
@@ -449,7 +455,7 @@ impl FeatureSpec {
     /// The feature layout of this build.
     pub fn current() -> FeatureSpec {
         let mut op_vocab = vec!["<unknown>".to_string()];
-        op_vocab.extend(ALL_KINDS.iter().map(|k| k.as_str().to_string()));
+        op_vocab.extend(FEATURE_KINDS.iter().map(|k| k.as_str().to_string()));
         FeatureSpec {
             version: FEATURES_VERSION,
             node_dim: NODE_DIM,
@@ -497,7 +503,7 @@ pub fn global_names() -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     v.push("op_unknown".to_string());
-    v.extend(ALL_KINDS.iter().map(|k| format!("op_{}", k.as_str())));
+    v.extend(FEATURE_KINDS.iter().map(|k| format!("op_{}", k.as_str())));
     v.extend(GLOBAL_PROXIES.iter().map(|p| format!("proxy_{p}")));
     v.extend(GLOBAL_PROXIES.iter().map(|p| format!("has_{p}")));
     v

@@ -36,8 +36,8 @@
 //! length would mostly repeat cells and make the token encoder's attention (quadratic in the
 //! length) four times dearer on the CPU.
 
-use super::MAX_TOKENS;
-use crate::graph::{Cg, OpKind, OpNode, ALL_KINDS};
+use super::{FEATURE_KINDS, MAX_TOKENS};
+use crate::graph::{Cg, OpKind, OpNode};
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::NodeIndexable;
 use std::collections::BTreeMap;
@@ -97,7 +97,7 @@ const FLOAT_BUCKETS: usize = 2 * (2 * FLOAT_EXP as usize + 1);
 const PUNCT_BASE: usize = SPECIALS;
 const WORD_BASE: usize = PUNCT_BASE + PUNCT.len();
 const OP_BASE: usize = WORD_BASE + WORDS.len();
-const INT_BASE: usize = OP_BASE + ALL_KINDS.len();
+const INT_BASE: usize = OP_BASE + FEATURE_KINDS.len();
 const BUCKET_BASE: usize = INT_BASE + EXACT_INTS + 1;
 const FLOAT_BASE: usize = BUCKET_BASE + INT_BUCKETS;
 
@@ -111,7 +111,7 @@ pub fn vocabulary() -> Vec<String> {
         ["<pad>", "<unk>", "<bos>", "<eos>", "<trunc>"].iter().map(|s| s.to_string()).collect();
     v.extend(PUNCT.iter().map(|s| s.to_string()));
     v.extend(WORDS.iter().map(|s| s.to_string()));
-    v.extend(ALL_KINDS.iter().map(|k| k.as_str().to_string()));
+    v.extend(FEATURE_KINDS.iter().map(|k| k.as_str().to_string()));
     v.extend((0..=EXACT_INTS).map(|i| i.to_string()));
     v.extend((0..INT_BUCKETS).map(|b| format!("<int 2^{:.2}>", 8.0 + b as f64 / 4.0)));
     for sign in ["", "-"] {
@@ -124,7 +124,7 @@ fn word_id(w: &str) -> u32 {
     if let Some(i) = WORDS.iter().position(|&x| x == w) {
         return (WORD_BASE + i) as u32;
     }
-    match ALL_KINDS.iter().position(|k| k.as_str() == w) {
+    match FEATURE_KINDS.iter().position(|k| k.as_str() == w) {
         Some(i) => (OP_BASE + i) as u32,
         None => UNK,
     }

@@ -96,6 +96,16 @@ pub enum OpKind {
     // misc
     /// NB-201's `none` op: an output of zeros of the input's shape.
     Zero,
+    // added after features v4: the graph names them, the features read them as out of
+    // vocabulary until a features version takes them in (see `features::FEATURE_KINDS`)
+    /// A long short-term memory layer (ONNX `LSTM`), over the whole sequence.
+    Lstm,
+    /// A gated recurrent unit layer (ONNX `GRU`).
+    Gru,
+    /// A plain recurrent layer (ONNX `RNN`).
+    Rnn,
+    /// Writes updates into a copy of a tensor at given indices (ScatterND, ScatterElements).
+    Scatter,
     /// An ONNX operator outside the vocabulary, by its ONNX op type.
     Unknown(String),
 }
@@ -170,6 +180,10 @@ pub const ALL_KINDS: &[OpKind] = &[
     OpKind::ReduceProd,
     OpKind::ArgMax,
     OpKind::Zero,
+    OpKind::Lstm,
+    OpKind::Gru,
+    OpKind::Rnn,
+    OpKind::Scatter,
 ];
 
 impl OpKind {
@@ -245,6 +259,10 @@ impl OpKind {
             ReduceProd => "ReduceProd",
             ArgMax => "ArgMax",
             Zero => "Zero",
+            Lstm => "LSTM",
+            Gru => "GRU",
+            Rnn => "RNN",
+            Scatter => "Scatter",
             Unknown(s) => s,
         }
     }

@@ -2,7 +2,7 @@
 //! graph inputs are data and which are weights (declared under `nape.weight_inputs`, or
 //! recognised by their use).
 
-use super::map;
+use super::slots;
 use super::{HashMap, HashSet};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -85,7 +85,7 @@ pub(super) fn weight_like_inputs<'a>(
     for pn in &graph.node {
         for (slot, i) in pn.input.iter().enumerate() {
             let e = uses.entry(i.as_str()).or_default();
-            if slot > 0 && map::is_weight_slot(&pn.op_type, slot) {
+            if slot > 0 && slots::is_weight_slot(&pn.op_type, slot) {
                 e.0 = true;
             } else {
                 e.1 = true;
@@ -205,7 +205,7 @@ fn is_weight_slot_only(graph: &pb::GraphProto, name: &str) -> bool {
         pn.input
             .iter()
             .enumerate()
-            .all(|(slot, i)| i != name || (slot > 0 && map::is_weight_slot(&pn.op_type, slot)))
+            .all(|(slot, i)| i != name || (slot > 0 && slots::is_weight_slot(&pn.op_type, slot)))
     })
 }
 
@@ -257,12 +257,12 @@ fn used_as_weight(
         if op == "Gather" && *slot == 0 {
             return true; // an embedding table or a bias table indexed into place
         }
-        if map::keeps_param_identity(op) && (*slot == 0 || op == "Concat") {
+        if slots::keeps_param_identity(op) && (*slot == 0 || op == "Concat") {
             return pn
                 .output
                 .iter()
                 .all(|o| used_as_weight(o, consumers, graph_outputs, depth + 1));
         }
-        *slot > 0 && (map::is_weight_slot(op, *slot) || map::is_param_slot(op, *slot))
+        *slot > 0 && (slots::is_weight_slot(op, *slot) || slots::is_param_slot(op, *slot))
     })
 }

@@ -26,111 +26,9 @@ pub(super) struct Mapped {
     pub flops: u64,
 }
 
-/// Ops that pass their input through unchanged at inference.
-pub(super) fn is_pass_through(op: &str) -> bool {
-    matches!(op, "Identity" | "Dropout")
-}
-
-/// Ops through which a constant keeps being the parameter it was made from (indexing, layout).
-pub(super) fn keeps_param_identity(op: &str) -> bool {
-    matches!(
-        op,
-        "Gather"
-            | "Reshape"
-            | "Transpose"
-            | "Unsqueeze"
-            | "Squeeze"
-            | "Slice"
-            | "Expand"
-            | "Concat"
-            | "Cast"
-            | "Identity"
-            | "Flatten"
-            | "Tile"
-            | "Split"
-    )
-}
-
-/// Input slots whose values an op computed from constants and weights passes on to its result
-/// (weight provenance): not shapes, axes, indices, bounds or BatchNorm running statistics.
-pub(super) fn carries_value(op: &str, slot: usize) -> bool {
-    match op {
-        "BatchNormalization" => slot <= 2,
-        "Where" => slot != 0,
-        "Concat" | "Sum" | "Mean" | "Max" | "Min" | "Add" | "Sub" | "Mul" | "Div" | "MatMul"
-        | "Gemm" | "Einsum" => true,
-        _ if op.starts_with("Reduce") => slot == 0,
-        _ => slot == 0 || !is_index_like(op),
-    }
-}
-
-/// Ops whose inputs after the first are shapes, indices, bounds or scales, never values.
-fn is_index_like(op: &str) -> bool {
-    matches!(
-        op,
-        "Resize"
-            | "Upsample"
-            | "Clip"
-            | "Pad"
-            | "Reshape"
-            | "Expand"
-            | "Tile"
-            | "Slice"
-            | "Split"
-            | "Squeeze"
-            | "Unsqueeze"
-            | "Range"
-            | "ConstantOfShape"
-            | "TopK"
-            | "OneHot"
-            | "Pow"
-            | "Gather"
-            | "GatherElements"
-            | "GatherND"
-            | "ScatterND"
-            | "ScatterElements"
-            | "DequantizeLinear"
-            | "QuantizeLinear"
-            | "Cast"
-            | "CastLike"
-            | "Transpose"
-            | "Identity"
-            | "Flatten"
-            | "Trilu"
-            | "CumSum"
-    )
-}
-
 /// Whether the ONNX op type is in nape's vocabulary.
 pub(super) fn is_known(op: &str) -> bool {
     !kind_of(op).is_unknown()
-}
-
-/// Input slots that hold weights by the op's definition (used to spot weight inputs in files
-/// exported without data).
-pub(super) fn is_weight_slot(op: &str, slot: usize) -> bool {
-    match op {
-        "Conv" | "ConvTranspose" | "Gemm" => slot == 1 || slot == 2,
-        "BatchNormalization" => (1..=4).contains(&slot),
-        "LayerNormalization" | "InstanceNormalization" | "GroupNormalization" | "PRelu" => {
-            slot >= 1
-        }
-        _ => false,
-    }
-}
-
-/// Whether a static float operand at `slot` of `op` is a trainable parameter.
-pub(super) fn is_param_slot(op: &str, slot: usize) -> bool {
-    match op {
-        "BatchNormalization" => slot == 1 || slot == 2,
-        "Resize" | "Upsample" | "Clip" | "Pad" | "Reshape" | "Expand" | "Tile" | "Slice"
-        | "Split" | "Squeeze" | "Unsqueeze" | "ReduceMean" | "ReduceSum" | "ReduceMax"
-        | "ReduceMin" | "ReduceProd" | "Range" | "ConstantOfShape" | "TopK" | "OneHot" | "Pow" => {
-            slot == 0
-        }
-        "Where" => slot != 0,
-        _ => true,
-    }
 }
 
 fn kind_of(op: &str) -> OpKind {
@@ -200,6 +98,10 @@ fn kind_of(op: &str) -> OpKind {
         "ReduceMin" => ReduceMin,
         "ReduceProd" => ReduceProd,
         "ArgMax" | "ArgMin" => ArgMax,
+        "LSTM" => Lstm,
+        "GRU" => Gru,
+        "RNN" => Rnn,
+        "ScatterND" | "ScatterElements" | "Scatter" => Scatter,
         other => Unknown(other.to_string()),
     }
 }
@@ -323,9 +225,34 @@ fn compute(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> {
             *macs = einsum_macs(ctx)?;
             *flops = 2 * *macs;
         }
+        "LSTM" | "GRU" | "RNN" => recurrent(ctx, d, m)?,
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// A recurrent layer over its whole sequence: every step of every direction multiplies the
+/// input by W and the state by R, so MACs are `steps x batch x (numel(W) + numel(R))` (W is
+/// `[directions, gates x hidden, input]`); FLOPs twice that, plus three per gate element (the two
+/// biases and the gate's activation or update).
+fn recurrent(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<(), String> {
+    let op = ctx.pn.op_type.as_str();
+    if !ctx.act_slots.contains(&0) {
+        return Err(format!("the sequence input of {op} is a constant"));
+    }
+    let (Some(w), Some(r)) = (static_numel_at(ctx, 1), static_numel_at(ctx, 2)) else {
+        return Err(format!("the weights W and R of {op} are not constants or weight inputs"));
+    };
+    let input = d.in0.last().copied().unwrap_or(0) as u64;
+    if input == 0 || d.in_elems % input != 0 || w % input != 0 {
+        return Err(format!("the input {:?} does not match W's {w} weights", d.in0));
+    }
+    let steps_x_batch = d.in_elems / input;
+    let gate_elems = steps_x_batch * (w / input); // directions x gates x hidden, per step and sample
+    m.attrs.bias = Some(ctx.pn.input.get(3).is_some_and(|s| !s.is_empty()));
+    m.macs = steps_x_batch * (w + r);
+    m.flops = 2 * m.macs + 3 * gate_elems;
+    Ok(())
 }
 
 /// A convolution (or its transpose): kernel, strides, dilations, padding, groups, bias; MACs
@@ -338,17 +265,22 @@ fn conv(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<(), String> {
     if !act_at(0) {
         return Err("the data input of a convolution is a constant".into());
     }
-    if !ctx.statics.iter().any(|(sl, _)| *sl == 1) {
-        return Err("the convolution weight is not a constant or weight input".into());
-    }
+    // a kernel computed from the input (CondConv, dynamic convolution) is an activation: its
+    // values are not parameters of this node, but its shape gives the kernel
+    let computed_kernel = act_shape_at(ctx, 1);
+    let Some(wn) = static_numel_at(ctx, 1).or(computed_kernel.map(|s| numel(s))) else {
+        return Err("the convolution has no weight input".into());
+    };
     let spatial = in0.len().saturating_sub(2);
     let mut kernel = to_usizes(&attr_ints(pn, "kernel_shape"));
+    if let Some(k) = computed_kernel.filter(|k| kernel.is_empty() && k.len() == spatial + 2) {
+        kernel = k[2..].to_vec();
+    }
     let groups = attr_int(pn, "group").unwrap_or(1).max(1) as usize;
     let cin = in0.get(1).copied().unwrap_or(0);
     let cout = out.get(1).copied().unwrap_or(0);
     if kernel.is_empty() {
         // infer kernel from weight numel: numel = cout * cin/g * prod(k) (conv)
-        let wn = static_numel_at(ctx, 1).unwrap_or(0);
         let per = if op == "Conv" {
             cout as u64 * (cin / groups) as u64
         } else {
@@ -603,6 +535,7 @@ fn einsum_macs(ctx: &NodeCtx) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::onnx::slots;
 
     fn einsum(eq: &str, ins: &[Shape], out: Shape) -> Result<Mapped, String> {
         let pn = pb::NodeProto {
@@ -668,6 +601,79 @@ mod tests {
             act_slots: vec![1],
         };
         assert_eq!(map_node(&ctx).unwrap().macs, 256 * 16 * 128 * 256);
+    }
+
+    fn weight(numel: u64) -> crate::onnx::Static {
+        crate::onnx::Static {
+            float: true,
+            numel,
+            sources: vec![format!("w{numel}")],
+            value: None,
+            computable: false,
+        }
+    }
+
+    #[test]
+    fn a_recurrent_layer_multiplies_every_step_by_w_and_r() {
+        // a bidirectional LSTM as timm's sequencer writes it: 14 steps, batch 14, 192 -> 48
+        let (t, b, i, h, dirs) = (14u64, 14u64, 192u64, 48u64, 2u64);
+        let (w, r, bias) =
+            (weight(dirs * 4 * h * i), weight(dirs * 4 * h * h), weight(dirs * 8 * h));
+        let pn = pb::NodeProto {
+            op_type: "LSTM".into(),
+            input: ["x", "W", "R", "B"].map(String::from).to_vec(),
+            ..Default::default()
+        };
+        let ins = [vec![t as usize, b as usize, i as usize]];
+        let statics = [(1, &w), (2, &r), (3, &bias)];
+        let ctx = NodeCtx {
+            pn: &pn,
+            in_shapes: &ins,
+            out_shapes: &[vec![t as usize, dirs as usize, b as usize, h as usize]],
+            statics: &statics,
+            act_slots: vec![0],
+        };
+        let m = map_node(&ctx).unwrap();
+        assert_eq!(m.kind, OpKind::Lstm);
+        assert_eq!(m.macs, dirs * t * b * 4 * h * (i + h));
+        assert_eq!(m.flops, 2 * m.macs + 3 * dirs * t * b * 4 * h);
+        assert_eq!(m.attrs.bias, Some(true));
+        // W, R, B and the peepholes are parameters; lengths and initial states are not
+        let slots: Vec<usize> = (0..8).filter(|&s| slots::is_param_slot("LSTM", s)).collect();
+        assert_eq!(slots, [1, 2, 3, 7]);
+        assert!(slots::is_weight_slot("GRU", 2) && !slots::is_weight_slot("GRU", 5));
+        // a W that does not fit the input is an error, not a guess
+        let bad = [vec![t as usize, b as usize, 100]];
+        let e = map_node(&NodeCtx { in_shapes: &bad, ..ctx }).unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+    }
+
+    #[test]
+    fn a_kernel_computed_from_the_input_is_a_convolution_without_parameters() {
+        // CondConv with batch 2: the routed kernel [2 x 32, 16 / 1, 3, 3] is an activation, the
+        // batch folded into the groups (group 2) of a [1, 2 x 16, 28, 28] input
+        let pn = pb::NodeProto {
+            op_type: "Conv".into(),
+            attribute: vec![pb::AttributeProto {
+                name: "group".into(),
+                i: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let ins = [vec![1, 32, 28, 28], vec![64, 16, 3, 3]];
+        let ctx = NodeCtx {
+            pn: &pn,
+            in_shapes: &ins,
+            out_shapes: &[vec![1, 64, 26, 26]],
+            statics: &[],
+            act_slots: vec![0, 1],
+        };
+        let m = map_node(&ctx).unwrap();
+        assert_eq!((m.kind.clone(), m.attrs.kernel.clone()), (OpKind::Conv, vec![3, 3]));
+        assert_eq!(m.macs, 64 * 26 * 26 * 16 * 9);
+        let e = map_node(&NodeCtx { act_slots: vec![0], in_shapes: &ins[..1], ..ctx }).unwrap_err();
+        assert!(e.contains("no weight input"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod nodes;
 pub mod run;
 mod shapes;
 pub mod slim;
+mod slots;
 pub mod write;
 
 use crate::error::{Error, Result};

@@ -5,7 +5,7 @@
 //! remaining op with its shapes, parameters (each source tensor once) and costs.
 
 use super::analyse::{const_value, Facts};
-use super::{attr_value, map, Static};
+use super::{attr_value, map, slots, Static};
 use super::{HashMap, HashSet};
 use crate::error::{Error, Result};
 use crate::graph::{Cg, OpKind, OpNode, Operand, Shape, TensorEdge};
@@ -134,7 +134,7 @@ impl<'a> Builder<'a> {
         if pn.op_type == "Shape" || pn.op_type == "Size" {
             return self.shape_static(&at);
         }
-        if map::is_pass_through(&pn.op_type) {
+        if slots::is_pass_through(&pn.op_type) {
             if let (Some(Some(i)), Some(o)) = (at.inputs.first(), pn.output.first()) {
                 self.alias.insert(o.clone(), i.clone());
                 return Ok(());
@@ -162,7 +162,7 @@ impl<'a> Builder<'a> {
             .inputs
             .iter()
             .enumerate()
-            .filter(|(slot, _)| map::carries_value(op, *slot))
+            .filter(|(slot, _)| slots::carries_value(op, *slot))
             .filter_map(|(_, i)| i.as_ref().and_then(|i| self.statics.get(i)))
             .filter(|s| s.float)
             .flat_map(|s| s.sources.clone())
@@ -305,7 +305,7 @@ impl<'a> Builder<'a> {
             let Some(s) = at.inputs[slot].as_ref().and_then(|i| self.statics.get(i)) else {
                 continue;
             };
-            if !s.float || s.numel <= 1 || !map::is_param_slot(&at.pn.op_type, slot) {
+            if !s.float || s.numel <= 1 || !slots::is_param_slot(&at.pn.op_type, slot) {
                 continue;
             }
             for src in &s.sources {
@@ -339,7 +339,7 @@ impl<'a> Builder<'a> {
                 param: s.float
                     && s.numel > 1
                     && !s.sources.is_empty()
-                    && map::is_param_slot(&at.pn.op_type, slot),
+                    && slots::is_param_slot(&at.pn.op_type, slot),
                 value: s.value.as_deref().and_then(const_value),
                 name,
                 shape,

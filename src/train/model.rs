@@ -8,8 +8,8 @@ use crate::dataset::cache::NAPE_VERSION;
 use crate::encoder::{Batch, FeatureDims, GraphEncoder};
 use crate::ensemble::heads::Heads;
 use crate::error::{write_atomic, Error, Result};
+use crate::features::FEATURE_KINDS;
 use crate::features::{GraphFeatures, GLOBAL_DIM, GLOBAL_PROXIES, OP_VOCAB};
-use crate::graph::ALL_KINDS;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -127,7 +127,7 @@ impl Meta {
     /// Metadata for a new model trained with `config`.
     pub fn new(name: &str, config: &TrainConfig) -> Meta {
         let mut vocab = vec!["<oov>".to_string()];
-        vocab.extend(ALL_KINDS.iter().map(|k| k.as_str().to_string()));
+        vocab.extend(FEATURE_KINDS.iter().map(|k| k.as_str().to_string()));
         Meta {
             checkpoint_version: CHECKPOINT_VERSION,
             nape_version: NAPE_VERSION.to_string(),
