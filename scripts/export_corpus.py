@@ -86,13 +86,43 @@ def count_macs(module: nn.Module, inputs: tuple):
 
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
+    fc = FlopCounterMode(display=False)
+    hooks, unseen = recurrent_hooks(module, fc)
     try:
-        with FlopCounterMode(display=False) as fc, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        with fc, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
             module(*inputs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    flops = int(fc.get_total_flops())
+        for h in hooks:
+            h.remove()
+    flops = int(fc.get_total_flops()) + 2 * sum(unseen)
     return flops // 2 if flops > 0 else None
+
+
+def recurrent_hooks(module: nn.Module, fc: FlopCounterMode) -> tuple[list, list[int]]:
+    """The counter sees nothing of CPU's fused LSTM kernel (GRU and RNN it sees as matmuls).
+    Each recurrent layer the counter saw no FLOPs in adds its matmul work: every step of every
+    layer and direction multiplies its input by W_ih and its state by W_hh, so
+    ``steps x batch x (|W_ih| + |W_hh|)`` summed over layers and directions."""
+    unseen, hooks = [], []
+    for m in module.modules():
+        if not isinstance(m, nn.RNNBase):
+            continue
+
+        def before(mod, args):
+            mod._nape_flops_before = fc.get_total_flops()
+
+        def after(mod, args, out):
+            if fc.get_total_flops() > mod._nape_flops_before:
+                return
+            x = args[0]
+            x = x.data if isinstance(x, nn.utils.rnn.PackedSequence) else x
+            steps_x_batch = x.numel() // mod.input_size
+            weights = sum(p.numel() for n, p in mod.named_parameters() if n.startswith("weight_"))
+            unseen.append(steps_x_batch * weights)
+
+        hooks += [m.register_forward_pre_hook(before), m.register_forward_hook(after)]
+    return hooks, unseen
 
 
 def export_onnx(module: nn.Module, inputs: tuple, exporter: str, opset: int, input_names: list[str],

@@ -22,6 +22,7 @@ pub mod run;
 mod shapes;
 pub mod slim;
 mod slots;
+mod tables;
 pub mod write;
 
 use crate::error::{Error, Result};
@@ -218,6 +219,16 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
     }
     b.outputs(graph)?;
     let (mut cg, unfolded) = (b.cg, b.unfolded);
+    let copied = (b.copied.0 > 0).then(|| {
+        format!(
+            "{} weights ({} values) are Identity copies of another weight: exporters write one tensor for parameters of identical values, so they are counted as distinct parameters; a network that uses one parameter in several places (weight sharing) is overcounted by them",
+            b.copied.0, b.copied.1
+        )
+    });
+    for note in [b.gathered.note(), copied].into_iter().flatten() {
+        tracing::warn!("{source}: {note}");
+        cg.notes.push(note);
+    }
     if !inputs.inferred.is_empty() {
         let n = inputs.inferred.len();
         let first: Vec<&str> = inputs.inferred.iter().take(3).map(String::as_str).collect();

@@ -5,7 +5,7 @@
 //! remaining op with its shapes, parameters (each source tensor once) and costs.
 
 use super::analyse::{const_value, Facts};
-use super::{attr_value, map, slots, Static};
+use super::{attr_value, map, slots, tables, Static};
 use super::{HashMap, HashSet};
 use crate::error::{Error, Result};
 use crate::graph::{Cg, OpKind, OpNode, Operand, Shape, TensorEdge};
@@ -28,6 +28,12 @@ pub(super) struct Builder<'a> {
     claimed: HashSet<String>,
     /// Constants the analysis left without a value, though the file determines them.
     pub(super) unfolded: Vec<String>,
+    /// Relative-position tables stored gathered, counted as their tables.
+    pub(super) gathered: tables::Gathered,
+    /// Identity copies of a weight (see [`Builder::fold_static`]) ...
+    copies: HashSet<String>,
+    /// ... and those counted as parameters: how many, how many values.
+    pub(super) copied: (usize, u64),
 }
 
 /// One ONNX node being read: its index, display name, and inputs after aliasing.
@@ -84,6 +90,9 @@ impl<'a> Builder<'a> {
             alias: HashMap::default(),
             claimed: HashSet::default(),
             unfolded: Vec::new(),
+            gathered: tables::Gathered::default(),
+            copies: HashSet::default(),
+            copied: (0, 0),
         }
     }
 
@@ -178,7 +187,12 @@ impl<'a> Builder<'a> {
             let float = f.and_then(|f| f.datum_type).map(|d| d.is_float()).unwrap_or(false);
             let numel =
                 self.shape_of(o).map(|s| s.iter().map(|&d| d as u64).product()).unwrap_or(0);
-            let sources = if copy_of_source { vec![o.clone()] } else { sources.clone() };
+            let sources = if copy_of_source {
+                self.copies.insert(o.clone());
+                vec![o.clone()]
+            } else {
+                sources.clone()
+            };
             let value = f.and_then(|f| f.value.clone());
             self.statics.insert(o.clone(), Static { float, numel, sources, value, computable });
         }
@@ -308,16 +322,51 @@ impl<'a> Builder<'a> {
             if !s.float || s.numel <= 1 || !slots::is_param_slot(&at.pn.op_type, slot) {
                 continue;
             }
+            if let Some(table) = self.gathered_table(at, slot) {
+                if self.claimed.insert(s.sources[0].clone()) {
+                    self.gathered.tensors += 1;
+                    self.gathered.in_file += s.numel;
+                    self.gathered.counted += table;
+                    params += table;
+                }
+                continue;
+            }
             for src in &s.sources {
                 let Some(origin) = self.statics.get(src).filter(|o| o.float && o.numel > 1) else {
                     continue;
                 };
                 if self.claimed.insert(src.clone()) {
                     params += origin.numel;
+                    if self.copies.contains(src) {
+                        self.copied.0 += 1;
+                        self.copied.1 += origin.numel;
+                    }
                 }
             }
         }
         params
+    }
+
+    /// The table size a static operand of an `Add` stands for, when it is a relative-position
+    /// bias the exporter gathered ([`tables`]): one source tensor of that shape, added to
+    /// attention scores (a product of two activations of the same `[.., N, N]`).
+    fn gathered_table(&self, at: &At, slot: usize) -> Option<u64> {
+        if at.pn.op_type != "Add" {
+            return None;
+        }
+        let name = at.inputs[slot].as_ref()?;
+        let s = self.statics.get(name)?;
+        let shape = self.shape_of(name)?;
+        let origin = self.statics.get(s.sources.first()?)?;
+        if s.sources.len() != 1 || origin.numel != s.numel {
+            return None;
+        }
+        let scores = at.inputs.iter().flatten().find(|i| self.producer.contains_key(*i))?;
+        let (node, _) = self.producer[scores];
+        let tail = |s: &[usize]| s[s.len().saturating_sub(2)..].to_vec();
+        let same_tail = self.shape_of(scores).is_some_and(|a| tail(&a) == tail(&shape));
+        let from_scores = self.cg.graph[node].kind == OpKind::MatMul && same_tail;
+        from_scores.then(|| tables::table_size(&shape)).flatten()
     }
 
     fn operands(&mut self, at: &At, static_slots: &[usize]) -> Vec<Operand> {
