@@ -305,6 +305,98 @@ mod tests {
         pb::ModelProto { graph: Some(graph), ..Default::default() }.encode_to_vec()
     }
 
+    fn tensor_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+        use pb::tensor_shape_proto::{dimension::Value, Dimension};
+        let dim = dims
+            .iter()
+            .map(|&d| Dimension { value: Some(Value::DimValue(d)), ..Default::default() })
+            .collect();
+        let tensor =
+            pb::type_proto::Tensor { elem_type: 1, shape: Some(pb::TensorShapeProto { dim }) };
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(tensor)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// One float input `x` of `x_dims`, the nodes `(op, inputs, output)`, initializers of
+    /// distinct values, output `y`; read as nape reads a file.
+    fn read(x_dims: &[i64], nodes: &[(&str, &[&str], &str)], inits: &[(&str, &[i64])]) -> Cg {
+        let node = nodes
+            .iter()
+            .map(|(op, ins, out)| pb::NodeProto {
+                op_type: op.to_string(),
+                name: out.to_string(),
+                input: ins.iter().map(|s| s.to_string()).collect(),
+                output: vec![out.to_string()],
+                ..Default::default()
+            })
+            .collect();
+        let initializer = inits
+            .iter()
+            .map(|(name, dims)| pb::TensorProto {
+                name: name.to_string(),
+                dims: dims.to_vec(),
+                data_type: 1,
+                float_data: (0..dims.iter().product::<i64>()).map(|i| 0.5 + i as f32).collect(),
+                ..Default::default()
+            })
+            .collect();
+        let graph = pb::GraphProto {
+            node,
+            initializer,
+            input: vec![tensor_info("x", x_dims)],
+            output: vec![tensor_info("y", &[])],
+            ..Default::default()
+        };
+        let opset = vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }];
+        let bytes = pb::ModelProto {
+            ir_version: 8,
+            graph: Some(graph),
+            opset_import: opset,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        load_bytes(&bytes, "t.onnx", &ImportOptions::default()).expect("reads")
+    }
+
+    #[test]
+    fn identity_copies_of_a_weight_count_as_distinct_parameters_and_say_so() {
+        let cg = read(
+            &[1, 4],
+            &[
+                ("Identity", &["W"], "W2"),
+                ("MatMul", &["x", "W"], "a"),
+                ("MatMul", &["a", "W2"], "y"),
+            ],
+            &[("W", &[4, 4])],
+        );
+        assert_eq!(cg.summary().params, 32);
+        assert_eq!(cg.notes.len(), 1, "{:?}", cg.notes);
+        assert!(
+            cg.notes[0].starts_with("1 weights (16 values) are Identity copies"),
+            "{:?}",
+            cg.notes
+        );
+    }
+
+    #[test]
+    fn a_gathered_relative_position_bias_counts_as_its_table_and_says_so() {
+        // scores = x x over 2 heads of 4 = 2 x 2 positions; the bias holds [1, 2, 4, 4]
+        let nodes: &[(&str, &[&str], &str)] =
+            &[("MatMul", &["x", "x"], "scores"), ("Add", &["scores", "bias"], "y")];
+        let mut cg = read(&[1, 2, 4, 4], nodes, &[("bias", &[1, 2, 4, 4])]);
+        assert_eq!(cg.summary().params, 2 * 9, "3 x 3 offsets per head");
+        assert!(cg.notes[0].contains("counted as their tables, 18 parameters, not the 32"));
+        // the same bias added to the input itself is an ordinary parameter
+        cg = read(&[1, 2, 4, 4], &[("Add", &["x", "bias"], "y")], &[("bias", &[1, 2, 4, 4])]);
+        assert_eq!((cg.summary().params, cg.notes.len()), (32, 0));
+    }
+
     #[test]
     fn constant_of_shape_without_value_reads_as_float32_zero() {
         let m = decode(&constant_of_shape_model(vec![]), "t").expect("decode");
