@@ -88,6 +88,12 @@ def count_macs(module: nn.Module, inputs: tuple):
     torch.backends.mha.set_fastpath_enabled(False)
     fc = FlopCounterMode(display=False)
     hooks, unseen = recurrent_hooks(module, fc)
+    # the counter's module tracker hooks the backward of every tensor that requires a gradient,
+    # and asserts on one without a gradient function (CaiT's class token, expanded under
+    # no_grad): count with the parameters frozen, which changes no FLOP
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
     try:
         with fc, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
             module(*inputs)
@@ -95,6 +101,8 @@ def count_macs(module: nn.Module, inputs: tuple):
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in hooks:
             h.remove()
+        for p in trainable:
+            p.requires_grad_(True)
     flops = int(fc.get_total_flops()) + 2 * sum(unseen)
     return flops // 2 if flops > 0 else None
 
