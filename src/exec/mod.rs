@@ -15,6 +15,7 @@
 pub mod device;
 mod init;
 mod ops;
+mod recurrent;
 
 pub use init::Init;
 

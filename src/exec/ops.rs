@@ -9,7 +9,7 @@
 use crate::graph::{OpKind, OpNode};
 use tch::{Device, Kind, Tensor};
 
-type R<T> = std::result::Result<T, String>;
+pub(super) type R<T> = std::result::Result<T, String>;
 
 /// What every op needs besides its arguments.
 pub(super) struct Ctx {
@@ -19,7 +19,7 @@ pub(super) struct Ctx {
     pub batch: i64,
 }
 
-fn e(err: tch::TchError) -> String {
+pub(super) fn e(err: tch::TchError) -> String {
     let s = err.to_string();
     s.lines().next().unwrap_or("libtorch error").to_string()
 }
@@ -30,11 +30,11 @@ pub(super) fn input_kind(_node: &OpNode, kind: Kind) -> Kind {
 }
 
 /// Argument `slot`, or an error naming it.
-fn arg(args: &[Option<Tensor>], slot: usize) -> R<&Tensor> {
+pub(super) fn arg(args: &[Option<Tensor>], slot: usize) -> R<&Tensor> {
     args.get(slot).and_then(|a| a.as_ref()).ok_or_else(|| format!("input {slot} is missing"))
 }
 
-fn opt(args: &[Option<Tensor>], slot: usize) -> Option<&Tensor> {
+pub(super) fn opt(args: &[Option<Tensor>], slot: usize) -> Option<&Tensor> {
     args.get(slot).and_then(|a| a.as_ref())
 }
 
@@ -433,6 +433,19 @@ pub(super) fn eval(
             let y =
                 if node.onnx_op == "ArgMax" { x.f_argmax(a, keep) } else { x.f_argmin(a, keep) };
             one(y.map_err(e)?)
+        }
+        "LSTM" | "GRU" | "RNN" => super::recurrent::eval(node, args),
+        "ScatterElements" => {
+            let reduction = node.attr_str("reduction").unwrap_or("none");
+            if reduction != "none" {
+                return Err(format!(
+                    "ScatterElements with reduction '{reduction}' is not supported"
+                ));
+            }
+            let x = x()?;
+            let a = axis(node.attr_int("axis", 0), rank(x))?;
+            let index = arg(args, 1)?.to_kind(tch::Kind::Int64);
+            one(x.f_scatter(a, &index, arg(args, 2)?).map_err(e)?)
         }
         _ if node.kind == OpKind::Zero => one(x()?.f_mul_scalar(0.0).map_err(e)?),
         other => Err(format!("the executor has no implementation of ONNX op '{other}'")),

@@ -250,9 +250,27 @@ fn recurrent(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<(), String> {
     let steps_x_batch = d.in_elems / input;
     let gate_elems = steps_x_batch * (w / input); // directions x gates x hidden, per step and sample
     m.attrs.bias = Some(ctx.pn.input.get(3).is_some_and(|s| !s.is_empty()));
+    if custom_activations(ctx.pn) {
+        // the CG keeps no string lists: the executor refuses the node rather than guess
+        m.attrs.values.insert("custom_activations".into(), 1.0);
+    }
     m.macs = steps_x_batch * (w + r);
     m.flops = 2 * m.macs + 3 * gate_elems;
     Ok(())
+}
+
+/// Whether a recurrent node names activations other than its op's defaults.
+fn custom_activations(pn: &pb::NodeProto) -> bool {
+    let defaults: &[&[u8]] = match pn.op_type.as_str() {
+        "LSTM" => &[b"Sigmoid", b"Tanh", b"Tanh"],
+        "GRU" => &[b"Sigmoid", b"Tanh"],
+        _ => &[b"Tanh"],
+    };
+    attr(pn, "activations").is_some_and(|a| {
+        a.strings
+            .chunks(defaults.len())
+            .any(|dir| dir.iter().map(Vec::as_slice).ne(defaults.iter().copied()))
+    })
 }
 
 /// A convolution (or its transpose): kernel, strides, dilations, padding, groups, bias; MACs

@@ -1,0 +1,155 @@
+//! Recurrent layers (ONNX `LSTM`, `GRU`, `RNN`) for the executor, unrolled over the sequence
+//! in the ONNX definitions' gate orders (LSTM: input, output, forget, cell; GRU: update, reset,
+//! hidden), so autograd runs through them like any other op. The forms PyTorch writes are
+//! covered: default activations, `layout` 0, no clip, no peepholes, no sequence lengths; any
+//! other form is an error naming what is not supported, never a silently different network.
+
+use super::ops::{arg, e, opt, R};
+use crate::graph::OpNode;
+use tch::Tensor;
+
+/// The gates of each kind: their count, in the weight matrices' row order.
+fn gates(op: &str) -> i64 {
+    match op {
+        "LSTM" => 4,
+        "GRU" => 3,
+        _ => 1,
+    }
+}
+
+fn check_form(node: &OpNode, args: &[Option<Tensor>]) -> R<()> {
+    let unsupported = [
+        (node.attr_int("layout", 0) != 0, "layout 1 (batch first)"),
+        (node.attr_float("clip", 0.0) != 0.0, "a clip"),
+        (node.attr_int("input_forget", 0) != 0, "input_forget"),
+        (
+            node.attrs.values.contains_key("custom_activations"),
+            "activations other than the defaults",
+        ),
+        (opt(args, 4).is_some(), "sequence lengths"),
+        (opt(args, 7).is_some(), "peepholes"),
+    ];
+    match unsupported.iter().find(|(bad, _)| *bad) {
+        Some((_, what)) => Err(format!("{} with {what} is not supported", node.onnx_op)),
+        None => Ok(()),
+    }
+}
+
+/// `Y [steps, directions, batch, hidden]`, `Y_h [directions, batch, hidden]` and, for LSTM,
+/// `Y_c`.
+pub(super) fn eval(node: &OpNode, args: &[Option<Tensor>]) -> R<Vec<Tensor>> {
+    check_form(node, args)?;
+    let (x, w, r) = (arg(args, 0)?, arg(args, 1)?, arg(args, 2)?);
+    let (steps, dirs, rows) = (x.size()[0], w.size()[0], w.size()[1]);
+    let direction = node.attr_str("direction").unwrap_or("forward");
+    let mut ys = Vec::new();
+    let mut last = (Vec::new(), Vec::new());
+    for d in 0..dirs {
+        let reverse = direction == "reverse" || (direction == "bidirectional" && d == 1);
+        let bias = opt(args, 3).map(|b| b.f_select(0, d)).transpose().map_err(e)?;
+        let (wb, rb) = match &bias {
+            Some(b) => (
+                Some(b.f_narrow(0, 0, rows).map_err(e)?),
+                Some(b.f_narrow(0, rows, rows).map_err(e)?),
+            ),
+            None => (None, None),
+        };
+        let layer = Layer {
+            op: node.onnx_op.as_str(),
+            w: w.f_select(0, d).map_err(e)?.f_transpose(0, 1).map_err(e)?,
+            r: r.f_select(0, d).map_err(e)?.f_transpose(0, 1).map_err(e)?,
+            wb,
+            rb,
+            linear_before_reset: node.attr_int("linear_before_reset", 0) != 0,
+        };
+        let hidden = rows / gates(layer.op);
+        let start = |slot: usize| -> R<Tensor> {
+            match opt(args, slot) {
+                Some(t) => t.f_select(0, d).map_err(e),
+                None => x.f_new_zeros([x.size()[1], hidden], (x.kind(), x.device())).map_err(e),
+            }
+        };
+        let (mut h, mut c) = (start(5)?, start(6)?);
+        let mut out: Vec<Tensor> = Vec::with_capacity(steps as usize);
+        let order: Vec<i64> =
+            if reverse { (0..steps).rev().collect() } else { (0..steps).collect() };
+        for t in order {
+            (h, c) = layer.step(&x.f_select(0, t).map_err(e)?, &h, &c)?;
+            out.push(h.shallow_clone());
+        }
+        if reverse {
+            out.reverse();
+        }
+        ys.push(Tensor::f_stack(&out, 0).map_err(e)?);
+        last.0.push(h);
+        last.1.push(c);
+    }
+    let mut outs =
+        vec![Tensor::f_stack(&ys, 1).map_err(e)?, Tensor::f_stack(&last.0, 0).map_err(e)?];
+    if node.onnx_op == "LSTM" {
+        outs.push(Tensor::f_stack(&last.1, 0).map_err(e)?);
+    }
+    Ok(outs)
+}
+
+/// One direction of one layer: weights transposed to `[input, rows]` and `[hidden, rows]`.
+struct Layer<'a> {
+    op: &'a str,
+    w: Tensor,
+    r: Tensor,
+    wb: Option<Tensor>,
+    rb: Option<Tensor>,
+    linear_before_reset: bool,
+}
+
+fn plus(a: Tensor, b: &Option<Tensor>) -> R<Tensor> {
+    match b {
+        Some(b) => a.f_add(b).map_err(e),
+        None => Ok(a),
+    }
+}
+
+impl Layer<'_> {
+    /// The state after one step from `(h, c)` (`c` is LSTM's cell, carried unchanged by the
+    /// others).
+    fn step(&self, xt: &Tensor, h: &Tensor, c: &Tensor) -> R<(Tensor, Tensor)> {
+        let xw = plus(xt.f_matmul(&self.w).map_err(e)?, &self.wb)?;
+        let hr = plus(h.f_matmul(&self.r).map_err(e)?, &self.rb)?;
+        match self.op {
+            "LSTM" => {
+                let g = xw.f_add(&hr).map_err(e)?.f_chunk(4, -1).map_err(e)?;
+                let (i, o) = (g[0].f_sigmoid().map_err(e)?, g[1].f_sigmoid().map_err(e)?);
+                let (f, cand) = (g[2].f_sigmoid().map_err(e)?, g[3].f_tanh().map_err(e)?);
+                let c = f.f_mul(c).map_err(e)?.f_add(&i.f_mul(&cand).map_err(e)?).map_err(e)?;
+                Ok((o.f_mul(&c.f_tanh().map_err(e)?).map_err(e)?, c))
+            }
+            "GRU" => Ok((self.gru(&xw, &hr, h)?, c.shallow_clone())),
+            _ => Ok((xw.f_add(&hr).map_err(e)?.f_tanh().map_err(e)?, c.shallow_clone())),
+        }
+    }
+
+    /// GRU: `z`, `r` from input and state; the candidate applies `r` after the state's product
+    /// (`linear_before_reset`, as PyTorch writes it) or before it.
+    fn gru(&self, xw: &Tensor, hr: &Tensor, h: &Tensor) -> R<Tensor> {
+        let xg = xw.f_chunk(3, -1).map_err(e)?;
+        let hg = hr.f_chunk(3, -1).map_err(e)?;
+        let z = xg[0].f_add(&hg[0]).map_err(e)?.f_sigmoid().map_err(e)?;
+        let reset = xg[1].f_add(&hg[1]).map_err(e)?.f_sigmoid().map_err(e)?;
+        let state = if self.linear_before_reset {
+            reset.f_mul(&hg[2]).map_err(e)?
+        } else {
+            let hidden = h.size()[1];
+            let rh = self.r.f_narrow(1, 2 * hidden, hidden).map_err(e)?;
+            let rb = self
+                .rb
+                .as_ref()
+                .map(|b| b.f_narrow(0, 2 * hidden, hidden))
+                .transpose()
+                .map_err(e)?;
+            plus(reset.f_mul(h).map_err(e)?.f_matmul(&rh).map_err(e)?, &rb)?
+        };
+        let cand = xg[2].f_add(&state).map_err(e)?.f_tanh().map_err(e)?;
+        // (1 - z) * cand + z * h = cand + z * (h - cand)
+        cand.f_add(&z.f_mul(&h.f_sub(&cand).map_err(e)?).map_err(e)?).map_err(e)
+    }
+}
