@@ -244,7 +244,7 @@ fn recurrent(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<(), String> {
         return Err(format!("the weights W and R of {op} are not constants or weight inputs"));
     };
     let input = d.in0.last().copied().unwrap_or(0) as u64;
-    if input == 0 || d.in_elems % input != 0 || w % input != 0 {
+    if input == 0 || !d.in_elems.is_multiple_of(input) || !w.is_multiple_of(input) {
         return Err(format!("the input {:?} does not match W's {w} weights", d.in0));
     }
     let steps_x_batch = d.in_elems / input;
