@@ -209,6 +209,8 @@ def _param_slots(op_type: str, n_inputs: int):
         return (0, 1, 2)  # not 3, 4: running mean / running variance
     if op_type in SLOT0_ONLY_OPS or op_type.startswith("Reduce"):
         return (0,)
+    if op_type in ("LSTM", "GRU", "RNN"):
+        return (1, 2, 3, 7)  # W, R, B, peepholes: not sequence lengths or initial states
     return range(n_inputs)
 
 
@@ -808,6 +810,33 @@ def passthrough_ops() -> tuple[onnx.ModelProto, tuple]:
     return _make_model(nodes, "passthrough_ops", shape, "output", (1, 16), inits), shape
 
 
+def recurrent_forms() -> tuple[onnx.ModelProto, tuple]:
+    """The recurrent forms PyTorch does not write: a GRU that applies its reset gate before the
+    state's product (``linear_before_reset=0``) from a given initial state, then an LSTM without
+    biases. MACs steps x batch x (|W| + |R|): 10 x 84 + 10 x 84. (Both forward: tract, which the
+    executor is checked against, returns a ``direction="reverse"`` layer's outputs in reversed
+    time, where onnxruntime and the ONNX definition align them with the input; the executor's
+    reverse direction is checked against its forward one in its unit tests.)"""
+    rng = np.random.default_rng(0)
+    shape = (5, 2, 3)
+    inits = [
+        numpy_helper.from_array(_f32(rng, 1, 12, 3, scale=0.5), "gru.W"),
+        numpy_helper.from_array(_f32(rng, 1, 12, 4, scale=0.5), "gru.R"),
+        numpy_helper.from_array(_f32(rng, 1, 24, scale=0.5), "gru.B"),
+        numpy_helper.from_array(_f32(rng, 1, 2, 4, scale=0.5), "gru.h0"),
+        numpy_helper.from_array(_f32(rng, 1, 12, 4, scale=0.5), "lstm.W"),
+        numpy_helper.from_array(_f32(rng, 1, 12, 3, scale=0.5), "lstm.R"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+    ]
+    nodes = [
+        helper.make_node("GRU", ["input", "gru.W", "gru.R", "gru.B", "", "gru.h0"], ["g"], name="gru",
+                         hidden_size=4, linear_before_reset=0),
+        helper.make_node("Squeeze", ["g", "axis1"], ["gs"], name="squeeze"),
+        helper.make_node("LSTM", ["gs", "lstm.W", "lstm.R"], ["output"], name="lstm", hidden_size=3),
+    ]
+    return _make_model(nodes, "recurrent_forms", shape, "output", (5, 1, 2, 3), inits), shape
+
+
 def nasbench201_cell() -> tuple[onnx.ModelProto, tuple]:
     """A NAS-Bench-201 cell as NAS-Bench-201's own PyTorch code would export it:
     |nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|
@@ -963,6 +992,7 @@ def rare_ops_reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 HELPER_OPS = {
     "passthrough_ops": (passthrough_ops, {}),
     "nasbench201_cell": (nasbench201_cell, {}),
+    "recurrent_forms": (recurrent_forms, {"macs": 1680}),
     # no Conv / ConvTranspose / Gemm / MatMul in the graph: 0 MACs by construction
     "rare_ops": (rare_ops, {"macs": 0, "reference": rare_ops_reference}),
 }

@@ -153,3 +153,64 @@ impl Layer<'_> {
         cand.f_add(&z.f_mul(&h.f_sub(&cand).map_err(e)?).map_err(e)?).map_err(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{AttrValue, OpKind};
+
+    fn layer(op: &str, kind: OpKind, direction: &str, reset_first: bool) -> OpNode {
+        let mut n = OpNode::new(kind, op);
+        n.onnx_op = op.into();
+        n.onnx_attrs.insert("direction".into(), AttrValue::Str(direction.into()));
+        n.onnx_attrs.insert("linear_before_reset".into(), AttrValue::Int(i64::from(!reset_first)));
+        n
+    }
+
+    /// A reverse layer is the forward layer run on the sequence reversed in time, its outputs
+    /// aligned with the input's steps (the ONNX definition; onnxruntime agrees, tract does not).
+    #[test]
+    fn a_reverse_layer_is_the_forward_layer_on_the_reversed_sequence() {
+        tch::manual_seed(0);
+        let (steps, batch, input, hidden) = (5, 2, 3, 4);
+        for (op, kind, gates) in
+            [("LSTM", OpKind::Lstm, 4), ("GRU", OpKind::Gru, 3), ("RNN", OpKind::Rnn, 1)]
+        {
+            for reset_first in [false, true] {
+                let x = Tensor::randn([steps, batch, input], tch::kind::FLOAT_CPU);
+                let w = Tensor::randn([1, gates * hidden, input], tch::kind::FLOAT_CPU);
+                let r = Tensor::randn([1, gates * hidden, hidden], tch::kind::FLOAT_CPU);
+                let b = Tensor::randn([1, 2 * gates * hidden], tch::kind::FLOAT_CPU);
+                let args = |x: &Tensor| {
+                    vec![
+                        Some(x.shallow_clone()),
+                        Some(w.shallow_clone()),
+                        Some(r.shallow_clone()),
+                        Some(b.shallow_clone()),
+                    ]
+                };
+                let rev =
+                    eval(&layer(op, kind.clone(), "reverse", reset_first), &args(&x)).unwrap();
+                let fwd =
+                    eval(&layer(op, kind.clone(), "forward", reset_first), &args(&x.flip([0])))
+                        .unwrap();
+                let diff = f64::try_from((&rev[0] - fwd[0].flip([0])).abs().max()).unwrap();
+                assert!(diff < 1e-6, "{op}: {diff}");
+                // the last state of the reverse pass is its output at step 0
+                let first = f64::try_from((&rev[1] - rev[0].select(0, 0)).abs().max()).unwrap();
+                assert!(first < 1e-6, "{op}: {first}");
+            }
+        }
+    }
+
+    #[test]
+    fn forms_pytorch_does_not_write_are_refused_by_name() {
+        let mut n = layer("LSTM", OpKind::Lstm, "forward", false);
+        n.onnx_attrs.insert("clip".into(), AttrValue::Float(3.0));
+        let x = Tensor::zeros([2, 1, 3], tch::kind::FLOAT_CPU);
+        let w = Tensor::zeros([1, 8, 3], tch::kind::FLOAT_CPU);
+        let r = Tensor::zeros([1, 8, 2], tch::kind::FLOAT_CPU);
+        let err = eval(&n, &[Some(x), Some(w), Some(r)]).unwrap_err();
+        assert_eq!(err, "LSTM with a clip is not supported");
+    }
+}
