@@ -40,8 +40,20 @@ fn check_form(node: &OpNode, args: &[Option<Tensor>]) -> R<()> {
 pub(super) fn eval(node: &OpNode, args: &[Option<Tensor>]) -> R<Vec<Tensor>> {
     check_form(node, args)?;
     let (x, w, r) = (arg(args, 0)?, arg(args, 1)?, arg(args, 2)?);
+    if [x, w, r].iter().any(|t| t.dim() != 3) {
+        return Err(format!("{}: X, W and R must have rank 3", node.onnx_op));
+    }
     let (steps, dirs, rows) = (x.size()[0], w.size()[0], w.size()[1]);
+    if rows % gates(&node.onnx_op) != 0 {
+        return Err(format!("{}: W's {rows} rows are not a whole number of gates", node.onnx_op));
+    }
     let direction = node.attr_str("direction").unwrap_or("forward");
+    if dirs != if direction == "bidirectional" { 2 } else { 1 } {
+        return Err(format!(
+            "{}: {dirs} directions of weights for direction '{direction}'",
+            node.onnx_op
+        ));
+    }
     let mut ys = Vec::new();
     let mut last = (Vec::new(), Vec::new());
     for d in 0..dirs {
