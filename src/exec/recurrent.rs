@@ -43,7 +43,7 @@ pub(super) fn eval(node: &OpNode, args: &[Option<Tensor>]) -> R<Vec<Tensor>> {
     if [x, w, r].iter().any(|t| t.dim() != 3) {
         return Err(format!("{}: X, W and R must have rank 3", node.onnx_op));
     }
-    let (steps, dirs, rows) = (x.size()[0], w.size()[0], w.size()[1]);
+    let (dirs, rows) = (w.size()[0], w.size()[1]);
     if rows % gates(&node.onnx_op) != 0 {
         return Err(format!("{}: W's {rows} rows are not a whole number of gates", node.onnx_op));
     }
@@ -54,52 +54,17 @@ pub(super) fn eval(node: &OpNode, args: &[Option<Tensor>]) -> R<Vec<Tensor>> {
             node.onnx_op
         ));
     }
-    let mut ys = Vec::new();
-    let mut last = (Vec::new(), Vec::new());
+    let (mut ys, mut hs, mut cs) = (Vec::new(), Vec::new(), Vec::new());
     for d in 0..dirs {
         let reverse = direction == "reverse" || (direction == "bidirectional" && d == 1);
-        let bias = opt(args, 3).map(|b| b.f_select(0, d)).transpose().map_err(e)?;
-        let (wb, rb) = match &bias {
-            Some(b) => (
-                Some(b.f_narrow(0, 0, rows).map_err(e)?),
-                Some(b.f_narrow(0, rows, rows).map_err(e)?),
-            ),
-            None => (None, None),
-        };
-        let layer = Layer {
-            op: node.onnx_op.as_str(),
-            w: w.f_select(0, d).map_err(e)?.f_transpose(0, 1).map_err(e)?,
-            r: r.f_select(0, d).map_err(e)?.f_transpose(0, 1).map_err(e)?,
-            wb,
-            rb,
-            linear_before_reset: node.attr_int("linear_before_reset", 0) != 0,
-        };
-        let hidden = rows / gates(layer.op);
-        let start = |slot: usize| -> R<Tensor> {
-            match opt(args, slot) {
-                Some(t) => t.f_select(0, d).map_err(e),
-                None => x.f_new_zeros([x.size()[1], hidden], (x.kind(), x.device())).map_err(e),
-            }
-        };
-        let (mut h, mut c) = (start(5)?, start(6)?);
-        let mut out: Vec<Tensor> = Vec::with_capacity(steps as usize);
-        let order: Vec<i64> =
-            if reverse { (0..steps).rev().collect() } else { (0..steps).collect() };
-        for t in order {
-            (h, c) = layer.step(&x.f_select(0, t).map_err(e)?, &h, &c)?;
-            out.push(h.shallow_clone());
-        }
-        if reverse {
-            out.reverse();
-        }
-        ys.push(Tensor::f_stack(&out, 0).map_err(e)?);
-        last.0.push(h);
-        last.1.push(c);
+        let (y, h, c) = Layer::of(node, args, d)?.run(x, args, d, reverse)?;
+        ys.push(y);
+        hs.push(h);
+        cs.push(c);
     }
-    let mut outs =
-        vec![Tensor::f_stack(&ys, 1).map_err(e)?, Tensor::f_stack(&last.0, 0).map_err(e)?];
+    let mut outs = vec![Tensor::f_stack(&ys, 1).map_err(e)?, Tensor::f_stack(&hs, 0).map_err(e)?];
     if node.onnx_op == "LSTM" {
-        outs.push(Tensor::f_stack(&last.1, 0).map_err(e)?);
+        outs.push(Tensor::f_stack(&cs, 0).map_err(e)?);
     }
     Ok(outs)
 }
@@ -121,7 +86,54 @@ fn plus(a: Tensor, b: &Option<Tensor>) -> R<Tensor> {
     }
 }
 
-impl Layer<'_> {
+impl<'a> Layer<'a> {
+    /// Direction `d` of the layer `node`, its biases split into W's and R's.
+    fn of(node: &'a OpNode, args: &[Option<Tensor>], d: i64) -> R<Layer<'a>> {
+        let (w, r) = (arg(args, 1)?, arg(args, 2)?);
+        let rows = w.size()[1];
+        let bias = opt(args, 3).map(|b| b.f_select(0, d)).transpose().map_err(e)?;
+        let half = |start: i64| bias.as_ref().map(|b| b.f_narrow(0, start, rows)).transpose();
+        Ok(Layer {
+            op: node.onnx_op.as_str(),
+            w: w.f_select(0, d).map_err(e)?.f_transpose(0, 1).map_err(e)?,
+            r: r.f_select(0, d).map_err(e)?.f_transpose(0, 1).map_err(e)?,
+            wb: half(0).map_err(e)?,
+            rb: half(rows).map_err(e)?,
+            linear_before_reset: node.attr_int("linear_before_reset", 0) != 0,
+        })
+    }
+
+    /// The outputs of every step `[steps, batch, hidden]`, aligned with the input's steps, and
+    /// the last state and cell, from the initial ones in `args` (zeros when absent).
+    fn run(
+        &self,
+        x: &Tensor,
+        args: &[Option<Tensor>],
+        d: i64,
+        reverse: bool,
+    ) -> R<(Tensor, Tensor, Tensor)> {
+        let hidden = self.r.size()[0];
+        let start = |slot: usize| -> R<Tensor> {
+            match opt(args, slot) {
+                Some(t) => t.f_select(0, d).map_err(e),
+                None => x.f_new_zeros([x.size()[1], hidden], (x.kind(), x.device())).map_err(e),
+            }
+        };
+        let (mut h, mut c) = (start(5)?, start(6)?);
+        let steps = x.size()[0];
+        let mut out: Vec<Tensor> = Vec::with_capacity(steps as usize);
+        let order: Vec<i64> =
+            if reverse { (0..steps).rev().collect() } else { (0..steps).collect() };
+        for t in order {
+            (h, c) = self.step(&x.f_select(0, t).map_err(e)?, &h, &c)?;
+            out.push(h.shallow_clone());
+        }
+        if reverse {
+            out.reverse();
+        }
+        Ok((Tensor::f_stack(&out, 0).map_err(e)?, h, c))
+    }
+
     /// The state after one step from `(h, c)` (`c` is LSTM's cell, carried unchanged by the
     /// others).
     fn step(&self, xt: &Tensor, h: &Tensor, c: &Tensor) -> R<(Tensor, Tensor)> {
