@@ -59,6 +59,7 @@ from gen_corpus import (  # noqa: E402
     op_types,
     randomize_bn,
     randomize_constant_params,
+    recurrent_macs,
     strip_weights,
 )
 
@@ -110,8 +111,8 @@ def count_macs(module: nn.Module, inputs: tuple):
 def recurrent_hooks(module: nn.Module, fc: FlopCounterMode) -> tuple[list, list[int]]:
     """The counter sees nothing of CPU's fused LSTM kernel (GRU and RNN it sees as matmuls).
     Each recurrent layer the counter saw no FLOPs in adds its matmul work: every step of every
-    layer and direction multiplies its input by W_ih and its state by W_hh, so
-    ``steps x batch x (|W_ih| + |W_hh|)`` summed over layers and directions."""
+    layer and direction multiplies its input by W_ih and its state by W_hh
+    (``gen_corpus.recurrent_macs``)."""
     unseen, hooks = [], []
     for m in module.modules():
         if not isinstance(m, nn.RNNBase):
@@ -123,11 +124,7 @@ def recurrent_hooks(module: nn.Module, fc: FlopCounterMode) -> tuple[list, list[
         def after(mod, args, out):
             if fc.get_total_flops() > mod._nape_flops_before:
                 return
-            x = args[0]
-            x = x.data if isinstance(x, nn.utils.rnn.PackedSequence) else x
-            steps_x_batch = x.numel() // mod.input_size
-            weights = sum(p.numel() for n, p in mod.named_parameters() if n.startswith("weight_"))
-            unseen.append(steps_x_batch * weights)
+            unseen.append(recurrent_macs(mod, args[0]))
 
         hooks += [m.register_forward_pre_hook(before), m.register_forward_hook(after)]
     return hooks, unseen

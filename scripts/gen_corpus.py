@@ -291,6 +291,14 @@ def file_params(model: onnx.ModelProto, stripped: set[str] | frozenset = frozens
 HOOKED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear, nn.RNNBase)
 
 
+def recurrent_macs(mod: nn.RNNBase, x) -> int:
+    """Every step of every layer and direction multiplies its input by W_ih and its state by
+    W_hh: ``steps x batch x (|W_ih| + |W_hh|)`` summed over layers and directions."""
+    x = x.data if isinstance(x, nn.utils.rnn.PackedSequence) else x
+    steps_x_batch = x.numel() // mod.input_size
+    return steps_x_batch * sum(p.numel() for n, p in mod.named_parameters() if n.startswith("weight_"))
+
+
 def count_macs(model: nn.Module, x: torch.Tensor):
     """Multiply-accumulates of conv and linear layers, via forward hooks.
 
@@ -315,9 +323,7 @@ def count_macs(model: nn.Module, x: torch.Tensor):
         elif isinstance(mod, nn.Linear):
             total += output.numel() * mod.in_features
         elif isinstance(mod, nn.RNNBase):
-            # every step of every layer and direction: input x W_ih, state x W_hh
-            steps_x_batch = inputs[0].numel() // mod.input_size
-            total += steps_x_batch * sum(p.numel() for n, p in mod.named_parameters() if n.startswith("weight_"))
+            total += recurrent_macs(mod, inputs[0])
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, HOOKED)]
     try:

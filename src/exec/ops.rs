@@ -134,7 +134,7 @@ fn pad_spatial(x: &Tensor, b: &[i64], en: &[i64], value: f64) -> R<Tensor> {
     x.f_pad(p.as_slice(), "constant", Some(value)).map_err(e)
 }
 
-/// Evaluates one node.
+/// Evaluates one node: a fused kind, else its ONNX op, by group.
 pub(super) fn eval(
     node: &OpNode,
     args: &[Option<Tensor>],
@@ -155,7 +155,30 @@ pub(super) fn eval(
         }
         _ => {}
     }
-    let one = |t: Tensor| Ok(vec![t]);
+    let groups: [Group; 7] =
+        [weighted, normalisation, activation, parametrised, arithmetic, layout, pooling];
+    for group in groups {
+        if let Some(outputs) = group(node, args, ctx, train)? {
+            return Ok(outputs);
+        }
+    }
+    match node.kind {
+        OpKind::Zero => Ok(vec![arg(args, 0)?.f_mul_scalar(0.0).map_err(e)?]),
+        _ => Err(format!("the executor has no implementation of ONNX op '{}'", node.onnx_op)),
+    }
+}
+
+/// One group of ops: its outputs, or `None` when the node's op is not in the group.
+type Group = fn(&OpNode, &[Option<Tensor>], &Ctx, bool) -> R<Option<Vec<Tensor>>>;
+
+/// Convolutions and matrix products.
+fn weighted(
+    node: &OpNode,
+    args: &[Option<Tensor>],
+    ctx: &Ctx,
+    _train: bool,
+) -> R<Option<Vec<Tensor>>> {
+    let one = |t: Tensor| Ok(Some(vec![t]));
     let x = || arg(args, 0);
     match node.onnx_op.as_str() {
         "Conv" => one(conv(node, args, false, ctx)?),
@@ -180,6 +203,20 @@ pub(super) fn eval(
             one(y)
         }
         "MatMul" => one(x()?.f_matmul(arg(args, 1)?).map_err(e)?),
+        _ => Ok(None),
+    }
+}
+
+/// Batch, layer, group and instance normalisation.
+fn normalisation(
+    node: &OpNode,
+    args: &[Option<Tensor>],
+    _ctx: &Ctx,
+    train: bool,
+) -> R<Option<Vec<Tensor>>> {
+    let one = |t: Tensor| Ok(Some(vec![t]));
+    let x = || arg(args, 0);
+    match node.onnx_op.as_str() {
         "BatchNormalization" => {
             let eps = node.attr_float("epsilon", 1e-5);
             let (w, b) = (opt(args, 1), opt(args, 2));
@@ -234,6 +271,20 @@ pub(super) fn eval(
                 )
                 .map_err(e)?)
         }
+        _ => Ok(None),
+    }
+}
+
+/// Activations without parameters.
+fn activation(
+    node: &OpNode,
+    args: &[Option<Tensor>],
+    _ctx: &Ctx,
+    _train: bool,
+) -> R<Option<Vec<Tensor>>> {
+    let one = |t: Tensor| Ok(Some(vec![t]));
+    let x = || arg(args, 0);
+    match node.onnx_op.as_str() {
         "Relu" => one(x()?.f_relu().map_err(e)?),
         "Sigmoid" => one(x()?.f_sigmoid().map_err(e)?),
         "Tanh" => one(x()?.f_tanh().map_err(e)?),
@@ -254,6 +305,20 @@ pub(super) fn eval(
             one(x()?.f_gelu(if approx == "tanh" { "tanh" } else { "none" }).map_err(e)?)
         }
         "HardSwish" => one(x()?.f_hardswish().map_err(e)?),
+        _ => Ok(None),
+    }
+}
+
+/// Activations with parameters (slopes, bounds, axes) and softmax.
+fn parametrised(
+    node: &OpNode,
+    args: &[Option<Tensor>],
+    _ctx: &Ctx,
+    _train: bool,
+) -> R<Option<Vec<Tensor>>> {
+    let one = |t: Tensor| Ok(Some(vec![t]));
+    let x = || arg(args, 0);
+    match node.onnx_op.as_str() {
         "HardSigmoid" => {
             let (a, b) = (node.attr_float("alpha", 0.2), node.attr_float("beta", 0.5));
             one(x()?
@@ -330,6 +395,20 @@ pub(super) fn eval(
             };
             one(y.map_err(e)?)
         }
+        _ => Ok(None),
+    }
+}
+
+/// Elementwise arithmetic, comparisons, selection and casts.
+fn arithmetic(
+    node: &OpNode,
+    args: &[Option<Tensor>],
+    ctx: &Ctx,
+    _train: bool,
+) -> R<Option<Vec<Tensor>>> {
+    let one = |t: Tensor| Ok(Some(vec![t]));
+    let x = || arg(args, 0);
+    match node.onnx_op.as_str() {
         "Add" | "Sum" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Equal" | "Less"
         | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" => {
             let items: Vec<&Tensor> = args.iter().flatten().collect();
@@ -353,6 +432,20 @@ pub(super) fn eval(
             };
             one(x()?.f_to_kind(k).map_err(e)?)
         }
+        _ => Ok(None),
+    }
+}
+
+/// Joining, splitting, indexing and moving data.
+fn layout(
+    node: &OpNode,
+    args: &[Option<Tensor>],
+    ctx: &Ctx,
+    _train: bool,
+) -> R<Option<Vec<Tensor>>> {
+    let one = |t: Tensor| Ok(Some(vec![t]));
+    let x = || arg(args, 0);
+    match node.onnx_op.as_str() {
         "Concat" => {
             let items: Vec<&Tensor> = args.iter().flatten().collect();
             let r = items.first().map(|t| rank(t)).unwrap_or(1);
@@ -368,7 +461,7 @@ pub(super) fn eval(
                     target(node, slot, ctx)?.get(a as usize).copied().ok_or("bad split shape")?,
                 );
             }
-            x.f_split_with_sizes(sizes.as_slice(), a).map_err(e)
+            x.f_split_with_sizes(sizes.as_slice(), a).map(Some).map_err(e)
         }
         "Slice" => one(slice(node, args)?),
         "Gather" => {
@@ -412,6 +505,20 @@ pub(super) fn eval(
         "Pad" => one(pad(node, args)?),
         "Resize" | "Upsample" => one(resize(node, args, ctx)?),
         "DepthToSpace" | "SpaceToDepth" => one(depth_space(node, x()?)?),
+        _ => Ok(None),
+    }
+}
+
+/// Pools, reductions, recurrent layers and scatters.
+fn pooling(
+    node: &OpNode,
+    args: &[Option<Tensor>],
+    _ctx: &Ctx,
+    _train: bool,
+) -> R<Option<Vec<Tensor>>> {
+    let one = |t: Tensor| Ok(Some(vec![t]));
+    let x = || arg(args, 0);
+    match node.onnx_op.as_str() {
         "MaxPool" | "AveragePool" => one(pool(node, x()?)?),
         "GlobalAveragePool" | "GlobalMaxPool" => {
             let x = x()?;
@@ -434,7 +541,7 @@ pub(super) fn eval(
                 if node.onnx_op == "ArgMax" { x.f_argmax(a, keep) } else { x.f_argmin(a, keep) };
             one(y.map_err(e)?)
         }
-        "LSTM" | "GRU" | "RNN" => super::recurrent::eval(node, args),
+        "LSTM" | "GRU" | "RNN" => super::recurrent::eval(node, args).map(Some),
         "ScatterElements" => {
             let reduction = node.attr_str("reduction").unwrap_or("none");
             if reduction != "none" {
@@ -447,8 +554,7 @@ pub(super) fn eval(
             let index = arg(args, 1)?.to_kind(tch::Kind::Int64);
             one(x.f_scatter(a, &index, arg(args, 2)?).map_err(e)?)
         }
-        _ if node.kind == OpKind::Zero => one(x()?.f_mul_scalar(0.0).map_err(e)?),
-        other => Err(format!("the executor has no implementation of ONNX op '{other}'")),
+        _ => Ok(None),
     }
 }
 

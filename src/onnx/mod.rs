@@ -218,14 +218,9 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
         b.node(index, pn)?;
     }
     b.outputs(graph)?;
+    let notes = b.notes();
     let (mut cg, unfolded) = (b.cg, b.unfolded);
-    let copied = (b.copied.0 > 0).then(|| {
-        format!(
-            "{} weights ({} values) are Identity copies of another weight: exporters write one tensor for parameters of identical values, so they are counted as distinct parameters; a network that uses one parameter in several places (weight sharing) is overcounted by them",
-            b.copied.0, b.copied.1
-        )
-    });
-    for note in [b.gathered.note(), copied].into_iter().flatten() {
+    for note in notes {
         tracing::warn!("{source}: {note}");
         cg.notes.push(note);
     }
@@ -305,27 +300,9 @@ mod tests {
         pb::ModelProto { graph: Some(graph), ..Default::default() }.encode_to_vec()
     }
 
-    fn tensor_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-        use pb::tensor_shape_proto::{dimension::Value, Dimension};
-        let dim = dims
-            .iter()
-            .map(|&d| Dimension { value: Some(Value::DimValue(d)), ..Default::default() })
-            .collect();
-        let tensor =
-            pb::type_proto::Tensor { elem_type: 1, shape: Some(pb::TensorShapeProto { dim }) };
-        pb::ValueInfoProto {
-            name: name.into(),
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(tensor)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
     /// One float input `x` of `x_dims`, the nodes `(op, inputs, output)`, initializers of
     /// distinct values, output `y`; read as nape reads a file.
-    fn read(x_dims: &[i64], nodes: &[(&str, &[&str], &str)], inits: &[(&str, &[i64])]) -> Cg {
+    fn read(x_dims: &[usize], nodes: &[(&str, &[&str], &str)], inits: &[(&str, &[i64])]) -> Cg {
         let node = nodes
             .iter()
             .map(|(op, ins, out)| pb::NodeProto {
@@ -349,8 +326,8 @@ mod tests {
         let graph = pb::GraphProto {
             node,
             initializer,
-            input: vec![tensor_info("x", x_dims)],
-            output: vec![tensor_info("y", &[])],
+            input: vec![write::value_info("x", x_dims)],
+            output: vec![write::value_info("y", &[])],
             ..Default::default()
         };
         let opset = vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }];

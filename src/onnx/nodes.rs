@@ -29,11 +29,11 @@ pub(super) struct Builder<'a> {
     /// Constants the analysis left without a value, though the file determines them.
     pub(super) unfolded: Vec<String>,
     /// Relative-position tables stored gathered, counted as their tables.
-    pub(super) gathered: tables::Gathered,
+    gathered: tables::Gathered,
     /// Identity copies of a weight (see [`Builder::fold_static`]) ...
     copies: HashSet<String>,
     /// ... and those counted as parameters: how many, how many values.
-    pub(super) copied: (usize, u64),
+    copied: (usize, u64),
 }
 
 /// One ONNX node being read: its index, display name, and inputs after aliasing.
@@ -395,6 +395,17 @@ impl<'a> Builder<'a> {
             });
         }
         operands
+    }
+
+    /// What the count had to take on trust: gathered tables, Identity copies of a weight.
+    pub(super) fn notes(&self) -> Vec<String> {
+        let copied = (self.copied.0 > 0).then(|| {
+            format!(
+                "{} weights ({} values) are Identity copies of another weight: exporters write one tensor for parameters of identical values, so they are counted as distinct parameters; a network that uses one parameter in several places (weight sharing) is overcounted by them",
+                self.copied.0, self.copied.1
+            )
+        });
+        [self.gathered.note(), copied].into_iter().flatten().collect()
     }
 
     /// An Output node per graph output.
