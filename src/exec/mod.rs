@@ -14,6 +14,7 @@
 
 pub mod device;
 mod init;
+mod movement;
 mod ops;
 mod recurrent;
 

@@ -6,6 +6,7 @@
 //! leading (batch) dimension following the batch actually run, so a graph bound at batch 1 runs
 //! at any batch size.
 
+use super::movement;
 use crate::graph::{OpKind, OpNode};
 use tch::{Device, Kind, Tensor};
 
@@ -39,7 +40,7 @@ pub(super) fn opt(args: &[Option<Tensor>], slot: usize) -> Option<&Tensor> {
 }
 
 /// The integer values of a small constant tensor (shapes, axes, pads, indices).
-fn ints(t: &Tensor) -> R<Vec<i64>> {
+pub(super) fn ints(t: &Tensor) -> R<Vec<i64>> {
     let t = t.to_kind(Kind::Int64).to_device(Device::Cpu).flatten(0, -1);
     Vec::<i64>::try_from(&t).map_err(e)
 }
@@ -49,12 +50,12 @@ fn floats(t: &Tensor) -> R<Vec<f64>> {
     Vec::<f64>::try_from(&t).map_err(e)
 }
 
-fn scalar(t: &Tensor) -> R<f64> {
+pub(super) fn scalar(t: &Tensor) -> R<f64> {
     floats(t)?.first().copied().ok_or_else(|| "an empty scalar".to_string())
 }
 
 /// An axis in `0..rank`.
-fn axis(a: i64, rank: i64) -> R<i64> {
+pub(super) fn axis(a: i64, rank: i64) -> R<i64> {
     let v = if a < 0 { a + rank } else { a };
     if (0..rank.max(1)).contains(&v) {
         Ok(v)
@@ -63,12 +64,12 @@ fn axis(a: i64, rank: i64) -> R<i64> {
     }
 }
 
-fn rank(t: &Tensor) -> i64 {
+pub(super) fn rank(t: &Tensor) -> i64 {
     t.dim() as i64
 }
 
 /// The CG's output shape `slot`, with the batch dimension following the run's batch.
-fn target(node: &OpNode, slot: usize, ctx: &Ctx) -> R<Vec<i64>> {
+pub(super) fn target(node: &OpNode, slot: usize, ctx: &Ctx) -> R<Vec<i64>> {
     let s = node.out_shapes.get(slot).ok_or_else(|| format!("output {slot} has no shape"))?;
     let mut v: Vec<i64> = s.iter().map(|&d| d as i64).collect();
     if ctx.batch != ctx.cg_batch {
@@ -84,7 +85,7 @@ fn target(node: &OpNode, slot: usize, ctx: &Ctx) -> R<Vec<i64>> {
     Ok(v)
 }
 
-fn spatial_attr(node: &OpNode, name: &str, n: usize, default: i64) -> Vec<i64> {
+pub(super) fn spatial_attr(node: &OpNode, name: &str, n: usize, default: i64) -> Vec<i64> {
     match node.attr_ints(name) {
         Some(v) if v.len() == n => v.to_vec(),
         _ => vec![default; n],
@@ -92,7 +93,7 @@ fn spatial_attr(node: &OpNode, name: &str, n: usize, default: i64) -> Vec<i64> {
 }
 
 /// Pads of `n` spatial axes as (begins, ends); `auto_pad` SAME_* computed from the input.
-fn pads(
+pub(super) fn pads(
     node: &OpNode,
     x: &Tensor,
     kernel: &[i64],
@@ -125,7 +126,7 @@ fn pads(
 }
 
 /// Pads spatial axes explicitly (torch order: last axis first) with `value`.
-fn pad_spatial(x: &Tensor, b: &[i64], en: &[i64], value: f64) -> R<Tensor> {
+pub(super) fn pad_spatial(x: &Tensor, b: &[i64], en: &[i64], value: f64) -> R<Tensor> {
     let mut p = Vec::with_capacity(2 * b.len());
     for i in (0..b.len()).rev() {
         p.push(b[i]);
@@ -155,8 +156,15 @@ pub(super) fn eval(
         }
         _ => {}
     }
-    let groups: [Group; 7] =
-        [weighted, normalisation, activation, parametrised, arithmetic, layout, pooling];
+    let groups: [Group; 7] = [
+        weighted,
+        normalisation,
+        activation,
+        parametrised,
+        arithmetic,
+        movement::layout,
+        movement::pooling,
+    ];
     for group in groups {
         if let Some(outputs) = group(node, args, ctx, train)? {
             return Ok(outputs);
@@ -436,128 +444,6 @@ fn arithmetic(
     }
 }
 
-/// Joining, splitting, indexing and moving data.
-fn layout(
-    node: &OpNode,
-    args: &[Option<Tensor>],
-    ctx: &Ctx,
-    _train: bool,
-) -> R<Option<Vec<Tensor>>> {
-    let one = |t: Tensor| Ok(Some(vec![t]));
-    let x = || arg(args, 0);
-    match node.onnx_op.as_str() {
-        "Concat" => {
-            let items: Vec<&Tensor> = args.iter().flatten().collect();
-            let r = items.first().map(|t| rank(t)).unwrap_or(1);
-            let a = axis(node.attr_int("axis", 0), r)?;
-            one(Tensor::f_cat(&items, a).map_err(e)?)
-        }
-        "Split" => {
-            let x = x()?;
-            let a = axis(node.attr_int("axis", 0), rank(x))?;
-            let mut sizes = Vec::new();
-            for slot in 0..node.out_shapes.len() {
-                sizes.push(
-                    target(node, slot, ctx)?.get(a as usize).copied().ok_or("bad split shape")?,
-                );
-            }
-            x.f_split_with_sizes(sizes.as_slice(), a).map(Some).map_err(e)
-        }
-        "Slice" => one(slice(node, args)?),
-        "Gather" => {
-            let x = x()?;
-            let a = axis(node.attr_int("axis", 0), rank(x))?;
-            let idx = arg(args, 1)?.to_kind(Kind::Int64);
-            let dim = x.size()[a as usize];
-            // negative indices count from the end
-            let idx = idx.f_remainder(dim).map_err(e)?;
-            let flat = x.f_index_select(a, &idx.flatten(0, -1)).map_err(e)?;
-            let mut shape: Vec<i64> = x.size()[..a as usize].to_vec();
-            shape.extend(idx.size());
-            shape.extend(&x.size()[a as usize + 1..]);
-            one(flat.f_reshape(shape.as_slice()).map_err(e)?)
-        }
-        "GatherElements" => {
-            let x = x()?;
-            let a = axis(node.attr_int("axis", 0), rank(x))?;
-            let idx = arg(args, 1)?.to_kind(Kind::Int64);
-            one(x.f_gather(a, &idx, false).map_err(e)?)
-        }
-        "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
-            one(x()?.f_reshape(target(node, 0, ctx)?.as_slice()).map_err(e)?)
-        }
-        "Expand" => one(x()?.f_expand(target(node, 0, ctx)?.as_slice(), false).map_err(e)?),
-        "Tile" => {
-            let x = x()?;
-            let t = target(node, 0, ctx)?;
-            let reps: Vec<i64> =
-                x.size().iter().zip(&t).map(|(&i, &o)| if i > 0 { o / i } else { 1 }).collect();
-            one(x.f_repeat(reps.as_slice()).map_err(e)?)
-        }
-        "Transpose" => {
-            let x = x()?;
-            let perm: Vec<i64> = match node.attr_ints("perm") {
-                Some(p) => p.to_vec(),
-                None => (0..rank(x)).rev().collect(),
-            };
-            one(x.f_permute(perm.as_slice()).map_err(e)?)
-        }
-        "Pad" => one(pad(node, args)?),
-        "Resize" | "Upsample" => one(resize(node, args, ctx)?),
-        "DepthToSpace" | "SpaceToDepth" => one(depth_space(node, x()?)?),
-        _ => Ok(None),
-    }
-}
-
-/// Pools, reductions, recurrent layers and scatters.
-fn pooling(
-    node: &OpNode,
-    args: &[Option<Tensor>],
-    _ctx: &Ctx,
-    _train: bool,
-) -> R<Option<Vec<Tensor>>> {
-    let one = |t: Tensor| Ok(Some(vec![t]));
-    let x = || arg(args, 0);
-    match node.onnx_op.as_str() {
-        "MaxPool" | "AveragePool" => one(pool(node, x()?)?),
-        "GlobalAveragePool" | "GlobalMaxPool" => {
-            let x = x()?;
-            let dims: Vec<i64> = (2..rank(x)).collect();
-            let y = if node.onnx_op == "GlobalAveragePool" {
-                x.f_mean_dim(dims.as_slice(), true, None::<Kind>)
-            } else {
-                x.f_amax(dims.as_slice(), true)
-            };
-            one(y.map_err(e)?)
-        }
-        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" => {
-            one(reduce(node, args)?)
-        }
-        "ArgMax" | "ArgMin" => {
-            let x = x()?;
-            let a = axis(node.attr_int("axis", 0), rank(x))?;
-            let keep = node.attr_int("keepdims", 1) != 0;
-            let y =
-                if node.onnx_op == "ArgMax" { x.f_argmax(a, keep) } else { x.f_argmin(a, keep) };
-            one(y.map_err(e)?)
-        }
-        "LSTM" | "GRU" | "RNN" => super::recurrent::eval(node, args).map(Some),
-        "ScatterElements" => {
-            let reduction = node.attr_str("reduction").unwrap_or("none");
-            if reduction != "none" {
-                return Err(format!(
-                    "ScatterElements with reduction '{reduction}' is not supported"
-                ));
-            }
-            let x = x()?;
-            let a = axis(node.attr_int("axis", 0), rank(x))?;
-            let index = arg(args, 1)?.to_kind(tch::Kind::Int64);
-            one(x.f_scatter(a, &index, arg(args, 2)?).map_err(e)?)
-        }
-        _ => Ok(None),
-    }
-}
-
 fn softplus(x: &Tensor) -> R<Tensor> {
     // log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), stable for large |x|
     let tail =
@@ -659,228 +545,4 @@ fn conv(node: &OpNode, args: &[Option<Tensor>], transposed: bool, ctx: &Ctx) -> 
         y = y.f_narrow(2 + i as i64, begin, len).map_err(e)?;
     }
     Ok(y)
-}
-
-fn pool(node: &OpNode, x: &Tensor) -> R<Tensor> {
-    let n = (rank(x) - 2).max(1) as usize;
-    let kernel = spatial_attr(node, "kernel_shape", n, 1);
-    let stride = spatial_attr(node, "strides", n, 1);
-    let dil = spatial_attr(node, "dilations", n, 1);
-    let ceil = node.attr_int("ceil_mode", 0) != 0;
-    let (pb, pe) = pads(node, x, &kernel, &stride, &dil);
-    let max = node.onnx_op == "MaxPool";
-    let include_pad = node.attr_int("count_include_pad", 0) != 0;
-    // torch pools take symmetric padding of at most half the kernel; otherwise pad explicitly
-    let symmetric = pb == pe && pb.iter().zip(&kernel).all(|(&p, &k)| 2 * p <= k);
-    let (x, padding) = if symmetric {
-        (x.shallow_clone(), pb.clone())
-    } else if max {
-        (pad_spatial(x, &pb, &pe, f64::NEG_INFINITY)?, vec![0; n])
-    } else if include_pad {
-        (pad_spatial(x, &pb, &pe, 0.0)?, vec![0; n])
-    } else {
-        return Err(
-            "average pooling with asymmetric pads that exclude the padding is not supported".into(),
-        );
-    };
-    let (k, s, p, d) = (kernel.as_slice(), stride.as_slice(), padding.as_slice(), dil.as_slice());
-    let r = match (max, n) {
-        (true, 1) => x.f_max_pool1d(k, s, p, d, ceil),
-        (true, 2) => x.f_max_pool2d(k, s, p, d, ceil),
-        (true, 3) => x.f_max_pool3d(k, s, p, d, ceil),
-        (false, 1) => x.f_avg_pool1d(k, s, p, ceil, include_pad),
-        (false, 2) => x.f_avg_pool2d(k, s, p, ceil, include_pad, None::<i64>),
-        (false, 3) => x.f_avg_pool3d(k, s, p, ceil, include_pad, None::<i64>),
-        _ => return Err(format!("pooling over {n} spatial axes is not supported")),
-    };
-    r.map_err(e)
-}
-
-fn slice(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
-    let x = arg(args, 0)?;
-    let r = rank(x);
-    let (starts, ends, axes, steps) = if let Some(s) = node.attr_ints("starts") {
-        // opset < 10: attributes
-        let ends = node.attr_ints("ends").unwrap_or(&[]).to_vec();
-        let axes = node
-            .attr_ints("axes")
-            .map(|a| a.to_vec())
-            .unwrap_or_else(|| (0..s.len() as i64).collect());
-        (s.to_vec(), ends, axes, vec![1; s.len()])
-    } else {
-        let starts = ints(arg(args, 1)?)?;
-        let ends = ints(arg(args, 2)?)?;
-        let axes = match opt(args, 3) {
-            Some(t) => ints(t)?,
-            None => (0..starts.len() as i64).collect(),
-        };
-        let steps = match opt(args, 4) {
-            Some(t) => ints(t)?,
-            None => vec![1; starts.len()],
-        };
-        (starts, ends, axes, steps)
-    };
-    let mut y = x.shallow_clone();
-    #[allow(clippy::needless_range_loop)] // starts, ends, axes and steps are read in step
-    for i in 0..starts.len() {
-        let a = axis(*axes.get(i).ok_or("slice axes")?, r)?;
-        let dim = y.size()[a as usize];
-        let step = *steps.get(i).unwrap_or(&1);
-        let clampi = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
-        let norm = |v: i64| if v < 0 { v + dim } else { v };
-        if step > 0 {
-            let s = clampi(norm(starts[i]), 0, dim);
-            let en = clampi(norm(*ends.get(i).ok_or("slice ends")?), 0, dim);
-            y = y.f_slice(a, s, en.max(s), step).map_err(e)?;
-        } else if step < 0 {
-            let s = clampi(norm(starts[i]), -1, dim - 1);
-            let en = clampi(norm(*ends.get(i).ok_or("slice ends")?), -1, dim - 1);
-            let idx: Vec<i64> = (0..).map(|k| s + k * step).take_while(|&v| v > en).collect();
-            let idx = Tensor::from_slice(&idx).to_device(y.device());
-            y = y.f_index_select(a, &idx).map_err(e)?;
-        } else {
-            return Err("a slice step of 0".into());
-        }
-    }
-    Ok(y)
-}
-
-fn pad(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
-    let x = arg(args, 0)?;
-    let r = rank(x) as usize;
-    let raw = match opt(args, 1) {
-        Some(t) => ints(t)?,
-        None => node.attr_ints("pads").map(|p| p.to_vec()).unwrap_or_default(),
-    };
-    let value = match opt(args, 2) {
-        Some(t) if t.numel() > 0 => scalar(t)?,
-        _ => node.attr_float("value", 0.0),
-    };
-    let axes: Vec<i64> = match opt(args, 3) {
-        Some(t) => ints(t)?.into_iter().map(|a| axis(a, r as i64)).collect::<R<_>>()?,
-        None => (0..r as i64).collect(),
-    };
-    if raw.len() != 2 * axes.len() {
-        return Err(format!("{} pads for {} axes", raw.len(), axes.len()));
-    }
-    let mut full_b = vec![0; r];
-    let mut full_e = vec![0; r];
-    for (i, &a) in axes.iter().enumerate() {
-        full_b[a as usize] = raw[i];
-        full_e[a as usize] = raw[axes.len() + i];
-    }
-    // torch order: last axis first, only as many axes as needed
-    let first = (0..r).find(|&i| full_b[i] != 0 || full_e[i] != 0).unwrap_or(r);
-    let mut p = Vec::new();
-    for i in (first..r).rev() {
-        p.push(full_b[i]);
-        p.push(full_e[i]);
-    }
-    if p.is_empty() {
-        return Ok(x.shallow_clone());
-    }
-    let mode = match node.attr_str("mode").unwrap_or("constant") {
-        "constant" => "constant",
-        "reflect" => "reflect",
-        "edge" => "replicate",
-        "wrap" => "circular",
-        m => return Err(format!("pad mode '{m}' is not supported")),
-    };
-    let value = if mode == "constant" { Some(value) } else { None };
-    x.f_pad(p.as_slice(), mode, value).map_err(e)
-}
-
-fn resize(node: &OpNode, args: &[Option<Tensor>], ctx: &Ctx) -> R<Tensor> {
-    let x = arg(args, 0)?;
-    if rank(x) != 4 {
-        return Err(format!("resizing a rank-{} tensor is not supported (only NCHW)", rank(x)));
-    }
-    let want = target(node, 0, ctx)?;
-    let size = [want[2], want[3]];
-    let in_size = x.size();
-    let (sh, sw) = (size[0] as f64 / in_size[2] as f64, size[1] as f64 / in_size[3] as f64);
-    let mode = node.attr_str("mode").unwrap_or("nearest");
-    let coord = node
-        .attr_str("coordinate_transformation_mode")
-        .unwrap_or(if node.onnx_op == "Upsample" { "asymmetric" } else { "half_pixel" });
-    let align = coord == "align_corners";
-    let r = match mode {
-        "nearest" => {
-            if coord == "asymmetric" {
-                x.f_upsample_nearest2d(size.as_slice(), Some(sh), Some(sw))
-            } else {
-                x.f_internal_upsample_nearest_exact2d(size.as_slice(), Some(sh), Some(sw))
-            }
-        }
-        "linear" | "bilinear" => x.f_upsample_bilinear2d(
-            size.as_slice(),
-            align,
-            if align { None } else { Some(sh) },
-            if align { None } else { Some(sw) },
-        ),
-        "cubic" => x.f_upsample_bicubic2d(
-            size.as_slice(),
-            align,
-            if align { None } else { Some(sh) },
-            if align { None } else { Some(sw) },
-        ),
-        m => return Err(format!("resize mode '{m}' is not supported")),
-    };
-    r.map_err(e)
-}
-
-fn depth_space(node: &OpNode, x: &Tensor) -> R<Tensor> {
-    let b = node.attr_int("blocksize", 1).max(1);
-    let s = x.size();
-    if s.len() != 4 {
-        return Err("DepthToSpace/SpaceToDepth need NCHW".into());
-    }
-    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-    let r = if node.onnx_op == "DepthToSpace" {
-        if node.attr_str("mode").unwrap_or("DCR") == "CRD" {
-            x.f_reshape([n, c / (b * b), b, b, h, w]).and_then(|t| t.f_permute([0, 1, 4, 2, 5, 3]))
-        } else {
-            x.f_reshape([n, b, b, c / (b * b), h, w]).and_then(|t| t.f_permute([0, 3, 4, 1, 5, 2]))
-        }
-        .and_then(|t| t.f_reshape([n, c / (b * b), h * b, w * b]))
-    } else {
-        x.f_reshape([n, c, h / b, b, w / b, b])
-            .and_then(|t| t.f_permute([0, 3, 5, 1, 2, 4]))
-            .and_then(|t| t.f_reshape([n, c * b * b, h / b, w / b]))
-    };
-    r.map_err(e)
-}
-
-fn reduce(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
-    let x = arg(args, 0)?;
-    let r = rank(x);
-    let keep = node.attr_int("keepdims", 1) != 0;
-    let mut axes: Vec<i64> = match (node.attr_ints("axes"), opt(args, 1)) {
-        (Some(a), _) => a.to_vec(),
-        (None, Some(t)) => ints(t)?,
-        (None, None) => Vec::new(),
-    };
-    if axes.is_empty() {
-        if node.attr_int("noop_with_empty_axes", 0) != 0 {
-            return Ok(x.shallow_clone());
-        }
-        axes = (0..r).collect();
-    }
-    let axes: Vec<i64> = axes.into_iter().map(|a| axis(a, r)).collect::<R<_>>()?;
-    let y = match node.onnx_op.as_str() {
-        "ReduceMean" => x.f_mean_dim(axes.as_slice(), keep, None::<Kind>),
-        "ReduceSum" => x.f_sum_dim_intlist(axes.as_slice(), keep, None::<Kind>),
-        "ReduceMax" => x.f_amax(axes.as_slice(), keep),
-        "ReduceMin" => x.f_amin(axes.as_slice(), keep),
-        _ => {
-            let mut sorted = axes.clone();
-            sorted.sort_unstable_by(|a, b| b.cmp(a));
-            let mut y = x.shallow_clone();
-            for a in sorted {
-                y = y.f_prod_dim_int(a, keep, None::<Kind>).map_err(e)?;
-            }
-            Ok(y)
-        }
-    };
-    y.map_err(e)
 }
