@@ -77,6 +77,7 @@ pub(super) fn layout(
         "Pad" => one(pad(node, args)?),
         "Resize" | "Upsample" => one(resize(node, args, ctx)?),
         "DepthToSpace" | "SpaceToDepth" => one(depth_space(node, x()?)?),
+        "Col2Im" => one(col2im(node, args)?),
         _ => Ok(None),
     }
 }
@@ -352,4 +353,98 @@ fn reduce(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
         }
     };
     y.map_err(e)
+}
+
+/// ONNX `Col2Im`: columns [N, C x prod(block), L] summed back into an image [N, C, image...],
+/// as PyTorch's `fold` (checked against onnxruntime). Two spatial axes, as `fold` has.
+fn col2im(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
+    let x = arg(args, 0)?;
+    let image = ints(arg(args, 1)?)?;
+    let block = ints(arg(args, 2)?)?;
+    if image.len() != 2 || block.len() != 2 || rank(x) != 3 {
+        return Err(format!(
+            "Col2Im of a rank-{} input over {} spatial axes is not supported (only 2, as PyTorch's fold)",
+            rank(x),
+            image.len()
+        ));
+    }
+    let stride = spatial_attr(node, "strides", 2, 1);
+    let dil = spatial_attr(node, "dilations", 2, 1);
+    let p = spatial_attr(node, "pads", 4, 0);
+    if p[..2] != p[2..] {
+        return Err(format!("Col2Im with pads {p:?} that differ at the two ends is not supported"));
+    }
+    x.f_col2im(image.as_slice(), block.as_slice(), dil.as_slice(), &p[..2], stride.as_slice())
+        .map_err(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{AttrValue, OpKind};
+
+    /// Col2Im by its definition: block b of channel c at position l adds its value at image
+    /// row `start_h + i * dil_h`, column `start_w + j * dil_w`, less the padding.
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        cols: &[f32],
+        (n, c, l): (usize, usize, usize),
+        (h, w): (i64, i64),
+        (kh, kw): (i64, i64),
+        s: [i64; 2],
+        d: [i64; 2],
+        p: [i64; 2],
+    ) -> Vec<f32> {
+        let blocks_w = (w + 2 * p[1] - d[1] * (kw - 1) - 1) / s[1] + 1;
+        let mut out = vec![0f32; n * c * (h * w) as usize];
+        for b in 0..n {
+            for ch in 0..c {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let row = (ch as i64 * kh + i) * kw + j;
+                        for pos in 0..l as i64 {
+                            let y = (pos / blocks_w) * s[0] + i * d[0] - p[0];
+                            let x = (pos % blocks_w) * s[1] + j * d[1] - p[1];
+                            if (0..h).contains(&y) && (0..w).contains(&x) {
+                                let src = (b * c * kh as usize * kw as usize + row as usize) * l
+                                    + pos as usize;
+                                out[((b * c + ch) * h as usize + y as usize) * w as usize
+                                    + x as usize] += cols[src];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn col2im_sums_overlapping_blocks_as_its_definition_says() {
+        let (n, c, h, w, kh, kw) = (2usize, 3usize, 7i64, 6i64, 3i64, 2i64);
+        let (s, d, p) = ([2, 1], [1, 2], [1, 1]);
+        let bh = (h + 2 * p[0] - d[0] * (kh - 1) - 1) / s[0] + 1;
+        let bw = (w + 2 * p[1] - d[1] * (kw - 1) - 1) / s[1] + 1;
+        let l = (bh * bw) as usize;
+        let numel = n * c * (kh * kw) as usize * l;
+        let cols: Vec<f32> = (0..numel).map(|i| ((i * 37) % 101) as f32 / 10.0 - 5.0).collect();
+        let mut node = OpNode::new(OpKind::Col2Im, "fold");
+        node.onnx_op = "Col2Im".into();
+        node.onnx_attrs.insert("strides".into(), AttrValue::Ints(s.to_vec()));
+        node.onnx_attrs.insert("dilations".into(), AttrValue::Ints(d.to_vec()));
+        node.onnx_attrs.insert("pads".into(), AttrValue::Ints(vec![p[0], p[1], p[0], p[1]]));
+        let x = Tensor::from_slice(&cols).reshape([n as i64, c as i64 * kh * kw, l as i64]);
+        let args =
+            [Some(x), Some(Tensor::from_slice(&[h, w])), Some(Tensor::from_slice(&[kh, kw]))];
+        let y = col2im(&node, &args).expect("col2im runs");
+        assert_eq!(y.size(), [n as i64, c as i64, h, w]);
+        let got = Vec::<f32>::try_from(&y.flatten(0, -1)).expect("f32");
+        let want = naive(&cols, (n, c, l), (h, w), (kh, kw), s, d, p);
+        let worst = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst < 1e-5, "worst difference {worst}");
+        // pads that differ at the two ends, and three spatial axes, are refused by name
+        node.onnx_attrs.insert("pads".into(), AttrValue::Ints(vec![1, 1, 0, 0]));
+        let err = col2im(&node, &args).expect_err("uneven pads");
+        assert!(err.contains("pads"), "{err}");
+    }
 }

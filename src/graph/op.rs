@@ -106,6 +106,9 @@ pub enum OpKind {
     Rnn,
     /// Writes updates into a copy of a tensor at given indices (ScatterND, ScatterElements).
     Scatter,
+    /// Sums sliding blocks back into an image (ONNX `Col2Im`, PyTorch's `fold`): the inverse
+    /// layout of an unfold, overlapping blocks added.
+    Col2Im,
     /// An ONNX operator outside the vocabulary, by its ONNX op type.
     Unknown(String),
 }
@@ -184,6 +187,7 @@ pub const ALL_KINDS: &[OpKind] = &[
     OpKind::Gru,
     OpKind::Rnn,
     OpKind::Scatter,
+    OpKind::Col2Im,
 ];
 
 impl OpKind {
@@ -263,6 +267,7 @@ impl OpKind {
             Gru => "GRU",
             Rnn => "RNN",
             Scatter => "Scatter",
+            Col2Im => "Col2Im",
             Unknown(s) => s,
         }
     }

@@ -102,6 +102,7 @@ fn kind_of(op: &str) -> OpKind {
         "GRU" => Gru,
         "RNN" => Rnn,
         "ScatterND" | "ScatterElements" | "Scatter" => Scatter,
+        "Col2Im" => Col2Im,
         other => Unknown(other.to_string()),
     }
 }
@@ -144,6 +145,13 @@ fn scalar_at(ctx: &NodeCtx, slot: usize) -> Option<f64> {
         return None;
     }
     t.cast_to_scalar::<f64>().ok()
+}
+
+/// The integer values of a static operand at `slot` (shapes, block sizes), when known.
+fn static_ints_at(ctx: &NodeCtx, slot: usize) -> Option<Vec<i64>> {
+    let (_, s) = ctx.statics.iter().find(|(sl, _)| *sl == slot)?;
+    let t = s.value.as_ref()?.cast_to::<i64>().ok()?;
+    Some(t.to_plain_array_view::<i64>().ok()?.iter().copied().collect())
 }
 
 fn static_numel_at(ctx: &NodeCtx, slot: usize) -> Option<u64> {
@@ -354,6 +362,18 @@ fn pooling(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> {
             attrs.kernel = kernel;
         }
         "GlobalAveragePool" | "GlobalMaxPool" => *flops = *in_elems,
+        "Col2Im" => {
+            let spatial = d.out.len().saturating_sub(2);
+            attrs.kernel = to_usizes(&static_ints_at(ctx, 2).unwrap_or_default());
+            attrs.stride = ints_or(pn, "strides", 1, spatial);
+            attrs.padding = ints_or(pn, "pads", 0, 2 * spatial);
+            let d = to_usizes(&attr_ints(pn, "dilations"));
+            if d.iter().any(|&x| x != 1) {
+                attrs.dilation = d;
+            }
+            // every input value is added into its place in the image
+            *flops = *in_elems;
+        }
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ArgMax"
         | "ArgMin" => {
             attrs.axes = attr_ints(pn, "axes");

@@ -73,6 +73,7 @@ fn is_index_like(op: &str) -> bool {
             | "Flatten"
             | "Trilu"
             | "CumSum"
+            | "Col2Im"
     )
 }
 
