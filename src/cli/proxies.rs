@@ -269,6 +269,13 @@ impl Cached {
     fn empty() -> Cached {
         Cached { values: BTreeMap::new(), errors: BTreeMap::new() }
     }
+
+    /// Whether proxy `name` is to be scored. An error is tried again on every run: the cache
+    /// is keyed by the release, and a build that learnt an op must not answer with the error
+    /// an earlier build cached.
+    fn lacks(&self, name: &str) -> bool {
+        !self.values.contains_key(name)
+    }
 }
 
 /// Scores, in parallel, every job whose cached entry lacks one of the proxies `ps`; saves the
@@ -285,9 +292,7 @@ fn score_missing(
     if let Some(w) = why {
         tracing::warn!("{w}");
     }
-    let lacks = |c: &Cached, p: &dyn Proxy| {
-        !c.values.contains_key(p.name()) && !c.errors.contains_key(p.name())
-    };
+    let lacks = |c: &Cached, p: &dyn Proxy| c.lacks(p.name());
     let missing: Vec<&Job> = jobs
         .iter()
         .filter(|j| cache.get(&j.id, &j.key).is_none_or(|c| ps.iter().any(|p| lacks(c, &**p))))
@@ -362,9 +367,14 @@ fn score_job(
         let s: Scores = proxies::score_one(*p, &input);
         for (k, v) in s {
             match v {
-                Ok(v) => c.values.insert(k, v).map(|_| ()),
-                Err(e) => c.errors.insert(k, e).map(|_| ()),
-            };
+                Ok(v) => {
+                    c.errors.remove(&k);
+                    c.values.insert(k, v);
+                }
+                Err(e) => {
+                    c.errors.insert(k, e);
+                }
+            }
         }
     }
 }
@@ -498,5 +508,20 @@ fn print_correlations(rows: &[(&Job, Cached)], names: &[&str], ps: &[Box<dyn Pro
             line.push_str(&format!(" {cell:>22}"));
         }
         println!("{n:12} {count:>6}{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_error_is_scored_again_and_a_cached_value_is_not() {
+        let mut c = Cached::empty();
+        c.values.insert("synflow".into(), 1.5);
+        c.errors.insert("nwot".into(), "cannot run: Col2Im".into());
+        assert!(!c.lacks("synflow"));
+        assert!(c.lacks("nwot"));
+        assert!(c.lacks("snip"));
     }
 }

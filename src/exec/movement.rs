@@ -22,7 +22,23 @@ pub(super) fn layout(
             let items: Vec<&Tensor> = args.iter().flatten().collect();
             let r = items.first().map(|t| rank(t)).unwrap_or(1);
             let a = axis(node.attr_int("axis", 0), r)?;
-            one(Tensor::f_cat(&items, a).map_err(e)?)
+            if a == 0 || ctx.batch == ctx.cg_batch {
+                return one(Tensor::f_cat(&items, a).map_err(e)?);
+            }
+            // a constant the exporter folded at the bound batch (a class token expanded to the
+            // batch) follows the batch actually run, as the activations beside it do
+            let batched: Vec<Tensor> = items
+                .iter()
+                .map(|t| match t.size().split_first() {
+                    Some((&b, rest)) if b == ctx.cg_batch && b != ctx.batch => {
+                        let mut to = vec![ctx.batch];
+                        to.extend(rest);
+                        t.f_expand(to.as_slice(), false).map_err(e)
+                    }
+                    _ => Ok(t.shallow_clone()),
+                })
+                .collect::<R<_>>()?;
+            one(Tensor::f_cat(&batched, a).map_err(e)?)
         }
         "Split" => {
             let x = x()?;
