@@ -736,18 +736,38 @@ class Recurrent(nn.Module):
         return self.fc(y.expand(-1, -1, 4) + y)
 
 
+class Fold(nn.Module):
+    """VOLO's outlook attention in small: 3x3 neighbourhoods unfolded (stride 2, pad 1), weighted
+    per position, folded back with overlapping blocks added (``F.fold``: ONNX ``Col2Im``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.v = nn.Conv2d(4, 4, 1)
+        self.a = nn.Conv2d(4, 9, 1)
+
+    def forward(self, x):                                  # [1,4,8,8]
+        b, c, h, w = x.shape
+        v = F.unfold(self.v(x), 3, padding=1, stride=2)    # [1,36,16]
+        a = torch.softmax(self.a(F.avg_pool2d(x, 2)).flatten(2), 1)
+        v = v.view(b, c, 9, -1) * a.unsqueeze(1)
+        return F.fold(v.reshape(b, c * 9, -1), (h, w), 3, padding=1, stride=2)
+
+
 def transformer_encoder():
     return nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
 
 
 # name -> (factory, input shape, exporter, options)
-# options: optimize (bool), dynamic_batch (bool), macs_note (str: force macs=null)
+# options: optimize (bool), dynamic_batch (bool), macs_note (str: force macs=null),
+# expected (bool: the input and PyTorch's output go into the manifest, for ops tract cannot run)
 TORCH_OPS = {
     "resnet_block": (ResNetBlock, (1, 8, 16, 16), "dynamo", {}),
     "depthwise_separable": (DepthwiseSeparable, (1, 16, 16, 16), "dynamo", {}),
     "squeeze_excitation": (SqueezeExcitation, (1, 32, 8, 8), "torchscript", {}),
     "squeeze_excitation_linear": (SqueezeExcitationLinear, (1, 32, 8, 8), "dynamo", {}),
     "recurrent": (Recurrent, (1, 7, 8), "torchscript", {}),
+    # tract has no Col2Im: the executor is checked against PyTorch's output kept in the manifest
+    "fold": (Fold, (1, 4, 8, 8), "dynamo", {"expected": True}),
     "transformer_encoder": (transformer_encoder, (1, 8, 32), "dynamo", {
         "macs_note": "nn.MultiheadAttention uses its in_proj/out_proj weights functionally "
                      "and the QK^T / AV matmuls are not modules, so hooks miss that work"}),
@@ -1111,6 +1131,9 @@ def gen_torch_op(name, factory, shape, exporter, opts, out_dir):
     }
     if opts.get("dynamic_batch"):
         entry["input_dims"] = input_dims(model)
+    if opts.get("expected"):
+        entry["expected"] = {"input": x.flatten().tolist(), "output_shape": list(ref.shape),
+                             "output": ref.flatten().tolist()}
     if not opts.get("optimize", True):
         entry["export_options"] = "optimize=False" if exporter == "dynamo" else "do_constant_folding=False"
     return entry, size

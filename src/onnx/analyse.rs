@@ -184,7 +184,7 @@ pub(super) fn analyse(
     source: &str,
 ) -> Result<Facts> {
     let invalid = |msg: String| Error::InvalidOnnx { path: source.into(), msg };
-    let onnx = tract_onnx::onnx()
+    let onnx = super::tract_ops::parser()
         .with_ignore_output_shapes(true)
         .with_ignore_value_info(ignore_value_info);
     let parsed = onnx.parse(model, None).map_err(|e| invalid(one_line(&format!("{e:#}"))))?;
@@ -269,7 +269,7 @@ pub(super) fn fold_constants(
         .iter()
         .map(|n| pb::ValueInfoProto { name: n.clone(), ..Default::default() })
         .collect();
-    let onnx = tract_onnx::onnx()
+    let onnx = super::tract_ops::parser()
         .with_ignore_output_shapes(true)
         .with_ignore_value_info(ignore_value_info);
     let mut tm = onnx.model_for_proto_model(&proto).map_err(tract_err)?;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::onnx::slots;
+use std::sync::Arc;
 
 fn einsum(eq: &str, ins: &[Shape], out: Shape) -> Result<Mapped, String> {
     let pn = pb::NodeProto {
@@ -143,4 +144,43 @@ fn an_einsum_it_cannot_read_is_an_error_not_a_guess() {
     assert_eq!(einsum("ij,jk", &[vec![3, 4], vec![4, 5]], vec![3, 5]).unwrap().macs, 60);
     let e = einsum("ijk,jk->i", &[vec![3, 4], vec![4, 5]], vec![3]).unwrap_err();
     assert!(e.contains("does not fit"), "{e}");
+}
+
+#[test]
+fn col2im_reads_its_block_from_the_static_operand_and_adds_each_input_once() {
+    // VOLO's fold: 3x3 blocks, stride 2, pad 1, of 192 channels back into 28x28
+    let block = crate::onnx::Static {
+        float: false,
+        numel: 2,
+        sources: vec![],
+        value: Some(Arc::new(tract_onnx::prelude::tensor1(&[3i64, 3]))),
+        computable: true,
+    };
+    let pn = pb::NodeProto {
+        op_type: "Col2Im".into(),
+        attribute: vec![
+            pb::AttributeProto { name: "strides".into(), ints: vec![2, 2], ..Default::default() },
+            pb::AttributeProto {
+                name: "pads".into(),
+                ints: vec![1, 1, 1, 1],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let ins = [vec![1, 192 * 9, 196]];
+    let statics = [(2, &block)];
+    let ctx = NodeCtx {
+        pn: &pn,
+        in_shapes: &ins,
+        out_shapes: &[vec![1, 192, 28, 28]],
+        statics: &statics,
+        act_slots: vec![0],
+    };
+    let m = map_node(&ctx).unwrap();
+    assert_eq!(m.kind, OpKind::Col2Im);
+    assert_eq!((m.attrs.kernel.clone(), m.attrs.stride.clone()), (vec![3, 3], vec![2, 2]));
+    assert_eq!(m.attrs.padding, vec![1, 1, 1, 1]);
+    assert_eq!((m.macs, m.flops), (0, 192 * 9 * 196));
+    assert!(slots::carries_value("Col2Im", 0) && !slots::carries_value("Col2Im", 2));
 }

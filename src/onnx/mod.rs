@@ -23,6 +23,7 @@ mod shapes;
 pub mod slim;
 mod slots;
 mod tables;
+mod tract_ops;
 pub mod write;
 
 use crate::error::{Error, Result};
