@@ -77,7 +77,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def count_macs(module: nn.Module, inputs: tuple):
+def count_macs(module: nn.Module, inputs: tuple) -> dict:
+    """MACs per sample: torch's flop counter at batch 2 less its count at batch 1.
+
+    A forward repeats compute on constants that does not depend on the input (Swin V2's
+    continuous-position-bias MLP over a fixed coordinate table, EdgeNeXt's positional encoding of
+    a fixed grid). An exporter folds that compute into a constant, so the file holds its result
+    and none of its work. What grows with the batch is the network's work on an input, and that
+    is what the file holds: ``macs``. ``macs_batch1`` is the counter's figure at batch 1 and
+    ``macs_constant`` (batch 1 less ``macs``) the work on constants, 0 for most networks."""
+    one = flop_count(module, inputs)
+    two = flop_count(module, tuple(torch.cat([t, t]) for t in inputs))
+    if one is None or two is None:
+        return {"macs": None}
+    return {"macs": two - one, "macs_batch1": one, "macs_constant": 2 * one - two}
+
+
+def flop_count(module: nn.Module, inputs: tuple):
     """MACs as torch's flop counter sees them (conv, mm, bmm, addmm, attention): FLOPs / 2.
 
     The counter does not see CPU's fused attention kernels (``nn.MultiheadAttention``'s fast
@@ -211,7 +227,7 @@ def export_case(case, fam_dir: Path, args) -> dict:
         "file": out.name,
         "family": fam_dir.name,
         "params": params,
-        "macs": count_macs(module, inputs),
+        **count_macs(module, inputs),
         "file_params": file_params(stripped, weights),
         "input_shape": [list(t.shape) for t in inputs] if len(inputs) > 1 else list(inputs[0].shape),
         "input_dtype": str(inputs[0].dtype).removeprefix("torch."),
@@ -242,7 +258,7 @@ def write_jsonl(path: Path, rows: dict[str, dict]) -> None:
 
 
 def recount_family(family: str, args) -> None:
-    """Recomputes ``macs`` in an existing truth.jsonl (after a change to ``count_macs``)."""
+    """Recomputes ``macs`` (and ``macs_batch1``, ``macs_constant``) in an existing truth.jsonl (after a change to ``count_macs``)."""
     fam_dir = args.out / (family + args.suffix)
     truth_path = fam_dir / "truth.jsonl"
     truth = read_jsonl(truth_path)
@@ -251,7 +267,8 @@ def recount_family(family: str, args) -> None:
         if key not in truth or (args.only and case.name not in args.only):
             continue
         module, inputs = build_case(case, args.keep_init)
-        old, truth[key]["macs"] = truth[key]["macs"], count_macs(module, inputs)
+        old = truth[key]["macs"]
+        truth[key].update(count_macs(module, inputs))
         write_jsonl(truth_path, truth)
         if old != truth[key]["macs"]:
             print(f"  {family}/{case.name}: macs {old} -> {truth[key]['macs']}", flush=True)
