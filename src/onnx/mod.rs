@@ -304,6 +304,27 @@ mod tests {
     /// One float input `x` of `x_dims`, the nodes `(op, inputs, output)`, initializers of
     /// distinct values, output `y`; read as nape reads a file.
     fn read(x_dims: &[usize], nodes: &[(&str, &[&str], &str)], inits: &[(&str, &[i64])]) -> Cg {
+        read_with(x_dims, nodes, inits, |i| 0.5 + i as f32)
+    }
+
+    /// [`read`] with initializer values `value(i)`.
+    fn read_with(
+        x_dims: &[usize],
+        nodes: &[(&str, &[&str], &str)],
+        inits: &[(&str, &[i64])],
+        value: fn(i64) -> f32,
+    ) -> Cg {
+        let bytes = model_bytes(x_dims, nodes, inits, value);
+        load_bytes(&bytes, "t.onnx", &ImportOptions::default()).expect("reads")
+    }
+
+    /// The file [`read_with`] reads.
+    fn model_bytes(
+        x_dims: &[usize],
+        nodes: &[(&str, &[&str], &str)],
+        inits: &[(&str, &[i64])],
+        value: fn(i64) -> f32,
+    ) -> Vec<u8> {
         let node = nodes
             .iter()
             .map(|(op, ins, out)| pb::NodeProto {
@@ -320,7 +341,10 @@ mod tests {
                 name: name.to_string(),
                 dims: dims.to_vec(),
                 data_type: 1,
-                float_data: (0..dims.iter().product::<i64>()).map(|i| 0.5 + i as f32).collect(),
+                // raw data after the name, as exporters write it
+                raw_data: (0..dims.iter().product::<i64>())
+                    .flat_map(|i| value(i).to_le_bytes())
+                    .collect(),
                 ..Default::default()
             })
             .collect();
@@ -332,27 +356,27 @@ mod tests {
             ..Default::default()
         };
         let opset = vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }];
-        let bytes = pb::ModelProto {
+        pb::ModelProto {
             ir_version: 8,
             graph: Some(graph),
             opset_import: opset,
             ..Default::default()
         }
-        .encode_to_vec();
-        load_bytes(&bytes, "t.onnx", &ImportOptions::default()).expect("reads")
+        .encode_to_vec()
     }
 
     #[test]
-    fn identity_copies_of_a_weight_count_as_distinct_parameters_and_say_so() {
-        let cg = read(
-            &[1, 4],
-            &[
-                ("Identity", &["W"], "W2"),
-                ("MatMul", &["x", "W"], "a"),
-                ("MatMul", &["a", "W2"], "y"),
-            ],
-            &[("W", &[4, 4])],
-        );
+    fn identity_copies_of_a_weight_are_shared_only_when_their_values_vary() {
+        let nodes: &[(&str, &[&str], &str)] = &[
+            ("Identity", &["W"], "W2"),
+            ("MatMul", &["x", "W"], "a"),
+            ("MatMul", &["a", "W2"], "y"),
+        ];
+        // varied values: one parameter used twice (weight sharing), counted once
+        let cg = read(&[1, 4], nodes, &[("W", &[4, 4])]);
+        assert_eq!((cg.summary().params, cg.notes.len()), (16, 0), "{:?}", cg.notes);
+        // all equal (a zero-initialised layer): distinct parameters that share initial values
+        let cg = read_with(&[1, 4], nodes, &[("W", &[4, 4])], |_| 0.0);
         assert_eq!(cg.summary().params, 32);
         assert_eq!(cg.notes.len(), 1, "{:?}", cg.notes);
         assert!(
@@ -360,6 +384,15 @@ mod tests {
             "{:?}",
             cg.notes
         );
+        // the shapes-only reader keeps the data of a weight an Identity reads, so it decides
+        // the same (a weight of more than slim::KEEP_ELEMENTS values, whose data it drops)
+        let opts = ImportOptions { shapes_only: true, ..Default::default() };
+        let cases: [(fn(i64) -> f32, u64); 2] = [(|i| 0.5 + i as f32, 256), (|_| 1.0, 512)];
+        for (value, params) in cases {
+            let bytes = model_bytes(&[1, 16], nodes, &[("W", &[16, 16])], value);
+            let cg = load_bytes(&bytes, "t.onnx", &opts).expect("reads");
+            assert_eq!(cg.summary().params, params);
+        }
     }
 
     #[test]

@@ -178,8 +178,17 @@ impl<'a> Builder<'a> {
             .collect();
         sources.sort();
         sources.dedup();
-        let copy_of_source = op == "Identity"
-            && at.inputs.first().and_then(|i| i.as_ref()).is_some_and(|i| sources == [i.clone()]);
+        let input = at.inputs.first().and_then(|i| i.as_ref());
+        let identity_of_source = op == "Identity" && input.is_some_and(|i| sources == [i.clone()]);
+        // equal varied values are one parameter used in several places (independently
+        // initialised parameters never hold them); equal constant values (zeros, ones) or
+        // values the file does not hold are parameters that only share their initial values
+        let shared = identity_of_source
+            && input
+                .and_then(|i| self.statics.get(i))
+                .and_then(|s| s.value.as_ref())
+                .is_some_and(|v| varied(v));
+        let copy_of_source = identity_of_source && !shared;
         let computable =
             at.inputs.iter().flatten().all(|i| self.statics.get(i).is_some_and(|s| s.computable));
         for o in at.pn.output.iter().filter(|o| !o.is_empty()) {
@@ -401,7 +410,7 @@ impl<'a> Builder<'a> {
     pub(super) fn notes(&self) -> Vec<String> {
         let copied = (self.copied.0 > 0).then(|| {
             format!(
-                "{} weights ({} values) are Identity copies of another weight: exporters write one tensor for parameters of identical values, so they are counted as distinct parameters; a network that uses one parameter in several places (weight sharing) is overcounted by them",
+                "{} weights ({} values) are Identity copies of another weight whose values the file does not hold or are all equal: exporters write one tensor for parameters of identical values, so they are counted as distinct parameters; a network that uses one parameter in several places (weight sharing) is overcounted by them",
                 self.copied.0, self.copied.1
             )
         });
@@ -434,4 +443,12 @@ impl<'a> Builder<'a> {
         }
         Ok(())
     }
+}
+
+/// Whether a tensor holds more than one distinct value.
+fn varied(t: &tract_onnx::prelude::Tensor) -> bool {
+    let Ok(c) = t.cast_to::<f32>() else { return false };
+    let Ok(v) = c.to_plain_array_view::<f32>() else { return false };
+    let mut it = v.iter();
+    it.next().is_some_and(|&first| it.any(|&x| x.to_bits() != first.to_bits()))
 }

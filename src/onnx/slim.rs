@@ -12,8 +12,10 @@
 //! Commands that run the network (proxies) read the whole file.
 
 use crate::error::{Error, Result};
+use std::collections::HashSet;
 use std::io::{Read, Seek};
 use std::path::Path;
+use tract_onnx::pb;
 
 /// Float initializers of at most this many elements keep their values.
 pub const KEEP_ELEMENTS: u64 = 64;
@@ -24,6 +26,7 @@ const FLOAT_TYPES: [u64; 4] = [1, 10, 11, 16]; // float, float16, double, bfloat
 /// 8, data_location 14; its data 4-7 and 9-11).
 const MODEL_GRAPH: u64 = 7;
 const MODEL_METADATA: u64 = 14;
+const GRAPH_NODE: u64 = 1;
 const GRAPH_INITIALIZER: u64 = 5;
 const GRAPH_INPUT: u64 = 11;
 
@@ -91,6 +94,10 @@ pub(super) fn is_weight(data_type: u64, dims: &[u64]) -> bool {
 struct Walker<R> {
     r: R,
     pos: u64,
+    /// Names of the tensors an `Identity` node reads (seen in the nodes, which the file writes
+    /// before the initializers): their data is kept, so that the loader can tell a weight used
+    /// in several places from parameters that only share initial values.
+    copied: HashSet<Vec<u8>>,
 }
 
 fn malformed() -> std::io::Error {
@@ -98,6 +105,15 @@ fn malformed() -> std::io::Error {
 }
 
 impl<R: Read + Seek> Walker<R> {
+    fn new(r: R) -> Walker<R> {
+        Walker { r, pos: 0, copied: HashSet::new() }
+    }
+
+    /// Whether the data of the initializer `head` describes is left out.
+    fn drops(&self, head: &TensorHead) -> bool {
+        drops(head) && !self.copied.contains(&head.name)
+    }
+
     fn varint(&mut self) -> std::io::Result<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -164,7 +180,7 @@ impl<R: Read + Seek> Walker<R> {
     /// A TensorProto ending at `end`: its bytes, or `None` when its data is left out (then
     /// `head` says what it was).
     fn tensor(&mut self, end: u64, head: &mut TensorHead) -> std::io::Result<Option<Vec<u8>>> {
-        let mut out = Vec::new();
+        let (mut out, mut skipped) = (Vec::new(), false);
         while self.pos < end {
             let (key, wire, len) = self.header(end)?;
             match (key >> 3, wire) {
@@ -177,7 +193,7 @@ impl<R: Read + Seek> Walker<R> {
                 (1, 2) => {
                     let packed = self.bytes(len)?;
                     let mut p = std::io::Cursor::new(&packed[..]);
-                    let mut w = Walker { r: &mut p, pos: 0 };
+                    let mut w = Walker::new(&mut p);
                     while w.pos < len {
                         head.dims.push(w.varint()?);
                     }
@@ -197,11 +213,16 @@ impl<R: Read + Seek> Walker<R> {
                     head.name = self.bytes(len)?;
                     put_bytes(&mut out, 8, &head.name);
                 }
-                (4..=7 | 9..=11, _) if drops(head) => self.skip(wire, len)?,
+                (4..=7 | 9..=11, _) if self.drops(head) => {
+                    skipped = true;
+                    self.skip(wire, len)?
+                }
                 _ => self.copy(key, wire, len, &mut out)?,
             }
         }
-        Ok((!drops(head)).then_some(out))
+        // data skipped before the name said to keep it (float_data written before the name):
+        // the tensor is declared without data, as any weight
+        Ok((!skipped && !self.drops(head)).then_some(out))
     }
 
     /// A GraphProto ending at `end`, without its large float initializers' data; the names of
@@ -219,6 +240,14 @@ impl<R: Read + Seek> Walker<R> {
                         names.push(String::from_utf8_lossy(&head.name).into_owned());
                     }
                 }
+            } else if key >> 3 == GRAPH_NODE && wire == 2 {
+                let node = self.bytes(len)?;
+                let pn = <pb::NodeProto as prost::Message>::decode(&node[..])
+                    .map_err(|_| malformed())?;
+                if pn.op_type == "Identity" {
+                    self.copied.extend(pn.input.into_iter().map(String::into_bytes));
+                }
+                put_bytes(&mut out, GRAPH_NODE, &node);
             } else {
                 self.copy(key, wire, len, &mut out)?;
             }
@@ -267,7 +296,7 @@ fn invalid(source: &str, e: &std::io::Error) -> Error {
 /// graph inputs declared as weights (see the module docs). Bytes that are not a valid protobuf
 /// are an error naming `source`.
 pub fn slim(bytes: &[u8], source: &str) -> Result<Vec<u8>> {
-    let mut w = Walker { r: std::io::Cursor::new(bytes), pos: 0 };
+    let mut w = Walker::new(std::io::Cursor::new(bytes));
     w.model(bytes.len() as u64).map_err(|e| invalid(source, &e))
 }
 
@@ -277,7 +306,7 @@ pub fn slim_file(path: &Path) -> Result<Vec<u8>> {
     let file = std::fs::File::open(path).map_err(|e| super::read_error(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     // a small buffer: a skipped weight leaves the buffer, and the next field is read afresh
-    let mut w = Walker { r: std::io::BufReader::with_capacity(1 << 12, file), pos: 0 };
+    let mut w = Walker::new(std::io::BufReader::with_capacity(1 << 12, file));
     w.model(len).map_err(|e| invalid(&path.display().to_string(), &e))
 }
 
@@ -325,6 +354,39 @@ mod tests {
         assert_eq!(m.metadata_props[0].key, crate::onnx::WEIGHT_INPUTS_KEY);
         assert_eq!(m.metadata_props[0].value, "w");
         assert_eq!(m.ir_version, 8);
+    }
+
+    #[test]
+    fn a_weight_an_identity_reads_keeps_its_data_when_its_name_comes_first() {
+        let identity = pb::NodeProto {
+            op_type: "Identity".into(),
+            input: vec!["w".into()],
+            output: vec!["w2".into()],
+            ..Default::default()
+        };
+        let float_data = pb::TensorProto {
+            name: "v".into(),
+            dims: vec![100],
+            data_type: 1,
+            float_data: vec![0.5; 100],
+            ..Default::default()
+        };
+        let read_by = |name: &str| pb::NodeProto { input: vec![name.into()], ..identity.clone() };
+        let graph = pb::GraphProto {
+            node: vec![identity.clone(), read_by("v"), read_by("u")],
+            // w: raw data after its name (kept); v: float data before its name (declared);
+            // x: read by no Identity (declared)
+            initializer: vec![tensor("w", &[100], 1, 400), float_data, tensor("x", &[100], 1, 400)],
+            ..Default::default()
+        };
+        let bytes = pb::ModelProto { graph: Some(graph), ..Default::default() }.encode_to_vec();
+        let m = pb::ModelProto::decode(slim(&bytes, "m.onnx").unwrap().as_slice()).unwrap();
+        let g = m.graph.unwrap();
+        let kept: Vec<_> =
+            g.initializer.iter().map(|t| (t.name.as_str(), t.raw_data.len())).collect();
+        assert_eq!(kept, [("w", 400)]);
+        let declared: Vec<_> = g.input.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(declared, ["v", "x"]);
     }
 
     /// Every prefix of a real file and every one-byte corruption of it is read or refused,
