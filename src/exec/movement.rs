@@ -18,28 +18,7 @@ pub(super) fn layout(
     let one = |t: Tensor| Ok(Some(vec![t]));
     let x = || arg(args, 0);
     match node.onnx_op.as_str() {
-        "Concat" => {
-            let items: Vec<&Tensor> = args.iter().flatten().collect();
-            let r = items.first().map(|t| rank(t)).unwrap_or(1);
-            let a = axis(node.attr_int("axis", 0), r)?;
-            if a == 0 || ctx.batch == ctx.cg_batch {
-                return one(Tensor::f_cat(&items, a).map_err(e)?);
-            }
-            // a constant the exporter folded at the bound batch (a class token expanded to the
-            // batch) follows the batch actually run, as the activations beside it do
-            let batched: Vec<Tensor> = items
-                .iter()
-                .map(|t| match t.size().split_first() {
-                    Some((&b, rest)) if b == ctx.cg_batch && b != ctx.batch => {
-                        let mut to = vec![ctx.batch];
-                        to.extend(rest);
-                        t.f_expand(to.as_slice(), false).map_err(e)
-                    }
-                    _ => Ok(t.shallow_clone()),
-                })
-                .collect::<R<_>>()?;
-            one(Tensor::f_cat(&batched, a).map_err(e)?)
-        }
+        "Concat" => one(concat(node, args, ctx)?),
         "Split" => {
             let x = x()?;
             let a = axis(node.attr_int("axis", 0), rank(x))?;
@@ -52,19 +31,7 @@ pub(super) fn layout(
             x.f_split_with_sizes(sizes.as_slice(), a).map(Some).map_err(e)
         }
         "Slice" => one(slice(node, args)?),
-        "Gather" => {
-            let x = x()?;
-            let a = axis(node.attr_int("axis", 0), rank(x))?;
-            let idx = arg(args, 1)?.to_kind(Kind::Int64);
-            let dim = x.size()[a as usize];
-            // negative indices count from the end
-            let idx = idx.f_remainder(dim).map_err(e)?;
-            let flat = x.f_index_select(a, &idx.flatten(0, -1)).map_err(e)?;
-            let mut shape: Vec<i64> = x.size()[..a as usize].to_vec();
-            shape.extend(idx.size());
-            shape.extend(&x.size()[a as usize + 1..]);
-            one(flat.f_reshape(shape.as_slice()).map_err(e)?)
-        }
+        "Gather" => one(gather(node, args)?),
         "GatherElements" => {
             let x = x()?;
             let a = axis(node.attr_int("axis", 0), rank(x))?;
@@ -369,6 +336,43 @@ fn reduce(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
         }
     };
     y.map_err(e)
+}
+
+/// ONNX `Gather`: `index_select` along the axis, negative indices counting from the end.
+fn gather(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
+    let x = arg(args, 0)?;
+    let a = axis(node.attr_int("axis", 0), rank(x))?;
+    let idx = arg(args, 1)?.to_kind(Kind::Int64);
+    let dim = x.size()[a as usize];
+    let idx = idx.f_remainder(dim).map_err(e)?;
+    let flat = x.f_index_select(a, &idx.flatten(0, -1)).map_err(e)?;
+    let mut shape: Vec<i64> = x.size()[..a as usize].to_vec();
+    shape.extend(idx.size());
+    shape.extend(&x.size()[a as usize + 1..]);
+    flat.f_reshape(shape.as_slice()).map_err(e)
+}
+
+/// ONNX `Concat`. A constant the exporter folded at the bound batch (a class token expanded
+/// to the batch) follows the batch actually run, as the activations beside it do.
+fn concat(node: &OpNode, args: &[Option<Tensor>], ctx: &Ctx) -> R<Tensor> {
+    let items: Vec<&Tensor> = args.iter().flatten().collect();
+    let r = items.first().map(|t| rank(t)).unwrap_or(1);
+    let a = axis(node.attr_int("axis", 0), r)?;
+    if a == 0 || ctx.batch == ctx.cg_batch {
+        return Tensor::f_cat(&items, a).map_err(e);
+    }
+    let batched: Vec<Tensor> = items
+        .iter()
+        .map(|t| match t.size().split_first() {
+            Some((&b, rest)) if b == ctx.cg_batch && b != ctx.batch => {
+                let mut to = vec![ctx.batch];
+                to.extend(rest);
+                t.f_expand(to.as_slice(), false).map_err(e)
+            }
+            _ => Ok(t.shallow_clone()),
+        })
+        .collect::<R<_>>()?;
+    Tensor::f_cat(&batched, a).map_err(e)
 }
 
 /// ONNX `Col2Im`: columns [N, C x prod(block), L] summed back into an image [N, C, image...],

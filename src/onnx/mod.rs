@@ -307,12 +307,15 @@ mod tests {
         read_with(x_dims, nodes, inits, |i| 0.5 + i as f32)
     }
 
+    /// An initializer's value at each flat index.
+    type Values = fn(i64) -> f32;
+
     /// [`read`] with initializer values `value(i)`.
     fn read_with(
         x_dims: &[usize],
         nodes: &[(&str, &[&str], &str)],
         inits: &[(&str, &[i64])],
-        value: fn(i64) -> f32,
+        value: Values,
     ) -> Cg {
         let bytes = model_bytes(x_dims, nodes, inits, value);
         load_bytes(&bytes, "t.onnx", &ImportOptions::default()).expect("reads")
@@ -323,7 +326,7 @@ mod tests {
         x_dims: &[usize],
         nodes: &[(&str, &[&str], &str)],
         inits: &[(&str, &[i64])],
-        value: fn(i64) -> f32,
+        value: Values,
     ) -> Vec<u8> {
         let node = nodes
             .iter()
@@ -387,7 +390,7 @@ mod tests {
         // the shapes-only reader keeps the data of a weight an Identity reads, so it decides
         // the same (a weight of more than slim::KEEP_ELEMENTS values, whose data it drops)
         let opts = ImportOptions { shapes_only: true, ..Default::default() };
-        let cases: [(fn(i64) -> f32, u64); 2] = [(|i| 0.5 + i as f32, 256), (|_| 1.0, 512)];
+        let cases: [(Values, u64); 2] = [(|i| 0.5 + i as f32, 256), (|_| 1.0, 512)];
         for (value, params) in cases {
             let bytes = model_bytes(&[1, 16], nodes, &[("W", &[16, 16])], value);
             let cg = load_bytes(&bytes, "t.onnx", &opts).expect("reads");
