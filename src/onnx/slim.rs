@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use std::collections::HashSet;
 use std::io::{Read, Seek};
 use std::path::Path;
-use tract_onnx::pb;
 
 /// Float initializers of at most this many elements keep their values.
 pub const KEEP_ELEMENTS: u64 = 64;
@@ -88,6 +87,22 @@ fn drops(t: &TensorHead) -> bool {
 pub(super) fn is_weight(data_type: u64, dims: &[u64]) -> bool {
     let numel = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
     FLOAT_TYPES.contains(&data_type) && numel.is_some_and(|n| n > KEEP_ELEMENTS)
+}
+
+/// The inputs of a NodeProto's bytes when its op is `Identity` (its inputs, field 1, and op
+/// type, field 4, read without decoding the rest).
+fn identity_inputs(node: &[u8]) -> std::io::Result<Option<Vec<Vec<u8>>>> {
+    let mut w = Walker::new(std::io::Cursor::new(node));
+    let (mut inputs, mut identity) = (Vec::new(), false);
+    while w.pos < node.len() as u64 {
+        let (key, wire, len) = w.header(node.len() as u64)?;
+        match (key >> 3, wire) {
+            (1, 2) => inputs.push(w.bytes(len)?),
+            (4, 2) => identity = w.bytes(len)? == b"Identity",
+            _ => w.skip(wire, len)?,
+        }
+    }
+    Ok(identity.then_some(inputs))
 }
 
 /// Reads protobuf fields from a file or a buffer, skipping what it is asked to skip.
@@ -242,10 +257,8 @@ impl<R: Read + Seek> Walker<R> {
                 }
             } else if key >> 3 == GRAPH_NODE && wire == 2 {
                 let node = self.bytes(len)?;
-                let pn = <pb::NodeProto as prost::Message>::decode(&node[..])
-                    .map_err(|_| malformed())?;
-                if pn.op_type == "Identity" {
-                    self.copied.extend(pn.input.into_iter().map(String::into_bytes));
+                if let Some(inputs) = identity_inputs(&node)? {
+                    self.copied.extend(inputs);
                 }
                 put_bytes(&mut out, GRAPH_NODE, &node);
             } else {
