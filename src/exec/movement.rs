@@ -3,7 +3,7 @@
 //! The groups [`layout`] and [`pooling`] of [`super::ops::eval`].
 
 use super::ops::{
-    arg, axis, e, ints, opt, pad_spatial, pads, rank, scalar, spatial_attr, target, Ctx, R,
+    arg, axis, e, ints, one, opt, pad_spatial, pads, rank, scalar, spatial_attr, target, Ctx, R,
 };
 use crate::graph::OpNode;
 use tch::{Kind, Tensor};
@@ -15,7 +15,6 @@ pub(super) fn layout(
     ctx: &Ctx,
     _train: bool,
 ) -> R<Option<Vec<Tensor>>> {
-    let one = |t: Tensor| Ok(Some(vec![t]));
     let x = || arg(args, 0);
     match node.onnx_op.as_str() {
         "Concat" => one(concat(node, args, ctx)?),
@@ -72,7 +71,6 @@ pub(super) fn pooling(
     _ctx: &Ctx,
     _train: bool,
 ) -> R<Option<Vec<Tensor>>> {
-    let one = |t: Tensor| Ok(Some(vec![t]));
     let x = || arg(args, 0);
     match node.onnx_op.as_str() {
         "MaxPool" | "AveragePool" => one(pool(node, x()?)?),

@@ -176,6 +176,11 @@ pub(super) fn eval(
     }
 }
 
+/// A group's answer for an op with one output.
+pub(super) fn one(t: Tensor) -> R<Option<Vec<Tensor>>> {
+    Ok(Some(vec![t]))
+}
+
 /// One group of ops: its outputs, or `None` when the node's op is not in the group.
 type Group = fn(&OpNode, &[Option<Tensor>], &Ctx, bool) -> R<Option<Vec<Tensor>>>;
 
@@ -186,7 +191,6 @@ fn weighted(
     ctx: &Ctx,
     _train: bool,
 ) -> R<Option<Vec<Tensor>>> {
-    let one = |t: Tensor| Ok(Some(vec![t]));
     let x = || arg(args, 0);
     match node.onnx_op.as_str() {
         "Conv" => one(conv(node, args, false, ctx)?),
@@ -222,7 +226,6 @@ fn normalisation(
     _ctx: &Ctx,
     train: bool,
 ) -> R<Option<Vec<Tensor>>> {
-    let one = |t: Tensor| Ok(Some(vec![t]));
     let x = || arg(args, 0);
     match node.onnx_op.as_str() {
         "BatchNormalization" => {
@@ -290,7 +293,6 @@ fn activation(
     _ctx: &Ctx,
     _train: bool,
 ) -> R<Option<Vec<Tensor>>> {
-    let one = |t: Tensor| Ok(Some(vec![t]));
     let x = || arg(args, 0);
     match node.onnx_op.as_str() {
         "Relu" => one(x()?.f_relu().map_err(e)?),
@@ -324,7 +326,6 @@ fn parametrised(
     _ctx: &Ctx,
     _train: bool,
 ) -> R<Option<Vec<Tensor>>> {
-    let one = |t: Tensor| Ok(Some(vec![t]));
     let x = || arg(args, 0);
     match node.onnx_op.as_str() {
         "HardSigmoid" => {
@@ -414,7 +415,6 @@ fn arithmetic(
     ctx: &Ctx,
     _train: bool,
 ) -> R<Option<Vec<Tensor>>> {
-    let one = |t: Tensor| Ok(Some(vec![t]));
     let x = || arg(args, 0);
     match node.onnx_op.as_str() {
         "Add" | "Sum" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Equal" | "Less"

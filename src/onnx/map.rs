@@ -150,8 +150,7 @@ fn scalar_at(ctx: &NodeCtx, slot: usize) -> Option<f64> {
 /// The integer values of a static operand at `slot` (shapes, block sizes), when known.
 fn static_ints_at(ctx: &NodeCtx, slot: usize) -> Option<Vec<i64>> {
     let (_, s) = ctx.statics.iter().find(|(sl, _)| *sl == slot)?;
-    let t = s.value.as_ref()?.cast_to::<i64>().ok()?;
-    Some(t.to_plain_array_view::<i64>().ok()?.iter().copied().collect())
+    super::shapes::int_values(s.value.as_ref()?)
 }
 
 fn static_numel_at(ctx: &NodeCtx, slot: usize) -> Option<u64> {

@@ -307,7 +307,7 @@ fn reshape(n: &pb::NodeProto, x: &[usize], target: &Tensor) -> Option<Shape> {
 }
 
 /// A tensor's values as i64 (shapes, axes).
-fn int_values(t: &Tensor) -> Option<Vec<i64>> {
+pub(super) fn int_values(t: &Tensor) -> Option<Vec<i64>> {
     let c = t.cast_to::<i64>().ok()?;
     let v = c.to_plain_array_view::<i64>().ok()?.iter().copied().collect();
     Some(v)

@@ -42,8 +42,8 @@ impl Expansion for Col2Im {
             &inputs[1].value,
             &inputs[2].value,
             move |s, x, image, block| {
-                let ints = |t: &Tensor| -> TractResult<Vec<i64>> {
-                    Ok(t.cast_to::<i64>()?.to_plain_array_view::<i64>()?.iter().copied().collect())
+                let ints = |t: &Tensor| {
+                    super::shapes::int_values(t).ok_or_else(|| format_err!("Col2Im: not integers"))
                 };
                 let (image, block) = (ints(&image)?, ints(&block)?);
                 let cells: i64 = block.iter().product();
