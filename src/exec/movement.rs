@@ -6,7 +6,9 @@ use super::ops::{
     arg, axis, e, ints, one, opt, pad_spatial, pads, rank, scalar, spatial_attr, target, Ctx, R,
 };
 use crate::graph::OpNode;
-use tch::{Kind, Tensor};
+use tch::{Kind, TchError, Tensor};
+
+type TchResult<T> = std::result::Result<T, TchError>;
 
 /// Joining, splitting, indexing and moving data.
 pub(super) fn layout(
@@ -137,14 +139,37 @@ fn pool(node: &OpNode, x: &Tensor) -> R<Tensor> {
     let (k, s, p, d) = (kernel.as_slice(), stride.as_slice(), padding.as_slice(), dil.as_slice());
     let r = match (max, n) {
         (true, 1) => x.f_max_pool1d(k, s, p, d, ceil),
-        (true, 2) => x.f_max_pool2d(k, s, p, d, ceil),
+        (true, 2) => channels_last(&x, |x| x.f_max_pool2d(k, s, p, d, ceil)),
         (true, 3) => x.f_max_pool3d(k, s, p, d, ceil),
         (false, 1) => x.f_avg_pool1d(k, s, p, ceil, include_pad),
-        (false, 2) => x.f_avg_pool2d(k, s, p, ceil, include_pad, None::<i64>),
+        (false, 2) => {
+            channels_last(&x, |x| x.f_avg_pool2d(k, s, p, ceil, include_pad, None::<i64>))
+        }
         (false, 3) => x.f_avg_pool3d(k, s, p, ceil, include_pad, None::<i64>),
         _ => return Err(format!("pooling over {n} spatial axes is not supported")),
     };
     r.map_err(e)
+}
+
+/// Runs a 2-D pool on a channels-last copy of `x` (returned contiguous) when `x` has at least
+/// 8 channels. libtorch's contiguous (NCHW) pooling kernels loop over each window element by
+/// element; its channels-last ones run the same sums and comparisons, in the same window order,
+/// over 8 channels at a time: bitwise the same values and gradients (checked in
+/// `channels_last_pools_are_bitwise_the_contiguous_ones`), 3-4x faster forward on NAS cells.
+/// (tch has no memory formats: an NHWC copy permuted back to NCHW has channels-last strides,
+/// which is how libtorch tells the format.)
+fn channels_last(x: &Tensor, pool: impl Fn(&Tensor) -> TchResult<Tensor>) -> TchResult<Tensor> {
+    if x.dim() != 4 || x.size()[1] < 8 {
+        return pool(x);
+    }
+    let size = x.size();
+    // a round trip through a 2-D view: nothing in the forward, but the backward reshapes the
+    // gradient, which merges C with H and so copies it back to NCHW (a channels-last gradient would move the
+    // convolutions and normalisations before the pool onto other kernels, whose sums round
+    // differently)
+    let x = x.f_view([size[0], -1])?.f_view(size.as_slice())?;
+    let nhwc = x.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])?;
+    pool(&nhwc)?.f_contiguous()
 }
 
 fn slice(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
@@ -464,5 +489,58 @@ mod tests {
         node.onnx_attrs.insert("pads".into(), AttrValue::Ints(vec![1, 1, 0, 0]));
         let err = col2im(&node, &args).expect_err("uneven pads");
         assert!(err.contains("pads"), "{err}");
+    }
+
+    /// The channels-last route changes no bit of a pool's values or of the gradients before it
+    /// (windows with padding, excluded or counted, ceil mode, strides, dilations), the
+    /// gradient of a convolution before the pool included: a gradient handed back in
+    /// channels-last order would move that convolution's backward onto other kernels.
+    #[test]
+    fn channels_last_pools_are_bitwise_the_contiguous_ones() {
+        let _ = tch::manual_seed(3);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let base = Tensor::randn([4, 16, 9, 11], opts);
+        let w = Tensor::randn([16, 16, 3, 3], opts);
+        let grad = Tensor::randn([4, 16, 9, 11], opts);
+        type Pool = Box<dyn Fn(&Tensor) -> TchResult<Tensor>>;
+        let pools: Vec<(&str, Pool)> = vec![
+            (
+                "avg 3x3 s1 p1",
+                Box::new(|x| x.f_avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None::<i64>)),
+            ),
+            (
+                "avg 3x2 s2 p1 incl ceil",
+                Box::new(|x| x.f_avg_pool2d([3, 2], [2, 2], [1, 1], true, true, None::<i64>)),
+            ),
+            ("max 3x3 s1 p1", Box::new(|x| x.f_max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false))),
+            (
+                "max 2x3 s2 d2 ceil",
+                Box::new(|x| x.f_max_pool2d([2, 3], [2, 1], [1, 1], [2, 2], true)),
+            ),
+        ];
+        for (name, pool) in &pools {
+            let run = |cl: bool| {
+                let wi = w.detach().set_requires_grad(true);
+                let x = base.conv2d(&wi, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+                let x = x.batch_norm(
+                    None::<Tensor>,
+                    None::<Tensor>,
+                    None::<Tensor>,
+                    None::<Tensor>,
+                    true,
+                    0.1,
+                    1e-5,
+                    false,
+                );
+                let y = if cl { channels_last(&x, pool) } else { pool(&x) }.expect("pool runs");
+                let g = grad.narrow(2, 0, y.size()[2]).narrow(3, 0, y.size()[3]);
+                (&y * &g).sum(Kind::Float).backward();
+                (wi.grad(), y.detach())
+            };
+            let ((g0, y0), (g1, y1)) = (run(false), run(true));
+            assert!(y1.is_contiguous(), "{name}: the output goes back to NCHW");
+            assert!(y0.equal(&y1), "{name}: values differ");
+            assert!(g0.equal(&g1), "{name}: gradients differ");
+        }
     }
 }
