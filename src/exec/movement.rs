@@ -497,7 +497,7 @@ mod tests {
     /// channels-last order would move that convolution's backward onto other kernels.
     #[test]
     fn channels_last_pools_are_bitwise_the_contiguous_ones() {
-        let _ = tch::manual_seed(3);
+        tch::manual_seed(3);
         let opts = (Kind::Float, tch::Device::Cpu);
         let base = Tensor::randn([4, 16, 9, 11], opts);
         let w = Tensor::randn([16, 16, 3, 3], opts);
