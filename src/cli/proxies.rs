@@ -310,7 +310,9 @@ fn score_missing(
     )?);
     bar.set_message(format!("proxies ({} networks cached)", jobs.len() - missing.len()));
     let t0 = std::time::Instant::now();
-    for chunk in missing.chunks(64) {
+    // the cache is saved after every 16 networks, so a run stopped part-way (the NB-101 table
+    // runs for hours, a session at a time) loses at most 16 networks' work
+    for chunk in missing.chunks(16) {
         let done: Vec<(String, String, Cached)> = pool.install(|| {
             chunk
                 .par_iter()
