@@ -17,7 +17,7 @@ Layout under ``--out`` (default ``$NAPE_CORPUS`` or ``/work/corpus``)::
 
 Truth fields: ``file``, ``family``, ``params`` (``sum(p.numel() for p in model.parameters())``),
 ``macs`` (``torch.utils.flop_counter`` FLOPs / 2: conv, matmul, attention; ``null`` if it saw
-nothing), ``file_params`` (the rule of ``scripts/gen_corpus.py::file_params``: what the eval-mode
+nothing), ``file_params`` (the rule of ``scripts/corpus_truth.py::file_params``: what the eval-mode
 file holds, BatchNorm folded), ``input_shape``, ``exporter``, ``opset``, and for torchvision
 classifiers the published figures of the DEFAULT weights, read offline from the package:
 ``top1`` (ImageNet-1K acc@1), ``gflops_published`` and ``num_params_published``.
@@ -53,13 +53,11 @@ import torch.nn as nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import corpus_families  # noqa: E402
+from corpus_truth import file_params, op_types, recurrent_macs  # noqa: E402
 from gen_corpus import (  # noqa: E402
     clean_model,
-    file_params,
-    op_types,
     randomize_bn,
     randomize_constant_params,
-    recurrent_macs,
     strip_weights,
 )
 
@@ -128,7 +126,7 @@ def recurrent_hooks(module: nn.Module, fc: FlopCounterMode) -> tuple[list, list[
     """The counter sees nothing of CPU's fused LSTM kernel (GRU and RNN it sees as matmuls).
     Each recurrent layer the counter saw no FLOPs in adds its matmul work: every step of every
     layer and direction multiplies its input by W_ih and its state by W_hh
-    (``gen_corpus.recurrent_macs``)."""
+    (``corpus_truth.recurrent_macs``)."""
     unseen, hooks = [], []
     for m in module.modules():
         if not isinstance(m, nn.RNNBase):
