@@ -224,12 +224,12 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
     let ps = select(a)?;
     let images = ImageSource::from_arg(a.images.as_deref(), &data_dir)?;
     let (family, jobs) = jobs(a, &data_dir)?;
-    // the cache tag names everything that changes a value
+    // the cache tag names everything that changes a value (the images by their bytes)
     let tag = format!(
         "proxies-seed{}-batch{}-{}-{}",
         a.seed,
         a.batch.map(|b| b.to_string()).unwrap_or_else(|| "ref".into()),
-        short_hash(&images.describe()),
+        short_hash(&images.content_key()?),
         short_hash(&format!("{:?}{:?}", a.swap_reg, a.epsinas_weights)),
     );
     let mut cache: Cache<Cached> = Cache::open(&a.cache, &family, &tag)?;

@@ -59,6 +59,32 @@ impl ImageSource {
         Ok(ImageSource::Idx(p))
     }
 
+    /// What the images are, for cache keys: an MD5 over the bytes of every file the source
+    /// reads (the label file beside an IDX file included, a folder's images in the order and
+    /// with the labels it reads them). How a path is spelled changes no value, so it is not in
+    /// the key (`../shared/data` and `/work/shared/data` are the same images).
+    pub fn content_key(&self) -> Result<String> {
+        use md5::{Digest, Md5};
+        let mut h = Md5::new();
+        let files: Vec<(PathBuf, i64)> = match self {
+            ImageSource::Idx(p) => {
+                std::iter::once(p.clone()).chain(idx_labels(p)).map(|f| (f, 0)).collect()
+            }
+            ImageSource::Cifar(p) => vec![(p.clone(), 0)],
+            ImageSource::Folder(d) => folder_files(d)?,
+            ImageSource::Gaussian { classes } => {
+                return Ok(format!("gaussian noise, {classes} classes"));
+            }
+        };
+        for (f, label) in files {
+            let bytes = std::fs::read(&f).map_err(|e| Error::io(&f, e))?;
+            h.update(label.to_le_bytes());
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+        Ok(format!("{:x}", h.finalize()))
+    }
+
     /// A short description for reports.
     pub fn describe(&self) -> String {
         match self {
@@ -117,6 +143,13 @@ fn be_u32(b: &[u8], at: usize) -> usize {
     b.get(at..at + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize).unwrap_or(0)
 }
 
+/// The label file beside an IDX image file, when there is one.
+fn idx_labels(p: &Path) -> Option<PathBuf> {
+    let name = p.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let lp = p.with_file_name(name.replace("images-idx3", "labels-idx1"));
+    (lp != p && lp.exists()).then_some(lp)
+}
+
 fn read_idx(p: &Path) -> Result<Raw> {
     let bad = |msg: String| Error::BadData { path: p.into(), line: 0, msg };
     let b = read_maybe_gz(p)?;
@@ -131,11 +164,7 @@ fn read_idx(p: &Path) -> Result<Raw> {
         )));
     }
     let images: Vec<Vec<u8>> = b[16..].chunks(h * w).map(|c| c.to_vec()).collect();
-    // labels beside it, when present
-    let name = p.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let lname = name.replace("images-idx3", "labels-idx1");
-    let lp = p.with_file_name(lname);
-    let labels = if lp != p && lp.exists() {
+    let labels = if let Some(lp) = idx_labels(p) {
         let l = read_maybe_gz(&lp)?;
         if l.len() != 8 + n || be_u32(&l, 0) != 0x801 {
             return Err(Error::BadData {
@@ -165,7 +194,8 @@ fn read_cifar(p: &Path) -> Result<Raw> {
     Ok(Raw { c: 3, h: 32, w: 32, images, labels })
 }
 
-fn read_folder(dir: &Path, want: usize, seed: u64) -> Result<Raw> {
+/// A folder's images with their labels (the index of their sub-folder, or 0), in order.
+fn folder_files(dir: &Path) -> Result<Vec<(PathBuf, i64)>> {
     let mut files: Vec<(PathBuf, i64)> = Vec::new();
     let mut classes: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
@@ -199,6 +229,11 @@ fn read_folder(dir: &Path, want: usize, seed: u64) -> Result<Raw> {
             hint: String::new(),
         });
     }
+    Ok(files)
+}
+
+fn read_folder(dir: &Path, want: usize, seed: u64) -> Result<Raw> {
+    let files = folder_files(dir)?;
     let order = draw(files.len(), want, seed);
     let mut images = Vec::new();
     let mut labels = Vec::new();
@@ -398,6 +433,20 @@ mod tests {
         l.extend((0..n).map(|i| (i % 10) as u8));
         std::fs::write(dir.join("t-labels-idx1-ubyte"), l).expect("write");
         p
+    }
+
+    #[test]
+    fn the_content_key_follows_the_bytes_read_not_the_path() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = idx_file(dir.path(), 20);
+        let key = ImageSource::Idx(p.clone()).content_key().expect("key");
+        // the same file by another spelling of its path
+        let other = dir.path().join(".").join(p.file_name().expect("name"));
+        assert_eq!(ImageSource::Idx(other).content_key().expect("key"), key);
+        // other labels beside the same images are other data
+        std::fs::write(dir.path().join("t-labels-idx1-ubyte"), [0u8, 0, 8, 1, 0, 0, 0, 0])
+            .expect("write");
+        assert_ne!(ImageSource::Idx(p).content_key().expect("key"), key);
     }
 
     #[test]
