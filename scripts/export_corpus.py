@@ -50,7 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import onnx  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_flatten  # noqa: E402
+from torch.utils.flop_counter import flop_registry  # noqa: E402
 
 import corpus_families  # noqa: E402
 from corpus_truth import file_params, op_types, recurrent_macs  # noqa: E402
@@ -76,23 +78,53 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def count_macs(module: nn.Module, inputs: tuple) -> dict:
-    """MACs per sample: torch's flop counter at batch 2 less its count at batch 1.
+    """MACs per sample of the work that depends on the input, at batch 1.
 
-    A forward repeats compute on constants that does not depend on the input (Swin V2's
-    continuous-position-bias MLP over a fixed coordinate table, EdgeNeXt's positional encoding of
-    a fixed grid). An exporter folds that compute into a constant, so the file holds its result
-    and none of its work. What grows with the batch is the network's work on an input, and that
-    is what the file holds: ``macs``. ``macs_batch1`` is the counter's figure at batch 1 and
-    ``macs_constant`` (batch 1 less ``macs``) the work on constants, 0 for most networks."""
-    one = flop_count(module, inputs)
-    two = flop_count(module, tuple(torch.cat([t, t]) for t in inputs))
-    if one is None or two is None:
+    A forward can do work that does not depend on the input: Swin V2's continuous-position-bias
+    MLP over a fixed coordinate table, EdgeNeXt's positional encoding of a grid built from the
+    input's shape. An exporter folds some of it into constants, and nape folds the rest (what is
+    computed from constants and shapes alone), so neither the file's work nor nape's count holds
+    it. ``macs`` is torch's flop counter (FLOPs / 2, the counter's own formulas) over the ops
+    whose operands derive from the input; ``macs_batch1`` the counter over every op, and
+    ``macs_constant`` the difference, 0 for most networks."""
+    counted = flop_count(module, inputs)
+    if counted is None:
         return {"macs": None}
-    return {"macs": two - one, "macs_batch1": one, "macs_constant": 2 * one - two}
+    on_input, every = counted
+    return {"macs": on_input, "macs_batch1": every, "macs_constant": every - on_input}
+
+
+class InputWork(TorchDispatchMode):
+    """Counts the flop counter's FLOPs of every op, and of the ops whose operands derive from a
+    marked input (the mark follows every op's outputs, and an in-place op's target)."""
+
+    def __init__(self):
+        super().__init__()
+        self.every = 0
+        self.on_input = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        marked = any(getattr(t, "_nape_input", False) for t in tensors)
+        packet = func._overloadpacket
+        if packet in flop_registry:
+            flops = int(flop_registry[packet](*args, **kwargs, out_val=out))
+            self.every += flops
+            self.on_input += flops if marked else 0
+        if marked:
+            for o in tree_flatten(out)[0]:
+                if isinstance(o, torch.Tensor):
+                    o._nape_input = True
+            if packet.__name__.endswith("_") and tensors:
+                tensors[0]._nape_input = True
+        return out
 
 
 def flop_count(module: nn.Module, inputs: tuple):
-    """MACs as torch's flop counter sees them (conv, mm, bmm, addmm, attention): FLOPs / 2.
+    """(MACs on the input, MACs of every op) as torch's flop counter counts them (conv, mm, bmm,
+    addmm, attention): FLOPs / 2.
 
     The counter does not see CPU's fused attention kernels (``nn.MultiheadAttention``'s fast
     path, ``scaled_dot_product_attention``'s flash kernel): both are switched to their plain
@@ -101,28 +133,25 @@ def flop_count(module: nn.Module, inputs: tuple):
 
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
-    fc = FlopCounterMode(display=False)
-    hooks, unseen = recurrent_hooks(module, fc)
-    # the counter's module tracker hooks the backward of every tensor that requires a gradient,
-    # and asserts on one without a gradient function (CaiT's class token, expanded under
-    # no_grad): count with the parameters frozen, which changes no FLOP
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
+    mode = InputWork()
+    hooks, unseen = recurrent_hooks(module, mode)
+    inputs = tuple(t.clone() for t in inputs)
+    for t in inputs:
+        t._nape_input = True
     try:
-        with fc, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        with mode, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
             module(*inputs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in hooks:
             h.remove()
-        for p in trainable:
-            p.requires_grad_(True)
-    flops = int(fc.get_total_flops()) + 2 * sum(unseen)
-    return flops // 2 if flops > 0 else None
+    # a recurrent layer's work is on its input sequence
+    extra = 2 * sum(unseen)
+    every, on_input = mode.every + extra, mode.on_input + extra
+    return (on_input // 2, every // 2) if every > 0 else None
 
 
-def recurrent_hooks(module: nn.Module, fc: FlopCounterMode) -> tuple[list, list[int]]:
+def recurrent_hooks(module: nn.Module, fc: InputWork) -> tuple[list, list[int]]:
     """The counter sees nothing of CPU's fused LSTM kernel (GRU and RNN it sees as matmuls).
     Each recurrent layer the counter saw no FLOPs in adds its matmul work: every step of every
     layer and direction multiplies its input by W_ih and its state by W_hh
@@ -133,10 +162,10 @@ def recurrent_hooks(module: nn.Module, fc: FlopCounterMode) -> tuple[list, list[
             continue
 
         def before(mod, args):
-            mod._nape_flops_before = fc.get_total_flops()
+            mod._nape_flops_before = fc.every
 
         def after(mod, args, out):
-            if fc.get_total_flops() > mod._nape_flops_before:
+            if fc.every > mod._nape_flops_before:
                 return
             unseen.append(recurrent_macs(mod, args[0]))
 
