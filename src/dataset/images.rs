@@ -59,28 +59,36 @@ impl ImageSource {
         Ok(ImageSource::Idx(p))
     }
 
-    /// What the images are, for cache keys: an MD5 over the bytes of every file the source
-    /// reads (the label file beside an IDX file included, a folder's images in the order and
-    /// with the labels it reads them). How a path is spelled changes no value, so it is not in
-    /// the key (`../shared/data` and `/work/shared/data` are the same images).
+    /// What the images are, for cache keys. An IDX or CIFAR file: an MD5 over its bytes (and
+    /// the label file's beside an IDX file). A folder, which may hold a dataset: an MD5 over
+    /// each image's path inside the folder, size and label, in the order it is read. How the
+    /// path to the data is spelled changes no value, so it is not in the key
+    /// (`../shared/data` and `/work/shared/data` are the same images).
     pub fn content_key(&self) -> Result<String> {
         use md5::{Digest, Md5};
         let mut h = Md5::new();
-        let files: Vec<(PathBuf, i64)> = match self {
-            ImageSource::Idx(p) => {
-                std::iter::once(p.clone()).chain(idx_labels(p)).map(|f| (f, 0)).collect()
+        match self {
+            ImageSource::Idx(p) | ImageSource::Cifar(p) => {
+                for f in std::iter::once(p.clone()).chain(idx_labels(p)) {
+                    let bytes = std::fs::read(&f).map_err(|e| Error::io(&f, e))?;
+                    h.update(0i64.to_le_bytes()); // the key's first form had a label here
+                    h.update((bytes.len() as u64).to_le_bytes());
+                    h.update(&bytes);
+                }
             }
-            ImageSource::Cifar(p) => vec![(p.clone(), 0)],
-            ImageSource::Folder(d) => folder_files(d)?,
+            ImageSource::Folder(d) => {
+                for (f, label) in folder_files(d)? {
+                    let size = std::fs::metadata(&f).map_err(|e| Error::io(&f, e))?.len();
+                    let inside = f.strip_prefix(d).unwrap_or(&f).to_string_lossy().to_string();
+                    h.update((inside.len() as u64).to_le_bytes());
+                    h.update(inside.as_bytes());
+                    h.update(size.to_le_bytes());
+                    h.update(label.to_le_bytes());
+                }
+            }
             ImageSource::Gaussian { classes } => {
                 return Ok(format!("gaussian noise, {classes} classes"));
             }
-        };
-        for (f, label) in files {
-            let bytes = std::fs::read(&f).map_err(|e| Error::io(&f, e))?;
-            h.update(label.to_le_bytes());
-            h.update((bytes.len() as u64).to_le_bytes());
-            h.update(&bytes);
         }
         Ok(format!("{:x}", h.finalize()))
     }
@@ -447,6 +455,15 @@ mod tests {
         std::fs::write(dir.path().join("t-labels-idx1-ubyte"), [0u8, 0, 8, 1, 0, 0, 0, 0])
             .expect("write");
         assert_ne!(ImageSource::Idx(p).content_key().expect("key"), key);
+        // a folder by two spellings; another image in it is other data
+        let imgs = dir.path().join("imgs");
+        std::fs::create_dir(&imgs).expect("mkdir");
+        std::fs::write(imgs.join("a.png"), [1u8, 2, 3]).expect("write");
+        let key = ImageSource::Folder(imgs.clone()).content_key().expect("key");
+        let other = ImageSource::Folder(dir.path().join(".").join("imgs"));
+        assert_eq!(other.content_key().expect("key"), key);
+        std::fs::write(imgs.join("b.png"), [4u8]).expect("write");
+        assert_ne!(other.content_key().expect("key"), key);
     }
 
     #[test]
