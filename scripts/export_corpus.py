@@ -151,7 +151,7 @@ def flop_count(module: nn.Module, inputs: tuple):
     return (on_input // 2, every // 2) if every > 0 else None
 
 
-def recurrent_hooks(module: nn.Module, fc: InputWork) -> tuple[list, list[int]]:
+def recurrent_hooks(module: nn.Module, mode: InputWork) -> tuple[list, list[int]]:
     """The counter sees nothing of CPU's fused LSTM kernel (GRU and RNN it sees as matmuls).
     Each recurrent layer the counter saw no FLOPs in adds its matmul work: every step of every
     layer and direction multiplies its input by W_ih and its state by W_hh
@@ -162,10 +162,10 @@ def recurrent_hooks(module: nn.Module, fc: InputWork) -> tuple[list, list[int]]:
             continue
 
         def before(mod, args):
-            mod._nape_flops_before = fc.every
+            mod._nape_flops_before = mode.every
 
         def after(mod, args, out):
-            if fc.every > mod._nape_flops_before:
+            if mode.every > mod._nape_flops_before:
                 return
             unseen.append(recurrent_macs(mod, args[0]))
 

@@ -18,6 +18,9 @@ mod movement;
 mod ops;
 mod recurrent;
 
+/// A libtorch call's result.
+pub(crate) type TchResult<T> = std::result::Result<T, tch::TchError>;
+
 pub use init::Init;
 
 use crate::error::{Error, Result};

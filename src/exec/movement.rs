@@ -5,10 +5,9 @@
 use super::ops::{
     arg, axis, e, ints, one, opt, pad_spatial, pads, rank, scalar, spatial_attr, target, Ctx, R,
 };
+use super::TchResult;
 use crate::graph::OpNode;
-use tch::{Kind, TchError, Tensor};
-
-type TchResult<T> = std::result::Result<T, TchError>;
+use tch::{Kind, Tensor};
 
 /// Joining, splitting, indexing and moving data.
 pub(super) fn layout(

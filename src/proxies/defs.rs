@@ -7,7 +7,7 @@ use crate::exec::{ExecOptions, Executor, Init, Taps};
 use crate::spaces::torchstat_flops;
 use tch::{Device, Kind, Tensor};
 
-type TchResult<T> = std::result::Result<T, tch::TchError>;
+use crate::exec::TchResult;
 
 /// The logits of the first output as `[N, classes]`.
 fn logits(ex: &Executor, x: &Tensor, input: &ProxyInput) -> Result<Tensor> {

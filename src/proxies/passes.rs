@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::exec::{Executor, Role, Taps};
 use tch::{Kind, Reduction, Tensor};
 
-type TchResult<T> = std::result::Result<T, tch::TchError>;
+use crate::exec::TchResult;
 /// A shared result: the value, or the message of the error the proxies reading it report.
 type Shared<T> = std::result::Result<T, String>;
 
