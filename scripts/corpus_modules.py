@@ -338,6 +338,37 @@ class Fold(nn.Module):
         return F.fold(v.reshape(b, c * 9, -1), (h, w), 3, padding=1, stride=2)
 
 
+class DetectHead(nn.Module):
+    """A detector's head in small, as TorchVision's write it: a score and a box per position,
+    the positions above a threshold (``NonZero``), the best of them (``TopK``), their boxes
+    after non-maximum suppression, pooled by ``RoiAlign`` into a Linear per kept box; the FPN
+    level rule's ``floor`` and the class index's remainder (``Mod``) on the way."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+        self.score = nn.Conv2d(8, 1, 1)
+        self.box = nn.Conv2d(8, 4, 1)
+        self.fc = nn.Linear(8 * 2 * 2, 3)
+
+    def forward(self, x):                                  # [1,4,16,16]
+        import torchvision
+        f = F.relu(self.conv(x))
+        scores = self.score(f).flatten()                   # [256]
+        d = self.box(f).flatten(2)[0].t()                  # [256,4]
+        keep = torch.nonzero(scores > 0.0).flatten()
+        top = scores[keep].topk(min(32, keep.numel()))
+        kept = keep[top.indices]
+        cx, cy = (kept % 16).float(), torch.div(kept, 16, rounding_mode="floor").float()
+        wh = 2.0 + 4.0 * torch.sigmoid(d[kept, 2:])
+        boxes = torch.stack([cx - wh[:, 0], cy - wh[:, 1], cx + wh[:, 0], cy + wh[:, 1]], 1)
+        rois = boxes[torchvision.ops.nms(boxes, top.values, 0.5)]
+        level = torch.floor(torch.log2(torch.sqrt((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1]))))
+        rois = torch.cat([torch.zeros_like(rois[:, :1]), rois], 1)
+        pooled = torchvision.ops.roi_align(f, rois, (2, 2), 1.0, 2, False)
+        return self.fc(pooled.flatten(1)) + level.unsqueeze(1)
+
+
 def transformer_encoder():
     return nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
 
@@ -353,6 +384,11 @@ TORCH_OPS = {
     "recurrent": (Recurrent, (1, 7, 8), "torchscript", {}),
     # tract has no Col2Im: the executor is checked against PyTorch's output kept in the manifest
     "fold": (Fold, (1, 4, 8, 8), "dynamo", {"expected": True}),
+    # data-dependent sizes: the hooks count the boxes this input keeps, nape their bound; the
+    # executor refuses the graph (its shapes are bounds), so no output is kept either
+    "detect_head": (DetectHead, (1, 4, 16, 16), "torchscript", {
+        "macs_note": "data-dependent: the Linear runs once per box kept by NonZero, TopK and "
+                     "NMS on this input; nape counts it at the bound (docs/costs.md)"}),
     "transformer_encoder": (transformer_encoder, (1, 8, 32), "dynamo", {
         "macs_note": "nn.MultiheadAttention uses its in_proj/out_proj weights functionally "
                      "and the QK^T / AV matmuls are not modules, so hooks miss that work"}),

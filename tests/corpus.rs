@@ -60,6 +60,28 @@ fn macs_equal_an_independent_pytorch_count() {
     assert!(bad.is_empty(), "MAC counts differ:\n{}", bad.join("\n"));
 }
 
+/// Where sizes depend on the values (a detector's head), PyTorch's count on the one input the
+/// generator ran lies between the part of nape's count that holds for every input and its bound.
+#[test]
+fn a_data_dependent_count_lies_within_napes_bounds() {
+    let mut checked = 0;
+    for (rel, m) in manifest() {
+        let s = load_rel(&rel).summary();
+        if s.bounded_macs == 0 {
+            continue;
+        }
+        let on_one_input = m["macs_hooked_partial"].as_u64().expect("the hooks' count");
+        let exact = s.macs - s.bounded_macs;
+        assert!(
+            exact < on_one_input && on_one_input <= s.macs,
+            "{rel}: PyTorch's {on_one_input} outside nape's [{exact}, {}]",
+            s.macs
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "no corpus file has data-dependent sizes");
+}
+
 #[test]
 fn zoo_architectures_have_no_unknown_ops() {
     let zoo = corpus().join("zoo");

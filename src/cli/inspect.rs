@@ -49,6 +49,7 @@ pub fn summary_json(file: &str, cg: &Cg) -> serde_json::Value {
         "edges": s.edges,
         "params": s.params,
         "macs": s.macs,
+        "bounded_macs": s.bounded_macs,
         "flops": s.flops,
         "depth": s.depth,
         "max_channels": s.max_channels,

@@ -86,6 +86,7 @@ pub fn cg_from_json(j: &CgJson) -> Cg {
                 act_slots: Vec::new(),
                 operands: Vec::new(),
                 onnx_attrs: Default::default(),
+                bounded: false,
             })
         })
         .collect();

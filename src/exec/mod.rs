@@ -185,6 +185,10 @@ impl<'a> Executor<'a> {
     pub fn new(cg: &'a Cg, opts: ExecOptions, init: Init, seed: u64) -> Result<Executor<'a>> {
         let kind = if opts.double { Kind::Double } else { Kind::Float };
         let order: Vec<NodeIndex> = cg.graph.node_indices().collect();
+        if let Some(&n) = order.iter().find(|&&n| cg.graph[n].bounded) {
+            let msg = "its shapes depend on the input's values (the graph holds their upper bounds), and the executor runs graphs of exact shapes only";
+            return Err(node_error(cg, n, msg.into()));
+        }
         let mut params: Vec<Param> = Vec::new();
         let mut param_index = HashMap::new();
         let mut consts = HashMap::new();

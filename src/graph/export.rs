@@ -35,6 +35,9 @@ pub struct NodeJson {
     pub macs: u64,
     /// FLOPs.
     pub flops: u64,
+    /// Its shapes and costs are upper bounds ([`super::OpNode::bounded`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bounded: bool,
     /// Attributes.
     #[serde(flatten)]
     pub attrs: Attrs,
@@ -104,6 +107,7 @@ impl Cg {
                     params: node.params,
                     macs: node.macs,
                     flops: node.flops,
+                    bounded: node.bounded,
                     attrs: node.attrs.clone(),
                 }
             })

@@ -87,6 +87,11 @@ pub struct OpNode {
     /// features read the normalised [`Attrs`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub onnx_attrs: BTreeMap<String, AttrValue>,
+    /// Its shapes follow a count that depends on the input's values (after `NonZero` or
+    /// `NonMaxSuppression`): they, its MACs and FLOPs are upper bounds, every element
+    /// selected (`docs/costs.md`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bounded: bool,
 }
 
 /// A static input of a node: a trainable parameter or a constant.
@@ -187,6 +192,7 @@ impl OpNode {
             act_slots: Vec::new(),
             operands: Vec::new(),
             onnx_attrs: BTreeMap::new(),
+            bounded: false,
         }
     }
 
@@ -272,6 +278,9 @@ pub struct Summary {
     pub params: u64,
     /// Multiply-accumulates.
     pub macs: u64,
+    /// The part of `macs` whose shapes are upper bounds ([`OpNode::bounded`]); 0 when every
+    /// shape is exact.
+    pub bounded_macs: u64,
     /// FLOPs (2 per MAC plus elementwise work).
     pub flops: u64,
     /// Longest input-to-output path, counted in compute nodes (Input, Output and pure
@@ -458,7 +467,7 @@ impl Cg {
         let g = &self.graph;
         let mut by_kind = BTreeMap::new();
         let mut unknown = BTreeMap::new();
-        let (mut params, mut macs, mut flops) = (0u64, 0u64, 0u64);
+        let (mut params, mut macs, mut flops, mut bounded_macs) = (0u64, 0u64, 0u64, 0u64);
         let mut max_channels = 0;
         let mut max_activation = (0u64, String::new());
         let mut depth_at = vec![0usize; g.node_bound()];
@@ -472,6 +481,9 @@ impl Cg {
             params += node.params;
             macs += node.macs;
             flops += node.flops;
+            if node.bounded {
+                bounded_macs += node.macs;
+            }
             for s in &node.out_shapes {
                 if s.len() >= 2 {
                     max_channels = max_channels.max(s[1]);
@@ -493,6 +505,7 @@ impl Cg {
             edges: g.edge_count(),
             params,
             macs,
+            bounded_macs,
             flops,
             depth,
             max_channels,

@@ -109,6 +109,19 @@ pub enum OpKind {
     /// Sums sliding blocks back into an image (ONNX `Col2Im`, PyTorch's `fold`): the inverse
     /// layout of an unfold, overlapping blocks added.
     Col2Im,
+    /// The indices of the non-zero elements (ONNX `NonZero`): its size depends on the values.
+    NonZero,
+    /// The k largest or smallest elements along an axis, with their indices (ONNX `TopK`).
+    TopK,
+    /// Non-maximum suppression of scored boxes (ONNX `NonMaxSuppression`): the indices kept,
+    /// as many as the values say.
+    Nms,
+    /// Pools a fixed-size map per region of interest by bilinear sampling (ONNX `RoiAlign`).
+    RoiAlign,
+    /// Rounds to an integer value (ONNX `Floor`, `Ceil`, `Round`).
+    Round,
+    /// The remainder of a division (ONNX `Mod`).
+    Mod,
     /// An ONNX operator outside the vocabulary, by its ONNX op type.
     Unknown(String),
 }
@@ -188,6 +201,12 @@ pub const ALL_KINDS: &[OpKind] = &[
     OpKind::Rnn,
     OpKind::Scatter,
     OpKind::Col2Im,
+    OpKind::NonZero,
+    OpKind::TopK,
+    OpKind::Nms,
+    OpKind::RoiAlign,
+    OpKind::Round,
+    OpKind::Mod,
 ];
 
 impl OpKind {
@@ -268,6 +287,12 @@ impl OpKind {
             Rnn => "RNN",
             Scatter => "Scatter",
             Col2Im => "Col2Im",
+            NonZero => "NonZero",
+            TopK => "TopK",
+            Nms => "NonMaxSuppression",
+            RoiAlign => "RoiAlign",
+            Round => "Round",
+            Mod => "Mod",
             Unknown(s) => s,
         }
     }

@@ -65,13 +65,14 @@ fn kind_of(op: &str) -> OpKind {
         "Neg" => Neg,
         "Abs" => Abs,
         "Reciprocal" => Reciprocal,
+        "Floor" | "Ceil" | "Round" => Round,
+        "Mod" => Mod,
         "Erf" => Erf,
         "Max" => Max,
         "Min" => Min,
         "Where" => Where,
-        "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or" => {
-            Compare
-        }
+        "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or"
+        | "Xor" => Compare,
         "Cast" | "CastLike" => Cast,
         "Concat" => Concat,
         "Split" => Split,
@@ -103,6 +104,10 @@ fn kind_of(op: &str) -> OpKind {
         "RNN" => Rnn,
         "ScatterND" | "ScatterElements" | "Scatter" => Scatter,
         "Col2Im" => Col2Im,
+        "NonZero" => NonZero,
+        "TopK" => TopK,
+        "NonMaxSuppression" => Nms,
+        "RoiAlign" => RoiAlign,
         other => Unknown(other.to_string()),
     }
 }
@@ -415,6 +420,22 @@ fn layout(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> {
                 attrs.kernel = vec![b as usize];
             }
             *flops = 0;
+        }
+        "NonZero" | "TopK" | "NonMaxSuppression" => {
+            // selection: one comparison per value read
+            if let Some(a) = attr_int(pn, "axis") {
+                attrs.axes = vec![a];
+            }
+            *flops = d.in_elems;
+        }
+        "RoiAlign" => {
+            // every output value averages its sampling points, each 4 bilinear taps
+            let ratio = attr_int(pn, "sampling_ratio").unwrap_or(0).max(1) as u64;
+            attrs.kernel = [attr_int(pn, "output_height"), attr_int(pn, "output_width")]
+                .iter()
+                .map(|v| v.unwrap_or(1) as usize)
+                .collect();
+            *flops = out_elems * ratio * ratio * 4;
         }
         "Resize" | "Upsample" => {
             if let Some(m) = attr(pn, "mode") {

@@ -13,6 +13,7 @@
 //! by several nodes is counted once, at its first consumer in file order.
 
 mod analyse;
+mod bounded;
 mod external;
 mod inputs;
 mod lower;
@@ -192,9 +193,18 @@ pub(super) struct Static {
     pub(super) computable: bool,
 }
 
-/// Builds a CG from a decoded model, in stages: classify the graph inputs, analyse shapes
-/// (directly where [`shapes`] knows every op, else with tract), build the CG node by node, compute constants tract left without a value, tidy.
+/// Builds a CG from a decoded model, in stages: decide the `If`s the shapes decide, classify
+/// the graph inputs, analyse shapes (directly where [`shapes`] knows every op, else with
+/// tract), build the CG node by node, compute constants tract left without a value, tidy.
 pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) -> Result<Cg> {
+    match bounded::decide_ifs(model, source, opts)? {
+        Some(decided) => build(&decided, source, opts),
+        None => build(model, source, opts),
+    }
+}
+
+/// [`from_proto`] of a model whose `If`s the shapes decide are replaced by their branches.
+fn build(model: &pb::ModelProto, source: &str, opts: &ImportOptions) -> Result<Cg> {
     let invalid = |msg: String| Error::InvalidOnnx { path: source.into(), msg };
     let graph = model.graph.as_ref().ok_or_else(|| invalid("no graph".into()))?;
     if graph.node.is_empty() {
@@ -239,6 +249,10 @@ pub fn from_proto(model: &pb::ModelProto, source: &str, opts: &ImportOptions) ->
         analyse::fill_folded(&mut cg, model, &unfolded, &bind, source);
     }
     prune_dead(&mut cg);
+    if let Some(note) = bounded::note(&cg) {
+        tracing::warn!("{source}: {note}");
+        cg.notes.push(note);
+    }
     cg.fuse_activations();
     cg.sort().map_err(|e| invalid(e.to_string()))?;
     cg.validate().map_err(|e| Error::Shape { path: source.into(), msg: e.to_string() })?;

@@ -5,7 +5,7 @@
 //! remaining op with its shapes, parameters (each source tensor once) and costs.
 
 use super::analyse::{const_value, Facts};
-use super::{attr_value, map, slots, tables, Static};
+use super::{attr_value, bounded, map, slots, tables, Static};
 use super::{HashMap, HashSet};
 use crate::error::{Error, Result};
 use crate::graph::{Cg, OpKind, OpNode, Operand, Shape, TensorEdge};
@@ -34,6 +34,9 @@ pub(super) struct Builder<'a> {
     copies: HashSet<String>,
     /// ... and those counted as parameters: how many, how many values.
     copied: (usize, u64),
+    /// Tensors whose size or value follows a data-dependent count, taken at its bound
+    /// ([`super::bounded`]).
+    bounded: HashSet<String>,
 }
 
 /// One ONNX node being read: its index, display name, and inputs after aliasing.
@@ -93,6 +96,7 @@ impl<'a> Builder<'a> {
             gathered: tables::Gathered::default(),
             copies: HashSet::default(),
             copied: (0, 0),
+            bounded: HashSet::default(),
         }
     }
 
@@ -129,12 +133,19 @@ impl<'a> Builder<'a> {
         } else {
             pn.output.first().cloned().unwrap_or_else(|| format!("{index}-{}", pn.op_type))
         };
+        // a subgraph's reads of this graph's tensors are inputs too (after the listed ones)
         let inputs = pn
             .input
             .iter()
+            .chain(&slots::outer_reads(pn))
             .map(|i| if i.is_empty() { None } else { Some(self.resolve(i.clone())) })
             .collect();
         let at = At { index, name, pn, inputs };
+        let bounded = bounded::SOURCES.contains(&pn.op_type.as_str())
+            || at.inputs.iter().flatten().any(|i| self.bounded.contains(i));
+        if bounded {
+            self.bounded.extend(pn.output.iter().filter(|o| !o.is_empty()).cloned());
+        }
         let all_static = at.inputs.iter().flatten().all(|i| self.statics.contains_key(i));
         if pn.op_type == "Constant" || (all_static && pn.op_type != "RandomNormalLike") {
             self.fold_static(&at);
@@ -285,6 +296,7 @@ impl<'a> Builder<'a> {
         node.params = params;
         node.macs = mapped.macs;
         node.flops = mapped.flops;
+        node.bounded = pn.output.iter().any(|o| self.bounded.contains(o));
         let n = self.cg.graph.add_node(node);
         for (dst_slot, (_, i)) in act_inputs.iter().enumerate() {
             let (src, src_slot) = self.producer[i];
@@ -309,7 +321,9 @@ impl<'a> Builder<'a> {
                     let op = &at.pn.op_type;
                     at.err(
                         self.source,
-                        if !map::is_known(op) {
+                        if op == "If" {
+                            "its condition depends on the input's values, so nape cannot tell which branch runs".into()
+                        } else if !map::is_known(op) {
                             format!("op {op} is not supported by the shape analysis, so its output shape is unknown")
                         } else {
                             format!("could not infer the shape of output '{o}'{}", self.facts.why())

@@ -111,3 +111,27 @@ pub(super) fn is_param_slot(op: &str, slot: usize) -> bool {
         _ => true,
     }
 }
+
+/// The tensors of the enclosing graph that an op's subgraphs (`If`, `Loop`, `Scan` bodies)
+/// read, in order of first use: inputs the node does not list, but reads all the same.
+pub(super) fn outer_reads(pn: &tract_onnx::pb::NodeProto) -> Vec<String> {
+    let mut reads = Vec::new();
+    for g in pn.attribute.iter().flat_map(|a| a.g.iter().chain(&a.graphs)) {
+        let mut local: std::collections::HashSet<&str> = g
+            .input
+            .iter()
+            .map(|v| v.name.as_str())
+            .chain(g.initializer.iter().map(|t| t.name.as_str()))
+            .collect();
+        for n in &g.node {
+            let inner = outer_reads(n);
+            for i in n.input.iter().chain(&inner) {
+                if !i.is_empty() && !local.contains(i.as_str()) && !reads.contains(i) {
+                    reads.push(i.clone());
+                }
+            }
+            local.extend(n.output.iter().map(String::as_str));
+        }
+    }
+    reads
+}

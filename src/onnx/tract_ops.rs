@@ -16,6 +16,8 @@ pub(super) fn parser() -> tract_onnx::Onnx {
 
 fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Col2Im", |_: &ParsingContext, _: &NodeProto| Ok((expand(Col2Im), vec![])));
+    reg.insert("Size", |_: &ParsingContext, _: &NodeProto| Ok((expand(Size), vec![])));
+    super::bounded::register(reg);
 }
 
 /// ONNX `Col2Im`: columns [N, C x prod(block), L] back into an image [N, C, image_shape...].
@@ -64,5 +66,45 @@ impl Expansion for Col2Im {
         _inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
         bail!("{prefix}: tract cannot run Col2Im (nape's executor can)")
+    }
+}
+
+/// ONNX `Size`: the element count, as an int64 scalar whose value the analysis knows once the
+/// input's shape is known (tract's own rule leaves it without a value until it runs).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct Size;
+
+impl Expansion for Size {
+    fn name(&self) -> StaticName {
+        "Size".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, i64::datum_type())?;
+        s.equals(&outputs[0].rank, 0)?;
+        s.given(&inputs[0].shape, move |s, shape| {
+            if let Ok(n) = shape.iter().product::<TDim>().to_i64() {
+                s.equals(&outputs[0].value, tensor0(n).into_arc_tensor())?;
+            }
+            Ok(())
+        })
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let n = model.outlet_fact(inputs[0])?.shape.iter().product::<TDim>();
+        let size = tensor0(n.to_i64()?);
+        Ok(tvec!(model.add_const(prefix, size)?))
     }
 }
