@@ -338,11 +338,21 @@ class Fold(nn.Module):
         return F.fold(v.reshape(b, c * 9, -1), (h, w), 3, padding=1, stride=2)
 
 
+@torch.jit._script_if_tracing
+def _append_rows(rows: torch.Tensor) -> torch.Tensor:
+    """One row at a time onto a list, as TorchVision pastes masks (an ONNX ``Loop``)."""
+    res = torch.zeros(0, rows.size(1))
+    for i in range(rows.size(0)):
+        res = torch.cat((res, rows[i].unsqueeze(0)))
+    return res
+
+
 class DetectHead(nn.Module):
     """A detector's head in small, as TorchVision's write it: a score and a box per position,
     the positions above a threshold (``NonZero``), the best of them (``TopK``), their boxes
     after non-maximum suppression, pooled by ``RoiAlign`` into a Linear per kept box; the FPN
-    level rule's ``floor`` and the class index's remainder (``Mod``) on the way."""
+    level rule's ``floor`` and the class index's remainder (``Mod``) on the way, the rows
+    appended to a list one box at a time (``Loop``)."""
 
     def __init__(self):
         super().__init__()
@@ -366,7 +376,7 @@ class DetectHead(nn.Module):
         level = torch.floor(torch.log2(torch.sqrt((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1]))))
         rois = torch.cat([torch.zeros_like(rois[:, :1]), rois], 1)
         pooled = torchvision.ops.roi_align(f, rois, (2, 2), 1.0, 2, False)
-        return self.fc(pooled.flatten(1)) + level.unsqueeze(1)
+        return _append_rows(self.fc(pooled.flatten(1)) + level.unsqueeze(1))
 
 
 def transformer_encoder():

@@ -122,6 +122,8 @@ pub enum OpKind {
     Round,
     /// The remainder of a division (ONNX `Mod`).
     Mod,
+    /// Runs a subgraph up to a number of times (ONNX `Loop`); its body's work is not counted.
+    Loop,
     /// An ONNX operator outside the vocabulary, by its ONNX op type.
     Unknown(String),
 }
@@ -207,6 +209,7 @@ pub const ALL_KINDS: &[OpKind] = &[
     OpKind::RoiAlign,
     OpKind::Round,
     OpKind::Mod,
+    OpKind::Loop,
 ];
 
 impl OpKind {
@@ -293,6 +296,7 @@ impl OpKind {
             RoiAlign => "RoiAlign",
             Round => "Round",
             Mod => "Mod",
+            Loop => "Loop",
             Unknown(s) => s,
         }
     }

@@ -12,7 +12,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::*;
 
 /// ONNX op types whose output size follows the input's values: the sources of bounds.
-pub(super) const SOURCES: &[&str] = &["NonZero", "NonMaxSuppression"];
+/// A `Loop` is one too: its condition can end it before its trip count.
+pub(super) const SOURCES: &[&str] = &["NonZero", "NonMaxSuppression", "Loop"];
 
 pub(super) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("NonZero", |_: &ParsingContext, _: &NodeProto| Ok((expand(NonZero), vec![])));
@@ -24,6 +25,7 @@ pub(super) fn register(reg: &mut OnnxOpRegister) {
             vec![],
         ))
     });
+    reg.insert("Loop", super::tract_loop::parse);
     reg.insert("If", |_: &ParsingContext, node: &NodeProto| {
         Ok((expand(Undecided { outputs: node.output.len() }), vec![]))
     });
@@ -57,6 +59,10 @@ impl Expansion for NonZero {
             let count: TDim = shape.iter().product();
             s.equals(&outputs[0].shape[1], count)
         })
+    }
+
+    fn runs_out_of_plan(&self) -> bool {
+        false
     }
 
     fn wire(
@@ -114,6 +120,10 @@ impl Expansion for Nms {
         }
     }
 
+    fn runs_out_of_plan(&self) -> bool {
+        false
+    }
+
     fn wire(
         &self,
         prefix: &str,
@@ -153,6 +163,10 @@ impl Expansion for RoiAlign {
         s.equals(&outputs[0].shape[3], self.width.to_dim())
     }
 
+    fn runs_out_of_plan(&self) -> bool {
+        false
+    }
+
     fn wire(
         &self,
         prefix: &str,
@@ -186,6 +200,10 @@ impl Expansion for Undecided {
         _: &'p [TensorProxy],
     ) -> InferenceResult {
         Ok(())
+    }
+
+    fn runs_out_of_plan(&self) -> bool {
+        false
     }
 
     fn wire(
@@ -416,22 +434,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_loop_that_reads_an_activation_is_not_folded_as_a_constant() {
-        // every listed input is a constant; the body reads x from the enclosing graph
+    /// A typed value of no declared shape (a loop body's input or output).
+    fn typed(name: &str, elem_type: i32) -> pb::ValueInfoProto {
+        let mut vi = write::value_info(name, &[]);
+        if let Some(pb::type_proto::Value::TensorType(t)) =
+            vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.elem_type = elem_type;
+            t.shape = None;
+        }
+        vi
+    }
+
+    /// `Loop(trips = 3, cond = true, v0)` whose body makes `v_out` from `v_in` (and x) by `ops`.
+    fn loop_model(ops: Vec<pb::NodeProto>, v0: &[i64]) -> crate::Result<crate::graph::Cg> {
+        let mut nodes = vec![node("Identity", &["c_in"], "c_out", vec![])];
+        nodes.extend(ops);
         let body = pb::GraphProto {
-            node: vec![
-                node("Identity", &["c_in"], "c_out", vec![]),
-                node("Add", &["x", "v_in"], "v_out", vec![]),
-            ],
-            input: ["i", "c_in", "v_in"]
-                .iter()
-                .map(|n| pb::ValueInfoProto { name: n.to_string(), ..Default::default() })
-                .collect(),
-            output: ["c_out", "v_out"]
-                .iter()
-                .map(|n| pb::ValueInfoProto { name: n.to_string(), ..Default::default() })
-                .collect(),
+            node: nodes,
+            input: vec![typed("i", 7), typed("c_in", 9), typed("v_in", 1)],
+            output: vec![typed("c_out", 9), typed("v_out", 1)],
             ..Default::default()
         };
         let body = pb::AttributeProto {
@@ -440,13 +462,39 @@ mod tests {
             g: Some(body),
             ..Default::default()
         };
+        let zeros = vec![0.0; v0.iter().product::<i64>() as usize];
         let inits = vec![
-            tensor("trips", 7, &[], 2i64.to_le_bytes().to_vec()),
+            tensor("trips", 7, &[], 3i64.to_le_bytes().to_vec()),
             tensor("go", 9, &[], vec![1]),
-            tensor("v0", 1, &[1, 6], floats(&[0.0; 6])),
+            tensor("v0", 1, v0, floats(&zeros)),
         ];
-        let e = read(vec![node("Loop", &["trips", "go", "v0"], "y", vec![body])], inits)
-            .expect_err("not read");
-        assert!(e.to_string().contains("'y' (Loop)"), "{e}");
+        read(vec![node("Loop", &["trips", "go", "v0"], "y", vec![body])], inits)
+    }
+
+    #[test]
+    fn a_loop_reads_the_activations_its_body_reads_and_keeps_or_grows_its_carried_shapes() {
+        // every listed input is a constant; the body reads x [1, 6] from the enclosing graph
+        for (op, v0, want) in [("Add", [1, 6], [1, 6]), ("Concat", [0, 6], [3, 6])] {
+            let step = node(op, &["v_in", "x"], "v_out", vec![int_attr("axis", 0)]);
+            let cg = loop_model(vec![step], &v0).expect("reads");
+            let l = cg.graph.node_indices().find(|&n| cg.graph[n].kind.as_str() == "Loop");
+            let l = l.expect("a Loop node");
+            assert_eq!(cg.graph[l].out_shapes, vec![want.to_vec()], "{op}");
+            assert!(cg.graph[l].bounded);
+            let from: Vec<_> =
+                cg.graph.neighbors_directed(l, petgraph::Direction::Incoming).collect();
+            assert_eq!(from.len(), 1);
+            assert_eq!(cg.graph[from[0]].name, "x");
+        }
+    }
+
+    #[test]
+    fn a_loop_with_matrix_work_in_its_body_is_refused() {
+        let ops = vec![
+            node("MatMul", &["v_in", "v_in"], "m", vec![]),
+            node("Add", &["m", "x"], "v_out", vec![]),
+        ];
+        let e = loop_model(ops, &[6, 6]).expect_err("refused");
+        assert!(e.to_string().contains("its body has MatMul work"), "{e}");
     }
 }

@@ -67,6 +67,7 @@ fn kind_of(op: &str) -> OpKind {
         "Reciprocal" => Reciprocal,
         "Floor" | "Ceil" | "Round" => Round,
         "Mod" => Mod,
+        "Loop" => Loop,
         "Erf" => Erf,
         "Max" => Max,
         "Min" => Min,
@@ -428,6 +429,16 @@ fn layout(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> {
             }
             *flops = d.in_elems;
         }
+        "Loop" => {
+            // the body's data movement and elementwise work is not counted; matrix or
+            // convolution work would be, so a body with any is refused rather than undercounted
+            if let Some(op) = body_compute(pn) {
+                return Err(format!(
+                    "its body has {op} work, which nape does not count inside a loop"
+                ));
+            }
+            *flops = 0;
+        }
         "RoiAlign" => {
             // every output value averages its sampling points, each 4 bilinear taps
             let ratio = attr_int(pn, "sampling_ratio").unwrap_or(0).max(1) as u64;
@@ -512,6 +523,22 @@ fn elementwise(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> 
         }
     }
     Ok(true)
+}
+
+/// The first matrix or convolution op in a node's subgraphs, at any depth.
+fn body_compute(pn: &pb::NodeProto) -> Option<String> {
+    let graphs = pn.attribute.iter().flat_map(|a| a.g.iter().chain(&a.graphs));
+    graphs.flat_map(|g| &g.node).find_map(|n| {
+        let macs = matches!(
+            n.op_type.as_str(),
+            "Conv" | "ConvTranspose" | "Gemm" | "MatMul" | "Einsum" | "LSTM" | "GRU" | "RNN"
+        );
+        if macs {
+            Some(n.op_type.clone())
+        } else {
+            body_compute(n)
+        }
+    })
 }
 
 /// The shape of the activation at ONNX input `slot`, if that input is an activation.

@@ -24,6 +24,7 @@ mod shapes;
 pub mod slim;
 mod slots;
 mod tables;
+mod tract_loop;
 mod tract_ops;
 pub mod write;
 

@@ -66,12 +66,22 @@ fn dims(f: &InferenceFact) -> Option<Vec<i64>> {
 impl Loop {
     /// The body's output facts after one iteration from carried shapes `carried`, with the
     /// loop's other inputs (`outer`: what the body reads of the enclosing graph) as they are.
-    fn step(&self, carried: &[(DatumType, Vec<i64>)], outer: &[InferenceFact]) -> TractResult<Vec<InferenceFact>> {
+    fn step(
+        &self,
+        carried: &[(DatumType, Vec<i64>)],
+        outer: &[InferenceFact],
+    ) -> TractResult<Vec<InferenceFact>> {
         let mut body = self.body.clone();
-        body.set_input_fact(0, InferenceFact::dt_shape(i64::datum_type(), tvec![]))?;
-        body.set_input_fact(1, InferenceFact::dt_shape(bool::datum_type(), tvec![]))?;
+        body.set_input_fact(0, InferenceFact::dt_shape(i64::datum_type(), TVec::<TDim>::new()))?;
+        body.set_input_fact(1, InferenceFact::dt_shape(bool::datum_type(), TVec::<TDim>::new()))?;
         for (j, (dt, shape)) in carried.iter().enumerate() {
-            body.set_input_fact(2 + j, InferenceFact::dt_shape(*dt, shape.iter().map(|&d| d.to_dim()).collect::<TVec<_>>()))?;
+            body.set_input_fact(
+                2 + j,
+                InferenceFact::dt_shape(
+                    *dt,
+                    shape.iter().map(|&d| d.to_dim()).collect::<TVec<_>>(),
+                ),
+            )?;
         }
         for (k, f) in outer.iter().enumerate() {
             body.set_input_fact(2 + carried.len() + k, f.clone())?;
@@ -95,7 +105,9 @@ impl Loop {
         let outer = &inputs[skip + self.carried..];
         let first = self.step(&start, outer)?;
         let after_one: Option<Vec<Vec<i64>>> = first[1..=self.carried].iter().map(dims).collect();
-        let Some(after_one) = after_one else { bail!("the body's carried results have no known shape") };
+        let Some(after_one) = after_one else {
+            bail!("the body's carried results have no known shape")
+        };
         let mut out = Vec::with_capacity(self.carried + self.scans);
         let moved: Vec<(DatumType, Vec<i64>)> =
             start.iter().zip(&after_one).map(|((dt, _), s)| (*dt, s.clone())).collect();
@@ -114,14 +126,16 @@ impl Loop {
             if s0.len() != s1.len() || s1.len() != s2.len() || steps != again {
                 bail!("carried value {j} changes shape irregularly ({s0:?}, {s1:?}, {s2:?})");
             }
-            let last: TVec<TDim> = s0.iter().zip(&steps).map(|(a, d)| (a + trips * d).to_dim()).collect();
+            let last: TVec<TDim> =
+                s0.iter().zip(&steps).map(|(a, d)| (a + trips * d).to_dim()).collect();
             out.push(InferenceFact::dt_shape(*dt, last));
         }
         for f in &first[1 + self.carried..] {
             let (Some(dt), Some(s)) = (f.datum_type.concretize(), dims(f)) else {
                 bail!("the body's scan results have no known shape");
             };
-            let stacked: TVec<TDim> = std::iter::once(trips.to_dim()).chain(s.iter().map(|d| d.to_dim())).collect();
+            let stacked: TVec<TDim> =
+                std::iter::once(trips.to_dim()).chain(s.iter().map(|d| d.to_dim())).collect();
             out.push(InferenceFact::dt_shape(dt, stacked));
         }
         Ok(Some(out))

@@ -17,6 +17,14 @@ pub(super) fn parser() -> tract_onnx::Onnx {
 fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Col2Im", |_: &ParsingContext, _: &NodeProto| Ok((expand(Col2Im), vec![])));
     reg.insert("Size", |_: &ParsingContext, _: &NodeProto| Ok((expand(Size), vec![])));
+    reg.insert("Unsqueeze", |ctx: &ParsingContext, node: &NodeProto| {
+        if ctx.onnx_operator_set_version < 13 {
+            let axes = node.get_attr_vec::<i64>("axes")?.into_iter().map(|a| a as isize).collect();
+            Ok((expand(tract_onnx::tract_hir::ops::array::AddDims::new(axes)), vec![]))
+        } else {
+            Ok((expand(Unsqueeze), vec![]))
+        }
+    });
     super::bounded::register(reg);
 }
 
@@ -106,5 +114,67 @@ impl Expansion for Size {
         let n = model.outlet_fact(inputs[0])?.shape.iter().product::<TDim>();
         let size = tensor0(n.to_i64()?);
         Ok(tvec!(model.add_const(prefix, size)?))
+    }
+}
+
+/// ONNX `Unsqueeze` (opset 13: axes as an input). tract's own rule waits for every input dim;
+/// this one places each known dim (and the new 1s) as soon as the input's rank is known, so
+/// partly known shapes flow through (a loop body's mask of data-dependent size, unsqueezed and
+/// appended to a list of known image size).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct Unsqueeze;
+
+impl Expansion for Unsqueeze {
+    fn name(&self) -> StaticName {
+        "Unsqueeze13".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+        s.given_2(&outputs[0].rank, &inputs[1].value, move |s, out_rank, axes| {
+            s.equals(&inputs[0].rank, out_rank - axes.len() as i64)
+        })?;
+        s.given_2(&inputs[0].rank, &inputs[1].value, move |s, rank, axes| {
+            let axes = super::shapes::int_values(&axes)
+                .ok_or_else(|| format_err!("Unsqueeze: axes are not integers"))?;
+            let out_rank = rank + axes.len() as i64;
+            let new: Vec<i64> =
+                axes.iter().map(|&a| if a < 0 { a + out_rank } else { a }).collect();
+            s.equals(&outputs[0].rank, out_rank)?;
+            let mut from = 0;
+            for i in 0..out_rank {
+                if new.contains(&i) {
+                    s.equals(&outputs[0].shape[i as usize], 1.to_dim())?;
+                } else {
+                    s.equals(&outputs[0].shape[i as usize], &inputs[0].shape[from])?;
+                    from += 1;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let axes = model.outlet_fact(inputs[1])?.konst.clone();
+        let axes = axes
+            .as_deref()
+            .and_then(super::shapes::int_values)
+            .ok_or_else(|| format_err!("{prefix}: Unsqueeze needs constant axes"))?;
+        let op = tract_onnx::tract_hir::ops::array::AddDims::new(
+            axes.iter().map(|&a| a as isize).collect(),
+        );
+        op.wire(prefix, model, &inputs[0..1])
     }
 }
