@@ -39,9 +39,27 @@ pub struct InspectArgs {
     pub canonical: bool,
 }
 
+/// What the several-file outputs show of one graph, so that each graph is dropped as soon as
+/// it is read (holding 100 graphs at once was most of `inspect`'s page faults).
+pub struct Brief {
+    summary: crate::graph::Summary,
+    notes: Vec<String>,
+    hash: String,
+}
+
+impl Brief {
+    pub fn of(cg: &Cg) -> Brief {
+        Brief { summary: cg.summary(), notes: cg.notes.clone(), hash: graph_hash(cg) }
+    }
+}
+
 /// One file's entry in `inspect --json` (and the Python front's `nape.inspect`).
 pub fn summary_json(file: &str, cg: &Cg) -> serde_json::Value {
-    let s = cg.summary();
+    brief_json(file, &Brief::of(cg))
+}
+
+fn brief_json(file: &str, b: &Brief) -> serde_json::Value {
+    let s = &b.summary;
     json!({
         "file": file,
         "ok": true,
@@ -56,9 +74,9 @@ pub fn summary_json(file: &str, cg: &Cg) -> serde_json::Value {
         "max_activation": {"elements": s.max_activation.0, "node": s.max_activation.1},
         "by_kind": s.by_kind,
         "unknown_ops": s.unknown,
-        "undecided": !cg.notes.is_empty(),
-        "notes": cg.notes,
-        "graph_hash": graph_hash(cg),
+        "undecided": !b.notes.is_empty(),
+        "notes": b.notes,
+        "graph_hash": b.hash,
     })
 }
 
@@ -75,7 +93,8 @@ fn human(n: u64) -> String {
     }
 }
 
-type Loaded = Vec<(String, crate::Result<Cg>)>;
+/// A file's brief or error.
+type Entry = (String, crate::Result<Brief>);
 
 /// Runs `nape inspect`.
 pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
@@ -95,38 +114,28 @@ pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
         strict: a.strict,
         shapes_only: true,
     };
-    let results: Loaded = files
-        .par_iter()
-        .map(|f| {
-            let r = load(f, &opts).map(|cg| if a.canonical { cg.canonical() } else { cg });
-            (f.display().to_string(), r)
-        })
-        .collect();
-    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-    // a single file: its error is the command's error
-    if results.len() == 1 && failed == 1 {
-        if let Some((_, Err(e))) = results.into_iter().next() {
-            return Err(e.into());
-        }
-        return Ok(exit::FAILURE);
-    }
-    // one write per buffer, not one per line (stdout is line-buffered)
+    let read = |f: &PathBuf| load(f, &opts).map(|cg| if a.canonical { cg.canonical() } else { cg });
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if a.dot {
-        if let Some((_, Ok(cg))) = results.first() {
-            write!(out, "{}", to_dot(cg))?;
+    let format = format_of(a);
+    if files.len() == 1 {
+        // one file: its whole graph; its error is the command's error
+        let cg = read(&files[0])?;
+        let f = files[0].display().to_string();
+        match format {
+            _ if a.dot => write!(out, "{}", to_dot(&cg))?,
+            OutputFormat::Json => write_one_json(&mut out, &cg)?,
+            OutputFormat::Table => write_one_table(&mut out, &f, &cg)?,
+            _ => write_briefs(&mut out, format, &[(f, Ok(Brief::of(&cg)))])?,
         }
         out.flush()?;
         return Ok(exit::OK);
     }
-    match format_of(a) {
-        OutputFormat::Json if results.len() == 1 => write_one_json(&mut out, &results[0])?,
-        OutputFormat::Json => write_json(&mut out, &results)?,
-        OutputFormat::Jsonl => write_jsonl(&mut out, &results)?,
-        OutputFormat::Csv => write_csv(&mut out, &results)?,
-        OutputFormat::Table if results.len() == 1 => write_one_table(&mut out, &results[0])?,
-        OutputFormat::Table => write_table(&mut out, &results)?,
-    }
+    let results: Vec<Entry> = files
+        .par_iter()
+        .map(|f| (f.display().to_string(), read(f).map(|cg| Brief::of(&cg))))
+        .collect();
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    write_briefs(&mut out, format, &results)?;
     out.flush()?;
     for (_, r) in &results {
         if let Err(e) = r {
@@ -134,6 +143,20 @@ pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(exit_code(&results, failed))
+}
+
+/// The several-file outputs (one line, row or entry per file).
+fn write_briefs(
+    out: &mut impl Write,
+    format: OutputFormat,
+    results: &[Entry],
+) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => write_json(out, results),
+        OutputFormat::Jsonl => write_jsonl(out, results),
+        OutputFormat::Csv => write_csv(out, results),
+        OutputFormat::Table => write_table(out, results),
+    }
 }
 
 fn format_of(a: &InspectArgs) -> OutputFormat {
@@ -148,7 +171,7 @@ fn format_of(a: &InspectArgs) -> OutputFormat {
     }
 }
 
-fn exit_code(results: &Loaded, failed: usize) -> i32 {
+fn exit_code(results: &[Entry], failed: usize) -> i32 {
     if failed == 0 {
         exit::OK
     } else if failed == results.len() {
@@ -166,26 +189,22 @@ fn error_json(f: &str, e: &crate::Error) -> serde_json::Value {
 }
 
 /// The whole graph of one file, with its summary.
-fn write_one_json(
-    out: &mut impl Write,
-    (_, r): &(String, crate::Result<Cg>),
-) -> anyhow::Result<()> {
-    let cg = r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+fn write_one_json(out: &mut impl Write, cg: &Cg) -> anyhow::Result<()> {
     let mut v = serde_json::to_value(cg.to_json())?;
     let s = cg.summary();
     v["nape_version"] = json!(env!("CARGO_PKG_VERSION"));
     v["units"] = json!({"params": "count", "macs": "multiply-accumulates", "flops": "floating-point operations, 2 per MAC plus elementwise work"});
-    v["summary"] = json!({"by_kind": s.by_kind, "max_channels": s.max_channels, "unknown_ops": s.unknown, "undecided": !cg.notes.is_empty(), "notes": cg.notes, "graph_hash": graph_hash(cg)});
+    v["summary"] = json!({"by_kind": s.by_kind, "max_channels": s.max_channels, "unknown_ops": s.unknown, "bounded_macs": s.bounded_macs, "undecided": !cg.notes.is_empty(), "notes": cg.notes, "graph_hash": graph_hash(cg)});
     serde_json::to_writer_pretty(&mut *out, &v)?;
     writeln!(out)?;
     Ok(())
 }
 
-fn write_json(out: &mut impl Write, results: &Loaded) -> anyhow::Result<()> {
+fn write_json(out: &mut impl Write, results: &[Entry]) -> anyhow::Result<()> {
     let files: Vec<_> = results
         .iter()
         .map(|(f, r)| match r {
-            Ok(cg) => summary_json(f, cg),
+            Ok(b) => brief_json(f, b),
             Err(e) => error_json(f, e),
         })
         .collect();
@@ -195,10 +214,10 @@ fn write_json(out: &mut impl Write, results: &Loaded) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_jsonl(out: &mut impl Write, results: &Loaded) -> anyhow::Result<()> {
+fn write_jsonl(out: &mut impl Write, results: &[Entry]) -> anyhow::Result<()> {
     for (f, r) in results {
         let v = match r {
-            Ok(cg) => summary_json(f, cg),
+            Ok(b) => brief_json(f, b),
             Err(e) => error_json(f, e),
         };
         writeln!(out, "{v}")?;
@@ -206,15 +225,15 @@ fn write_jsonl(out: &mut impl Write, results: &Loaded) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_csv(out: &mut impl Write, results: &Loaded) -> anyhow::Result<()> {
+fn write_csv(out: &mut impl Write, results: &[Entry]) -> anyhow::Result<()> {
     writeln!(out, "file,ok,nodes,params,macs,flops,depth,unknown_ops,graph_hash,error")?;
     for (f, r) in results {
         match r {
-            Ok(cg) => {
-                let s = cg.summary();
+            Ok(b) => {
+                let s = &b.summary;
                 let unknown = s.unknown.values().sum::<usize>();
                 let (n, p, m, fl, d) = (s.nodes, s.params, s.macs, s.flops, s.depth);
-                let h = graph_hash(cg);
+                let h = &b.hash;
                 writeln!(out, "{},true,{n},{p},{m},{fl},{d},{unknown},{h},", csv_field(f))?;
             }
             Err(e) => writeln!(out, "{},false,,,,,,,,{}", csv_field(f), csv_field(&e.to_string()))?,
@@ -223,11 +242,7 @@ fn write_csv(out: &mut impl Write, results: &Loaded) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_one_table(
-    out: &mut impl Write,
-    (f, r): &(String, crate::Result<Cg>),
-) -> anyhow::Result<()> {
-    let cg = r.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+fn write_one_table(out: &mut impl Write, f: &str, cg: &Cg) -> anyhow::Result<()> {
     let s = cg.summary();
     writeln!(out, "{f}")?;
     writeln!(out, "  nodes        {} ({} edges)", s.nodes, s.edges)?;
@@ -248,13 +263,13 @@ fn write_one_table(
     Ok(())
 }
 
-fn write_table(out: &mut impl Write, results: &Loaded) -> anyhow::Result<()> {
+fn write_table(out: &mut impl Write, results: &[Entry]) -> anyhow::Result<()> {
     let (nodes, params, flops, depth) = ("nodes", "params", "FLOPs", "depth");
     writeln!(out, "{:<48} {nodes:>6} {params:>12} {flops:>14} {depth:>6}  status", "file")?;
     for (f, r) in results {
         match r {
-            Ok(cg) => {
-                let s = cg.summary();
+            Ok(b) => {
+                let s = &b.summary;
                 let (n, p, fl, d) = (s.nodes, s.params, s.flops, s.depth);
                 writeln!(out, "{f:<48} {n:>6} {p:>12} {fl:>14} {d:>6}  ok")?;
             }
