@@ -31,8 +31,23 @@ pub(super) fn register(reg: &mut OnnxOpRegister) {
     });
 }
 
-fn not_runnable(prefix: &str, op: &str) -> TractResult<TVec<OutletId>> {
-    bail!("{prefix}: tract cannot run nape's bounded {op} (its size depends on the values)")
+/// The rest of an expansion that only gives shapes: tract neither evaluates it during the
+/// analysis nor runs it (typing it is an error naming it).
+macro_rules! shapes_only {
+    ($op:literal) => {
+        fn runs_out_of_plan(&self) -> bool {
+            false
+        }
+
+        fn wire(
+            &self,
+            prefix: &str,
+            _: &mut TypedModel,
+            _: &[OutletId],
+        ) -> TractResult<TVec<OutletId>> {
+            bail!("{prefix}: tract cannot run nape's {} (its size depends on the values)", $op)
+        }
+    };
 }
 
 /// `NonZero`: the indices [rank, count] of the non-zero elements; bound: every element.
@@ -61,18 +76,7 @@ impl Expansion for NonZero {
         })
     }
 
-    fn runs_out_of_plan(&self) -> bool {
-        false
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        _: &mut TypedModel,
-        _: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        not_runnable(prefix, "NonZero")
-    }
+    shapes_only!("NonZero");
 }
 
 /// `NonMaxSuppression`: [selected, 3] indices; bound: every box of every class and batch,
@@ -120,18 +124,7 @@ impl Expansion for Nms {
         }
     }
 
-    fn runs_out_of_plan(&self) -> bool {
-        false
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        _: &mut TypedModel,
-        _: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        not_runnable(prefix, "NonMaxSuppression")
-    }
+    shapes_only!("NonMaxSuppression");
 }
 
 /// `RoiAlign`: one [C, height, width] map pooled from the features per region of interest.
@@ -163,18 +156,7 @@ impl Expansion for RoiAlign {
         s.equals(&outputs[0].shape[3], self.width.to_dim())
     }
 
-    fn runs_out_of_plan(&self) -> bool {
-        false
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        _: &mut TypedModel,
-        _: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        not_runnable(prefix, "RoiAlign")
-    }
+    shapes_only!("RoiAlign");
 }
 
 /// `If`, before the loader has decided it: no rule, so its outputs stay unknown until its
@@ -202,18 +184,7 @@ impl Expansion for Undecided {
         Ok(())
     }
 
-    fn runs_out_of_plan(&self) -> bool {
-        false
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        _: &mut TypedModel,
-        _: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        not_runnable(prefix, "If")
-    }
+    shapes_only!("If");
 }
 
 /// Replaces every `If` whose condition `value_of` knows by the nodes of the branch it takes

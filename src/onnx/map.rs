@@ -121,7 +121,7 @@ fn attr_ints(pn: &pb::NodeProto, name: &str) -> Vec<i64> {
     attr(pn, name).map(|a| a.ints.clone()).unwrap_or_default()
 }
 
-fn attr_int(pn: &pb::NodeProto, name: &str) -> Option<i64> {
+pub(super) fn attr_int(pn: &pb::NodeProto, name: &str) -> Option<i64> {
     attr(pn, name).map(|a| a.i)
 }
 
@@ -171,16 +171,17 @@ pub(super) fn map_node(ctx: &NodeCtx) -> Result<Mapped, String> {
     let _done = compute(ctx, &d, &mut m)?
         || pooling(ctx, &d, &mut m)?
         || layout(ctx, &d, &mut m)?
+        || super::map_select::selection(ctx, &d, &mut m)?
         || elementwise(ctx, &d, &mut m)?;
     Ok(m)
 }
 
 /// The first output's and first activation input's shapes and element counts.
-struct Dims {
+pub(super) struct Dims {
     out: Shape,
-    out_elems: u64,
+    pub(super) out_elems: u64,
     in0: Shape,
-    in_elems: u64,
+    pub(super) in_elems: u64,
 }
 
 impl Dims {
@@ -422,32 +423,6 @@ fn layout(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> {
             }
             *flops = 0;
         }
-        "NonZero" | "TopK" | "NonMaxSuppression" => {
-            // selection: one comparison per value read
-            if let Some(a) = attr_int(pn, "axis") {
-                attrs.axes = vec![a];
-            }
-            *flops = d.in_elems;
-        }
-        "Loop" => {
-            // the body's data movement and elementwise work is not counted; matrix or
-            // convolution work would be, so a body with any is refused rather than undercounted
-            if let Some(op) = body_compute(pn) {
-                return Err(format!(
-                    "its body has {op} work, which nape does not count inside a loop"
-                ));
-            }
-            *flops = 0;
-        }
-        "RoiAlign" => {
-            // every output value averages its sampling points, each 4 bilinear taps
-            let ratio = attr_int(pn, "sampling_ratio").unwrap_or(0).max(1) as u64;
-            attrs.kernel = [attr_int(pn, "output_height"), attr_int(pn, "output_width")]
-                .iter()
-                .map(|v| v.unwrap_or(1) as usize)
-                .collect();
-            *flops = out_elems * ratio * ratio * 4;
-        }
         "Resize" | "Upsample" => {
             if let Some(m) = attr(pn, "mode") {
                 let mode = String::from_utf8_lossy(&m.s).to_string();
@@ -523,22 +498,6 @@ fn elementwise(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> 
         }
     }
     Ok(true)
-}
-
-/// The first matrix or convolution op in a node's subgraphs, at any depth.
-fn body_compute(pn: &pb::NodeProto) -> Option<String> {
-    let graphs = pn.attribute.iter().flat_map(|a| a.g.iter().chain(&a.graphs));
-    graphs.flat_map(|g| &g.node).find_map(|n| {
-        let macs = matches!(
-            n.op_type.as_str(),
-            "Conv" | "ConvTranspose" | "Gemm" | "MatMul" | "Einsum" | "LSTM" | "GRU" | "RNN"
-        );
-        if macs {
-            Some(n.op_type.clone())
-        } else {
-            body_compute(n)
-        }
-    })
 }
 
 /// The shape of the activation at ONNX input `slot`, if that input is an activation.

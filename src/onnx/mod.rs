@@ -18,6 +18,7 @@ mod external;
 mod inputs;
 mod lower;
 mod map;
+mod map_select;
 mod nodes;
 pub mod run;
 mod shapes;
