@@ -397,7 +397,9 @@ impl<'a> Builder<'a> {
         for &slot in static_slots {
             let name = at.inputs[slot].clone().unwrap_or_default();
             let Some(s) = self.statics.get(&name) else { continue };
-            if s.value.is_none() && s.computable && !self.unfolded.contains(&name) {
+            // a bounded constant's value is never needed: the executor refuses bounded graphs
+            let bounded = self.bounded.contains(&name);
+            if s.value.is_none() && s.computable && !bounded && !self.unfolded.contains(&name) {
                 self.unfolded.push(name.clone());
             }
             let shape = self
