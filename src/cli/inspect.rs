@@ -68,6 +68,7 @@ fn brief_json(file: &str, b: &Brief) -> serde_json::Value {
         "params": s.params,
         "macs": s.macs,
         "bounded_macs": s.bounded_macs,
+        "undecided_params": s.undecided_params,
         "flops": s.flops,
         "depth": s.depth,
         "max_channels": s.max_channels,
@@ -194,7 +195,7 @@ fn write_one_json(out: &mut impl Write, cg: &Cg) -> anyhow::Result<()> {
     let s = cg.summary();
     v["nape_version"] = json!(env!("CARGO_PKG_VERSION"));
     v["units"] = json!({"params": "count", "macs": "multiply-accumulates", "flops": "floating-point operations, 2 per MAC plus elementwise work"});
-    v["summary"] = json!({"by_kind": s.by_kind, "max_channels": s.max_channels, "unknown_ops": s.unknown, "bounded_macs": s.bounded_macs, "undecided": !cg.notes.is_empty(), "notes": cg.notes, "graph_hash": graph_hash(cg)});
+    v["summary"] = json!({"by_kind": s.by_kind, "max_channels": s.max_channels, "unknown_ops": s.unknown, "bounded_macs": s.bounded_macs, "undecided_params": s.undecided_params, "undecided": !cg.notes.is_empty(), "notes": cg.notes, "graph_hash": graph_hash(cg)});
     serde_json::to_writer_pretty(&mut *out, &v)?;
     writeln!(out)?;
     Ok(())

@@ -225,6 +225,10 @@ pub struct Cg {
     /// What the reader could not decide for sure (e.g. graph inputs taken as weights by their
     /// use): shown as warnings and in `inspect --json`.
     pub notes: Vec<String>,
+    /// Parameters counted that may be another parameter used again (Identity copies of a
+    /// weight whose values the file does not hold): the count is exact at most this much too
+    /// high. 0 when every parameter is decided.
+    pub undecided_params: u64,
 }
 
 /// A reason a graph is not a valid CG. (Large, but only ever built once, on the error path.)
@@ -281,6 +285,8 @@ pub struct Summary {
     /// The part of `macs` whose shapes are upper bounds ([`OpNode::bounded`]); 0 when every
     /// shape is exact.
     pub bounded_macs: u64,
+    /// The part of `params` that may be another parameter used again ([`Cg::undecided_params`]).
+    pub undecided_params: u64,
     /// FLOPs (2 per MAC plus elementwise work).
     pub flops: u64,
     /// Longest input-to-output path, counted in compute nodes (Input, Output and pure
@@ -299,7 +305,12 @@ pub struct Summary {
 impl Cg {
     /// An empty graph labelled with its source.
     pub fn new(source: impl Into<String>) -> Cg {
-        Cg { graph: StableDiGraph::new(), source: source.into(), notes: Vec::new() }
+        Cg {
+            graph: StableDiGraph::new(),
+            source: source.into(),
+            notes: Vec::new(),
+            undecided_params: 0,
+        }
     }
 
     /// Nodes in topological order (index order after [`Cg::sort`]).
@@ -506,6 +517,7 @@ impl Cg {
             params,
             macs,
             bounded_macs,
+            undecided_params: self.undecided_params,
             flops,
             depth,
             max_channels,

@@ -232,7 +232,9 @@ fn build(model: &pb::ModelProto, source: &str, opts: &ImportOptions) -> Result<C
     }
     b.outputs(graph)?;
     let notes = b.notes();
+    let undecided = b.undecided_params();
     let (mut cg, unfolded) = (b.cg, b.unfolded);
+    cg.undecided_params = undecided;
     for note in notes {
         tracing::warn!("{source}: {note}");
         cg.notes.push(note);
@@ -394,9 +396,11 @@ mod tests {
         // varied values: one parameter used twice (weight sharing), counted once
         let cg = read(&[1, 4], nodes, &[("W", &[4, 4])]);
         assert_eq!((cg.summary().params, cg.notes.len()), (16, 0), "{:?}", cg.notes);
+        assert_eq!(cg.summary().undecided_params, 0);
         // all equal (a zero-initialised layer): distinct parameters that share initial values
         let cg = read_with(&[1, 4], nodes, &[("W", &[4, 4])], |_| 0.0);
         assert_eq!(cg.summary().params, 32);
+        assert_eq!(cg.summary().undecided_params, 16);
         assert_eq!(cg.notes.len(), 1, "{:?}", cg.notes);
         assert!(
             cg.notes[0].starts_with("1 weights (16 values) are Identity copies"),

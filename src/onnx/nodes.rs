@@ -423,6 +423,11 @@ impl<'a> Builder<'a> {
     }
 
     /// What the count had to take on trust: gathered tables, Identity copies of a weight.
+    /// Values of the Identity copies counted as parameters of their own (see [`Self::notes`]).
+    pub(super) fn undecided_params(&self) -> u64 {
+        self.copied.1
+    }
+
     pub(super) fn notes(&self) -> Vec<String> {
         let copied = (self.copied.0 > 0).then(|| {
             format!(

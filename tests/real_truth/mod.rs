@@ -20,11 +20,13 @@ pub struct Truth {
     pub embedded: Option<String>,
 }
 
-/// nape's counts of one file: parameters, MACs, the part of them that is an upper bound
+/// nape's counts of one file: parameters and the part of them it cannot decide (copies of a
+/// weight the file holds no values for), MACs and the part of them that is an upper bound
 /// (shapes after a data-dependent count, `OpNode::bounded`), Unknown op types.
 #[derive(Debug, Clone)]
 pub struct Counted {
     pub params: u64,
+    pub undecided_params: u64,
     pub macs: u64,
     pub bounded_macs: u64,
     pub unknown: Vec<String>,
@@ -43,17 +45,17 @@ impl Outcome {
     pub fn unknown(&self) -> bool {
         matches!(&self.parsed, Ok(c) if !c.unknown.is_empty())
     }
+    /// Where part of nape's count is undecided, torch's count must lie within its range.
     pub fn params_ok(&self) -> bool {
-        matches!(&self.parsed, Ok(c) if within(c.params, self.truth.params))
+        matches!(&self.parsed, Ok(c) if within(c.params, self.truth.params)
+            || in_range(self.truth.params, c.params - c.undecided_params, c.undecided_params))
     }
     /// `None` where the truth has no MAC count. Where part of nape's MACs is an upper bound,
     /// torch's count on its one input must lie between the exact part and the bound.
     pub fn macs_ok(&self) -> Option<bool> {
         let want = self.truth.macs?;
         Some(matches!(&self.parsed, Ok(c) if within(c.macs, want)
-            || (c.bounded_macs > 0
-                && want as f64 >= (c.macs - c.bounded_macs) as f64 * (1.0 - TOLERANCE)
-                && want as f64 <= c.macs as f64 * (1.0 + TOLERANCE))))
+            || in_range(want, c.macs - c.bounded_macs, c.bounded_macs)))
     }
     /// Why this file fails the check, if it does.
     pub fn problem(&self) -> Option<String> {
@@ -65,7 +67,8 @@ impl Outcome {
                     why.push(format!("unknown ops {:?}", c.unknown));
                 }
                 if !self.params_ok() {
-                    why.push(format!("params {} vs torch {}", c.params, self.truth.params));
+                    let (p, u, want) = (c.params, c.undecided_params, self.truth.params);
+                    why.push(format!("params {p} ({u} of them undecided) vs torch {want}"));
                 }
                 if self.macs_ok() == Some(false) {
                     let (m, b) = (c.macs, c.bounded_macs);
@@ -76,6 +79,12 @@ impl Outcome {
             }
         }
     }
+}
+
+/// Whether `want` lies within [`low`, `low + width`] (and the tolerance), for a nonzero width.
+pub fn in_range(want: u64, low: u64, width: u64) -> bool {
+    let (want, low, high) = (want as f64, low as f64, (low + width) as f64);
+    width > 0 && want >= low * (1.0 - TOLERANCE) && want <= high * (1.0 + TOLERANCE)
 }
 
 pub fn within(got: u64, want: u64) -> bool {
@@ -107,7 +116,13 @@ fn parse(path: &Path) -> Result<Counted, String> {
     let cg = load(path, &opts).map_err(|e| e.to_string())?;
     let s = cg.summary();
     let unknown = s.unknown.keys().cloned().collect();
-    Ok(Counted { params: s.params, macs: s.macs, bounded_macs: s.bounded_macs, unknown })
+    Ok(Counted {
+        params: s.params,
+        undecided_params: s.undecided_params,
+        macs: s.macs,
+        bounded_macs: s.bounded_macs,
+        unknown,
+    })
 }
 
 /// Parses every file of a family folder, stripped and (where present) embedded, on `threads`.
