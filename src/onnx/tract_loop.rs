@@ -93,6 +93,9 @@ impl Loop {
     /// The output facts, once the trip count and the carried shapes are known.
     fn outputs(&self, inputs: &[InferenceFact]) -> TractResult<Option<Vec<InferenceFact>>> {
         let skip = self.has_trips as usize + self.has_cond as usize;
+        if inputs.len() < skip + self.carried {
+            bail!("Loop lists {} carried values but has {} inputs", self.carried, inputs.len());
+        }
         let trips = match self.has_trips.then(|| inputs[0].value.concretize()).flatten() {
             Some(t) => t.cast_to_scalar::<i64>()?,
             None => return Ok(None),
@@ -104,6 +107,13 @@ impl Loop {
         let Some(start) = start else { return Ok(None) };
         let outer = &inputs[skip + self.carried..];
         let first = self.step(&start, outer)?;
+        if first.len() != 1 + self.carried + self.scans {
+            bail!(
+                "the body has {} results, the loop {} outputs",
+                first.len().saturating_sub(1),
+                self.carried + self.scans
+            );
+        }
         let after_one: Option<Vec<Vec<i64>>> = first[1..=self.carried].iter().map(dims).collect();
         let Some(after_one) = after_one else {
             bail!("the body's carried results have no known shape")
