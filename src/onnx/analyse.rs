@@ -65,6 +65,12 @@ pub(super) fn const_value(t: &Tensor) -> Option<ConstValue> {
     }
 }
 
+/// A fact's shape when every dim of it is a known non-negative number.
+pub(super) fn concrete_shape(f: &InferenceFact) -> Option<Shape> {
+    let dims = f.shape.concretize()?;
+    dims.iter().map(|d| d.to_i64().ok().and_then(|v| usize::try_from(v).ok())).collect()
+}
+
 /// The first line of a message (tract's errors can carry a backtrace).
 pub(super) fn one_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
@@ -208,9 +214,7 @@ pub(super) fn analyse(
         .collect();
     for (name, outlet) in &parsed.outlets_by_name {
         let Ok(f) = tm.outlet_fact(*outlet) else { continue };
-        let shape: Option<Shape> = f.shape.concretize().and_then(|dims| {
-            dims.iter().map(|d| d.to_i64().ok().filter(|&v| v >= 0).map(|v| v as usize)).collect()
-        });
+        let shape = concrete_shape(f);
         if shape.is_none() && node_outputs.contains(name.as_str()) {
             unknown += 1;
         }
@@ -279,12 +283,7 @@ pub(super) fn fold_constants(
         let name = tm.node(outlet.node).name.clone();
         let fact = bind(&name)?;
         let dt = fact.datum_type.concretize().unwrap_or(DatumType::F32);
-        let shape: Vec<usize> = fact
-            .shape
-            .concretize()
-            .and_then(|d| {
-                d.iter().map(|d| d.to_i64().ok().and_then(|v| usize::try_from(v).ok())).collect()
-            })
+        let shape = concrete_shape(&fact)
             .ok_or_else(|| invalid(format!("input '{name}' has no concrete shape")))?;
         tm.set_input_fact(ix, fact).map_err(tract_err)?;
         inputs.push(Tensor::zero_dt(dt, &shape).map_err(tract_err)?.into_tvalue());

@@ -244,13 +244,21 @@ pub(super) fn decide_ifs(
             super::analyse::bind_input(name, graph, &inputs.data, &inputs.weights, opts, source)
         };
         let facts = super::analyse::analyse_twice(&model, &bind, source)?;
-        let value_of =
-            |name: &str| facts.table.get(name)?.value.as_ref()?.cast_to_scalar::<bool>().ok();
-        let mut decided = graph.clone();
-        if inline_decided_ifs(&mut decided, &value_of) == 0 {
-            break;
+        // the conditions the analysis knows, then the graph they came from is changed in place
+        let known: super::HashMap<String, bool> = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "If")
+            .filter_map(|n| n.input.first())
+            .filter_map(|c| {
+                let v = facts.table.get(c)?.value.as_ref()?.cast_to_scalar::<bool>().ok()?;
+                Some((c.clone(), v))
+            })
+            .collect();
+        let Some(graph) = model.graph.as_mut().filter(|_| !known.is_empty()) else { break };
+        if inline_decided_ifs(graph, &|c| known.get(c).copied()) == 0 {
+            break; // a known condition without the branch it names: the If stays, and is refused
         }
-        model.graph = Some(decided);
     }
     Ok(Some(model))
 }

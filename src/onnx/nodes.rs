@@ -422,12 +422,12 @@ impl<'a> Builder<'a> {
         operands
     }
 
-    /// What the count had to take on trust: gathered tables, Identity copies of a weight.
     /// Values of the Identity copies counted as parameters of their own (see [`Self::notes`]).
     pub(super) fn undecided_params(&self) -> u64 {
         self.copied.1
     }
 
+    /// What the count had to take on trust: gathered tables, Identity copies of a weight.
     pub(super) fn notes(&self) -> Vec<String> {
         let copied = (self.copied.0 > 0).then(|| {
             format!(

@@ -40,10 +40,8 @@ pub(super) fn analyse(
         graph.input.iter().filter(|v| !table.contains_key(&v.name)).collect();
     for vi in inputs {
         let f = bind(&vi.name).ok()?;
-        let dims = f.shape.concretize()?;
-        let shape: Option<Shape> =
-            dims.iter().map(|d| d.to_i64().ok().and_then(|v| usize::try_from(v).ok())).collect();
-        let fact = Fact { shape: Some(shape?), datum_type: f.datum_type.concretize(), value: None };
+        let shape = super::analyse::concrete_shape(&f)?;
+        let fact = Fact { shape: Some(shape), datum_type: f.datum_type.concretize(), value: None };
         table.insert(vi.name.clone(), fact);
     }
     for n in &graph.node {

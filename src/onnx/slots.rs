@@ -117,7 +117,7 @@ pub(super) fn is_param_slot(op: &str, slot: usize) -> bool {
 pub(super) fn outer_reads(pn: &tract_onnx::pb::NodeProto) -> Vec<String> {
     let mut reads = Vec::new();
     for g in pn.attribute.iter().flat_map(|a| a.g.iter().chain(&a.graphs)) {
-        let mut local: std::collections::HashSet<&str> = g
+        let mut local: super::HashSet<&str> = g
             .input
             .iter()
             .map(|v| v.name.as_str())

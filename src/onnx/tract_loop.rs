@@ -58,9 +58,9 @@ impl EvalOp for Loop {
     not_out_of_plan!();
 }
 
-/// A fact's concrete shape.
+/// A fact's concrete shape, as signed numbers (a shape's step per iteration can be negative).
 fn dims(f: &InferenceFact) -> Option<Vec<i64>> {
-    f.shape.concretize()?.iter().map(|d| d.to_i64().ok()).collect()
+    Some(super::analyse::concrete_shape(f)?.iter().map(|&d| d as i64).collect())
 }
 
 impl Loop {
