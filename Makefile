@@ -26,6 +26,9 @@ TORCH_LIBS  := nvidia-cublas==13.1.0.3 nvidia-cuda-cupti==13.0.85 nvidia-cuda-nv
     nvidia-nvjitlink==13.0.88 nvidia-nvshmem-cu13==3.4.5 nvidia-nvtx==13.0.85 \
     filelock==4.3.1 typing-extensions==4.16.0 sympy==1.14.0 mpmath==1.3.0 networkx==3.6.1 \
     jinja2==3.1.6 markupsafe==3.0.4 fsspec==2026.9.0
+# disk the torch install needs free before it starts (measured: 4.0 GB installed, the wheels
+# about as much again while pip unpacks them)
+TORCH_DISK_GB := 9
 # benchmark data: never committed; CI and the developers' machines have it beside the repo
 NAPE_DATA   ?= $(abspath ../shared/data)
 export NAPE_DATA
@@ -53,6 +56,8 @@ help:
 $(TORCH_STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3 (python3-venv)" >&2; exit 1; }
 	@command -v cargo >/dev/null || { echo "error: cargo not found; install Rust (rustup)" >&2; exit 1; }
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  test "$$free" -ge $(TORCH_DISK_GB) || { echo "error: $$free GB free on this disk: the torch wheel and its CUDA libraries need $(TORCH_DISK_GB) GB to download and unpack (4 GB kept in $(TORCH_VENV)), and the build about 12 GB more" >&2; exit 1; }
 	rm -rf $(TORCH_VENV)
 	$(PYTHON) -m venv $(TORCH_VENV)
 	$(TORCH_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps \
