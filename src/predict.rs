@@ -14,8 +14,15 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tch::Device;
 
-/// Name of the bundled default model (under `models/`).
-pub const DEFAULT_MODEL: &str = "nape-nb101";
+/// Name of the bundled default model (under `models/`): the 5-member ensemble trained on every
+/// labelled family (`configs/mix.json`, docs/universal.md). It predicts a relative score that
+/// ranks networks within a family; `nape-nb101`, the NB-101-only ensemble that predicts
+/// CIFAR-10 accuracy under NB-101's recipe, is bundled beside it as [`NB101_MODEL`].
+pub const DEFAULT_MODEL: &str = "nape-mix";
+
+/// Name of the bundled NB-101-only model: pretraining on NB-101 and zero-shot NB-201 go
+/// through it (`nape pretrain`'s default name).
+pub const NB101_MODEL: &str = "nape-nb101";
 
 /// The folder models live in: `$NAPE_MODELS`, else `./models` when it exists, else the
 /// `models/` folder of the source tree nape was built from.

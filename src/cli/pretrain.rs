@@ -19,7 +19,7 @@ pub struct PretrainArgs {
     #[arg(long, value_name = "PART", conflicts_with_all = ["family", "labels"])]
     pub mix: Vec<String>,
     /// Model name (folder under models/).
-    #[arg(long, default_value = "nape-nb101")]
+    #[arg(long, default_value = crate::predict::NB101_MODEL)]
     pub name: String,
     /// Seed (overrides the config's).
     #[arg(long)]
