@@ -51,7 +51,7 @@ help:
 	@echo "make bench-proxies - nape's proxies alone and shared (nape bench --proxies), and six of them against PyTorch"
 	@echo "make zoo-check - the bundled model zero-shot on torchvision's 80 ImageNet classifiers (published top-1)"
 	@echo "make mix   - train nape-mix, the 5-member model on every family (configs/mix.json; needs the zoo labels)"
-	@echo "make lofo  - the leave-one-family-out table of configs/mix.json (LOFO_SEEDS, default 0 1 2)"
+	@echo "make lofo  - the leave-one-family-out table of configs/mix.json (LOFO_SEEDS, default 0 1 2; 5-member models, about 25 min each on one core; LOFO_MEMBERS=1 for the quick look)"
 
 $(TORCH_STAMP):
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3 (python3-venv)" >&2; exit 1; }
@@ -184,10 +184,11 @@ mix: setup $(ZOO_LABELS)
 	./target/release/nape pretrain --config configs/mix.json --name nape-mix
 
 LOFO_SEEDS ?= 0 1 2
+LOFO_MEMBERS ?=
 lofo: setup $(ZOO_LABELS)
 	$(CARGO_ENV) cargo build --release --workspace --bins
 	python3 scripts/lofo.py --nape ./target/release/nape --config configs/mix.json \
-	  --seeds $(LOFO_SEEDS) --out runs/lofo --data "$(NAPE_DATA)"
+	  --seeds $(LOFO_SEEDS) --out runs/lofo --data "$(NAPE_DATA)" $(if $(LOFO_MEMBERS),--members $(LOFO_MEMBERS))
 
 # the Python front against the CLI (issue 17): the same 200 NB-201 files in-process and
 # through the CLI, both release builds, numbers compared; predict_torch on ResNet-18.

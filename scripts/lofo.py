@@ -6,8 +6,8 @@ NB-101-only model, over seeds (issue 15, docs/predictor.md "Universal zero-shot"
     python3 scripts/lofo.py --nape target/release/nape --config configs/mix.json \
         --seeds 0 1 2 3 4 --out runs/lofo --data ../shared/data [--families nb201 zoo]
 
-Models go to OUT/models/lofo-<family>-s<seed> (kept: a rerun reuses them), evaluations to
-OUT/eval/<family>-<part>-s<seed>.json, the table to stdout and OUT/table.md. Each model is a
+Models go to OUT/models/lofo-<family>-s<seed>-m<members> (kept: a rerun reuses them), evaluations
+to OUT/eval/<family>-<part>-s<seed>-m<members>.json, the table to stdout and OUT/table.md. Each model is a
 deep ensemble of the config's `members` (5 in configs/mix.json), as the NB-101-only model beside
 it is: one member's zero-shot Spearman varies by +-0.07 from seed to seed, and the ensemble of
 five gains about 0.08 over its members' mean (docs/universal.md), so a one-member LOFO model
