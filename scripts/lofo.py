@@ -68,7 +68,9 @@ def main():
     a = ap.parse_args()
     cfg = json.load(open(a.config))
     parts = cfg["mix"]["parts"]
-    members = a.members or cfg.get("members", 5)
+    # passed to every pretrain, so the model's name and its training agree whatever the
+    # config says or leaves to nape's default (1)
+    members = a.members or cfg.get("members", 1)
     fams = []
     for p in parts:
         if family_of(p) not in fams:
@@ -85,11 +87,10 @@ def main():
             name = f"lofo-{fam}-s{seed}-m{members}"
             if not os.path.exists(os.path.join(a.out, "models", name)):
                 cmd = [a.nape, "pretrain", "--config", a.config, "--seed", str(seed),
-                       "--name", name, "--models", os.path.join(a.out, "models")] + common
+                       "--members", str(members), "--name", name,
+                       "--models", os.path.join(a.out, "models")] + common
                 for p in rest:
                     cmd += ["--mix", p]
-                if a.members:
-                    cmd += ["--members", str(a.members)]
                 print(f"training {name} on {len(rest)} parts", file=sys.stderr)
                 run(cmd, os.path.join(a.out, "logs", name + ".log"))
         for part in mine:

@@ -226,8 +226,8 @@ pub struct Cg {
     /// use): shown as warnings and in `inspect --json`.
     pub notes: Vec<String>,
     /// Parameters counted that may be another parameter used again (Identity copies of a
-    /// weight whose values the file does not hold): the count is exact at most this much too
-    /// high. 0 when every parameter is decided.
+    /// weight whose values the file does not hold, or holds all equal): the true count lies in
+    /// [`params - undecided_params`, `params`]. 0 when every parameter is decided.
     pub undecided_params: u64,
 }
 

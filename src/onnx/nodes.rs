@@ -422,7 +422,8 @@ impl<'a> Builder<'a> {
         operands
     }
 
-    /// Values of the Identity copies counted as parameters of their own (see [`Self::notes`]).
+    /// Values of the Identity copies counted as parameters of their own, which the file does
+    /// not tell from one parameter used again (see [`Self::notes`]).
     pub(super) fn undecided_params(&self) -> u64 {
         self.copied.1
     }
