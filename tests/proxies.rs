@@ -9,7 +9,9 @@ use nape::graph::Cg;
 use nape::metrics::spearman;
 use nape::onnx::write::{ModelBuilder, Weights};
 use nape::onnx::{from_proto, ImportOptions};
-use nape::proxies::{registry, score_all, Flops, Params, Proxy, ProxyInput, Synflow};
+use nape::proxies::{
+    registry, score_all, score_lanes, Flops, Params, Proxy, ProxyInput, Synflow,
+};
 use nape::spaces::nb201::{Arch, Dataset};
 use rayon::prelude::*;
 use tch::Device;
@@ -129,21 +131,25 @@ fn a_network_the_executor_cannot_run_gets_per_proxy_errors_and_static_scores() {
     assert!(err.contains("odd.onnx") && err.contains("Shrink"), "{err}");
 }
 
-/// Every proxy's score alone (its own network build and passes) and the 14 together (one
-/// network build, one shared loss pass), bit for bit.
+/// Every proxy's score alone (its own network build and passes), the 14 together (one
+/// network build, one shared loss pass) and the 14 spread over three lanes, bit for bit.
 fn assert_sharing_changes_nothing(cg: &Cg, batch: Option<usize>) {
     let images = ImageSource::Gaussian { classes: 10 };
     let proxies = registry();
     let shared = score_all(&proxies, input(cg, &images).with_batch(batch));
+    let refs: Vec<&dyn Proxy> = proxies.iter().map(|p| &**p).collect();
+    let laned = score_lanes(&refs, input(cg, &images).with_batch(batch), 3);
+    assert_eq!(laned.len(), proxies.len());
     for p in &proxies {
         let alone = p.score(&input(cg, &images).with_batch(batch)).map_err(|e| e.to_string());
-        let together = &shared[p.name()];
-        match (&alone, together) {
-            (Ok(a), Ok(b)) => {
-                assert_eq!(a.to_bits(), b.to_bits(), "{}: {a} alone, {b} shared", p.name())
+        for (how, together) in [("shared", &shared[p.name()]), ("on lanes", &laned[p.name()])] {
+            match (&alone, together) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{}: {a} alone, {b} {how}", p.name())
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "{} {how}", p.name()),
+                _ => panic!("{}: {alone:?} alone, {together:?} {how}", p.name()),
             }
-            (Err(a), Err(b)) => assert_eq!(a, b, "{}", p.name()),
-            _ => panic!("{}: {alone:?} alone, {together:?} shared", p.name()),
         }
     }
 }

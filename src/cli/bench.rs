@@ -26,23 +26,31 @@ pub struct BenchArgs {
 }
 
 /// Milliseconds per proxy on the benchmark-cell networks: each proxy alone (its own network
-/// build and passes, as one-at-a-time scoring runs it), their sum, and the 14 together sharing
-/// the network and the loss pass (`score_all`, what `nape proxies` runs); peak memory after.
+/// build and passes, as one-at-a-time scoring runs it), their sum, the 14 together sharing the
+/// network and the loss pass in one thread (`score_all`), and the same spread over one lane per
+/// core (`score_lanes`, what `nape proxies` runs on one network); peak memory after.
 #[cfg(feature = "torch")]
 fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
     use crate::dataset::images::ImageSource;
-    use crate::proxies::{registry, score_all, ProxyInput};
+    use crate::proxies::{registry, score_all, score_lanes, ProxyInput};
     tch::set_num_threads(1);
     let images = ImageSource::Gaussian { classes: 10 };
     let nets: Vec<Net> =
         space_networks()?.into_iter().filter(|n| n.label.contains("no weights")).collect();
     let proxies = registry();
-    writeln!(out, "\nzero-cost proxies, ms per network (libtorch on 1 thread; each proxy alone, their sum, and all together sharing one network build and loss pass)")?;
+    let refs: Vec<&dyn crate::proxies::Proxy> = proxies.iter().map(|p| &**p).collect();
+    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
+    writeln!(out, "\nzero-cost proxies, ms per network (libtorch on 1 thread; each proxy alone, their sum, all together sharing one network build and loss pass, and the same on {lanes} lanes, one per core)")?;
     write!(out, "{:<16}", "network")?;
     for p in &proxies {
         write!(out, " {:>9}", p.name())?;
     }
-    writeln!(out, " {:>9} {:>9} {:>6} {:>9}", "one by one", "shared", "ratio", "peak MiB")?;
+    let head = ["one by one", "shared", "ratio", "lanes", "ratio", "peak MiB"];
+    writeln!(
+        out,
+        " {:>9} {:>9} {:>6} {:>9} {:>6} {:>9}",
+        head[0], head[1], head[2], head[3], head[4], head[5]
+    )?;
     for net in &nets {
         let cg =
             from_proto(&decode(&net.bytes, &net.label)?, &net.label, &ImportOptions::default())?;
@@ -62,8 +70,12 @@ fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
         let t = Instant::now();
         score_all(&proxies, ProxyInput::new(&cg, &images, 0, tch::Device::Cpu));
         let shared = t.elapsed().as_secs_f64() * 1e3;
-        let ratio = shared / alone;
-        writeln!(out, " {alone:>10.0} {shared:>9.0} {ratio:>6.2} {:>9.0}", peak_rss_mib())?;
+        let t = Instant::now();
+        score_lanes(&refs, ProxyInput::new(&cg, &images, 0, tch::Device::Cpu), lanes);
+        let laned = t.elapsed().as_secs_f64() * 1e3;
+        let (ratio, lratio) = (shared / alone, laned / alone);
+        write!(out, " {alone:>10.0} {shared:>9.0} {ratio:>6.2} {laned:>9.0} {lratio:>6.2}")?;
+        writeln!(out, " {:>9.0}", peak_rss_mib())?;
     }
     Ok(())
 }

@@ -60,13 +60,13 @@ pub struct ProxiesArgs {
     /// With --family: print the Spearman correlation of each proxy with each target.
     #[arg(long)]
     pub correlate: bool,
-    /// Threads in all (default: the machine's cores), split into networks scored in parallel,
-    /// each on --intra-op libtorch threads.
+    /// Threads in all (default: the machine's cores): networks are scored in parallel, and
+    /// when there are fewer networks than threads, each network's proxies are spread over the
+    /// threads left (docs/proxies.md, Threads).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// libtorch threads per network. Default: 1 when there are at least as many networks to
-    /// score as threads (networks in parallel use a CPU best, docs/proxies.md, Cost), else the
-    /// threads shared among the networks.
+    /// libtorch threads per proxy (default 1: networks and proxies in parallel use a CPU
+    /// better than libtorch's threads, docs/proxies.md, Threads).
     #[arg(long)]
     pub intra_op: Option<usize>,
     /// cpu or cuda.
@@ -82,9 +82,6 @@ pub struct ProxiesArgs {
     #[arg(long)]
     pub csv: bool,
 }
-
-/// One network's scores: value or error message, by proxy name.
-type Scores = BTreeMap<String, Result<f64, String>>;
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 struct Cached {
@@ -300,7 +297,7 @@ fn score_missing(
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let intra = a.intra_op.unwrap_or(threads / missing.len().max(1)).clamp(1, threads.max(1));
+    let (intra, lanes) = split_threads(threads, missing.len(), a.intra_op);
     tch::set_num_threads(intra as i32);
     let pool = rayon::ThreadPoolBuilder::new().num_threads((threads / intra).max(1)).build()?;
     let bar = ProgressBar::new(missing.len() as u64);
@@ -320,7 +317,7 @@ fn score_missing(
                     let mut c = cache.get(&job.id, &job.key).cloned().unwrap_or_else(Cached::empty);
                     let todo: Vec<&dyn Proxy> =
                         ps.iter().map(|p| &**p).filter(|p| lacks(&c, *p)).collect();
-                    score_job(job, &todo, images, a, device, &mut c);
+                    score_job(job, &todo, images, a, device, lanes, &mut c);
                     bar.inc(1);
                     (job.id.clone(), job.key.clone(), c)
                 })
@@ -343,6 +340,17 @@ fn score_missing(
     Ok(())
 }
 
+/// How `threads` are used on `networks` networks: libtorch threads per lane (`intra_op`, by
+/// default 1) and lanes per network. Networks run in parallel first (a CPU's best use,
+/// docs/proxies.md, Threads); threads left over when there are fewer networks than threads go
+/// to lanes, each network's proxies spread over them ([`proxies::score_lanes`]).
+fn split_threads(threads: usize, networks: usize, intra_op: Option<usize>) -> (usize, usize) {
+    let threads = threads.max(1);
+    let intra = intra_op.unwrap_or(1).clamp(1, threads);
+    let workers = threads / intra;
+    (intra, (workers / networks.clamp(1, workers)).max(1))
+}
+
 /// Scores the proxies `todo` of one job into `c` (a network that cannot be built is every
 /// proxy's error).
 fn score_job(
@@ -351,6 +359,7 @@ fn score_job(
     images: &ImageSource,
     a: &ProxiesArgs,
     device: tch::Device,
+    lanes: usize,
     c: &mut Cached,
 ) {
     let cg = match build_cg(job) {
@@ -362,20 +371,15 @@ fn score_job(
             return;
         }
     };
-    let input = ProxyInput::new(&cg, images, a.seed, device)
-        .with_batch(a.batch)
-        .planning(todo.iter().copied());
-    for p in todo {
-        let s: Scores = proxies::score_one(*p, &input);
-        for (k, v) in s {
-            match v {
-                Ok(v) => {
-                    c.errors.remove(&k);
-                    c.values.insert(k, v);
-                }
-                Err(e) => {
-                    c.errors.insert(k, e);
-                }
+    let input = ProxyInput::new(&cg, images, a.seed, device).with_batch(a.batch);
+    for (k, v) in proxies::score_lanes(todo, input, lanes) {
+        match v {
+            Ok(v) => {
+                c.errors.remove(&k);
+                c.values.insert(k, v);
+            }
+            Err(e) => {
+                c.errors.insert(k, e);
             }
         }
     }
@@ -516,6 +520,18 @@ fn print_correlations(rows: &[(&Job, Cached)], names: &[&str], ps: &[Box<dyn Pro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spare_threads_go_to_lanes_after_networks() {
+        // (threads, networks, --intra-op) -> (libtorch threads, lanes per network)
+        assert_eq!(split_threads(2, 100, None), (1, 1));
+        assert_eq!(split_threads(2, 1, None), (1, 2));
+        assert_eq!(split_threads(8, 3, None), (1, 2));
+        assert_eq!(split_threads(2, 1, Some(2)), (2, 1));
+        assert_eq!(split_threads(8, 1, Some(2)), (2, 4));
+        assert_eq!(split_threads(2, 0, Some(9)), (2, 1));
+        assert_eq!(split_threads(0, 5, None), (1, 1));
+    }
 
     #[test]
     fn a_cached_value_or_error_is_not_scored_again() {

@@ -212,6 +212,10 @@ impl Proxy for Grasp {
     fn needs(&self) -> Needs {
         Needs::Images(64)
     }
+    // a forward, a backward kept differentiable, and the double backward
+    fn cost(&self) -> usize {
+        5 * 64
+    }
     fn reads(&self) -> Reads {
         Reads::HESSIAN_GRAD
     }
@@ -229,6 +233,10 @@ impl Proxy for Nwot {
     }
     fn needs(&self) -> Needs {
         Needs::Images(128)
+    }
+    // one forward, no backward
+    fn cost(&self) -> usize {
+        128
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         let ex = input.default_executor()?;
@@ -339,6 +347,10 @@ impl Proxy for Swap {
     }
     fn needs(&self) -> Needs {
         Needs::Images(self.samples)
+    }
+    // a forward per initialisation, no backward
+    fn cost(&self) -> usize {
+        self.samples * self.repeats
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         let mut ex = input.executor(ExecOptions::default(), Init::Gaussian)?;
@@ -459,6 +471,10 @@ impl Proxy for Epsinas {
     // the raw score with accuracy, reversing only for metrics to minimise (perplexity, RMSE)
     fn needs(&self) -> Needs {
         Needs::Images(256)
+    }
+    // a forward per constant, no backward
+    fn cost(&self) -> usize {
+        2 * 256
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         let mut ex = input.executor(ExecOptions::default(), Init::Constant(self.weights.0))?;

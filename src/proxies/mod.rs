@@ -11,9 +11,11 @@
 //! still work.
 
 mod defs;
+mod lanes;
 mod passes;
 
 pub use defs::*;
+pub use lanes::{score_lanes, Scores};
 use passes::{GradSums, LossPass};
 
 use crate::dataset::images::{load_batch, ImageSource};
@@ -220,6 +222,16 @@ pub trait Proxy: Send + Sync {
     }
     /// The score of one network.
     fn score(&self, input: &ProxyInput) -> Result<f64>;
+    /// Its rough cost in image passes (a forward of one image 1, with its backward 3), for
+    /// running the dearest first ([`score_lanes`]). By default a forward and a backward of
+    /// its batch; nothing when it reads only the graph.
+    fn cost(&self) -> usize {
+        match self.needs() {
+            Needs::Graph => 0,
+            Needs::Nothing => 3,
+            Needs::Images(n) => 3 * n,
+        }
+    }
 }
 
 /// Every proxy nape computes, in NASLib's order, with default settings.
@@ -259,20 +271,14 @@ pub fn select(names: &str) -> Result<Vec<Box<dyn Proxy>>> {
 }
 
 /// Scores every proxy of `proxies` on one network; each proxy's failure is kept as its message.
-pub fn score_all(
-    proxies: &[Box<dyn Proxy>],
-    input: ProxyInput,
-) -> BTreeMap<String, std::result::Result<f64, String>> {
-    let input = input.planning(proxies.iter().map(|p| &**p));
-    proxies.iter().flat_map(|p| score_one(&**p, &input)).collect()
+pub fn score_all(proxies: &[Box<dyn Proxy>], input: ProxyInput) -> Scores {
+    let refs: Vec<&dyn Proxy> = proxies.iter().map(|p| &**p).collect();
+    score_lanes(&refs, input, 1)
 }
 
 /// One proxy's score of one network, keyed by its name; a failure (or a value that is not
 /// finite) is kept as its message.
-pub fn score_one(
-    p: &dyn Proxy,
-    input: &ProxyInput,
-) -> BTreeMap<String, std::result::Result<f64, String>> {
+pub fn score_one(p: &dyn Proxy, input: &ProxyInput) -> Scores {
     let r = p.score(input).and_then(|v| {
         if v.is_finite() {
             Ok(v)
