@@ -64,6 +64,12 @@ pub struct EncoderConfig {
     pub token_dim: i64,
     /// Width of the graph embedding.
     pub emb_dim: i64,
+    /// Read the two local poolings (max, average) as one op, and the two global ones as one
+    /// ([`crate::features::pool_class`]): the op embedding and the op-kind histogram see a
+    /// pooling, not its kind, so what a model learnt of NB-101's max pools carries to NB-201's
+    /// average pools (docs/universal.md). Off by default, as in every checkpoint written
+    /// before it, which reads each pooling as its own op.
+    pub pools_as_one: bool,
 }
 
 impl Default for EncoderConfig {
@@ -78,6 +84,7 @@ impl Default for EncoderConfig {
             use_text: false,
             token_dim: 32,
             emb_dim: 64,
+            pools_as_one: false,
         }
     }
 }

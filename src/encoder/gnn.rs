@@ -14,6 +14,7 @@
 
 use super::batch::Batch;
 pub use super::config::{EncoderConfig, FeatureDims, GnnKind};
+use crate::features::{histogram_column, pool_class};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
@@ -36,6 +37,24 @@ pub struct GraphEncoder {
     proj1: nn::Linear,
     proj2: nn::Linear,
     aux: nn::Linear,
+    /// With `pools_as_one`: each op index's class `[op_vocab]`, and the 0/1 matrix that moves
+    /// each op's histogram share to its class's column `[global_dim, global_dim]`.
+    classes: Option<(Tensor, Tensor)>,
+}
+
+/// The op classes and the histogram mixing of `pools_as_one` (see [`GraphEncoder`]'s field).
+fn pool_classes(dims: &FeatureDims, device: tch::Device) -> (Tensor, Tensor) {
+    let (v, g) = (dims.op_vocab, dims.global_dim);
+    let map: Vec<i64> = (0..v as i64).map(pool_class).collect();
+    let mut mix = vec![0f32; g * g];
+    for c in 0..g {
+        let to = (0..v as i64)
+            .find(|&o| histogram_column(o) == c)
+            .map_or(c, |o| histogram_column(pool_class(o)));
+        mix[c * g + to.min(g - 1)] = 1.0;
+    }
+    let mix = Tensor::from_slice(&mix).view([g as i64, g as i64]);
+    (Tensor::from_slice(&map).to_device(device), mix.to_device(device))
 }
 
 /// Number of free statistics the auxiliary head regresses (log params, log FLOPs).
@@ -87,7 +106,20 @@ impl GraphEncoder {
         let proj1 = lin("proj1", cfg.emb_dim, cfg.emb_dim);
         let proj2 = lin("proj2", cfg.emb_dim, 32);
         let aux = lin("aux", h, AUX_DIM);
-        GraphEncoder { cfg: cfg.clone(), op_emb, inp, layers, glob1, tok, out, proj1, proj2, aux }
+        let classes = cfg.pools_as_one.then(|| pool_classes(dims, p.device()));
+        GraphEncoder {
+            cfg: cfg.clone(),
+            op_emb,
+            inp,
+            layers,
+            glob1,
+            tok,
+            out,
+            proj1,
+            proj2,
+            aux,
+            classes,
+        }
     }
 
     /// The configuration it was built with.
@@ -97,7 +129,10 @@ impl GraphEncoder {
 
     /// Node states after message passing, averaged per graph: `[B, hidden]`.
     pub fn readout(&self, b: &Batch) -> Tensor {
-        let e = self.op_emb.forward(&b.op);
+        let e = match &self.classes {
+            Some((map, _)) => self.op_emb.forward(&map.index_select(0, &b.op)),
+            None => self.op_emb.forward(&b.op),
+        };
         let mut h = self.inp.forward(&Tensor::cat(&[&e, &b.x], 1)).relu();
         for (layer, norm) in &self.layers {
             let agg_in = h.zeros_like().index_add(0, &b.dst, &h.index_select(0, &b.src));
@@ -118,7 +153,11 @@ impl GraphEncoder {
         let r = self.readout(b);
         let mut parts = vec![r.shallow_clone()];
         if let Some((g1, g2)) = &self.glob1 {
-            parts.push(g2.forward(&g1.forward(&b.global).relu()).relu());
+            let global = match &self.classes {
+                Some((_, mix)) => b.global.matmul(mix),
+                None => b.global.shallow_clone(),
+            };
+            parts.push(g2.forward(&g1.forward(&global).relu()).relu());
         }
         if let Some((emb, conv)) = &self.tok {
             let t = emb.forward(&b.tokens).transpose(1, 2); // [B, D, L]
@@ -200,6 +239,30 @@ mod tests {
         let both = enc.forward(&Batch::new(&[&a, &b], &dims, Device::Cpu).unwrap()).0;
         let diff = (alone.get(0) - both.get(1)).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "batching changed an embedding by {diff}");
+    }
+
+    #[test]
+    fn with_pools_as_one_an_average_pool_embeds_as_a_max_pool() {
+        use crate::features::op_index;
+        use crate::graph::OpKind;
+        // one graph with a max pool, its twin with an average pool (op and histogram share)
+        let (max, avg) = (op_index(&OpKind::MaxPool), op_index(&OpKind::AvgPool));
+        let mut a = g(6, 1);
+        a.op[2] = max;
+        a.global[histogram_column(max)] = 1.0 / 6.0;
+        a.global[histogram_column(avg)] = 0.0;
+        let mut b = a.clone();
+        b.op[2] = avg;
+        b.global.swap(histogram_column(max), histogram_column(avg));
+        let dims = FeatureDims::current();
+        for as_one in [true, false] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = EncoderConfig { pools_as_one: as_one, ..Default::default() };
+            let enc = GraphEncoder::new(&vs.root(), &cfg, &dims);
+            let z = enc.forward(&Batch::new(&[&a, &b], &dims, Device::Cpu).unwrap()).0;
+            let diff = (z.get(0) - z.get(1)).abs().max().double_value(&[]);
+            assert_eq!(diff == 0.0, as_one, "pools_as_one {as_one}: the twins differ by {diff}");
+        }
     }
 
     #[test]

@@ -132,6 +132,20 @@ pub fn op_index(kind: &OpKind) -> i64 {
     }
 }
 
+/// The op index a pooling reads as where the pooling's kind is not told apart
+/// ([`crate::encoder::EncoderConfig::pools_as_one`]): an average pool as a max pool, a global max
+/// pool as a global average pool; every other op as itself.
+pub fn pool_class(o: i64) -> i64 {
+    let as_one =
+        [(OpKind::AvgPool, OpKind::MaxPool), (OpKind::GlobalMaxPool, OpKind::GlobalAvgPool)];
+    as_one.iter().find(|(a, _)| op_index(a) == o).map_or(o, |(_, b)| op_index(b))
+}
+
+/// The column of op index `o`'s share in [`GraphFeatures::global`]'s op-kind histogram.
+pub fn histogram_column(o: i64) -> usize {
+    GLOBAL_SCALARS + o as usize
+}
+
 /// Features of one network: canonicalises `cg`, then computes node features, edges, graph
 /// features (with the proxies of [`GLOBAL_PROXIES`] read from `proxies`) and text tokens.
 pub fn encode(cg: &Cg, proxies: &BTreeMap<String, f64>) -> GraphFeatures {
