@@ -9,9 +9,7 @@ use nape::graph::Cg;
 use nape::metrics::spearman;
 use nape::onnx::write::{ModelBuilder, Weights};
 use nape::onnx::{from_proto, ImportOptions};
-use nape::proxies::{
-    registry, score_all, score_lanes, Flops, Params, Proxy, ProxyInput, Synflow,
-};
+use nape::proxies::{registry, score_all, score_lanes, Flops, Params, Proxy, ProxyInput, Synflow};
 use nape::spaces::nb201::{Arch, Dataset};
 use rayon::prelude::*;
 use tch::Device;
