@@ -152,7 +152,7 @@ impl Predictor {
 
 /// Zero-cost proxy scores of ONNX files: one entry per file with `proxies` (name to value) and
 /// `errors` (name to why), as `nape proxies` computes them (networks in parallel, one
-/// libtorch thread each).
+/// libtorch thread each; with fewer files than cores, each file's proxies on the spare ones).
 #[pyfunction]
 #[pyo3(signature = (paths, names="all", images=None, seed=0, batch=None, data=None))]
 fn proxy_scores(
@@ -165,6 +165,8 @@ fn proxy_scores(
     data: Option<PathBuf>,
 ) -> PyResult<String> {
     let ps = proxies::select(names).map_err(py_err)?;
+    let ps: Vec<&dyn proxies::Proxy> = ps.iter().map(|p| &**p).collect();
+    let lanes = (rayon::current_num_threads() / paths.len().max(1)).max(1);
     let data = nape::dataset::data_dir(data.as_deref());
     let images = ImageSource::from_arg(images.as_deref(), &data).map_err(py_err)?;
     let score = |p: &PathBuf| -> serde_json::Value {
@@ -178,7 +180,7 @@ fn proxy_scores(
         };
         let input = ProxyInput::new(&cg, &images, seed, tch::Device::Cpu).with_batch(batch);
         let (mut scores, mut errors) = (serde_json::Map::new(), serde_json::Map::new());
-        for (k, v) in proxies::score_all(&ps, input) {
+        for (k, v) in proxies::score_lanes(&ps, input, lanes) {
             match v {
                 Ok(v) => scores.insert(k, v.into()),
                 Err(e) => errors.insert(k, e.into()),
