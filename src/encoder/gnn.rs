@@ -46,12 +46,13 @@ pub struct GraphEncoder {
 fn pool_classes(dims: &FeatureDims, device: tch::Device) -> (Tensor, Tensor) {
     let (v, g) = (dims.op_vocab, dims.global_dim);
     let map: Vec<i64> = (0..v as i64).map(pool_class).collect();
+    // the identity, but for the rows of ops read as another: their share goes to its column
     let mut mix = vec![0f32; g * g];
-    for c in 0..g {
-        let to = (0..v as i64)
-            .find(|&o| histogram_column(o) == c)
-            .map_or(c, |o| histogram_column(pool_class(o)));
-        mix[c * g + to.min(g - 1)] = 1.0;
+    (0..g).for_each(|c| mix[c * g + c] = 1.0);
+    for o in (0..v as i64).filter(|&o| pool_class(o) != o) {
+        let (from, to) = (histogram_column(o), histogram_column(pool_class(o)));
+        mix[from * g + from] = 0.0;
+        mix[from * g + to] = 1.0;
     }
     let mix = Tensor::from_slice(&mix).view([g as i64, g as i64]);
     (Tensor::from_slice(&map).to_device(device), mix.to_device(device))

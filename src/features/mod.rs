@@ -136,10 +136,12 @@ pub fn op_index(kind: &OpKind) -> i64 {
 /// ([`crate::encoder::EncoderConfig::pools_as_one`]): an average pool as a max pool, a global max
 /// pool as a global average pool; every other op as itself.
 pub fn pool_class(o: i64) -> i64 {
-    let as_one =
-        [(OpKind::AvgPool, OpKind::MaxPool), (OpKind::GlobalMaxPool, OpKind::GlobalAvgPool)];
-    as_one.iter().find(|(a, _)| op_index(a) == o).map_or(o, |(_, b)| op_index(b))
+    POOL_SIBLINGS.iter().find(|(a, _)| op_index(a) == o).map_or(o, |(_, b)| op_index(b))
 }
+
+/// The poolings of one extent, each with the sibling it reads as ([`pool_class`]).
+pub const POOL_SIBLINGS: [(OpKind, OpKind); 2] =
+    [(OpKind::AvgPool, OpKind::MaxPool), (OpKind::GlobalMaxPool, OpKind::GlobalAvgPool)];
 
 /// The column of op index `o`'s share in [`GraphFeatures::global`]'s op-kind histogram.
 pub fn histogram_column(o: i64) -> usize {

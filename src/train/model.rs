@@ -373,18 +373,18 @@ pub fn member_dir(dir: &Path, k: usize) -> std::path::PathBuf {
 /// The op index a model that never saw op `o` reads it as, when there is a close sibling:
 /// the other pooling of the same extent, another normalisation. Everything else has none.
 pub fn stand_in(o: i64) -> Option<i64> {
-    use crate::features::op_index;
+    use crate::features::{op_index, POOL_SIBLINGS};
     use crate::graph::OpKind::*;
-    let pairs = [
-        (AvgPool, MaxPool),
-        (MaxPool, AvgPool),
-        (GlobalAvgPool, GlobalMaxPool),
-        (GlobalMaxPool, GlobalAvgPool),
-        (LayerNorm, BatchNorm),
-        (GroupNorm, BatchNorm),
-        (InstanceNorm, BatchNorm),
-        (BatchNorm, LayerNorm),
-    ];
+    let pools =
+        POOL_SIBLINGS.iter().flat_map(|(a, b)| [(a.clone(), b.clone()), (b.clone(), a.clone())]);
+    let pairs: Vec<_> = pools
+        .chain([
+            (LayerNorm, BatchNorm),
+            (GroupNorm, BatchNorm),
+            (InstanceNorm, BatchNorm),
+            (BatchNorm, LayerNorm),
+        ])
+        .collect();
     pairs.iter().find(|(a, _)| op_index(a) == o).map(|(_, b)| op_index(b))
 }
 
