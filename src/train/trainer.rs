@@ -126,24 +126,58 @@ pub fn slope_within(x: &[f64], y: &[f64], of: &[u32]) -> f64 {
     }
 }
 
-/// One epoch's batches of a mix's training rows (`of`: each row's part), each from one part:
-/// part `g` of `n_g` rows gets a share `n_g^temperature / sum n^temperature` of the epoch's
-/// `ceil(n / batch)` batches (at least one), of `min(batch, n_g)` rows drawn without
-/// replacement from its rows in a fresh order each time they run out; the batches then come in
-/// a random order. Parts of fewer than 2 rows give none.
+/// A mix's rows as [`Trainer::supervised`] reads them: each training and validation row's
+/// part, and each part's family. The parts of one family are its targets on the same
+/// networks, so a family weighs as one source, however many targets it brings.
+#[derive(Debug, Clone, Copy)]
+pub struct RowParts<'a> {
+    pub train: &'a [u32],
+    pub val: &'a [u32],
+    pub family: &'a [u32],
+}
+
+/// Each part's share of its family: 1 / (the family's parts with rows), 0 for a part
+/// without rows (`family[g]`: part `g`'s family; a part beyond it is a family of its own).
+pub fn family_shares(parts: &[Vec<usize>], family: &[u32]) -> Vec<f64> {
+    let fam = |g: usize| family.get(g).map_or(u64::MAX - g as u64, |&f| u64::from(f));
+    (0..parts.len())
+        .map(|g| {
+            let k = (0..parts.len()).filter(|&h| !parts[h].is_empty() && fam(h) == fam(g)).count();
+            if parts[g].is_empty() {
+                0.0
+            } else {
+                1.0 / k as f64
+            }
+        })
+        .collect()
+}
+
+/// One epoch's batches of a mix's training rows (`of`: each row's part; `family`: each
+/// part's family), each from one part. Family `f` of `n_f` networks gets a share
+/// `n_f^temperature / sum n^temperature` of the epoch's `ceil(n / batch)` batches, divided
+/// evenly among its parts (at least one batch a part), as multilingual translation models
+/// share theirs among languages: NB-201's three targets on the same cells are one source, not
+/// three. A part's batches are `min(batch, n_g)` rows drawn without replacement from its rows
+/// in a fresh order each time they run out; the batches then come in a random order. Parts of
+/// fewer than 2 rows give none.
 pub fn group_batches(
     of: &[u32],
+    family: &[u32],
     batch: usize,
     temperature: f64,
     rng: &mut SplitMix64,
 ) -> Vec<Vec<usize>> {
     let mut parts = parts_of(of);
-    parts.retain(|p| p.len() >= 2);
+    for p in parts.iter_mut().filter(|p| p.len() < 2) {
+        p.clear();
+    }
+    let share = family_shares(&parts, family);
     let total = of.len().div_ceil(batch.max(2)) as f64;
-    let weight: Vec<f64> = parts.iter().map(|p| (p.len() as f64).powf(temperature)).collect();
+    let weight: Vec<f64> =
+        parts.iter().zip(&share).map(|(p, s)| s * (p.len() as f64).powf(temperature)).collect();
     let sum: f64 = weight.iter().sum();
     let mut out = Vec::new();
-    for (rows, w) in parts.iter_mut().zip(&weight) {
+    for (rows, w) in parts.iter_mut().zip(&weight).filter(|(p, _)| !p.is_empty()) {
         let size = batch.max(2).min(rows.len());
         let mut pos = rows.len();
         for _ in 0..((total * w / sum).round() as usize).max(1) {
@@ -159,19 +193,21 @@ pub fn group_batches(
     out
 }
 
-/// The mean over parts (`of`) of Kendall's tau within each part of at least 3 rows, each
-/// weighted by its rows: tau's sampling variance goes as 1/n, so this is the
-/// inverse-variance estimate of one tau, and a part of 8 validation networks cannot outvote
-/// one of 500 (with equal weights it decided early stopping on its own noise).
-pub fn mean_tau_within(pred: &[f64], truth: &[f64], of: &[u32]) -> f64 {
+/// The mean over parts (`of`; `family`: each part's family) of Kendall's tau within each
+/// part of at least 3 rows, each weighted by its rows: tau's sampling variance goes as 1/n,
+/// so this is the inverse-variance estimate of one tau, and a part of 8 validation networks
+/// cannot outvote one of 500 (with equal weights it decided early stopping on its own noise).
+/// A family's parts share its weight, as they share its networks ([`group_batches`]).
+pub fn mean_tau_within(pred: &[f64], truth: &[f64], of: &[u32], family: &[u32]) -> f64 {
     let (mut sum, mut weight) = (0.0, 0.0);
-    for idx in parts_of(of) {
+    let parts = parts_of(of);
+    for (idx, share) in parts.iter().zip(family_shares(&parts, family)) {
         let p: Vec<f64> = idx.iter().map(|&i| pred[i]).collect();
         let t: Vec<f64> = idx.iter().map(|&i| truth[i]).collect();
         let tau = crate::metrics::kendall_tau(&p, &t);
         if idx.len() >= 3 && tau.is_finite() {
-            sum += tau * idx.len() as f64;
-            weight += idx.len() as f64;
+            sum += tau * idx.len() as f64 * share;
+            weight += idx.len() as f64 * share;
         }
     }
     if weight > 0.0 {
@@ -319,7 +355,7 @@ impl Trainer {
         model: &Model,
         train: &[(&GraphFeatures, f64)],
         val: &[(&GraphFeatures, f64)],
-        groups: Option<(&[u32], &[u32])>,
+        groups: Option<RowParts>,
         epochs: usize,
         lr: f64,
         phase: &str,
@@ -335,7 +371,9 @@ impl Trainer {
             let t0 = Instant::now();
             let order = shuffled(train.len(), &mut rng);
             let drawn = match groups {
-                Some((of, _)) => group_batches(of, s.batch, self.cfg.mix.temperature, &mut rng),
+                Some(g) => {
+                    group_batches(g.train, g.family, s.batch, self.cfg.mix.temperature, &mut rng)
+                }
                 None => Vec::new(),
             };
             let chunks: Vec<&[usize]> = match groups {
@@ -358,7 +396,7 @@ impl Trainer {
                 let pred: Vec<f64> = model.predict(&g)?.into_iter().map(|p| p.0).collect();
                 let truth: Vec<f64> = val.iter().map(|v| v.1).collect();
                 match groups {
-                    Some((_, of)) => mean_tau_within(&pred, &truth, of),
+                    Some(g) => mean_tau_within(&pred, &truth, g.val, g.family),
                     None => crate::metrics::kendall_tau(&pred, &truth),
                 }
             };
@@ -528,7 +566,7 @@ mod tests {
             })
             .collect();
         let count = |t: f64| {
-            let b = group_batches(&of, 50, t, &mut SplitMix64(3));
+            let b = group_batches(&of, &[0, 1, 2], 50, t, &mut SplitMix64(3));
             let mut n = [0usize; 3];
             for batch in &b {
                 let g = of[batch[0]];
@@ -545,7 +583,7 @@ mod tests {
         assert_eq!(count(0.5), [16, 5, 0]);
         assert_eq!(count(0.0), [11, 11, 0]);
         // a part smaller than a batch comes whole
-        let b = group_batches(&[0, 0, 0, 1, 1, 1, 1, 1, 1, 1], 8, 1.0, &mut SplitMix64(1));
+        let b = group_batches(&[0, 0, 0, 1, 1, 1, 1, 1, 1, 1], &[0, 1], 8, 1.0, &mut SplitMix64(1));
         assert!(b.iter().all(|x| x.len() == if of_len(x) { 3 } else { 7 }));
         fn of_len(x: &[usize]) -> bool {
             x[0] < 3
@@ -553,17 +591,39 @@ mod tests {
     }
 
     #[test]
+    fn a_family_s_targets_share_its_batches() {
+        // family 0: two targets on the same 400 networks; family 1: one target on 400
+        let of: Vec<u32> = (0..1200).map(|i| (i / 400) as u32).collect();
+        let b = group_batches(&of, &[0, 0, 1], 50, 0.5, &mut SplitMix64(5));
+        let mut n = [0usize; 3];
+        for batch in &b {
+            n[of[batch[0]] as usize] += 1;
+        }
+        // 24 batches: half to each family, family 0's half split between its targets
+        assert_eq!(n, [6, 6, 12]);
+        // each part its own family: a third each
+        let b = group_batches(&of, &[0, 1, 2], 50, 0.5, &mut SplitMix64(5));
+        assert!(b.len() == 24 && b.iter().filter(|x| of[x[0]] == 2).count() == 8);
+        assert_eq!(family_shares(&parts_of(&of), &[0, 0, 1]), vec![0.5, 0.5, 1.0]);
+    }
+
+    #[test]
     fn the_validation_tau_of_a_mix_is_the_parts_mean() {
         // within each part the prediction ranks perfectly; across parts it runs backwards
         let pred = [1.0, 2.0, 3.0, 11.0, 12.0, 13.0];
         let truth = [10.0, 20.0, 30.0, 1.0, 2.0, 3.0];
-        assert!((mean_tau_within(&pred, &truth, &[0, 0, 0, 1, 1, 1]) - 1.0).abs() < 1e-12);
+        assert!((mean_tau_within(&pred, &truth, &[0, 0, 0, 1, 1, 1], &[0, 1]) - 1.0).abs() < 1e-12);
         assert!(crate::metrics::kendall_tau(&pred, &truth) < 0.0);
-        assert!(mean_tau_within(&pred, &truth, &[0, 0, 1, 1, 2, 2]).is_nan());
+        assert!(mean_tau_within(&pred, &truth, &[0, 0, 1, 1, 2, 2], &[0, 1, 2]).is_nan());
         // weighted by rows: 3 rows ranked right, 5 ranked backwards -> (3 - 5) / 8
         let pred = [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 4.0, 5.0];
         let truth = [1.0, 2.0, 3.0, 5.0, 4.0, 3.0, 2.0, 1.0];
-        let tau = mean_tau_within(&pred, &truth, &[0, 0, 0, 1, 1, 1, 1, 1]);
+        let tau = mean_tau_within(&pred, &truth, &[0, 0, 0, 1, 1, 1, 1, 1], &[0, 1]);
         assert!((tau + 0.25).abs() < 1e-12, "{tau}");
+        // parts 0 and 1 of one family, part 2 of another: the family's two taus weigh as one
+        let pred = [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0];
+        let truth = [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 3.0, 2.0, 1.0];
+        let tau = mean_tau_within(&pred, &truth, &[0, 0, 0, 1, 1, 1, 2, 2, 2], &[0, 0, 1]);
+        assert!(tau.abs() < 1e-12, "{tau}");
     }
 }

@@ -48,6 +48,23 @@ pub struct Groups {
     pub of: Vec<u32>,
 }
 
+/// Each part's family as an index (parts of one family share it), as
+/// [`RowParts::family`](crate::train::trainer::RowParts) reads it.
+pub fn family_ids(groups: &Groups) -> Vec<u32> {
+    let mut seen: Vec<&str> = Vec::new();
+    groups
+        .family
+        .iter()
+        .map(|f| match seen.iter().position(|s| s == f) {
+            Some(i) => i as u32,
+            None => {
+                seen.push(f);
+                (seen.len() - 1) as u32
+            }
+        })
+        .collect()
+}
+
 /// One part of a mix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MixPart {

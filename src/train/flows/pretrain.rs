@@ -13,7 +13,7 @@ use crate::train::config::{member_seed, SupervisedConfig, TrainConfig};
 use crate::train::data::{self, Sample};
 use crate::train::model::{predict_members, Meta, Model};
 use crate::train::score;
-use crate::train::trainer::{mean_std, median_mad, parts_of, slope_within, Trainer};
+use crate::train::trainer::{mean_std, median_mad, parts_of, slope_within, RowParts, Trainer};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -262,7 +262,12 @@ fn train_member(
     let sup = cfg.supervised.clone();
     let of = |rows: &[usize]| set.groups.as_ref().map(|g| rows.iter().map(|&i| g.of[i]).collect());
     let (g_train, g_val): (Option<Vec<u32>>, Option<Vec<u32>>) = (of(&train), of(&val));
-    let groups = g_train.as_deref().zip(g_val.as_deref());
+    let family = set.groups.as_ref().map(mix::family_ids).unwrap_or_default();
+    let groups = g_train.as_deref().zip(g_val.as_deref()).map(|(train, val)| RowParts {
+        train,
+        val,
+        family: &family,
+    });
     trainer.supervised(&model, &tr, &va, groups, sup.epochs, sup.lr, "supervised")?;
     if sup.fcm_epochs > 0 && cfg.heads.k > 1 {
         trainer.fit_fcm(&mut model, &train_graphs)?;
