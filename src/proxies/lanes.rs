@@ -33,8 +33,9 @@ fn tasks<'p>(proxies: &[&'p dyn Proxy]) -> Vec<Vec<&'p dyn Proxy>> {
 }
 
 /// Scores every proxy of `proxies` on the network of `input`, on up to `lanes` threads (one:
-/// in this thread, in order). libtorch should run on one intra-op thread
-/// (`tch::set_num_threads(1)`), or the lanes compete with its threads.
+/// in this thread, in order). Each lane runs libtorch on as many intra-op threads as the
+/// caller's (a new thread would otherwise start at the machine's default); that should be one
+/// (`tch::set_num_threads(1)`), or the lanes compete with libtorch's threads.
 pub fn score_lanes(proxies: &[&dyn Proxy], input: ProxyInput, lanes: usize) -> Scores {
     if lanes <= 1 || proxies.len() <= 1 {
         let input = input.planning(proxies.iter().copied());
@@ -44,9 +45,11 @@ pub fn score_lanes(proxies: &[&dyn Proxy], input: ProxyInput, lanes: usize) -> S
     let tasks = tasks(proxies);
     let next = AtomicUsize::new(0);
     let out = Mutex::new(Scores::new());
+    let intra = tch::get_num_threads();
     std::thread::scope(|s| {
         for _ in 0..lanes.min(tasks.len()) {
             s.spawn(|| {
+                tch::set_num_threads(intra);
                 while let Some(task) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let input = ProxyInput::new(cg, images, seed, device)
                         .with_batch(batch)
