@@ -7,7 +7,8 @@ out"). Reads what `nape predict --json` printed, the members' meta.json and a la
     python3 scripts/prior_heads.py pred.json DIR/M LABELS.csv COLUMN [--calibrate cal.json]
 
 A model predicts `mean(prior) + in_domain * mean(dev)` (src/train/domain.rs); this recovers
-`mean(dev)` from the printed prediction and in_domain, and prints Spearman with COLUMN of: the
+`mean(dev)` from the printed prediction and in_domain (the prior from the printed FLOPs, as
+`features::log_flops` reads them up to its f32 rounding), and prints Spearman with COLUMN of: the
 prediction, the prior alone, the heads' part alone, and prior + dev unshrunk. With --calibrate
 (a second predict --json, on networks of the training families), also the prediction shrunk
 again by each network's uncertainty against the 90th percentile of the calibration set's.
@@ -59,6 +60,8 @@ def main():
     rows = [p for p in json.load(open(a.pred))["predictions"] if p.get("ok") and os.path.abspath(p["file"]) in labels]
     if len(rows) < 3:
         sys.exit(f"error: {len(rows)} predicted files of {a.pred} are in {a.labels}")
+    if any(p.get("in_domain") is None for p in rows):
+        sys.exit(f"error: {a.pred} has networks without an in_domain score: the model has no domain reference")
     y = [labels[os.path.abspath(p["file"])] for p in rows]
     prior = [sum(m["target_mean"] + m["flops_slope"] * math.log10(1 + p["flops"]) for m in metas) / len(metas) for p in rows]
     w = [p["in_domain"] for p in rows]
