@@ -211,3 +211,35 @@ fn executor_matches_tract_on_50_nb101_networks() {
 fn executor_matches_tract_on_50_nb201_networks() {
     check_space(Space::Nb201);
 }
+
+/// Under `no_grad` the ReLUs on one input (an NB-201 cell exports one per edge) are computed
+/// once and share their output; with gradients each runs. The outputs are bitwise the same.
+#[test]
+fn relus_on_one_input_run_once_without_gradients() {
+    use nape::onnx::from_proto;
+    use nape::spaces::nb201::{Arch, Dataset};
+    let spec = "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|";
+    let m =
+        Arch::parse(spec).expect("arch").build(Dataset::Cifar10, Weights::Inputs).expect("build");
+    let cg = from_proto(&m.model, spec, &ImportOptions::default()).expect("cg");
+    let ex = Executor::new(&cg, ExecOptions::default(), Init::Default, 5).expect("executor");
+    let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
+    let taps = Taps { relu_out: true, ..Default::default() };
+    let plain = tch::no_grad(|| ex.forward(&[x.shallow_clone()], taps)).expect("no_grad forward");
+    let graded = ex.forward(&[x.shallow_clone()], taps).expect("forward");
+    let distinct = |fwd: &nape::exec::Forward| {
+        let mut ptrs: Vec<usize> =
+            fwd.relu_out.iter().map(|t| t.value.data_ptr() as usize).collect();
+        ptrs.sort_unstable();
+        ptrs.dedup();
+        ptrs.len()
+    };
+    let relus = plain.relu_out.len();
+    assert_eq!(graded.relu_out.len(), relus);
+    assert_eq!(distinct(&graded), relus, "with gradients every ReLU runs");
+    assert!(distinct(&plain) < relus, "{} distinct of {relus}", distinct(&plain));
+    for (a, b) in plain.relu_out.iter().zip(&graded.relu_out) {
+        assert!(a.value.equal(&b.value.detach()), "{}", a.node);
+    }
+    assert!(plain.outputs[0].equal(&graded.outputs[0].detach()));
+}

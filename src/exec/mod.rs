@@ -333,6 +333,7 @@ impl<'a> Executor<'a> {
         let mut remaining = self.uses.clone();
         let mut fwd = Forward::default();
         let mut next_input = 0usize;
+        let mut relus: HashMap<(NodeIndex, usize), Tensor> = HashMap::new();
         let batch = inputs.first().map(|t| t.size().first().copied().unwrap_or(1)).unwrap_or(1);
         let ctx = ops::Ctx {
             kind: self.kind(),
@@ -344,6 +345,8 @@ impl<'a> Executor<'a> {
             let node = &cg.graph[n];
             // activation inputs by destination slot
             let mut acts: Vec<(usize, Tensor)> = Vec::new();
+            let mut freed: Vec<(NodeIndex, usize)> = Vec::new();
+            let mut read: Option<(NodeIndex, usize)> = None;
             for e in cg.graph.edges_directed(n, Direction::Incoming) {
                 let key = (e.source(), e.weight().src_slot);
                 let Some(v) = values.get(&key) else {
@@ -354,10 +357,12 @@ impl<'a> Executor<'a> {
                     ));
                 };
                 acts.push((e.weight().dst_slot, v.shallow_clone()));
+                read = Some(key);
                 if let Some(r) = remaining.get_mut(&key) {
                     *r -= 1;
                     if *r == 0 {
                         values.remove(&key);
+                        freed.push(key);
                     }
                 }
             }
@@ -383,17 +388,19 @@ impl<'a> Executor<'a> {
                 }
                 OpKind::BatchNorm if !self.opts.keep_bn => acts.into_iter().take(1).collect(),
                 _ => {
-                    let args = self.arguments(node, &acts);
                     if taps.relu_in && node.kind == OpKind::Relu {
                         if let Some(x) = acts.first() {
                             fwd.relu_in
                                 .push(Tap { node: node.name.clone(), value: x.shallow_clone() });
                         }
                     }
-                    ops::eval(node, &args, &ctx, self.opts.train)
-                        .map_err(|msg| node_error(cg, n, msg))?
+                    let memo = read.filter(|_| acts.len() == 1).map(|k| (k, &mut relus));
+                    self.eval_node(n, &acts, &ctx, memo)?
                 }
             };
+            for key in freed {
+                relus.remove(&key);
+            }
             if taps.relu_out && node.kind == OpKind::Relu {
                 if let Some(y) = outs.first() {
                     fwd.relu_out.push(Tap { node: node.name.clone(), value: y.shallow_clone() });
@@ -420,6 +427,33 @@ impl<'a> Executor<'a> {
             }
         }
         Ok(fwd)
+    }
+
+    /// Evaluates node `n` on its activations. A ReLU whose one input needs no gradient (a pass
+    /// under `no_grad`) is computed once per input and its output shared: NAS cells export a
+    /// ReLU per edge, several on one node's output. Sharing changes no value; where the input
+    /// needs a gradient each ReLU runs, so the backward sums the same terms in the same order.
+    fn eval_node(
+        &self,
+        n: NodeIndex,
+        acts: &[Tensor],
+        ctx: &ops::Ctx,
+        memo: Option<((NodeIndex, usize), &mut HashMap<(NodeIndex, usize), Tensor>)>,
+    ) -> Result<Vec<Tensor>> {
+        let node = &self.cg.graph[n];
+        let memo = memo.filter(|_| node.kind == OpKind::Relu && !acts[0].requires_grad());
+        if let Some((key, relus)) = &memo {
+            if let Some(y) = relus.get(key) {
+                return Ok(vec![y.shallow_clone()]);
+            }
+        }
+        let args = self.arguments(node, acts);
+        let outs = ops::eval(node, &args, ctx, self.opts.train)
+            .map_err(|msg| node_error(self.cg, n, msg))?;
+        if let (Some((key, relus)), Some(y)) = (memo, outs.first()) {
+            relus.insert(key, y.shallow_clone());
+        }
+        Ok(outs)
     }
 
     /// The node's arguments in ONNX slot order: activations where it reads activations,

@@ -168,7 +168,12 @@ fn channels_last(x: &Tensor, pool: impl Fn(&Tensor) -> TchResult<Tensor>) -> Tch
     // differently)
     let x = x.f_view([size[0], -1])?.f_view(size.as_slice())?;
     let nhwc = x.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])?;
-    pool(&nhwc)?.f_contiguous()
+    // the same round trip on the way out, the other way: the pool's gradient arrives as an
+    // NHWC copy, so its backward runs the channels-last kernel too (libtorch picks the pool
+    // backward's kernel by the gradient's layout; the contiguous one is element by element)
+    let y = pool(&nhwc)?.f_permute([0, 2, 3, 1])?;
+    let s = y.size();
+    y.f_view([s[0], -1])?.f_view(s.as_slice())?.f_permute([0, 3, 1, 2])?.f_contiguous()
 }
 
 fn slice(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {

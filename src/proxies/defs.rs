@@ -3,7 +3,7 @@
 use super::passes::{cross_entropy, first_output, sum_terms, tch_err, weights};
 use super::{Needs, Proxy, ProxyInput, Reads};
 use crate::error::Result;
-use crate::exec::{ExecOptions, Executor, Init, Taps};
+use crate::exec::{ExecOptions, Executor, Init, Tap, Taps};
 use crate::spaces::torchstat_flops;
 use tch::{Device, Kind, Tensor};
 
@@ -248,7 +248,7 @@ impl Proxy for Nwot {
         let f = |e| tch_err(input, "nwot", e);
         let n = fwd.relu_in[0].value.size()[0];
         let mut k = Tensor::zeros([n, n], (Kind::Double, input.device));
-        for t in &fwd.relu_in {
+        for (t, m) in distinct_taps(&fwd.relu_in) {
             // c c^T + (1 - c)(1 - c)^T = U - |c_i| - |c_j| + 2 c_i.c_j for binary codes of U
             // units: one matmul instead of two. Its entries are integers below U, exact in
             // float32 while U < 2^24 (float64 beyond).
@@ -271,11 +271,29 @@ impl Proxy for Nwot {
                 .and_then(|g| g.f_sub(&ones.f_unsqueeze(0)?))
                 .and_then(|g| g.f_add_scalar(units as f64))
                 .map_err(f)?;
-            k = k.f_add(&kk).map_err(f)?;
+            // m ReLUs on one input: m times one term, exact (integers below 2^53)
+            k = k.f_add(&kk.f_mul_scalar(m as f64).map_err(f)?).map_err(f)?;
         }
         let (_, logabs) = Tensor::f_linalg_slogdet(&k).map_err(f)?;
         logabs.f_double_value(&[]).map_err(f)
     }
+}
+
+/// The distinct tensors among `taps`, each with how many taps hold it: the ReLU nodes on one
+/// input tap shallow copies of one tensor (NAS cells export a ReLU per edge), so a sum over
+/// ReLUs can read each input once.
+fn distinct_taps(taps: &[Tap]) -> Vec<(&Tap, usize)> {
+    let same = |a: &Tensor, b: &Tensor| {
+        a.data_ptr() == b.data_ptr() && a.size() == b.size() && a.stride() == b.stride()
+    };
+    let mut out: Vec<(&Tap, usize)> = Vec::new();
+    for t in taps {
+        match out.iter_mut().find(|(u, _)| same(&u.value, &t.value)) {
+            Some((_, m)) => *m += 1,
+            None => out.push((t, 1)),
+        }
+    }
+    out
 }
 
 /// The number of distinct columns of a row-major `rows x cols` 0/1 matrix (`bits.len()` =
@@ -360,15 +378,13 @@ impl Proxy for Swap {
         for r in 0..self.repeats {
             ex.init(Init::Gaussian, input.seed.wrapping_add(r as u64 * 7919))?;
             let fwd = tch::no_grad(|| {
-                ex.forward(
-                    &[x.shallow_clone()],
-                    Taps { relu_out: true, relu_in: true, ..Default::default() },
-                )
+                ex.forward(&[x.shallow_clone()], Taps { relu_out: true, ..Default::default() })
             })?;
             // units x samples sign patterns, packed into bit keys per unit
+            // (ReLUs on one input repeat its columns: they add no distinct pattern)
             let mut parts = Vec::new();
-            for (tin, tout) in fwd.relu_in.iter().zip(&fwd.relu_out) {
-                if tin.value.dim() == 4 {
+            for (tout, _) in distinct_taps(&fwd.relu_out) {
+                if tout.value.dim() == 4 {
                     parts.push(
                         tout.value
                             .f_gt(0.0)
