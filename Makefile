@@ -207,7 +207,7 @@ bench-proxies: setup
 	$(CARGO_ENV) cargo build --release --bins
 	./target/release/nape bench --proxies --seconds 0.2 | sed -n '/zero-cost proxies/,$$p'
 	OMP_NUM_THREADS=1 $(PY_VENV)/bin/python scripts/bench_proxies_torch.py --nape ./target/release/nape \
-	  --data "$(NAPE_DATA)" --cells 12
+	  --data "$(NAPE_DATA)" --cells 12 --rounds 3
 
 # parsing only (no libtorch): the ignored test reads every family under NAPE_CORPUS
 corpus-check:

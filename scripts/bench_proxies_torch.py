@@ -9,12 +9,13 @@ nape: `nape proxies FILES --names P --threads 1`, one process per proxy over all
 Both sides use Gaussian batches of each proxy's reference size. The definitions are nape's
 (docs/proxies.md), as in zero-cost-nas / NASLib.
 
-    python scripts/bench_proxies_torch.py --nape target/release/nape --data DIR [--cells 12]
+    python scripts/bench_proxies_torch.py --nape target/release/nape --data DIR [--cells 12] [--rounds 3]
 """
 import argparse
 import csv
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,25 +131,39 @@ def nape_seconds(nape, files, names):
         return (time.perf_counter() - t0) / len(files)
 
 
+def one_round(nape, files, specs):
+    """One measurement of both sides, back to back: nape's six apart and together, PyTorch's."""
+    ours = {p: nape_seconds(nape, files, p) for p in SIX}
+    together = nape_seconds(nape, files, ",".join(SIX))
+    return ours, together, torch_seconds(specs)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nape", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--cells", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure both sides this many times, alternating; report medians "
+                         "(the machine's speed drifts between minutes)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     with open(os.path.join(a.data, "nasbench201", "nb201_all_15625.csv")) as f:
         rows = list(csv.DictReader(f))
     picked = random.Random(0).sample(rows, a.cells)
+    specs = [r["arch_str"] for r in picked]
     with tempfile.TemporaryDirectory() as out:
         ids = ",".join(r["index"] for r in picked)
         subprocess.run([a.nape, "export", "nb201", "--out", out, "--ids", ids, "--data", a.data,
                         "-q"], check=True)
         files = [os.path.join(out, f"{r['index']}.onnx") for r in picked]
-        ours = {p: nape_seconds(a.nape, files, p) for p in SIX}
-        together = nape_seconds(a.nape, files, ",".join(SIX))
-    theirs = torch_seconds([r["arch_str"] for r in picked])
-    print(f"{a.cells} NB-201 cells, seconds per network, one thread each")
+        rounds = [one_round(a.nape, files, specs) for _ in range(a.rounds)]
+    med = statistics.median
+    ours = {p: med(r[0][p] for r in rounds) for p in SIX}
+    theirs = {p: med(r[2][p] for r in rounds) for p in SIX}
+    together = med(r[1] for r in rounds)
+    print(f"{a.cells} NB-201 cells, seconds per network, one thread each"
+          + (f", medians of {a.rounds} rounds" if a.rounds > 1 else ""))
     print(f"{'proxy':<12} {'nape':>8} {'PyTorch':>8} {'ratio':>6}")
     for p in SIX:
         print(f"{p:<12} {ours[p]:>8.3f} {theirs[p]:>8.3f} {ours[p] / theirs[p]:>6.2f}")
@@ -156,6 +171,9 @@ def main():
     print(f"{'six, apart':<12} {sum(ours.values()):>8.3f} {summed:>8.3f} "
           f"{sum(ours.values()) / summed:>6.2f}")
     print(f"{'six together':<12} {together:>8.3f} {summed:>8.3f} {together / summed:>6.2f}")
+    if a.rounds > 1:
+        each = [r[1] / sum(r[2].values()) for r in rounds]
+        print("six together / PyTorch's six, each round: " + " ".join(f"{x:.2f}" for x in each))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 //! The proxies, one type each. Definitions: ANCHORS.md section 3.3 (the official code).
 
 use super::passes::{cross_entropy, first_output, sum_terms, tch_err, weights};
-use super::{Needs, Proxy, ProxyInput, Reads};
+use super::{score_by_parts, Needs, Proxy, ProxyInput, Reads};
 use crate::error::Result;
 use crate::exec::{ExecOptions, Executor, Init, Tap, Taps};
 use crate::spaces::torchstat_flops;
@@ -371,11 +371,20 @@ impl Proxy for Swap {
         self.samples * self.repeats
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
+        score_by_parts(self, input)
+    }
+    // the initialisations in four runs of consecutive ones, for lanes
+    fn parts(&self) -> usize {
+        self.repeats.clamp(1, 4)
+    }
+    /// The distinct-pattern count of each initialisation of part `part`.
+    fn score_part(&self, input: &ProxyInput, part: usize) -> Result<Vec<f64>> {
         let mut ex = input.executor(ExecOptions::default(), Init::Gaussian)?;
         let (x, _) = input.batch(self.samples, ex.kind())?;
         let f = |e| tch_err(input, "swap", e);
-        let mut total = 0f64;
-        for r in 0..self.repeats {
+        let parts = self.parts();
+        let mut counts = Vec::new();
+        for r in part * self.repeats / parts..(part + 1) * self.repeats / parts {
             ex.init(Init::Gaussian, input.seed.wrapping_add(r as u64 * 7919))?;
             let fwd = tch::no_grad(|| {
                 ex.forward(&[x.shallow_clone()], Taps { relu_out: true, ..Default::default() })
@@ -404,9 +413,13 @@ impl Proxy for Swap {
                 .and_then(|t| t.f_contiguous())
                 .map_err(f)?;
             let bits = Vec::<u8>::try_from(m.f_flatten(0, -1).map_err(f)?).map_err(f)?;
-            total += distinct_columns(&bits, x.size()[0] as usize) as f64;
+            counts.push(distinct_columns(&bits, x.size()[0] as usize) as f64);
         }
-        let swap = total / self.repeats as f64;
+        Ok(counts)
+    }
+    fn combine(&self, input: &ProxyInput, parts: Vec<Vec<f64>>) -> Result<f64> {
+        // integer counts: their float64 sum is exact in any grouping
+        let swap = parts.iter().flatten().sum::<f64>() / self.repeats as f64;
         Ok(match self.reg {
             Some((mu, sigma)) => {
                 let p = input.cg.summary().params as f64 / 1e3;
@@ -493,31 +506,35 @@ impl Proxy for Epsinas {
         2 * 256
     }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
-        let mut ex = input.executor(ExecOptions::default(), Init::Constant(self.weights.0))?;
+        score_by_parts(self, input)
+    }
+    // one part per constant, for lanes
+    fn parts(&self) -> usize {
+        2
+    }
+    /// The outputs under constant `part`, min-max normalised, exact zeros NaN.
+    fn score_part(&self, input: &ProxyInput, part: usize) -> Result<Vec<f64>> {
+        let w = if part == 0 { self.weights.0 } else { self.weights.1 };
+        let ex = input.executor(ExecOptions::default(), Init::Constant(w))?;
         let (x, _) = input.batch(256, ex.kind())?;
         let f = |e| tch_err(input, "epsinas", e);
-        let mut ps = Vec::new();
-        for w in [self.weights.0, self.weights.1] {
-            ex.init(Init::Constant(w), input.seed)?;
-            let y = tch::no_grad(|| logits(&ex, &x, input))?.to_kind(Kind::Double).flatten(0, -1);
-            let v: Vec<f64> = Vec::<f64>::try_from(&y).map_err(f)?;
-            let (lo, hi) = v
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-            let span = hi - lo;
-            ps.push(
-                v.iter()
-                    .map(|&x| {
-                        let p = if span > 0.0 { (x - lo) / span } else { f64::NAN };
-                        if p == 0.0 {
-                            f64::NAN
-                        } else {
-                            p
-                        }
-                    })
-                    .collect::<Vec<f64>>(),
-            );
-        }
+        let y = tch::no_grad(|| logits(&ex, &x, input))?.to_kind(Kind::Double).flatten(0, -1);
+        let v: Vec<f64> = Vec::<f64>::try_from(&y).map_err(f)?;
+        let (lo, hi) =
+            v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        let span = hi - lo;
+        Ok(v.iter()
+            .map(|&x| {
+                let p = if span > 0.0 { (x - lo) / span } else { f64::NAN };
+                if p == 0.0 {
+                    f64::NAN
+                } else {
+                    p
+                }
+            })
+            .collect())
+    }
+    fn combine(&self, input: &ProxyInput, ps: Vec<Vec<f64>>) -> Result<f64> {
         let nanmean = |it: &mut dyn Iterator<Item = f64>| {
             let (s, n) = it.filter(|v| !v.is_nan()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
             if n == 0 {
@@ -526,8 +543,11 @@ impl Proxy for Epsinas {
                 s / n as f64
             }
         };
-        let num = nanmean(&mut ps[0].iter().zip(&ps[1]).map(|(a, b)| (a - b).abs()));
-        let den = nanmean(&mut ps[0].iter().chain(&ps[1]).copied());
+        let [p1, p2] = ps.as_slice() else {
+            return Err(input.fail(format!("epsinas: 2 parts expected, {} given", ps.len())));
+        };
+        let num = nanmean(&mut p1.iter().zip(p2).map(|(a, b)| (a - b).abs()));
+        let den = nanmean(&mut p1.iter().chain(p2).copied());
         let eps = num / den;
         if !eps.is_finite() {
             return Err(input.fail(

@@ -232,6 +232,25 @@ pub trait Proxy: Send + Sync {
             Needs::Images(n) => 3 * n,
         }
     }
+    /// How many independent parts its score splits into, so that lanes can run them apart
+    /// (1: it does not split). [`Proxy::score`] must equal [`Proxy::combine`] of every part.
+    fn parts(&self) -> usize {
+        1
+    }
+    /// Part `i` of [`Proxy::parts`]: the numbers [`Proxy::combine`] reads.
+    fn score_part(&self, input: &ProxyInput, _part: usize) -> Result<Vec<f64>> {
+        Ok(vec![self.score(input)?])
+    }
+    /// The score from every part's numbers, in part order.
+    fn combine(&self, _input: &ProxyInput, parts: Vec<Vec<f64>>) -> Result<f64> {
+        Ok(parts.first().and_then(|p| p.first()).copied().unwrap_or(f64::NAN))
+    }
+}
+
+/// A split proxy's score, its parts run in order on this thread (its [`Proxy::score`]).
+pub(crate) fn score_by_parts(p: &dyn Proxy, input: &ProxyInput) -> Result<f64> {
+    let parts = (0..p.parts()).map(|i| p.score_part(input, i)).collect::<Result<Vec<_>>>()?;
+    p.combine(input, parts)
 }
 
 /// Every proxy nape computes, in NASLib's order, with default settings.
@@ -279,7 +298,12 @@ pub fn score_all(proxies: &[Box<dyn Proxy>], input: ProxyInput) -> Scores {
 /// One proxy's score of one network, keyed by its name; a failure (or a value that is not
 /// finite) is kept as its message.
 pub fn score_one(p: &dyn Proxy, input: &ProxyInput) -> Scores {
-    let r = p.score(input).and_then(|v| {
+    finite(p, input, p.score(input))
+}
+
+/// A proxy's result keyed by its name, a value that is not finite made an error.
+pub(crate) fn finite(p: &dyn Proxy, input: &ProxyInput, r: Result<f64>) -> Scores {
+    let r = r.and_then(|v| {
         if v.is_finite() {
             Ok(v)
         } else {
