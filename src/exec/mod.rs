@@ -343,31 +343,7 @@ impl<'a> Executor<'a> {
         };
         for &n in &self.order {
             let node = &cg.graph[n];
-            // activation inputs by destination slot
-            let mut acts: Vec<(usize, Tensor)> = Vec::new();
-            let mut freed: Vec<(NodeIndex, usize)> = Vec::new();
-            let mut read: Option<(NodeIndex, usize)> = None;
-            for e in cg.graph.edges_directed(n, Direction::Incoming) {
-                let key = (e.source(), e.weight().src_slot);
-                let Some(v) = values.get(&key) else {
-                    return Err(node_error(
-                        cg,
-                        n,
-                        format!("input '{}' was not computed", e.weight().name),
-                    ));
-                };
-                acts.push((e.weight().dst_slot, v.shallow_clone()));
-                read = Some(key);
-                if let Some(r) = remaining.get_mut(&key) {
-                    *r -= 1;
-                    if *r == 0 {
-                        values.remove(&key);
-                        freed.push(key);
-                    }
-                }
-            }
-            acts.sort_by_key(|(s, _)| *s);
-            let acts: Vec<Tensor> = acts.into_iter().map(|(_, t)| t).collect();
+            let Gathered { acts, read, freed } = gather(cg, n, &mut values, &mut remaining)?;
             let outs: Vec<Tensor> = match node.kind {
                 OpKind::Input => {
                     let Some(x) = inputs.get(next_input) else {
@@ -401,24 +377,8 @@ impl<'a> Executor<'a> {
             for key in freed {
                 relus.remove(&key);
             }
-            if taps.relu_out && node.kind == OpKind::Relu {
-                if let Some(y) = outs.first() {
-                    fwd.relu_out.push(Tap { node: node.name.clone(), value: y.shallow_clone() });
-                }
-            }
-            if taps.weighted_out
-                && node.operands.iter().any(|o| {
-                    o.param
-                        && self
-                            .param_index
-                            .get(&o.name)
-                            .is_some_and(|&i| self.params[i].role == Role::Weight)
-                })
-            {
-                if let Some(y) = outs.first() {
-                    fwd.weighted_out
-                        .push(Tap { node: node.name.clone(), value: y.shallow_clone() });
-                }
+            if let Some(y) = outs.first() {
+                self.tap_output(node, y, taps, &mut fwd);
             }
             for (slot, t) in outs.into_iter().enumerate() {
                 if self.uses.contains_key(&(n, slot)) {
@@ -427,6 +387,27 @@ impl<'a> Executor<'a> {
             }
         }
         Ok(fwd)
+    }
+
+    /// Keeps `y`, the first output of `node`, where `taps` asks for it: a ReLU's output, or
+    /// the output of a node with a conv/linear weight.
+    fn tap_output(&self, node: &OpNode, y: &Tensor, taps: Taps, fwd: &mut Forward) {
+        let tap = || Tap { node: node.name.clone(), value: y.shallow_clone() };
+        if taps.relu_out && node.kind == OpKind::Relu {
+            fwd.relu_out.push(tap());
+        }
+        let weighted = || {
+            node.operands.iter().any(|o| {
+                o.param
+                    && self
+                        .param_index
+                        .get(&o.name)
+                        .is_some_and(|&i| self.params[i].role == Role::Weight)
+            })
+        };
+        if taps.weighted_out && weighted() {
+            fwd.weighted_out.push(tap());
+        }
     }
 
     /// Evaluates node `n` on its activations. A ReLU whose one input needs no gradient (a pass
@@ -438,7 +419,7 @@ impl<'a> Executor<'a> {
         n: NodeIndex,
         acts: &[Tensor],
         ctx: &ops::Ctx,
-        memo: Option<((NodeIndex, usize), &mut HashMap<(NodeIndex, usize), Tensor>)>,
+        memo: Option<(Key, &mut HashMap<Key, Tensor>)>,
     ) -> Result<Vec<Tensor>> {
         let node = &self.cg.graph[n];
         let memo = memo.filter(|_| node.kind == OpKind::Relu && !acts[0].requires_grad());
@@ -485,6 +466,48 @@ impl<'a> Executor<'a> {
         }
         args
     }
+}
+
+/// A node output: the node and the output's slot.
+type Key = (NodeIndex, usize);
+
+/// A node's activation inputs, read from the computed values.
+struct Gathered {
+    /// By destination slot.
+    acts: Vec<Tensor>,
+    /// The value the last input edge read.
+    read: Option<(NodeIndex, usize)>,
+    /// The values this node was the last to read (dropped from `values`).
+    freed: Vec<(NodeIndex, usize)>,
+}
+
+/// Reads node `n`'s inputs from `values`, dropping each value its last consumer has read.
+fn gather(
+    cg: &Cg,
+    n: NodeIndex,
+    values: &mut HashMap<(NodeIndex, usize), Tensor>,
+    remaining: &mut HashMap<(NodeIndex, usize), usize>,
+) -> Result<Gathered> {
+    let mut acts: Vec<(usize, Tensor)> = Vec::new();
+    let mut freed = Vec::new();
+    let mut read = None;
+    for e in cg.graph.edges_directed(n, Direction::Incoming) {
+        let key = (e.source(), e.weight().src_slot);
+        let Some(v) = values.get(&key) else {
+            return Err(node_error(cg, n, format!("input '{}' was not computed", e.weight().name)));
+        };
+        acts.push((e.weight().dst_slot, v.shallow_clone()));
+        read = Some(key);
+        if let Some(r) = remaining.get_mut(&key) {
+            *r -= 1;
+            if *r == 0 {
+                values.remove(&key);
+                freed.push(key);
+            }
+        }
+    }
+    acts.sort_by_key(|(s, _)| *s);
+    Ok(Gathered { acts: acts.into_iter().map(|(_, t)| t).collect(), read, freed })
 }
 
 /// A constant operand as a tensor. Floats take the executor's kind; integers stay int64.

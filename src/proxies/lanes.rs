@@ -22,6 +22,9 @@ use std::sync::Mutex;
 /// Each proxy's score, or its failure's message, by name.
 pub type Scores = BTreeMap<String, std::result::Result<f64, String>>;
 
+/// The split proxies' parts, by proxy name and part.
+type Parts = BTreeMap<(String, usize), Result<Vec<f64>>>;
+
 /// One unit of a lane's work: a proxy's score, or one of its parts.
 #[derive(Clone, Copy)]
 struct Job<'p> {
@@ -68,7 +71,7 @@ pub fn score_lanes(proxies: &[&dyn Proxy], input: ProxyInput, lanes: usize) -> S
     let tasks = tasks(proxies);
     let next = AtomicUsize::new(0);
     let out = Mutex::new(Scores::new());
-    let parts: Mutex<BTreeMap<(String, usize), Result<Vec<f64>>>> = Mutex::new(BTreeMap::new());
+    let parts: Mutex<Parts> = Mutex::new(Parts::new());
     let intra = tch::get_num_threads();
     std::thread::scope(|s| {
         for _ in 0..lanes.min(tasks.len()) {
