@@ -333,7 +333,7 @@ impl<'a> Executor<'a> {
         let mut remaining = self.uses.clone();
         let mut fwd = Forward::default();
         let mut next_input = 0usize;
-        let mut relus: HashMap<(NodeIndex, usize), Tensor> = HashMap::new();
+        let mut relus: HashMap<Key, Tensor> = HashMap::new();
         let batch = inputs.first().map(|t| t.size().first().copied().unwrap_or(1)).unwrap_or(1);
         let ctx = ops::Ctx {
             kind: self.kind(),
@@ -476,17 +476,17 @@ struct Gathered {
     /// By destination slot.
     acts: Vec<Tensor>,
     /// The value the last input edge read.
-    read: Option<(NodeIndex, usize)>,
+    read: Option<Key>,
     /// The values this node was the last to read (dropped from `values`).
-    freed: Vec<(NodeIndex, usize)>,
+    freed: Vec<Key>,
 }
 
 /// Reads node `n`'s inputs from `values`, dropping each value its last consumer has read.
 fn gather(
     cg: &Cg,
     n: NodeIndex,
-    values: &mut HashMap<(NodeIndex, usize), Tensor>,
-    remaining: &mut HashMap<(NodeIndex, usize), usize>,
+    values: &mut HashMap<Key, Tensor>,
+    remaining: &mut HashMap<Key, usize>,
 ) -> Result<Gathered> {
     let mut acts: Vec<(usize, Tensor)> = Vec::new();
     let mut freed = Vec::new();

@@ -379,22 +379,26 @@ impl Proxy for Swap {
     }
     /// The distinct-pattern count of each initialisation of part `part`.
     fn score_part(&self, input: &ProxyInput, part: usize) -> Result<Vec<f64>> {
-        let mut ex = input.executor(ExecOptions::default(), Init::Gaussian)?;
+        let seed = |r: usize| input.seed.wrapping_add(r as u64 * 7919);
+        let (first, end) =
+            (part * self.repeats / self.parts(), (part + 1) * self.repeats / self.parts());
+        let mut ex = input.executor_at(ExecOptions::default(), Init::Gaussian, seed(first))?;
         let (x, _) = input.batch(self.samples, ex.kind())?;
         let f = |e| tch_err(input, "swap", e);
-        let parts = self.parts();
         let mut counts = Vec::new();
-        for r in part * self.repeats / parts..(part + 1) * self.repeats / parts {
-            ex.init(Init::Gaussian, input.seed.wrapping_add(r as u64 * 7919))?;
+        for r in first..end {
+            if r > first {
+                ex.init(Init::Gaussian, seed(r))?;
+            }
             let fwd = tch::no_grad(|| {
                 ex.forward(&[x.shallow_clone()], Taps { relu_out: true, ..Default::default() })
             })?;
             // units x samples sign patterns, packed into bit keys per unit
             // (ReLUs on one input repeat its columns: they add no distinct pattern)
-            let mut parts = Vec::new();
+            let mut codes = Vec::new();
             for (tout, _) in distinct_taps(&fwd.relu_out) {
                 if tout.value.dim() == 4 {
-                    parts.push(
+                    codes.push(
                         tout.value
                             .f_gt(0.0)
                             .and_then(|t| t.f_reshape([x.size()[0], -1]))
@@ -402,12 +406,12 @@ impl Proxy for Swap {
                     );
                 }
             }
-            if parts.is_empty() {
+            if codes.is_empty() {
                 return Err(
                     input.fail("swap needs ReLUs on 4-D activations; the network has none".into())
                 );
             }
-            let m = Tensor::f_cat(&parts, 1)
+            let m = Tensor::f_cat(&codes, 1)
                 .and_then(|t| t.f_to_kind(Kind::Uint8))
                 .and_then(|t| t.f_to_device(Device::Cpu))
                 .and_then(|t| t.f_contiguous())

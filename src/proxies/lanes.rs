@@ -101,7 +101,11 @@ pub fn score_lanes(proxies: &[&dyn Proxy], input: ProxyInput, lanes: usize) -> S
     for p in proxies.iter().filter(|p| p.parts() > 1) {
         let input = fresh();
         let mine: Result<Vec<Vec<f64>>> = (0..p.parts())
-            .map(|i| parts.remove(&(p.name().to_string(), i)).unwrap_or_else(|| Ok(Vec::new())))
+            .map(|i| {
+                parts.remove(&(p.name().to_string(), i)).unwrap_or_else(|| {
+                    Err(input.fail(format!("{}: part {i} did not run", p.name())))
+                })
+            })
             .collect();
         out.extend(finite(*p, &input, mine.and_then(|v| p.combine(&input, v))));
     }

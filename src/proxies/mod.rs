@@ -192,7 +192,13 @@ impl<'a> ProxyInput<'a> {
 
     /// An executor with the given options and initialisation, seeded.
     pub fn executor(&self, opts: ExecOptions, init: Init) -> Result<Executor<'a>> {
-        Executor::new(self.cg, ExecOptions { device: self.device, ..opts }, init, self.seed)
+        self.executor_at(opts, init, self.seed)
+    }
+
+    /// The same, initialised from `seed` instead of the input's (a proxy that draws several
+    /// initialisations builds its network at the first).
+    pub fn executor_at(&self, opts: ExecOptions, init: Init, seed: u64) -> Result<Executor<'a>> {
+        Executor::new(self.cg, ExecOptions { device: self.device, ..opts }, init, seed)
     }
 
     /// A proxy failure for this network.
