@@ -1,9 +1,10 @@
 //! The proxies, one type each. Definitions: ANCHORS.md section 3.3 (the official code).
 
+use super::codes::{add_agreements, distinct_columns, distinct_taps};
 use super::passes::{cross_entropy, first_output, sum_terms, tch_err, weights};
 use super::{score_by_parts, Needs, Proxy, ProxyInput, Reads};
 use crate::error::Result;
-use crate::exec::{ExecOptions, Executor, Init, Tap, Taps};
+use crate::exec::{ExecOptions, Executor, Init, Taps};
 use crate::spaces::torchstat_flops;
 use tch::{Device, Kind, Tensor};
 
@@ -247,92 +248,24 @@ impl Proxy for Nwot {
         }
         let f = |e| tch_err(input, "nwot", e);
         let n = fwd.relu_in[0].value.size()[0];
-        let mut k = Tensor::zeros([n, n], (Kind::Double, input.device));
+        let mut k = vec![0f64; (n * n) as usize];
         for (t, m) in distinct_taps(&fwd.relu_in) {
-            // c c^T + (1 - c)(1 - c)^T = U - |c_i| - |c_j| + 2 c_i.c_j for binary codes of U
-            // units: one matmul instead of two. Its entries are integers below U, exact in
-            // float32 while U < 2^24 (float64 beyond).
-            let units = t.value.numel() as i64 / n.max(1);
-            let kind = if units < 1 << 24 { Kind::Float } else { Kind::Double };
-            let c = t
+            let bits = t
                 .value
                 .f_gt(0.0)
-                .and_then(|c| c.f_reshape([n, -1]))
-                .and_then(|c| c.f_to_kind(kind))
+                .and_then(|c| c.f_to_kind(Kind::Uint8))
+                .and_then(|c| c.f_to_device(Device::Cpu))
+                .and_then(|c| c.f_contiguous())
+                .and_then(|c| c.f_flatten(0, -1))
                 .map_err(f)?;
-            let ones = c.f_sum_dim_intlist(1, false, Kind::Double).map_err(f)?;
-            let dot = c
-                .f_matmul(&c.f_transpose(0, 1).map_err(f)?)
-                .and_then(|g| g.f_to_kind(Kind::Double))
-                .map_err(f)?;
-            let kk = dot
-                .f_mul_scalar(2.0)
-                .and_then(|g| g.f_sub(&ones.f_unsqueeze(1)?))
-                .and_then(|g| g.f_sub(&ones.f_unsqueeze(0)?))
-                .and_then(|g| g.f_add_scalar(units as f64))
-                .map_err(f)?;
+            let bits = Vec::<u8>::try_from(bits).map_err(f)?;
             // m ReLUs on one input: m times one term, exact (integers below 2^53)
-            k = k.f_add(&kk.f_mul_scalar(m as f64).map_err(f)?).map_err(f)?;
+            add_agreements(&mut k, &bits, n as usize, m as f64);
         }
+        let k = Tensor::from_slice(&k).reshape([n, n]).to_device(input.device);
         let (_, logabs) = Tensor::f_linalg_slogdet(&k).map_err(f)?;
         logabs.f_double_value(&[]).map_err(f)
     }
-}
-
-/// The distinct tensors among `taps`, each with how many taps hold it: the ReLU nodes on one
-/// input tap shallow copies of one tensor (NAS cells export a ReLU per edge), so a sum over
-/// ReLUs can read each input once.
-fn distinct_taps(taps: &[Tap]) -> Vec<(&Tap, usize)> {
-    let same = |a: &Tensor, b: &Tensor| {
-        a.data_ptr() == b.data_ptr() && a.size() == b.size() && a.stride() == b.stride()
-    };
-    let mut out: Vec<(&Tap, usize)> = Vec::new();
-    for t in taps {
-        match out.iter_mut().find(|(u, _)| same(&u.value, &t.value)) {
-            Some((_, m)) => *m += 1,
-            None => out.push((t, 1)),
-        }
-    }
-    out
-}
-
-/// The number of distinct columns of a row-major `rows x cols` 0/1 matrix (`bits.len()` =
-/// rows x cols): SWAP's distinct per-unit activation patterns across the samples. Up to 24 rows
-/// (SWAP's 16 samples) each column's pattern is a number below 2^rows, marked in a bitmap;
-/// beyond, each column is packed into 64-bit words, then sorted and deduplicated.
-fn distinct_columns(bits: &[u8], rows: usize) -> usize {
-    if rows == 0 || bits.is_empty() {
-        return 0;
-    }
-    let cols = bits.len() / rows;
-    if rows <= 24 {
-        let mut keys = vec![0u32; cols];
-        for (r, row) in bits.chunks_exact(cols).enumerate() {
-            for (k, &b) in keys.iter_mut().zip(row) {
-                *k |= u32::from(b != 0) << r;
-            }
-        }
-        let mut seen = vec![0u64; (1usize << rows).div_ceil(64)];
-        let mut distinct = 0;
-        for k in keys {
-            let (word, bit) = (k as usize / 64, k % 64);
-            distinct += usize::from(seen[word] >> bit & 1 == 0);
-            seen[word] |= 1 << bit;
-        }
-        return distinct;
-    }
-    let words = rows.div_ceil(64);
-    let mut keys = vec![0u64; cols * words];
-    for (r, row) in bits.chunks_exact(cols).enumerate() {
-        let (w, shift) = (r / 64, r % 64);
-        for (c, &b) in row.iter().enumerate() {
-            keys[c * words + w] |= u64::from(b != 0) << shift;
-        }
-    }
-    let mut cols: Vec<&[u64]> = keys.chunks_exact(words).collect();
-    cols.sort_unstable();
-    cols.dedup();
-    cols.len()
 }
 
 /// SWAP: conv/linear weights N(0, 1), biases 0, BN scale 1 and shift 0; 16 samples; the
@@ -560,35 +493,5 @@ impl Proxy for Epsinas {
             ));
         }
         Ok(eps)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::distinct_columns;
-
-    #[test]
-    fn distinct_columns_counts_patterns_across_rows() {
-        // 3 rows x 4 columns: columns (1,0,1), (1,0,1), (0,0,0), (0,1,0) -> 3 distinct
-        let bits = [1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0];
-        assert_eq!(distinct_columns(&bits, 3), 3);
-        // 24 rows (the bitmap) and 25 (the sort) count the same patterns
-        for rows in [24, 25] {
-            let bits: Vec<u8> = (0..rows * 300).map(|i| u8::from((i * 7919 % 13) < 6)).collect();
-            let cols = 300;
-            let mut patterns: Vec<Vec<u8>> =
-                (0..cols).map(|c| (0..rows).map(|r| bits[r * cols + c]).collect()).collect();
-            patterns.sort();
-            patterns.dedup();
-            assert_eq!(distinct_columns(&bits, rows), patterns.len(), "{rows} rows");
-        }
-        // more than 64 rows: columns differ only in row 70
-        let rows = 71;
-        let mut bits = vec![1u8; rows * 2];
-        bits[70 * 2 + 1] = 0;
-        assert_eq!(distinct_columns(&bits, rows), 2);
-        bits[70 * 2 + 1] = 1;
-        assert_eq!(distinct_columns(&bits, rows), 1);
-        assert_eq!(distinct_columns(&[], 4), 0);
     }
 }

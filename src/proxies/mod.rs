@@ -10,6 +10,7 @@
 //! A network with an op the executor cannot run gets a per-proxy error; the static proxies
 //! still work.
 
+mod codes;
 mod defs;
 mod lanes;
 mod passes;
