@@ -120,6 +120,12 @@ pub fn log_flops(g: &GraphFeatures) -> f64 {
     g.global.get(GLOBAL_LOG_FLOPS).map_or(0.0, |&v| f64::from(v) * 11.0)
 }
 
+/// log2(1 + depth) of the canonical graph (its longest input-to-output path in compute
+/// nodes), read back from its graph-level features (stored / 10, two after log FLOPs).
+pub fn log_depth(g: &GraphFeatures) -> f64 {
+    g.global.get(GLOBAL_LOG_FLOPS + 2).map_or(0.0, |&v| f64::from(v) * 10.0)
+}
+
 /// Values are clamped here after normalisation (GENNAPE allows up to 10x the scale).
 const CLAMP: f32 = 10.0;
 

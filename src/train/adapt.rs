@@ -97,10 +97,11 @@ pub fn recalibrate(
     match cfg.base {
         Base::Flops => {
             // the slopes live in "higher is better" units of the target, whatever its sign;
-            // both move with the target's spread (a mix model has a params slope too)
+            // they move with the target's spread (a mix model has a depth slope too)
             let scale = if train_mad > 0.0 { spread / train_mad } else { 1.0 };
             m.flops_slope *= scale;
             m.params_slope *= scale;
+            m.depth_slope *= scale;
         }
         Base::Ridge => {
             let x: Vec<[f64; 2]> =
@@ -108,6 +109,7 @@ pub fn recalibrate(
             let [a, b] = ridge2(&x, &y);
             m.flops_slope = a;
             m.params_slope = b;
+            m.depth_slope = 0.0;
         }
     }
     m.target_sign = sign;

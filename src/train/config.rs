@@ -67,7 +67,9 @@ pub struct SupervisedConfig {
     /// Epochs after fitting fuzzy c-means on the embeddings (0 keeps uniform memberships).
     pub fcm_epochs: usize,
     /// GENNAPE's FLOPs transform: fit `target = a + b log10(1 + FLOPs)` on the training labels
-    /// and train the heads on what it leaves (`train::model::Meta::flops_slope`).
+    /// and train the heads on what it leaves (`train::model::Meta::flops_slope`). A mix fits
+    /// its base line on log FLOPs, log parameters and log depth within its parts instead
+    /// (`train::flows::mix::within_slopes`).
     pub flops_transform: bool,
 }
 

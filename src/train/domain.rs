@@ -4,9 +4,10 @@
 //! trained on.
 //!
 //! A model predicts `prior + dev`: `prior` is its base line (the training family's location
-//! plus the FLOPs/params slope, GENNAPE's transform), `dev` what the heads add from the graph.
-//! The base line holds what is true of networks in general (more compute, more accuracy, at
-//! this slope); the heads hold what the model learnt of its family. Far from the family, the
+//! plus the FLOPs slope, GENNAPE's transform; a mix's slopes on log FLOPs and log depth,
+//! fitted within its families), `dev` what the heads add from the graph. The base
+//! line holds what is true of networks in general (more compute, more depth, more accuracy, at
+//! these slopes); the heads hold what the model learnt of its family. Far from the family, the
 //! heads extrapolate, and on real ImageNet architectures the bundled NB-101 model's heads rank
 //! against accuracy. So:
 //!

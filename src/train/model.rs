@@ -67,6 +67,11 @@ pub struct Meta {
     /// (0 unless a fine-tune fitted the base by least squares on both; see `train::adapt`).
     #[serde(default)]
     pub params_slope: f64,
+    /// The third term of the base line, on log2(1 + depth) of the canonical graph (a mix's
+    /// base line on the universal features, `train::flows::mix::within_slopes`; 0 otherwise
+    /// and in checkpoints written before it).
+    #[serde(default)]
+    pub depth_slope: f64,
     /// +1 when higher targets are better, -1 for a target where lower is better (an error, a
     /// loss): the model is trained on `target_sign * target` and predicts in the target's own
     /// units.
@@ -118,10 +123,12 @@ fn one() -> f64 {
 
 impl Meta {
     /// The base line of a graph: `flops_slope * log10(1 + FLOPs) + params_slope *
-    /// log10(1 + params)`, in the (signed) target's units; the heads predict what it leaves.
+    /// log10(1 + params) + depth_slope * log2(1 + depth)`, in the (signed) target's units; the
+    /// heads predict what it leaves.
     pub fn base(&self, g: &GraphFeatures) -> f64 {
         self.flops_slope * crate::features::log_flops(g)
             + self.params_slope * crate::features::graf::log10_params(g)
+            + self.depth_slope * crate::features::log_depth(g)
     }
 
     /// Metadata for a new model trained with `config`.
@@ -141,6 +148,7 @@ impl Meta {
             target_spread: 0.0,
             target_mad: None,
             params_slope: 0.0,
+            depth_slope: 0.0,
             target_sign: 1.0,
             residual_weight: 1.0,
             dims: FeatureDims::current(),
@@ -301,7 +309,7 @@ impl Model {
     }
 
     /// What the heads are trained to output for a network `g` whose target is `y`: the target
-    /// less the FLOPs term ([`Meta::flops_slope`]), standardised.
+    /// less the base line ([`Meta::base`]), standardised.
     pub fn standardise(&self, g: &GraphFeatures, y: f64) -> f64 {
         (self.meta.target_sign * y - self.meta.base(g) - self.meta.target_mean)
             / self.meta.target_std

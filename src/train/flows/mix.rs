@@ -12,10 +12,11 @@
 //! - Batches come from one part at a time (`Trainer::supervised` with groups), so the pairwise
 //!   ranking loss compares networks of one family and target only; a part's share of batches
 //!   goes as its size to `temperature`.
-//! - The base line (GENNAPE's slope on log FLOPs, [`within_slope`]) is fitted *within* the
-//!   parts: it says how much more compute helps inside a family, not how families differ.
-//!   Each part is then placed by its mean compute at that slope ([`placed`]), so the heads
-//!   learn only what a network has beyond its family's compute trend.
+//! - The base line (slopes on the universal features log FLOPs and log depth,
+//!   [`within_slopes`], each at least 0) is fitted *within* the parts: it says how much more
+//!   compute and depth help inside a family, not how families differ. Each part is then
+//!   placed by its mean features at those slopes ([`placed`]), so the heads learn only what a
+//!   network has beyond its family's trend.
 //!
 //! The model's prediction is a relative score on that scale: it ranks the networks of one
 //! family; `nape finetune --labels` maps it to a user's units.
@@ -26,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::graph::fnv1a;
 use crate::train::config::{member_seed, MixConfig, TrainConfig};
 use crate::train::data;
-use crate::train::trainer::{part_means, parts_of, slope_within};
+use crate::train::trainer::{part_means, parts_of};
 use std::path::Path;
 
 /// The name of a mix's standardised target.
@@ -233,20 +234,92 @@ pub fn split_groups(
     (test, val, train)
 }
 
-/// The base line's slope on log10 FLOPs (GENNAPE's transform): least squares on the rows'
-/// deviations from their part's means (a fixed effect per part), at least 0 (more compute
-/// does not lower accuracy, the prior the base line stands for).
-pub fn within_slope(x: &[f64], y: &[f64], of: &[u32]) -> f64 {
-    slope_within(x, y, of).max(0.0)
+/// The universal features of the base line, in [`within_slopes`]' column order: log10(1 +
+/// FLOPs) and log2(1 + depth). Parameters are left out: within the cell spaces they move with
+/// FLOPs (the two slopes are not identified there), and between them the fit picks one almost
+/// at random (docs/universal.md, "Depth in the base line"). Input resolution does not vary
+/// within any part, so no within-part slope can be fitted on it.
+pub fn base_features(g: &crate::features::GraphFeatures) -> [f64; 2] {
+    [crate::features::log_flops(g), crate::features::log_depth(g)]
 }
 
-/// Each row's target placed by its part's mean compute, `y + slope (mean_part(x) -
-/// mean(x))`, so that `placed - slope x` keeps only the row's deviation from its part's
-/// compute trend (plus one constant).
-pub fn placed(x: &[f64], y: &[f64], of: &[u32], slope: f64) -> Vec<f64> {
-    let (mx, _) = part_means(x, y, of);
-    let all = x.iter().sum::<f64>() / x.len().max(1) as f64;
-    y.iter().zip(of).map(|(v, &g)| v + slope * (mx[g as usize] - all)).collect()
+/// The base line's slopes on `x`'s columns: least squares on the rows' deviations from their
+/// part's means (a fixed effect per part), each slope at least 0 (more compute and more depth
+/// do not lower accuracy: the prior the base line stands for). The non-negative fit is exact:
+/// the best-fitting of the column subsets whose unconstrained slopes are all >= 0, the other
+/// slopes 0.
+pub fn within_slopes<const K: usize>(x: &[[f64; K]], y: &[f64], of: &[u32]) -> [f64; K] {
+    let col = |k: usize| x.iter().map(|r| r[k]).collect::<Vec<f64>>();
+    let means: Vec<(Vec<f64>, Vec<f64>)> = (0..K).map(|k| part_means(&col(k), y, of)).collect();
+    let (mut sxx, mut sxy, mut syy) = ([[0.0; K]; K], [0.0; K], 0.0);
+    for ((r, yi), &g) in x.iter().zip(y).zip(of) {
+        let g = g as usize;
+        let d: [f64; K] = std::array::from_fn(|k| r[k] - means[k].0[g]);
+        let e = yi - means[0].1[g];
+        syy += e * e;
+        for (i, di) in d.iter().enumerate() {
+            sxy[i] += di * e;
+            sxx[i].iter_mut().zip(&d).for_each(|(s, dj)| *s += di * dj);
+        }
+    }
+    let mut best = ([0.0; K], syy);
+    for subset in 1..1usize << K {
+        let cols: Vec<usize> = (0..K).filter(|k| subset >> k & 1 == 1).collect();
+        let a = cols.iter().map(|&i| cols.iter().map(|&j| sxx[i][j]).collect()).collect();
+        let b = cols.iter().map(|&i| sxy[i]).collect();
+        let Some(w) = solve(a, b).filter(|w| w.iter().all(|&v| v >= 0.0)) else { continue };
+        let mut slopes = [0.0; K];
+        cols.iter().zip(&w).for_each(|(&k, &v)| slopes[k] = v);
+        // residual sum of squares: syy - (2 w.sxy - w' Sxx w)
+        let fit: f64 = (0..K)
+            .map(|i| {
+                let sw: f64 = (0..K).map(|j| sxx[i][j] * slopes[j]).sum();
+                slopes[i] * (2.0 * sxy[i] - sw)
+            })
+            .sum();
+        if syy - fit < best.1 {
+            best = (slopes, syy - fit);
+        }
+    }
+    best.0
+}
+
+/// The solution of `a w = b` by Gaussian elimination with partial pivoting; `None` when `a` is
+/// singular (a column that does not vary within any part, or one the others determine).
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    let scale = a.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
+    for i in 0..n {
+        let p = (i..n).max_by(|&r, &s| a[r][i].abs().total_cmp(&a[s][i].abs()))?;
+        if a[p][i].abs() <= 1e-12 * scale {
+            return None;
+        }
+        a.swap(i, p);
+        b.swap(i, p);
+        let (pivot, rhs) = (a[i].clone(), b[i]);
+        for (r, (row, br)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+            if r != i {
+                let f = row[i] / pivot[i];
+                row.iter_mut().zip(&pivot).skip(i).for_each(|(v, p)| *v -= f * p);
+                *br -= f * rhs;
+            }
+        }
+    }
+    Some((0..n).map(|i| b[i] / a[i][i]).collect())
+}
+
+/// Each row's target placed by its part's mean features,
+/// `y + sum_k slope_k (mean_part(x_k) - mean(x_k))`, so that `placed - slopes . x` keeps only
+/// the row's deviation from its part's trend (plus one constant).
+pub fn placed<const K: usize>(x: &[[f64; K]], y: &[f64], of: &[u32], slopes: [f64; K]) -> Vec<f64> {
+    let mut out = y.to_vec();
+    for (k, &s) in slopes.iter().enumerate() {
+        let col: Vec<f64> = x.iter().map(|r| r[k]).collect();
+        let (mx, _) = part_means(&col, y, of);
+        let all = col.iter().sum::<f64>() / col.len().max(1) as f64;
+        out.iter_mut().zip(of).for_each(|(v, &g)| *v += s * (mx[g as usize] - all));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -282,28 +355,43 @@ mod tests {
     }
 
     #[test]
-    fn the_within_slope_ignores_the_offsets_between_parts() {
-        // two parts: y = 2 x + offset (+10 and -30), their x far apart
+    fn the_within_slopes_ignore_the_offsets_between_parts_and_stay_at_or_above_0() {
+        // two parts: y = 2 f + 0.5 d + offset (+10 and -30), their features far apart
         let (mut x, mut y, mut of) = (Vec::new(), Vec::new(), Vec::new());
         for (g, off, shift) in [(0u32, 10.0, 0.0), (1, -30.0, 5.0)] {
             for i in 0..20 {
-                let v = shift + i as f64 * 0.1;
-                x.push(v);
-                y.push(2.0 * v + off);
+                let (f, d) = (shift + i as f64 * 0.1, (i % 3) as f64 + shift);
+                x.push([f, d]);
+                y.push(2.0 * f + 0.5 * d + off);
                 of.push(g);
             }
         }
-        assert!((within_slope(&x, &y, &of) - 2.0).abs() < 1e-9);
-        // pooled, the offsets would make it negative; within, a falling trend gives 0
-        let down: Vec<f64> = x.iter().map(|v| -v).collect();
-        assert_eq!(within_slope(&x, &down, &of), 0.0);
+        let s = within_slopes(&x, &y, &of);
+        assert!((s[0] - 2.0).abs() < 1e-9 && (s[1] - 0.5).abs() < 1e-9, "{s:?}");
+        // pooled, the offsets would make the FLOPs slope negative; within, a falling trend
+        // in FLOPs gives 0 and leaves depth's slope (FLOPs and depth vary apart here)
+        let down: Vec<f64> = x.iter().map(|r| -r[0] + 0.5 * r[1]).collect();
+        let s = within_slopes(&x, &down, &of);
+        assert_eq!(s[0], 0.0);
+        assert!(s[1] > 0.0, "{s:?}");
+        // nothing rises: every slope 0
+        let all_down: Vec<f64> = x.iter().map(|r| -r[0] - r[1]).collect();
+        assert_eq!(within_slopes(&x, &all_down, &of), [0.0; 2]);
         // a target centred in each part, once placed, minus the base line is one constant
+        let line = |r: &[f64; 2]| 2.0 * r[0] + 0.5 * r[1];
         let centred: Vec<f64> = (0..x.len())
-            .map(|i| y[i] - if of[i] == 0 { 10.0 + 2.0 * 0.95 } else { -30.0 + 2.0 * 5.95 })
+            .map(|i| {
+                let part: Vec<usize> = (0..x.len()).filter(|&j| of[j] == of[i]).collect();
+                line(&x[i]) - part.iter().map(|&j| line(&x[j])).sum::<f64>() / part.len() as f64
+            })
             .collect();
-        let p = placed(&x, &centred, &of, 2.0);
-        let r: Vec<f64> = p.iter().zip(&x).map(|(p, x)| p - 2.0 * x).collect();
+        let p = placed(&x, &centred, &of, [2.0, 0.5]);
+        let r: Vec<f64> = p.iter().zip(&x).map(|(p, r)| p - line(r)).collect();
         assert!(r.iter().all(|v| (v - r[0]).abs() < 1e-9), "{r:?}");
+        // one column: the plain within-part slope
+        let one: Vec<[f64; 1]> = x.iter().map(|r| [r[0]]).collect();
+        let lone: Vec<f64> = one.iter().zip(&of).map(|(r, &g)| 3.0 * r[0] + g as f64).collect();
+        assert!((within_slopes(&one, &lone, &of)[0] - 3.0).abs() < 1e-9);
     }
 
     #[test]

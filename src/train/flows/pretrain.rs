@@ -222,19 +222,16 @@ fn train_member(
     let s_train: Vec<&Sample> = f_train.iter().collect();
     let train_graphs: Vec<&GraphFeatures> = s_train.iter().map(|s| &s.features).collect();
     let y_raw: Vec<f64> = train.iter().map(|&i| truth[i]).collect();
-    let (y_train, slope) = base_line(trainer, cfg, set, &train, &train_graphs, y_raw);
-    let resid: Vec<f64> = y_train
-        .iter()
-        .zip(&train_graphs)
-        .map(|(y, g)| y - slope * features::log_flops(g))
-        .collect();
-    let (mu, sd) = mean_std(&resid);
+    let (y_train, slopes) = base_line(trainer, cfg, set, &train, &train_graphs, y_raw);
     let mut meta = Meta::new(name, cfg);
+    [meta.flops_slope, meta.params_slope, meta.depth_slope] = slopes;
+    let resid: Vec<f64> =
+        y_train.iter().zip(&train_graphs).map(|(y, g)| y - meta.base(g)).collect();
+    let (mu, sd) = mean_std(&resid);
     meta.predicts = set.predicts.clone();
     meta.member = k;
     meta.target_mean = mu;
     meta.target_std = sd;
-    meta.flops_slope = slope;
     meta.target_spread = mean_std(&y_train).1;
     meta.target_mad = Some(median_mad(&y_train).1);
     meta.seen_ids = train.iter().chain(&val).map(|&i| set.records.records[i].id.clone()).collect();
@@ -399,9 +396,10 @@ fn held_out(
     Ok(metrics)
 }
 
-/// The training targets and the base line's slope on log10 FLOPs, when the config asks for
-/// the base line (`flops_transform`): GENNAPE's FLOPs slope. A mix: the slope fitted within
-/// its parts and each part placed by its mean compute (`mix`'s module docs).
+/// The training targets and the base line's slopes on log10 FLOPs, log10 parameters and log2
+/// depth, when the config asks for the base line (`flops_transform`). One family: GENNAPE's
+/// FLOPs slope alone. A mix: the slopes on log FLOPs and log depth fitted within its parts,
+/// each part placed by its mean features (`mix`'s module docs); no parameters slope.
 fn base_line(
     trainer: &mut Trainer,
     cfg: &TrainConfig,
@@ -409,20 +407,22 @@ fn base_line(
     train: &[usize],
     graphs: &[&GraphFeatures],
     y: Vec<f64>,
-) -> (Vec<f64>, f64) {
-    let lf: Vec<f64> = graphs.iter().map(|g| features::log_flops(g)).collect();
+) -> (Vec<f64>, [f64; 3]) {
     if let Some(groups) = &set.groups {
+        let x: Vec<[f64; 2]> = graphs.iter().map(|g| mix::base_features(g)).collect();
         let of: Vec<u32> = train.iter().map(|&i| groups.of[i]).collect();
-        let slope = match cfg.supervised.flops_transform {
-            true => mix::within_slope(&lf, &y, &of),
-            false => 0.0,
+        let [flops, depth] = match cfg.supervised.flops_transform {
+            true => mix::within_slopes(&x, &y, &of),
+            false => [0.0; 2],
         };
         trainer.say(format!(
-            "base line within the {} parts: {slope:.4} per decade of FLOPs",
+            "base line within the {} parts: {flops:.4} per decade of FLOPs, {depth:.4} per \
+             doubling of depth",
             groups.names.len()
         ));
-        return (mix::placed(&lf, &y, &of, slope), slope);
+        return (mix::placed(&x, &y, &of, [flops, depth]), [flops, 0.0, depth]);
     }
+    let lf: Vec<f64> = graphs.iter().map(|g| features::log_flops(g)).collect();
     let one_part = vec![0; lf.len()];
     let slope = if cfg.supervised.flops_transform { slope_within(&lf, &y, &one_part) } else { 0.0 };
     if slope != 0.0 {
@@ -431,7 +431,7 @@ fn base_line(
             cfg.target
         ));
     }
-    (y, slope)
+    (y, [slope, 0.0, 0.0])
 }
 
 #[cfg(test)]
