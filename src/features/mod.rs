@@ -121,10 +121,13 @@ pub fn log_flops(g: &GraphFeatures) -> f64 {
 }
 
 /// log2(1 + depth) of the canonical graph (its longest input-to-output path in compute
-/// nodes), read back from its graph-level features (stored / 10, two after log FLOPs).
+/// nodes), read back from its graph-level features (stored / 10).
 pub fn log_depth(g: &GraphFeatures) -> f64 {
-    g.global.get(GLOBAL_LOG_FLOPS + 2).map_or(0.0, |&v| f64::from(v) * 10.0)
+    g.global.get(GLOBAL_LOG_DEPTH).map_or(0.0, |&v| f64::from(v) * 10.0)
 }
+
+/// Position of log2(1 + depth)/10 in [`GraphFeatures::global`] (see [`log_depth`]).
+const GLOBAL_LOG_DEPTH: usize = 3;
 
 /// Values are clamped here after normalisation (GENNAPE allows up to 10x the scale).
 const CLAMP: f32 = 10.0;
@@ -327,6 +330,7 @@ fn size_features(cg: &Cg, nodes: &[&OpNode], f: &mut Vec<f32>) {
     debug_assert_eq!(f.len(), GLOBAL_LOG_FLOPS);
     f.push(log10(s.flops as f64, 11.0));
     f.push(log10(s.macs as f64, 11.0));
+    debug_assert_eq!(f.len(), GLOBAL_LOG_DEPTH);
     f.push(log2(s.depth as f64, 10.0));
     f.push(log2(s.nodes as f64, 12.0));
     f.push(log2(s.edges as f64, 12.0));

@@ -2,8 +2,14 @@
 //! distinct patterns, on codes packed into 64-bit words, and the distinct tensors among a
 //! forward pass's ReLU taps (ReLUs on one input read it once).
 
-use crate::exec::Tap;
-use tch::Tensor;
+use crate::exec::{Tap, TchResult};
+use tch::{Device, Kind, Tensor};
+
+/// A tensor of binary codes (booleans, or 0/1 values) as bytes in row-major order, on the CPU.
+pub(crate) fn code_bytes(codes: &Tensor) -> TchResult<Vec<u8>> {
+    let c = codes.f_to_kind(Kind::Uint8)?.f_to_device(Device::Cpu)?.f_contiguous()?;
+    Vec::<u8>::try_from(c.f_flatten(0, -1)?)
+}
 
 /// Adds `times` x (c c^T + (1 - c)(1 - c)^T) to the row-major `n x n` matrix `k`, for the binary
 /// codes c of `bits` (`n` rows of U units, row-major): entry (i, j) is the number of units where

@@ -1,12 +1,12 @@
 //! The proxies, one type each. Definitions: ANCHORS.md section 3.3 (the official code).
 
-use super::codes::{add_agreements, distinct_columns, distinct_taps};
+use super::codes::{add_agreements, code_bytes, distinct_columns, distinct_taps};
 use super::passes::{cross_entropy, first_output, sum_terms, tch_err, weights};
 use super::{score_by_parts, Needs, Proxy, ProxyInput, Reads};
 use crate::error::Result;
 use crate::exec::{ExecOptions, Executor, Init, Taps};
 use crate::spaces::torchstat_flops;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::exec::TchResult;
 
@@ -250,15 +250,7 @@ impl Proxy for Nwot {
         let n = fwd.relu_in[0].value.size()[0];
         let mut k = vec![0f64; (n * n) as usize];
         for (t, m) in distinct_taps(&fwd.relu_in) {
-            let bits = t
-                .value
-                .f_gt(0.0)
-                .and_then(|c| c.f_to_kind(Kind::Uint8))
-                .and_then(|c| c.f_to_device(Device::Cpu))
-                .and_then(|c| c.f_contiguous())
-                .and_then(|c| c.f_flatten(0, -1))
-                .map_err(f)?;
-            let bits = Vec::<u8>::try_from(bits).map_err(f)?;
+            let bits = t.value.f_gt(0.0).and_then(|c| code_bytes(&c)).map_err(f)?;
             // m ReLUs on one input: m times one term, exact (integers below 2^53)
             add_agreements(&mut k, &bits, n as usize, m as f64);
         }
@@ -344,12 +336,7 @@ impl Proxy for Swap {
                     input.fail("swap needs ReLUs on 4-D activations; the network has none".into())
                 );
             }
-            let m = Tensor::f_cat(&codes, 1)
-                .and_then(|t| t.f_to_kind(Kind::Uint8))
-                .and_then(|t| t.f_to_device(Device::Cpu))
-                .and_then(|t| t.f_contiguous())
-                .map_err(f)?;
-            let bits = Vec::<u8>::try_from(m.f_flatten(0, -1).map_err(f)?).map_err(f)?;
+            let bits = Tensor::f_cat(&codes, 1).and_then(|m| code_bytes(&m)).map_err(f)?;
             counts.push(distinct_columns(&bits, x.size()[0] as usize) as f64);
         }
         Ok(counts)
