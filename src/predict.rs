@@ -209,7 +209,7 @@ impl Predictor {
             "target": meta.target,
             "trained_on": meta.family,
             "note": "values from a model trained on another family are for ranking within a family; fine-tune for absolute values",
-            "in_domain_note": "1 = as close to the model's training networks as 90% of its own family; below, the prediction is pulled toward the model's base line (on FLOPs; a mix model's on FLOPs and depth) in proportion (null: the model has no in-domain reference)",
+            "in_domain_note": "1 = as close to the model's training networks as 90% of its own family (a mix model: and its members as agreed on it as on 90% of its families' held-out networks; the smaller of the two scores); below, the prediction is pulled toward the model's base line (on FLOPs; a mix model's on FLOPs and depth) in proportion (null: the model has no in-domain reference)",
         })
     }
 }

@@ -71,8 +71,11 @@ fn pretrain_then_predict_a_corpus_file() {
     let out = pred.predict_files(&[resnet.clone(), root.path().join("missing.onnx")]);
     let r = out[0].as_ref().unwrap();
     assert!(r.prediction.is_finite() && r.uncertainty.is_finite() && r.uncertainty >= 0.0);
-    // pretraining calibrated the in-domain reference on its held-out cells
+    // pretraining calibrated the in-domain reference on its held-out cells; one family's
+    // model reads the distance only, not the members' spread (train::domain::calibrate)
     let d = r.in_domain.expect("an in-domain score");
+    let m = nape::train::model::Model::load_members(&model_dir, Device::Cpu).unwrap();
+    assert!(m[0].meta.domain_reference.is_some() && m[0].meta.spread_reference.is_none());
     assert!(d > 0.0 && d <= 1.0, "in_domain {d}");
     assert!(out[1].is_err());
 
@@ -227,6 +230,19 @@ fn a_mix_of_families_trains_on_one_scale_and_ranks_each_part() {
     assert!(meta.flops_slope > 0.0 && meta.params_slope == 0.0, "{}", meta.flops_slope);
     let log = std::fs::read_to_string(a.run_dir.join("log.txt")).unwrap();
     assert!(log.contains("base line within the 2 parts"), "{log}");
+    // a mix's spread reference: the 90th percentile of the ensemble's uncertainty on its
+    // held-out networks (predictions.csv), the same in every member
+    let csv = std::fs::read_to_string(a.run_dir.join("predictions.csv")).unwrap();
+    let col = csv.lines().next().unwrap().split(',').position(|c| c == "uncertainty").unwrap();
+    let mut u: Vec<f64> =
+        csv.lines().skip(1).map(|l| l.split(',').nth(col).unwrap().parse().unwrap()).collect();
+    u.sort_by(f64::total_cmp);
+    let pos = 0.9 * (u.len() - 1) as f64;
+    let (lo, hi) = (u[pos.floor() as usize], u[pos.ceil() as usize]);
+    let want = lo + (hi - lo) * pos.fract();
+    let got = meta.spread_reference.expect("a mix's spread reference");
+    assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{got} vs {want}");
+    assert!(m.iter().all(|k| k.meta.spread_reference == Some(got)));
     let resnet = PathBuf::from("tests/corpus/zoo/resnet18.onnx");
     let pred = Predictor::load(
         &p.models.join("mix"),

@@ -13,13 +13,21 @@
 //!
 //! - each member measures how far a network's embedding is from its nearest fuzzy c-means
 //!   centre, `d`, against `reference`, the 90th percentile of `d` over held-out networks of its
-//!   training family (stored in the checkpoint, `Meta::domain_reference`);
-//! - `in_domain = min(1, reference / d)`, averaged over the members: 1 for a network as close
-//!   to the training networks as 90% of the family's own; 0.25 for one four times further;
-//! - `prediction = mean(prior) + in_domain * mean(dev)`.
+//!   training family (stored in the checkpoint, `Meta::domain_reference`); `min(1, reference
+//!   / d)`, averaged over the members, is the score by distance: 1 for a network as close to
+//!   the training networks as 90% of the family's own; 0.25 for one four times further;
+//! - the ensemble's uncertainty `u` is read the same way against the 90th percentile of `u`
+//!   over the same held-out networks (`Meta::spread_reference`): `min(1, reference / u)`.
+//!   Embeddings of networks unlike the training ones can land near a centre (the torchvision
+//!   classifiers, left out of a mix, score 0.84-0.88 by distance against 0.99 for NB-201
+//!   cells) while the heads disagree on them (median uncertainty 0.36 against 0.10), so
+//!   either view can say "out of domain";
+//! - `in_domain` is the smaller of the two scores, and `prediction = mean(prior) + in_domain
+//!   * mean(dev)`.
 //!
-//! A model without a reference (calibrated by no one) predicts `mean(prior + dev)`, as before,
-//! with no score. The uncertainty is the members' and heads' spread either way.
+//! A model without references (calibrated by no one) predicts `mean(prior + dev)`, as before,
+//! with no score; one calibrated before the spread reference was stored reads the distance
+//! alone. The uncertainty is the members' and heads' spread either way.
 
 use super::model::Model;
 use crate::encoder::Batch;
@@ -101,8 +109,12 @@ pub fn predict_ensemble(models: &[Model], graphs: &[&GraphFeatures]) -> Result<V
     check_members(models)?;
     let all: Vec<Vec<Parts>> =
         models.iter().map(|m| m.predict_parts(graphs)).collect::<Result<_>>()?;
-    let refs: Option<Vec<f64>> = models.iter().map(|m| m.meta.domain_reference).collect();
-    Ok((0..graphs.len()).map(|i| combine(&all, i, refs.as_deref())).collect())
+    let spread: Option<f64> = models.iter().map(|m| m.meta.spread_reference).sum();
+    let refs = References {
+        distance: models.iter().map(|m| m.meta.domain_reference).collect(),
+        spread: spread.map(|s| s / models.len() as f64),
+    };
+    Ok((0..graphs.len()).map(|i| combine(&all, i, &refs)).collect())
 }
 
 /// [`predict_ensemble`] as (prediction, uncertainty) pairs.
@@ -110,19 +122,32 @@ pub fn predict_members(models: &[Model], graphs: &[&GraphFeatures]) -> Result<Ve
     Ok(predict_ensemble(models, graphs)?.into_iter().map(|p| (p.value, p.uncertainty)).collect())
 }
 
+/// An ensemble's in-domain references: each member's distance reference, and the ensemble's
+/// spread reference (`None` where a member has none).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct References {
+    distance: Option<Vec<f64>>,
+    spread: Option<f64>,
+}
+
 /// Graph `i` of every member's parts, combined.
-fn combine(all: &[Vec<Parts>], i: usize, refs: Option<&[f64]>) -> Predicted {
+fn combine(all: &[Vec<Parts>], i: usize, refs: &References) -> Predicted {
     let k = all.len() as f64;
     let mean = |f: &dyn Fn(&Parts) -> f64| all.iter().map(|p| f(&p[i])).sum::<f64>() / k;
     let full = mean(&|p| p.prior + p.dev);
     let within = mean(&|p| p.spread * p.spread);
     let between = mean(&|p| (p.prior + p.dev - full).powi(2));
     let uncertainty = if all.len() == 1 { all[0][i].spread } else { (within + between).sqrt() };
-    let in_domain = refs.and_then(|r| {
+    let by_distance = refs.distance.as_ref().and_then(|r| {
         let scores: Option<Vec<f64>> =
             all.iter().zip(r).map(|(p, &r)| p[i].distance.map(|d| in_domain(d, r))).collect();
         scores.map(|s| s.iter().sum::<f64>() / k)
     });
+    let by_spread = refs.spread.map(|r| in_domain(uncertainty, r));
+    let in_domain = match (by_distance, by_spread) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let value = match in_domain {
         Some(w) => mean(&|p| p.prior) + w * mean(&|p| p.dev),
         None => full,
@@ -140,14 +165,31 @@ pub fn in_domain(distance: f64, reference: f64) -> f64 {
 }
 
 /// Sets every member's [`Meta::domain_reference`](super::model::Meta) from held-out networks of
-/// its training family (`graphs`, which it did not train on); returns the references. A member
-/// without fuzzy c-means centres (or with no graphs) gets none.
-pub fn calibrate(models: &mut [Model], graphs: &[&GraphFeatures]) -> Result<Vec<Option<f64>>> {
+/// the training families (`graphs`, which it did not train on), and with `spread` (a mix) the
+/// ensemble's `spread_reference`; returns the distance references. A member without fuzzy
+/// c-means centres gets no distance reference; no graphs, no references at all.
+///
+/// Only a mix reads its spread: its held-out networks span several families, so its reference
+/// covers how much the heads disagree on families they know. One family's members agree on it
+/// more than on any other, cell spaces included (NB-101's model: NB-201 cells' median spread
+/// 0.018 against NB-101's 90th percentile 0.0112), and its spread reference would mark every
+/// other family out (NB-201 zero-shot 0.871 -> 0.774, docs/predictor.md).
+pub fn calibrate(
+    models: &mut [Model],
+    graphs: &[&GraphFeatures],
+    spread: bool,
+) -> Result<Vec<Option<f64>>> {
+    let all: Vec<Vec<Parts>> =
+        models.iter().map(|m| m.predict_parts(graphs)).collect::<Result<_>>()?;
+    let none = References::default();
+    let mut u: Vec<f64> = (0..graphs.len()).map(|i| combine(&all, i, &none).uncertainty).collect();
+    let spread = (spread && !u.is_empty()).then(|| quantile(&mut u, REFERENCE_QUANTILE));
     let mut out = Vec::with_capacity(models.len());
-    for m in models.iter_mut() {
-        let mut d: Vec<f64> = m.predict_parts(graphs)?.iter().filter_map(|p| p.distance).collect();
+    for (m, parts) in models.iter_mut().zip(&all) {
+        let mut d: Vec<f64> = parts.iter().filter_map(|p| p.distance).collect();
         let r = (!d.is_empty()).then(|| quantile(&mut d, REFERENCE_QUANTILE));
         m.meta.domain_reference = r;
+        m.meta.spread_reference = spread;
         out.push(r);
     }
     Ok(out)
@@ -189,6 +231,10 @@ mod tests {
         Parts { prior, dev, spread: 0.01, distance: Some(distance) }
     }
 
+    fn by_distance() -> References {
+        References { distance: Some(vec![1.0, 1.0]), spread: None }
+    }
+
     #[test]
     fn in_domain_is_one_inside_the_reference_and_falls_as_its_inverse_outside() {
         assert_eq!(in_domain(0.5, 1.0), 1.0);
@@ -201,16 +247,16 @@ mod tests {
     #[test]
     fn far_networks_move_to_the_prior_and_near_ones_keep_the_heads() {
         let near = vec![vec![parts(0.8, 0.05, 0.5)], vec![parts(0.8, 0.03, 0.5)]];
-        let p = combine(&near, 0, Some(&[1.0, 1.0]));
+        let p = combine(&near, 0, &by_distance());
         assert!((p.value - 0.84).abs() < 1e-12 && p.in_domain == Some(1.0));
         let far = vec![vec![parts(0.8, 0.05, 2.0)], vec![parts(0.8, 0.03, 4.0)]];
-        let p = combine(&far, 0, Some(&[1.0, 1.0]));
+        let p = combine(&far, 0, &by_distance());
         let w = (0.5 + 0.25) / 2.0;
         assert!((p.value - (0.8 + w * 0.04)).abs() < 1e-12);
         assert_eq!(p.in_domain, Some(w));
         // the uncertainty is the unshrunk members' spread, with or without a reference
-        assert_eq!(p.uncertainty, combine(&far, 0, None).uncertainty);
-        let plain = combine(&far, 0, None);
+        assert_eq!(p.uncertainty, combine(&far, 0, &References::default()).uncertainty);
+        let plain = combine(&far, 0, &References::default());
         assert!((plain.value - 0.84).abs() < 1e-12 && plain.in_domain.is_none());
     }
 
@@ -220,7 +266,25 @@ mod tests {
             vec![parts(0.8, 0.05, 2.0)],
             vec![Parts { distance: None, ..parts(0.8, 0.03, 0.0) }],
         ];
-        assert_eq!(combine(&mixed, 0, Some(&[1.0, 1.0])).in_domain, None);
+        assert_eq!(combine(&mixed, 0, &by_distance()).in_domain, None);
+    }
+
+    #[test]
+    fn a_network_the_members_disagree_on_is_out_of_domain_however_near_its_embedding() {
+        // near by distance, but the members disagree: uncertainty sqrt(0.01^2 + 0.1^2)
+        let split = vec![vec![parts(0.8, 0.1, 0.5)], vec![parts(0.8, -0.1, 0.5)]];
+        let u = (0.01f64.powi(2) + 0.1f64.powi(2)).sqrt();
+        let refs = References { spread: Some(u / 4.0), ..by_distance() };
+        let p = combine(&split, 0, &refs);
+        assert!((p.in_domain.unwrap() - 0.25).abs() < 1e-12 && (p.uncertainty - u).abs() < 1e-12);
+        // far by distance and agreed on: the distance decides; the smaller score wins
+        let far = vec![vec![parts(0.8, 0.05, 2.0)], vec![parts(0.8, 0.05, 2.0)]];
+        assert_eq!(combine(&far, 0, &refs).in_domain, Some(0.5));
+        // the spread reference alone still scores (a member without centres)
+        let alone = References { distance: None, spread: Some(u / 2.0) };
+        assert!((combine(&split, 0, &alone).in_domain.unwrap() - 0.5).abs() < 1e-12);
+        let shrunk = combine(&split, 0, &alone);
+        assert!((shrunk.value - 0.8).abs() < 1e-12, "the members' mean dev is 0 here");
     }
 
     #[test]

@@ -115,6 +115,12 @@ pub struct Meta {
     /// calibrated): no in-domain score, and predictions are not shrunk.
     #[serde(default)]
     pub domain_reference: Option<f64>,
+    /// How uncertain the ensemble may be about a network that still counts as in domain: the
+    /// 90th percentile, over the same held-out networks, of the ensemble's uncertainty (the
+    /// same value in every member; `train::domain`). `None` (not calibrated, or calibrated
+    /// before it was stored): the in-domain score reads the distance alone.
+    #[serde(default)]
+    pub spread_reference: Option<f64>,
 }
 
 fn one() -> f64 {
@@ -164,6 +170,7 @@ impl Meta {
             seen_ops: Vec::new(),
             feature_stats: None,
             domain_reference: None,
+            spread_reference: None,
         }
     }
 }

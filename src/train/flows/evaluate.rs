@@ -185,7 +185,7 @@ pub fn calibrate_domain(
     let samples = set.samples_at(&idx, paths)?;
     let g: Vec<&GraphFeatures> = samples.iter().map(|s| &s.features).collect();
     let name = model.meta.name.clone();
-    crate::train::domain::calibrate(models, &g)?
+    crate::train::domain::calibrate(models, &g, false)?
         .into_iter()
         .map(|r| {
             r.ok_or_else(|| {

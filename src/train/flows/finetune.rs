@@ -104,6 +104,7 @@ fn adapt_to(
     // the user's, which it has now seen: its predictions are not shrunk (train::domain)
     for m in models.iter_mut() {
         m.meta.domain_reference = None;
+        m.meta.spread_reference = None;
     }
     let choice = adapt(models, &rows, mads, cfg, trainer)?;
     let lower = if cfg.lower_is_better { " (lower is better)" } else { "" };

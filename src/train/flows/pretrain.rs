@@ -289,7 +289,7 @@ fn mix_held_out(
     let truth = set.truth();
     let f_test = set.samples_at(test, paths)?;
     let g: Vec<&GraphFeatures> = f_test.iter().map(|s| &s.features).collect();
-    crate::train::domain::calibrate(models, &g)?;
+    crate::train::domain::calibrate(models, &g, true)?;
     let pred = predict_members(models, &g)?;
     let mut metrics = BTreeMap::new();
     let mut parts = parts_of(&test.iter().map(|&i| groups.of[i]).collect::<Vec<_>>());
@@ -342,7 +342,7 @@ fn held_out(
     let s_test: Vec<&Sample> = f_test.iter().collect();
     let g: Vec<&GraphFeatures> = s_test.iter().map(|s| &s.features).collect();
     // the in-domain reference, from the held-out networks' embeddings (not their labels)
-    let refs = crate::train::domain::calibrate(models, &g)?;
+    let refs = crate::train::domain::calibrate(models, &g, false)?;
     let refs: Vec<String> =
         refs.iter().map(|r| r.map_or("none (no centres)".into(), |r| format!("{r:.4}"))).collect();
     trainer.say(format!("in-domain reference (members): {}", refs.join(" ")));
