@@ -161,63 +161,49 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs `nape bench`.
-pub fn run(a: &BenchArgs) -> anyhow::Result<i32> {
-    let nets = networks(&a.files)?;
+/// One network's row of the parse table: decode, analyse and build, canonical form, and files
+/// per second on one thread and on all `threads` (each timed for about `seconds`).
+fn parse_row(net: &Net, seconds: f64, threads: usize) -> anyhow::Result<serde_json::Value> {
     let opts = ImportOptions::default();
-    let mut rows: Vec<serde_json::Value> = Vec::new();
-    let threads = rayon::current_num_threads();
-    for net in &nets {
-        let proto = decode(&net.bytes, &net.label)?;
-        let cg = from_proto(&proto, &net.label, &opts)?;
-        let nodes = cg.len();
-        let t_decode = time(a.seconds / 4.0, || {
-            let _ = decode(&net.bytes, &net.label);
+    let proto = decode(&net.bytes, &net.label)?;
+    let cg = from_proto(&proto, &net.label, &opts)?;
+    let nodes = cg.len();
+    let t_decode = time(seconds / 4.0, || {
+        let _ = decode(&net.bytes, &net.label);
+    });
+    let t_load = time(seconds / 2.0, || {
+        let _ = from_proto(&proto, &net.label, &opts);
+    });
+    let t_canon = time(seconds / 4.0, || {
+        let _ = cg.canonical();
+    });
+    // parallel: as many files as workers x 8, all cores
+    let batch = threads * 8;
+    let t_par = time(seconds, || {
+        (0..batch).into_par_iter().for_each(|_| {
+            let _ = decode(&net.bytes, &net.label).and_then(|p| from_proto(&p, &net.label, &opts));
         });
-        let t_load = time(a.seconds / 2.0, || {
-            let _ = from_proto(&proto, &net.label, &opts);
-        });
-        let t_canon = time(a.seconds / 4.0, || {
-            let _ = cg.canonical();
-        });
-        // parallel: as many files as workers x 8, all cores
-        let batch = threads * 8;
-        let t_par = time(a.seconds, || {
-            (0..batch).into_par_iter().for_each(|_| {
-                let _ =
-                    decode(&net.bytes, &net.label).and_then(|p| from_proto(&p, &net.label, &opts));
-            });
-        });
-        rows.push(serde_json::json!({
-            "network": net.label,
-            "bytes": net.bytes.len(),
-            "nodes": nodes,
-            "decode_ms": t_decode.as_secs_f64() * 1e3,
-            "analyse_and_build_ms": t_load.as_secs_f64() * 1e3,
-            "parse_to_cg_ms": (t_decode + t_load).as_secs_f64() * 1e3,
-            "files_per_s_1_thread": 1.0 / (t_decode + t_load).as_secs_f64(),
-            "files_per_s_all_threads": batch as f64 / t_par.as_secs_f64(),
-            "canonical_ms": t_canon.as_secs_f64() * 1e3,
-        }));
-    }
-    let mut out = std::io::stdout().lock();
-    let profile = if cfg!(debug_assertions) {
-        "debug (use a release build for real figures)"
-    } else {
-        "release"
-    };
-    if a.json {
-        let doc = serde_json::json!({
-            "nape_version": env!("CARGO_PKG_VERSION"),
-            "build": profile,
-            "threads": threads,
-            "peak_rss_mib": peak_rss_mib(),
-            "parse": rows,
-        });
-        serde_json::to_writer_pretty(&mut out, &doc)?;
-        writeln!(out)?;
-        return Ok(0);
-    }
+    });
+    Ok(serde_json::json!({
+        "network": net.label,
+        "bytes": net.bytes.len(),
+        "nodes": nodes,
+        "decode_ms": t_decode.as_secs_f64() * 1e3,
+        "analyse_and_build_ms": t_load.as_secs_f64() * 1e3,
+        "parse_to_cg_ms": (t_decode + t_load).as_secs_f64() * 1e3,
+        "files_per_s_1_thread": 1.0 / (t_decode + t_load).as_secs_f64(),
+        "files_per_s_all_threads": batch as f64 / t_par.as_secs_f64(),
+        "canonical_ms": t_canon.as_secs_f64() * 1e3,
+    }))
+}
+
+/// The parse table as text.
+fn parse_table(
+    out: &mut impl Write,
+    rows: &[serde_json::Value],
+    profile: &str,
+    threads: usize,
+) -> anyhow::Result<()> {
     writeln!(out, "nape bench: ONNX -> CG ({profile} build, {threads} threads)")?;
     writeln!(
         out,
@@ -231,7 +217,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<i32> {
         "files/s x1",
         format!("files/s x{threads}")
     )?;
-    for r in &rows {
+    for r in rows {
         writeln!(
             out,
             "{:<34} {:>6} {:>9.1} {:>10.3} {:>10.3} {:>10.3} {:>12.1} {:>12.1}",
@@ -250,6 +236,36 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<i32> {
         "build ms = tract shape analysis + mapping to the CG; peak RSS {:.0} MiB",
         peak_rss_mib()
     )?;
+    Ok(())
+}
+
+/// Runs `nape bench`.
+pub fn run(a: &BenchArgs) -> anyhow::Result<i32> {
+    let nets = networks(&a.files)?;
+    let threads = rayon::current_num_threads();
+    let rows = nets
+        .iter()
+        .map(|net| parse_row(net, a.seconds, threads))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut out = std::io::stdout().lock();
+    let profile = if cfg!(debug_assertions) {
+        "debug (use a release build for real figures)"
+    } else {
+        "release"
+    };
+    if a.json {
+        let doc = serde_json::json!({
+            "nape_version": env!("CARGO_PKG_VERSION"),
+            "build": profile,
+            "threads": threads,
+            "peak_rss_mib": peak_rss_mib(),
+            "parse": rows,
+        });
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    parse_table(&mut out, &rows, profile, threads)?;
     #[cfg(feature = "torch")]
     if a.proxies {
         proxy_table(&mut out)?;

@@ -88,24 +88,7 @@ pub fn run(a: &FinetuneArgs, quiet: bool) -> anyhow::Result<i32> {
             };
             let r =
                 flows::finetune_all(&dir, &source, target, &adapt, &paths, device, name, quiet)?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                println!(
-                    "{} adapted to {} networks of {} ({}): {} epochs, residual weight {}, \
-                     cross-validated spearman {:.4}, MAE {:.4}",
-                    r.model_dir.display(),
-                    r.n,
-                    r.family,
-                    r.target,
-                    r.choice.epochs,
-                    r.choice.residual_weight,
-                    r.choice.cv_spearman,
-                    r.choice.cv_mae
-                );
-                println!("run folder {}", r.run_dir.display());
-            }
-            return Ok(report_skipped(&r.skipped));
+            return print_all(&r, a.json);
         }
     };
     if samples < 3 {
@@ -120,8 +103,40 @@ pub fn run(a: &FinetuneArgs, quiet: bool) -> anyhow::Result<i32> {
     };
     let report =
         flows::finetune(&dir, &source, target, &cfg, &paths, device, a.save_as.as_deref(), quiet)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    print_seeds(&report, samples, a.seeds, a.json)
+}
+
+/// Prints a model adapted to every row of a labels file; the exit code of its skipped rows.
+fn print_all(r: &flows::FinetuneAllReport, json: bool) -> anyhow::Result<i32> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        println!(
+            "{} adapted to {} networks of {} ({}): {} epochs, residual weight {}, \
+             cross-validated spearman {:.4}, MAE {:.4}",
+            r.model_dir.display(),
+            r.n,
+            r.family,
+            r.target,
+            r.choice.epochs,
+            r.choice.residual_weight,
+            r.choice.cv_spearman,
+            r.choice.cv_mae
+        );
+        println!("run folder {}", r.run_dir.display());
+    }
+    Ok(report_skipped(&r.skipped))
+}
+
+/// Prints the few-shot runs' summary, phase by phase; the exit code of its skipped rows.
+fn print_seeds(
+    report: &flows::FinetuneReport,
+    samples: usize,
+    seeds: usize,
+    json: bool,
+) -> anyhow::Result<i32> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         let s = &report.summary;
         println!(
@@ -129,7 +144,7 @@ pub fn run(a: &FinetuneArgs, quiet: bool) -> anyhow::Result<i32> {
             report.family,
             report.target,
             samples,
-            a.seeds,
+            seeds,
             report.run_dir.display()
         );
         for phase in PHASES {

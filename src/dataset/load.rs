@@ -185,23 +185,7 @@ pub fn load_naslib_zc(data_dir: &Path, space: NaslibSpace) -> Result<Dataset> {
         let dataset =
             obj.get("dataset").and_then(Value::as_str).ok_or_else(|| bad("no 'dataset' string"))?;
         let dataset = normalise_dataset(dataset);
-        let codes: Option<Vec<u8>> = arch
-            .trim()
-            .trim_matches(|c| c == '(' || c == ')')
-            .split(',')
-            .map(|t| t.trim().parse::<u8>().ok())
-            .collect();
-        let built = match codes {
-            None => Err(format!("arch '{arch}' is not a tuple of small integers")),
-            Some(codes) => match space {
-                NaslibSpace::Nb201 => nb201::Arch::from_naslib_tuple(&codes)
-                    .map(|a| (a.to_string(), a.to_string()))
-                    .map_err(|e| e.to_string()),
-                NaslibSpace::TnbMicro => tnb_micro::Arch::from_codes(&codes)
-                    .map(|a| (a.cell_code(), a.to_string()))
-                    .map_err(|e| e.to_string()),
-            },
-        };
+        let built = naslib_arch(space, arch);
         let (id, spec) = match built {
             Ok(x) => x,
             Err(e) => {
@@ -220,27 +204,17 @@ pub fn load_naslib_zc(data_dir: &Path, space: NaslibSpace) -> Result<Dataset> {
         }
         let r =
             by_id.entry(id.clone()).or_insert_with(|| Record::new(id.clone(), family.name(), spec));
-        let v = obj.get("val_accuracy").unwrap_or(&Value::Null);
-        add_label(
+        let mut add = |to: &mut BTreeMap<String, f64>, key: String, v: &Value| {
+            add_label(to, &key, v, &mut ds.issues, &path, lineno, &id)
+        };
+        add(
             &mut r.targets,
-            &format!("{dataset}_val_accuracy"),
-            v,
-            &mut ds.issues,
-            &path,
-            lineno,
-            &id,
+            format!("{dataset}_val_accuracy"),
+            obj.get("val_accuracy").unwrap_or(&Value::Null),
         );
         if let Some(Value::Object(zc)) = obj.get("zc") {
             for (k, v) in zc {
-                add_label(
-                    &mut r.proxies,
-                    &format!("{dataset}_{k}"),
-                    v,
-                    &mut ds.issues,
-                    &path,
-                    lineno,
-                    &id,
-                );
+                add(&mut r.proxies, format!("{dataset}_{k}"), v);
             }
         }
     }
@@ -249,6 +223,27 @@ pub fn load_naslib_zc(data_dir: &Path, space: NaslibSpace) -> Result<Dataset> {
         return Err(no_records(path, &ds.issues));
     }
     Ok(ds)
+}
+
+/// A NAS-Bench-Suite-Zero `arch` tuple as (id, spec) in `space`, or why it is not one.
+fn naslib_arch(space: NaslibSpace, arch: &str) -> std::result::Result<(String, String), String> {
+    let codes: Option<Vec<u8>> = arch
+        .trim()
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(',')
+        .map(|t| t.trim().parse::<u8>().ok())
+        .collect();
+    let Some(codes) = codes else {
+        return Err(format!("arch '{arch}' is not a tuple of small integers"));
+    };
+    match space {
+        NaslibSpace::Nb201 => nb201::Arch::from_naslib_tuple(&codes)
+            .map(|a| (a.to_string(), a.to_string()))
+            .map_err(|e| e.to_string()),
+        NaslibSpace::TnbMicro => tnb_micro::Arch::from_codes(&codes)
+            .map(|a| (a.cell_code(), a.to_string()))
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// `ImageNet16-120` -> `imagenet16`; other names lower-cased.

@@ -168,47 +168,14 @@ pub fn tokenize(text: &str) -> Vec<u32> {
             i += 3;
         } else if starts_number {
             let start = i;
-            i += 1;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-            if i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit() {
-                i += 1;
-                while i < b.len() && b[i].is_ascii_digit() {
-                    i += 1;
-                }
-            }
-            if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
-                let mut j = i + 1;
-                if j < b.len() && (b[j] == b'-' || b[j] == b'+') {
-                    j += 1;
-                }
-                if j < b.len() && b[j].is_ascii_digit() {
-                    while j < b.len() && b[j].is_ascii_digit() {
-                        j += 1;
-                    }
-                    i = j;
-                }
-            }
+            i = number_end(b, i);
             out.push(num_id(&text[start..i]));
         } else if c.is_ascii_alphabetic() || c == b'_' {
             let start = i;
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
                 i += 1;
             }
-            let w = &text[start..i];
-            // tensor names In12, V3, Out1 and the `x3` of `3x3` -> word + number
-            let split = ["In", "V", "Out", "x"].iter().find_map(|p| {
-                let rest = w.strip_prefix(p)?;
-                (!rest.is_empty() && rest.bytes().all(|d| d.is_ascii_digit())).then_some((p, rest))
-            });
-            match split {
-                Some((p, rest)) => {
-                    out.push(word_id(p));
-                    out.push(num_id(rest));
-                }
-                None => out.push(word_id(w)),
-            }
+            word_tokens(&text[start..i], &mut out);
         } else {
             if let Some(p) = PUNCT.iter().position(|p| p.as_bytes() == [c]) {
                 out.push((PUNCT_BASE + p) as u32);
@@ -229,6 +196,47 @@ pub fn tokenize(text: &str) -> Vec<u32> {
         out.push(EOS);
     }
     out
+}
+
+/// The end of the number starting at `b[i]` (a digit or a minus before one): digits, a
+/// fraction, an exponent.
+fn number_end(b: &[u8], mut i: usize) -> usize {
+    let digits = |mut j: usize| {
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        j
+    };
+    i = digits(i + 1);
+    if i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit() {
+        i = digits(i + 1);
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        let mut j = i + 1;
+        if j < b.len() && (b[j] == b'-' || b[j] == b'+') {
+            j += 1;
+        }
+        if j < b.len() && b[j].is_ascii_digit() {
+            i = digits(j);
+        }
+    }
+    i
+}
+
+/// A word's tokens: tensor names In12, V3, Out1 and the `x3` of `3x3` as word + number, any
+/// other word as itself.
+fn word_tokens(w: &str, out: &mut Vec<u32>) {
+    let split = ["In", "V", "Out", "x"].iter().find_map(|p| {
+        let rest = w.strip_prefix(p)?;
+        (!rest.is_empty() && rest.bytes().all(|d| d.is_ascii_digit())).then_some((p, rest))
+    });
+    match split {
+        Some((p, rest)) => {
+            out.push(word_id(p));
+            out.push(num_id(rest));
+        }
+        None => out.push(word_id(w)),
+    }
 }
 
 fn dims(s: &[usize]) -> String {

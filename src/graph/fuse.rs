@@ -7,6 +7,10 @@ use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
+/// A pattern to fuse: (x, x's output slot, nodes to replace, fused kind, the last node of
+/// the pattern).
+type Fusable = (NodeIndex, usize, Vec<NodeIndex>, OpKind, NodeIndex);
+
 impl Cg {
     /// Fuses split activations in place (see the module docs). Returns how many were fused.
     pub fn fuse_activations(&mut self) -> usize {
@@ -31,79 +35,73 @@ impl Cg {
         self.inputs_of(n).into_iter().map(|(s, e)| (s, e.src_slot)).collect()
     }
 
-    /// (x, x's output slot, nodes to replace, fused kind, the last node of the pattern).
-    #[allow(clippy::type_complexity)]
-    fn find_fusable(&self) -> Option<(NodeIndex, usize, Vec<NodeIndex>, OpKind, NodeIndex)> {
+    /// The first pattern to fuse, in node order: a swish or a GELU ([`Fusable`]).
+    fn find_fusable(&self) -> Option<Fusable> {
+        self.graph.node_indices().find_map(|n| match self.graph[n].kind {
+            OpKind::Sigmoid | OpKind::HardSigmoid => self.swish_at(n),
+            OpKind::Erf => self.gelu_at(n),
+            _ => None,
+        })
+    }
+
+    /// `x * sigmoid(x)` (or hard sigmoid) with the sigmoid at `n`: SiLU (HardSwish).
+    fn swish_at(&self, n: NodeIndex) -> Option<Fusable> {
         let g = &self.graph;
-        for n in g.node_indices() {
-            match g[n].kind {
-                OpKind::Sigmoid | OpKind::HardSigmoid => {
-                    let [(x, xs)] = self.act_preds(n)[..] else { continue };
-                    let Some(m) = self.single_consumer(n) else { continue };
-                    if g[m].kind != OpKind::Mul {
-                        continue;
-                    }
-                    let preds = self.act_preds(m);
-                    if preds.len() == 2
-                        && preds.contains(&(x, xs))
-                        && preds.iter().any(|p| p.0 == n)
-                    {
-                        let kind = if g[n].kind == OpKind::Sigmoid {
-                            OpKind::Silu
-                        } else {
-                            OpKind::HardSwish
-                        };
-                        return Some((x, xs, vec![n, m], kind, m));
-                    }
-                }
-                OpKind::Erf => {
-                    // backwards: one scalar Mul/Div from x
-                    let [(p, _)] = self.act_preds(n)[..] else { continue };
-                    if !matches!(g[p].kind, OpKind::Mul | OpKind::Div) || g[p].params != 0 {
-                        continue;
-                    }
-                    let [(x, xs)] = self.act_preds(p)[..] else { continue };
-                    if self.single_consumer(p) != Some(n) {
-                        continue;
-                    }
-                    // forwards: scalar Add/Mul steps until the Mul with x
-                    let mut members = vec![p, n];
-                    let mut cur = n;
-                    let mut closed = None;
-                    for _ in 0..4 {
-                        let Some(next) = self.single_consumer(cur) else { break };
-                        let preds = self.act_preds(next);
-                        let kind = &g[next].kind;
-                        members.push(next);
-                        if *kind == OpKind::Mul && preds.len() == 2 && preds.contains(&(x, xs)) {
-                            closed = Some(next);
-                            break;
-                        }
-                        if !matches!(kind, OpKind::Add | OpKind::Mul)
-                            || preds.len() != 1
-                            || g[next].params != 0
-                        {
-                            break;
-                        }
-                        cur = next;
-                    }
-                    let Some(mut last) = closed else { continue };
-                    // an optional trailing scalar Mul (x * erf-part, then * 0.5)
-                    if let Some(next) = self.single_consumer(last) {
-                        if g[next].kind == OpKind::Mul
-                            && self.act_preds(next).len() == 1
-                            && g[next].params == 0
-                        {
-                            members.push(next);
-                            last = next;
-                        }
-                    }
-                    return Some((x, xs, members, OpKind::Gelu, last));
-                }
-                _ => {}
+        let [(x, xs)] = self.act_preds(n)[..] else { return None };
+        let m = self.single_consumer(n)?;
+        if g[m].kind != OpKind::Mul {
+            return None;
+        }
+        let preds = self.act_preds(m);
+        if preds.len() != 2 || !preds.contains(&(x, xs)) || !preds.iter().any(|p| p.0 == n) {
+            return None;
+        }
+        let kind = if g[n].kind == OpKind::Sigmoid { OpKind::Silu } else { OpKind::HardSwish };
+        Some((x, xs, vec![n, m], kind, m))
+    }
+
+    /// The erf form of GELU around the Erf at `n`: `x * (erf(x / sqrt 2) + 1)` with its scalar
+    /// steps in any of the exporters' orders, and an optional trailing `* 0.5`.
+    fn gelu_at(&self, n: NodeIndex) -> Option<Fusable> {
+        let g = &self.graph;
+        // backwards: one scalar Mul/Div from x
+        let [(p, _)] = self.act_preds(n)[..] else { return None };
+        if !matches!(g[p].kind, OpKind::Mul | OpKind::Div) || g[p].params != 0 {
+            return None;
+        }
+        let [(x, xs)] = self.act_preds(p)[..] else { return None };
+        if self.single_consumer(p) != Some(n) {
+            return None;
+        }
+        // forwards: scalar Add/Mul steps until the Mul with x
+        let mut members = vec![p, n];
+        let mut cur = n;
+        let mut closed = None;
+        for _ in 0..4 {
+            let Some(next) = self.single_consumer(cur) else { break };
+            let preds = self.act_preds(next);
+            let kind = &g[next].kind;
+            members.push(next);
+            if *kind == OpKind::Mul && preds.len() == 2 && preds.contains(&(x, xs)) {
+                closed = Some(next);
+                break;
+            }
+            if !matches!(kind, OpKind::Add | OpKind::Mul) || preds.len() != 1 || g[next].params != 0
+            {
+                break;
+            }
+            cur = next;
+        }
+        let mut last = closed?;
+        // an optional trailing scalar Mul (x * erf-part, then * 0.5)
+        if let Some(next) = self.single_consumer(last) {
+            if g[next].kind == OpKind::Mul && self.act_preds(next).len() == 1 && g[next].params == 0
+            {
+                members.push(next);
+                last = next;
             }
         }
-        None
+        Some((x, xs, members, OpKind::Gelu, last))
     }
 
     fn replace_with(

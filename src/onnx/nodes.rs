@@ -237,20 +237,7 @@ impl<'a> Builder<'a> {
     /// A compute node: activation inputs become edges, statics become operands.
     fn compute(&mut self, at: &At) -> Result<()> {
         let pn = at.pn;
-        let mut act_inputs: Vec<(usize, String)> = Vec::new();
-        let mut static_slots: Vec<usize> = Vec::new();
-        for (slot, i) in at.inputs.iter().enumerate() {
-            let Some(i) = i else { continue };
-            if self.statics.contains_key(i) {
-                static_slots.push(slot);
-            } else if self.producer.contains_key(i) {
-                act_inputs.push((slot, i.clone()));
-            } else {
-                return Err(
-                    at.err(self.source, format!("input '{i}' is not produced by any earlier node"))
-                );
-            }
-        }
+        let (act_inputs, static_slots) = self.sort_inputs(at)?;
         let in_shapes: Vec<Shape> = act_inputs
             .iter()
             .map(|(_, i)| {
@@ -298,6 +285,40 @@ impl<'a> Builder<'a> {
         node.flops = mapped.flops;
         node.bounded = pn.output.iter().any(|o| self.bounded.contains(o));
         let n = self.cg.graph.add_node(node);
+        self.connect(n, &act_inputs, &in_shapes, &outputs);
+        Ok(())
+    }
+
+    /// A node's inputs by slot: the activations (slot, name), produced by an earlier node, and
+    /// the slots of static ones (weights, constants); an input neither is an error.
+    #[allow(clippy::type_complexity)]
+    fn sort_inputs(&self, at: &At) -> Result<(Vec<(usize, String)>, Vec<usize>)> {
+        let mut act_inputs: Vec<(usize, String)> = Vec::new();
+        let mut static_slots: Vec<usize> = Vec::new();
+        for (slot, i) in at.inputs.iter().enumerate() {
+            let Some(i) = i else { continue };
+            if self.statics.contains_key(i) {
+                static_slots.push(slot);
+            } else if self.producer.contains_key(i) {
+                act_inputs.push((slot, i.clone()));
+            } else {
+                return Err(
+                    at.err(self.source, format!("input '{i}' is not produced by any earlier node"))
+                );
+            }
+        }
+        Ok((act_inputs, static_slots))
+    }
+
+    /// Node `n`'s edges from the producers of its activation inputs, and `n` as the producer
+    /// of its outputs.
+    fn connect(
+        &mut self,
+        n: NodeIndex,
+        act_inputs: &[(usize, String)],
+        in_shapes: &[Shape],
+        outputs: &[&String],
+    ) {
         for (dst_slot, (_, i)) in act_inputs.iter().enumerate() {
             let (src, src_slot) = self.producer[i];
             let shape = in_shapes[dst_slot].clone();
@@ -310,7 +331,6 @@ impl<'a> Builder<'a> {
         for (slot, o) in outputs.iter().enumerate() {
             self.producer.insert((*o).clone(), (n, slot));
         }
-        Ok(())
     }
 
     fn out_shapes(&self, at: &At, outputs: &[&String]) -> Result<Vec<Shape>> {

@@ -59,6 +59,43 @@ pub fn run_reference(
     })
 }
 
+/// A seeded initializer for the weight input `vi` (see [`with_weights`]); draws one value of
+/// `next` per element whatever the type, so the stream moves as it always has.
+fn seeded_tensor(vi: &pb::ValueInfoProto, next: &mut impl FnMut() -> u64) -> pb::TensorProto {
+    let dims = declared_dims(vi);
+    let dims: Vec<i64> = dims.iter().map(|d| d.unwrap_or(1)).collect();
+    let numel: i64 = dims.iter().product();
+    let fan = if dims.len() >= 2 { (numel / dims[0].max(1)).max(1) } else { 0 };
+    let vals: Vec<f32> = (0..numel)
+        .map(|_| {
+            let u = (next() >> 40) as f32 / (1u64 << 24) as f32;
+            if fan > 0 {
+                (2.0 * u - 1.0) / (fan as f32).sqrt()
+            } else {
+                0.5 + u
+            }
+        })
+        .collect();
+    match elem_type(vi) {
+        // integer inputs are indices (a relative-position index): 0 is valid for any table
+        Some(t @ (6 | 7)) => pb::TensorProto {
+            name: vi.name.clone(),
+            dims,
+            data_type: t,
+            int64_data: if t == 7 { vec![0; numel as usize] } else { vec![] },
+            int32_data: if t == 6 { vec![0; numel as usize] } else { vec![] },
+            ..Default::default()
+        },
+        _ => pb::TensorProto {
+            name: vi.name.clone(),
+            dims,
+            data_type: 1,
+            float_data: vals,
+            ..Default::default()
+        },
+    }
+}
+
 /// Gives every weight input of a file exported without weights seeded values, written as
 /// initializers, so that every runtime (and the loader's constant folding) sees the same
 /// weights. Matrices and kernels get `U(-1, 1) / sqrt(fan_in)`, vectors (norm scales, shifts,
@@ -91,38 +128,7 @@ pub fn with_weights(bytes: &[u8], source: &str, seed: u64) -> Result<Vec<u8>> {
             keep.push(vi);
             continue;
         }
-        let dims = declared_dims(&vi);
-        let dims: Vec<i64> = dims.iter().map(|d| d.unwrap_or(1)).collect();
-        let numel: i64 = dims.iter().product();
-        let fan = if dims.len() >= 2 { (numel / dims[0].max(1)).max(1) } else { 0 };
-        let vals: Vec<f32> = (0..numel)
-            .map(|_| {
-                let u = (next() >> 40) as f32 / (1u64 << 24) as f32;
-                if fan > 0 {
-                    (2.0 * u - 1.0) / (fan as f32).sqrt()
-                } else {
-                    0.5 + u
-                }
-            })
-            .collect();
-        let tensor = match elem_type(&vi) {
-            // integer inputs are indices (a relative-position index): 0 is valid for any table
-            Some(t @ (6 | 7)) => pb::TensorProto {
-                name: vi.name.clone(),
-                dims,
-                data_type: t,
-                int64_data: if t == 7 { vec![0; numel as usize] } else { vec![] },
-                int32_data: if t == 6 { vec![0; numel as usize] } else { vec![] },
-                ..Default::default()
-            },
-            _ => pb::TensorProto {
-                name: vi.name.clone(),
-                dims,
-                data_type: 1,
-                float_data: vals,
-                ..Default::default()
-            },
-        };
+        let tensor = seeded_tensor(&vi, &mut next);
         graph.initializer.push(tensor);
         changed = true;
     }

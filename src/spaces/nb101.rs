@@ -428,40 +428,7 @@ impl Cell {
         let mut concat_in: Vec<String> = Vec::new();
         for t in 1..out {
             let vname = format!("{name}.vertex{t}");
-            let mut add_in: Vec<String> = Vec::new();
-            for src in 1..t {
-                if self.edge(src, t) {
-                    let have = vc[src];
-                    let want = vc[t];
-                    let input = match have.cmp(&want) {
-                        std::cmp::Ordering::Equal => tensors[src].clone(),
-                        std::cmp::Ordering::Greater if have - want == 1 => b.slice_channels(
-                            &format!("{vname}.truncate{src}"),
-                            &tensors[src],
-                            0,
-                            want,
-                        ),
-                        _ => {
-                            return Err(bad_spec(
-                                Space::Nb101,
-                                spec,
-                                format!(
-                                    "vertex {src} has {have} channels, vertex {t} needs {want}"
-                                ),
-                            ))
-                        }
-                    };
-                    add_in.push(input);
-                }
-            }
-            if self.edge(0, t) {
-                add_in.push(conv_bn_relu(b, &format!("{vname}.projection"), x, vc[t], 1));
-            }
-            let vin = match add_in.len() {
-                0 => return Err(bad_spec(Space::Nb101, spec, format!("vertex {t} has no input"))),
-                1 => add_in.remove(0),
-                _ => b.add(&format!("{vname}.sum"), &add_in),
-            };
+            let vin = self.vertex_input(b, &vname, &tensors, &vc, t, spec)?;
             let value = match self.ops[t] {
                 Op::Conv3x3 => conv_bn_relu(b, &format!("{vname}.conv3x3"), &vin, vc[t], 3),
                 Op::Conv1x1 => conv_bn_relu(b, &format!("{vname}.conv1x1"), &vin, vc[t], 1),
@@ -496,6 +463,43 @@ impl Cell {
             }
         };
         Ok(output)
+    }
+
+    /// The input of interior vertex `t`: the outputs of its predecessors among the interior
+    /// vertices (one a channel wider truncated to `vc[t]`) and, with an edge from the module's
+    /// input `tensors[0]`, its 1x1 projection, summed when there are several.
+    fn vertex_input(
+        &self,
+        b: &mut ModelBuilder,
+        vname: &str,
+        tensors: &[String],
+        vc: &[usize],
+        t: usize,
+        spec: &str,
+    ) -> Result<String> {
+        let mut add_in: Vec<String> = Vec::new();
+        for src in (1..t).filter(|&src| self.edge(src, t)) {
+            let (have, want) = (vc[src], vc[t]);
+            let input = match have.cmp(&want) {
+                std::cmp::Ordering::Equal => tensors[src].clone(),
+                std::cmp::Ordering::Greater if have - want == 1 => {
+                    b.slice_channels(&format!("{vname}.truncate{src}"), &tensors[src], 0, want)
+                }
+                _ => {
+                    let msg = format!("vertex {src} has {have} channels, vertex {t} needs {want}");
+                    return Err(bad_spec(Space::Nb101, spec, msg));
+                }
+            };
+            add_in.push(input);
+        }
+        if self.edge(0, t) {
+            add_in.push(conv_bn_relu(b, &format!("{vname}.projection"), &tensors[0], vc[t], 1));
+        }
+        match add_in.len() {
+            0 => Err(bad_spec(Space::Nb101, spec, format!("vertex {t} has no input"))),
+            1 => Ok(add_in.remove(0)),
+            _ => Ok(b.add(&format!("{vname}.sum"), &add_in)),
+        }
     }
 }
 

@@ -218,6 +218,38 @@ pub fn adapt(
     Ok(choice)
 }
 
+/// Each of `n` rows' fold of `folds`, dealt in a seeded order.
+fn folds_of(n: usize, folds: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    SplitMix64(seed ^ 0xC0_F01D).shuffle(&mut order);
+    let mut f = vec![0; n];
+    for (pos, &i) in order.iter().enumerate() {
+        f[i] = pos % folds;
+    }
+    f
+}
+
+/// The (epochs, residual weight) whose out-of-fold predictions (`oof[mark][row]`: the fixed
+/// part and the heads' residual) rank `truth` best, every pair tried recorded.
+fn best_choice(oof: &[Vec<(f64, f64)>], marks: &[usize], truth: &[f64]) -> AdaptChoice {
+    let mut best = AdaptChoice { cv_spearman: f64::NEG_INFINITY, ..Default::default() };
+    for (slot, &e) in marks.iter().enumerate() {
+        for w in WEIGHTS {
+            let p: Vec<f64> = oof[slot].iter().map(|(a, r)| a + w * r).collect();
+            let rho = crate::metrics::spearman(&p, truth);
+            let rho = if rho.is_finite() { rho } else { -1.0 };
+            best.tried.push((e, w, rho));
+            if rho > best.cv_spearman + 1e-9 {
+                best.epochs = e;
+                best.residual_weight = w;
+                best.cv_spearman = rho;
+                best.cv_mae = crate::metrics::mae(&p, truth);
+            }
+        }
+    }
+    best
+}
+
 /// The (epochs, residual weight) of the best pooled out-of-fold Spearman.
 fn cross_validate(
     members: &mut [Model],
@@ -227,15 +259,7 @@ fn cross_validate(
     trainer: &mut Trainer,
 ) -> Result<AdaptChoice> {
     let folds = cfg.folds.min(rows.len());
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    SplitMix64(cfg.seed ^ 0xC0_F01D).shuffle(&mut order);
-    let fold_of: Vec<usize> = {
-        let mut f = vec![0; rows.len()];
-        for (pos, &i) in order.iter().enumerate() {
-            f[i] = pos % folds;
-        }
-        f
-    };
+    let fold_of = folds_of(rows.len(), folds, cfg.seed);
     let marks = checkpoints(cfg.epochs);
     // per mark: each row's out-of-fold (location + base, heads' residual), in signed units
     let mut oof = vec![vec![(f64::NAN, f64::NAN); rows.len()]; marks.len()];
@@ -264,21 +288,7 @@ fn cross_validate(
     }
     let sign = if cfg.lower_is_better { -1.0 } else { 1.0 };
     let truth: Vec<f64> = rows.iter().map(|r| sign * r.1).collect();
-    let mut best = AdaptChoice { cv_spearman: f64::NEG_INFINITY, ..Default::default() };
-    for (slot, &e) in marks.iter().enumerate() {
-        for w in WEIGHTS {
-            let p: Vec<f64> = oof[slot].iter().map(|(a, r)| a + w * r).collect();
-            let rho = crate::metrics::spearman(&p, &truth);
-            let rho = if rho.is_finite() { rho } else { -1.0 };
-            best.tried.push((e, w, rho));
-            if rho > best.cv_spearman + 1e-9 {
-                best.epochs = e;
-                best.residual_weight = w;
-                best.cv_spearman = rho;
-                best.cv_mae = crate::metrics::mae(&p, &truth);
-            }
-        }
-    }
+    let best = best_choice(&oof, &marks, &truth);
     trainer.say(format!(
         "cross-validation ({folds} folds of {} rows): {} epochs, residual weight {}, out-of-fold \
          spearman {:.4}, MAE {:.4}",

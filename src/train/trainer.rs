@@ -136,6 +136,39 @@ pub struct RowParts<'a> {
     pub family: &'a [u32],
 }
 
+/// One epoch's batches of row indices: a fresh shuffle cut into batches of `batch` (a last
+/// batch of one row dropped), or with `groups` batches each from one part ([`group_batches`]).
+/// The shuffle is drawn either way, so `rng` moves as it always has.
+fn epoch_batches(
+    n: usize,
+    groups: Option<RowParts>,
+    batch: usize,
+    temperature: f64,
+    rng: &mut SplitMix64,
+) -> Vec<Vec<usize>> {
+    let order = shuffled(n, rng);
+    match groups {
+        Some(g) => group_batches(g.train, g.family, batch, temperature, rng),
+        None => order.chunks(batch).filter(|c| c.len() >= 2).map(<[usize]>::to_vec).collect(),
+    }
+}
+
+/// The model's Kendall tau on `val`, or with `groups` the parts' weighted mean
+/// ([`mean_tau_within`]).
+fn validation_tau(
+    model: &Model,
+    val: &[(&GraphFeatures, f64)],
+    groups: Option<RowParts>,
+) -> Result<f64> {
+    let g: Vec<&GraphFeatures> = val.iter().map(|v| v.0).collect();
+    let pred: Vec<f64> = model.predict(&g)?.into_iter().map(|p| p.0).collect();
+    let truth: Vec<f64> = val.iter().map(|v| v.1).collect();
+    Ok(match groups {
+        Some(g) => mean_tau_within(&pred, &truth, g.val, g.family),
+        None => crate::metrics::kendall_tau(&pred, &truth),
+    })
+}
+
 /// Each part's share of its family: 1 / (the family's parts with rows), 0 for a part
 /// without rows (`family[g]`: part `g`'s family; a part beyond it is a family of its own).
 pub fn family_shares(parts: &[Vec<usize>], family: &[u32]) -> Vec<f64> {
@@ -280,10 +313,11 @@ impl Trainer {
             self.say("pretraining skipped (no epochs or fewer than 2 graphs)".into());
             return Ok(());
         }
-        let device = model.device();
         let aux: Vec<[f64; 2]> = graphs.iter().map(|s| s.aux()).collect();
         let stats: Vec<(f64, f64)> =
             (0..2).map(|c| mean_std(&aux.iter().map(|a| a[c]).collect::<Vec<_>>())).collect();
+        let aux_z: Vec<[f64; 2]> =
+            aux.iter().map(|a| std::array::from_fn(|c| (a[c] - stats[c].0) / stats[c].1)).collect();
         let mut opt = nn::Adam::default().build(&model.vs, p.lr).map_err(tch_err)?;
         let mut rng = SplitMix64(self.cfg.seed ^ 0x9e37_79b9_7f4a_7c15);
         for epoch in 0..p.epochs {
@@ -293,41 +327,10 @@ impl Trainer {
             let pb = bar(chunks.len(), format!("pretrain {}/{}", epoch + 1, p.epochs));
             let (mut sum_c, mut sum_a, mut n) = (0.0, 0.0, 0usize);
             for chunk in chunks {
-                let v1: Vec<GraphFeatures> = chunk
-                    .iter()
-                    .map(|&i| augment(&graphs[i].features, &self.cfg.augment, &mut rng))
-                    .collect();
-                let v2: Vec<GraphFeatures> = chunk
-                    .iter()
-                    .map(|&i| augment(&graphs[i].features, &self.cfg.augment, &mut rng))
-                    .collect();
-                let b1 = Batch::new(&v1.iter().collect::<Vec<_>>(), &model.meta.dims, device)?;
-                let b2 = Batch::new(&v2.iter().collect::<Vec<_>>(), &model.meta.dims, device)?;
-                let target = Tensor::stack(
-                    &(0..2)
-                        .map(|c| {
-                            f32s(
-                                chunk.iter().map(|&i| (aux[i][c] - stats[c].0) / stats[c].1),
-                                device,
-                            )
-                        })
-                        .collect::<Vec<_>>(),
-                    1,
-                );
-                let (z1, r1) = model.encoder.forward(&b1);
-                let (z2, r2) = model.encoder.forward(&b2);
-                let lc = nt_xent(
-                    &model.encoder.project(&z1),
-                    &model.encoder.project(&z2),
-                    p.temperature,
-                );
-                let la = (model.encoder.aux(&r1).mse_loss(&target, Reduction::Mean)
-                    + model.encoder.aux(&r2).mse_loss(&target, Reduction::Mean))
-                    * 0.5;
-                let loss = &lc * p.contrastive_weight + &la * p.aux_weight;
-                opt.backward_step(&loss);
-                sum_c += lc.double_value(&[]);
-                sum_a += la.double_value(&[]);
+                let (lc, la) =
+                    self.contrastive_step(model, &mut opt, graphs, &aux_z, chunk, &mut rng)?;
+                sum_c += lc;
+                sum_a += la;
                 n += 1;
                 pb.inc(1);
             }
@@ -342,6 +345,39 @@ impl Trainer {
             ));
         }
         Ok(())
+    }
+
+    /// One contrastive step on the rows `chunk` of `graphs`: two augmented views, NT-Xent
+    /// between their projections and the auxiliary regression of `aux_z` (standardised log
+    /// params and log FLOPs) from both readouts. Returns the two losses.
+    fn contrastive_step(
+        &self,
+        model: &Model,
+        opt: &mut nn::Optimizer,
+        graphs: &[&Sample],
+        aux_z: &[[f64; 2]],
+        chunk: &[usize],
+        rng: &mut SplitMix64,
+    ) -> Result<(f64, f64)> {
+        let (p, device) = (&self.cfg.pretrain, model.device());
+        let v1: Vec<GraphFeatures> =
+            chunk.iter().map(|&i| augment(&graphs[i].features, &self.cfg.augment, rng)).collect();
+        let v2: Vec<GraphFeatures> =
+            chunk.iter().map(|&i| augment(&graphs[i].features, &self.cfg.augment, rng)).collect();
+        let b1 = Batch::new(&v1.iter().collect::<Vec<_>>(), &model.meta.dims, device)?;
+        let b2 = Batch::new(&v2.iter().collect::<Vec<_>>(), &model.meta.dims, device)?;
+        let columns: Vec<Tensor> =
+            (0..2).map(|c| f32s(chunk.iter().map(|&i| aux_z[i][c]), device)).collect();
+        let target = Tensor::stack(&columns, 1);
+        let (z1, r1) = model.encoder.forward(&b1);
+        let (z2, r2) = model.encoder.forward(&b2);
+        let lc = nt_xent(&model.encoder.project(&z1), &model.encoder.project(&z2), p.temperature);
+        let la = (model.encoder.aux(&r1).mse_loss(&target, Reduction::Mean)
+            + model.encoder.aux(&r2).mse_loss(&target, Reduction::Mean))
+            * 0.5;
+        let loss = &lc * p.contrastive_weight + &la * p.aux_weight;
+        opt.backward_step(&loss);
+        Ok((lc.double_value(&[]), la.double_value(&[])))
     }
 
     /// Supervised training on `train` (graphs with targets already standardised), early
@@ -369,36 +405,20 @@ impl Trainer {
         let (mut best, mut best_state, mut stale) = (f64::NEG_INFINITY, None, 0usize);
         for epoch in 0..epochs {
             let t0 = Instant::now();
-            let order = shuffled(train.len(), &mut rng);
-            let drawn = match groups {
-                Some(g) => {
-                    group_batches(g.train, g.family, s.batch, self.cfg.mix.temperature, &mut rng)
-                }
-                None => Vec::new(),
-            };
-            let chunks: Vec<&[usize]> = match groups {
-                Some(_) => drawn.iter().map(Vec::as_slice).collect(),
-                None => order.chunks(s.batch).filter(|c| c.len() >= 2).collect(),
-            };
+            let chunks =
+                epoch_batches(train.len(), groups, s.batch, self.cfg.mix.temperature, &mut rng);
             let pb = bar(chunks.len(), format!("{phase} {}/{epochs}", epoch + 1));
             let (mut sum, mut n) = (0.0, 0usize);
-            for chunk in chunks {
+            for chunk in &chunks {
                 let loss = step(model, &mut opt, train, chunk, &s)?;
                 sum += loss;
                 n += 1;
                 pb.inc(1);
             }
             pb.finish_and_clear();
-            let tau = if val.is_empty() {
-                -(sum / n.max(1) as f64)
-            } else {
-                let g: Vec<&GraphFeatures> = val.iter().map(|v| v.0).collect();
-                let pred: Vec<f64> = model.predict(&g)?.into_iter().map(|p| p.0).collect();
-                let truth: Vec<f64> = val.iter().map(|v| v.1).collect();
-                match groups {
-                    Some(g) => mean_tau_within(&pred, &truth, g.val, g.family),
-                    None => crate::metrics::kendall_tau(&pred, &truth),
-                }
+            let tau = match val.is_empty() {
+                true => -(sum / n.max(1) as f64),
+                false => validation_tau(model, val, groups)?,
             };
             // without validation cells the epoch kept is the one of lowest training loss
             let judged = if val.is_empty() {

@@ -86,17 +86,7 @@ pub fn evaluate(
     let Some(model) = models.first() else {
         return Err(Error::Usage("nape eval needs a model".into()));
     };
-    let set = LabelledSet::load_lazy(source, target, proxies_of(model), paths)?;
-    let idx = eval_records(models, &set, limit, model.meta.config.seed)?;
-    let mut samples = set.samples_at(&idx, paths)?;
-    if align_family {
-        if models.len() > 1 {
-            return Err(Error::Usage(
-                "--align-family aligns to one model's statistics: give one model".into(),
-            ));
-        }
-        align_samples(model, &mut samples, paths)?;
-    }
+    let (set, idx, samples) = eval_samples(models, source, target, limit, align_family, paths)?;
     let all = set.truth();
     let truth: Vec<f64> = idx.iter().map(|&i| all[i]).collect();
     let recs: Vec<&Record> = idx.iter().map(|&i| &set.records.records[i]).collect();
@@ -123,10 +113,7 @@ pub fn evaluate(
         None => Vec::new(),
     };
     metrics.extend(score_each(&fitted, &truth));
-    // one name per model folder (the members of an ensemble share theirs)
-    let mut names: Vec<&str> = models.iter().map(|m| m.meta.name.as_str()).collect();
-    names.dedup();
-    let name = names.join("+");
+    let name = run_name(models);
     let run = RunDir::create(&paths.runs, "eval", &name)?;
     run.json("metrics.json", &metrics)?;
     run.predictions(&recs, &truth, &pred, &s_ref, &fitted)?;
@@ -147,6 +134,39 @@ pub fn evaluate(
         skipped: set.skipped.clone(),
         run_dir: run.path,
     })
+}
+
+/// The labelled set of `source`, the records the models are scored on (at most `limit`,
+/// none they have seen) and their features, aligned to the model's statistics with
+/// `align_family`.
+fn eval_samples(
+    models: &[Model],
+    source: &Source,
+    target: Option<&str>,
+    limit: Option<usize>,
+    align_family: bool,
+    paths: &Paths,
+) -> Result<(LabelledSet, Vec<usize>, Vec<Sample>)> {
+    let model = &models[0];
+    let set = LabelledSet::load_lazy(source, target, proxies_of(model), paths)?;
+    let idx = eval_records(models, &set, limit, model.meta.config.seed)?;
+    let mut samples = set.samples_at(&idx, paths)?;
+    if align_family {
+        if models.len() > 1 {
+            return Err(Error::Usage(
+                "--align-family aligns to one model's statistics: give one model".into(),
+            ));
+        }
+        align_samples(model, &mut samples, paths)?;
+    }
+    Ok((set, idx, samples))
+}
+
+/// One name per model folder (the members of an ensemble share theirs), joined by `+`.
+fn run_name(models: &[Model]) -> String {
+    let mut names: Vec<&str> = models.iter().map(|m| m.meta.name.as_str()).collect();
+    names.dedup();
+    names.join("+")
 }
 
 /// Mean, median, minimum and count of in-domain scores.

@@ -14,7 +14,7 @@ mod pretrain;
 pub use evaluate::{
     align_samples, calibrate_domain, eval_records, evaluate, training_stats, EvalReport,
 };
-pub use finetune::{finetune, finetune_all, FinetuneConfig, FinetuneReport};
+pub use finetune::{finetune, finetune_all, FinetuneAllReport, FinetuneConfig, FinetuneReport};
 pub use pretrain::{pretrain, pretrain_set, split_labelled, PretrainReport};
 
 use super::data::{self, Sample};

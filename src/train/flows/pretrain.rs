@@ -223,27 +223,8 @@ fn train_member(
     let train_graphs: Vec<&GraphFeatures> = s_train.iter().map(|s| &s.features).collect();
     let y_raw: Vec<f64> = train.iter().map(|&i| truth[i]).collect();
     let (y_train, slopes) = base_line(trainer, cfg, set, &train, &train_graphs, y_raw);
-    let mut meta = Meta::new(name, cfg);
-    [meta.flops_slope, meta.params_slope, meta.depth_slope] = slopes;
-    let resid: Vec<f64> =
-        y_train.iter().zip(&train_graphs).map(|(y, g)| y - meta.base(g)).collect();
-    let (mu, sd) = mean_std(&resid);
-    meta.predicts = set.predicts.clone();
-    meta.member = k;
-    meta.target_mean = mu;
-    meta.target_std = sd;
-    meta.target_spread = mean_std(&y_train).1;
-    meta.target_mad = Some(median_mad(&y_train).1);
-    meta.seen_ids = train.iter().chain(&val).map(|&i| set.records.records[i].id.clone()).collect();
-    meta.seen_ops = train_graphs
-        .iter()
-        .copied()
-        .chain(s_unl.iter().map(|s| &s.features))
-        .flat_map(|g| g.op.iter().copied())
-        .collect::<std::collections::BTreeSet<i64>>()
-        .into_iter()
-        .collect();
-    meta.feature_stats = Some(FeatureStats::of(&train_graphs, FeatureDims::current().node_dim));
+    let seen: Vec<usize> = train.iter().chain(&val).copied().collect();
+    let meta = member_meta(cfg, set, name, k, &seen, &train_graphs, &y_train, slopes, &s_unl);
     let mut model = Model::new(meta, device)?;
 
     let t1 = Instant::now();
@@ -256,22 +237,77 @@ fn train_member(
         f_val.iter().zip(&val).map(|(s, &i)| (&s.features, truth[i])).collect();
     let tr: Vec<(&GraphFeatures, f64)> =
         train_graphs.iter().zip(&y_train).map(|(&g, &y)| (g, model.standardise(g, y))).collect();
-    let sup = cfg.supervised.clone();
+    supervise(trainer, &mut model, cfg, set, (&train, &val), &tr, &va)?;
+    *timing.entry("supervised_s".into()).or_default() += t2.elapsed().as_secs_f64();
+    Ok(model)
+}
+
+/// Member `k`'s meta before training: the base line's `slopes`, the residual's location and
+/// scale, the target's spread, and what it has seen (the `seen` records' ids, the ops of its
+/// training and unlabelled graphs, the training graphs' feature statistics).
+#[allow(clippy::too_many_arguments)]
+fn member_meta(
+    cfg: &TrainConfig,
+    set: &LabelledSet,
+    name: &str,
+    k: usize,
+    seen: &[usize],
+    train_graphs: &[&GraphFeatures],
+    y_train: &[f64],
+    slopes: [f64; 3],
+    unlabelled: &[Sample],
+) -> Meta {
+    let mut meta = Meta::new(name, cfg);
+    [meta.flops_slope, meta.params_slope, meta.depth_slope] = slopes;
+    let resid: Vec<f64> = y_train.iter().zip(train_graphs).map(|(y, g)| y - meta.base(g)).collect();
+    let (mu, sd) = mean_std(&resid);
+    meta.predicts = set.predicts.clone();
+    meta.member = k;
+    meta.target_mean = mu;
+    meta.target_std = sd;
+    meta.target_spread = mean_std(y_train).1;
+    meta.target_mad = Some(median_mad(y_train).1);
+    meta.seen_ids = seen.iter().map(|&i| set.records.records[i].id.clone()).collect();
+    meta.seen_ops = train_graphs
+        .iter()
+        .copied()
+        .chain(unlabelled.iter().map(|s| &s.features))
+        .flat_map(|g| g.op.iter().copied())
+        .collect::<std::collections::BTreeSet<i64>>()
+        .into_iter()
+        .collect();
+    meta.feature_stats = Some(FeatureStats::of(train_graphs, FeatureDims::current().node_dim));
+    meta
+}
+
+/// The supervised epochs on `tr` (validated on `va`), then fuzzy c-means on the training
+/// graphs and the mixed heads' epochs; a mix's batches and validation go part by part (the
+/// rows `(train, val)` say which).
+fn supervise(
+    trainer: &mut Trainer,
+    model: &mut Model,
+    cfg: &TrainConfig,
+    set: &LabelledSet,
+    (train, val): (&[usize], &[usize]),
+    tr: &[(&GraphFeatures, f64)],
+    va: &[(&GraphFeatures, f64)],
+) -> Result<()> {
+    let sup = &cfg.supervised;
     let of = |rows: &[usize]| set.groups.as_ref().map(|g| rows.iter().map(|&i| g.of[i]).collect());
-    let (g_train, g_val): (Option<Vec<u32>>, Option<Vec<u32>>) = (of(&train), of(&val));
+    let (g_train, g_val): (Option<Vec<u32>>, Option<Vec<u32>>) = (of(train), of(val));
     let family = set.groups.as_ref().map(mix::family_ids).unwrap_or_default();
     let groups = g_train.as_deref().zip(g_val.as_deref()).map(|(train, val)| RowParts {
         train,
         val,
         family: &family,
     });
-    trainer.supervised(&model, &tr, &va, groups, sup.epochs, sup.lr, "supervised")?;
+    trainer.supervised(model, tr, va, groups, sup.epochs, sup.lr, "supervised")?;
     if sup.fcm_epochs > 0 && cfg.heads.k > 1 {
-        trainer.fit_fcm(&mut model, &train_graphs)?;
-        trainer.supervised(&model, &tr, &va, groups, sup.fcm_epochs, sup.lr * 0.3, "fcm-heads")?;
+        let graphs: Vec<&GraphFeatures> = tr.iter().map(|(g, _)| *g).collect();
+        trainer.fit_fcm(model, &graphs)?;
+        trainer.supervised(model, tr, va, groups, sup.fcm_epochs, sup.lr * 0.3, "fcm-heads")?;
     }
-    *timing.entry("supervised_s".into()).or_default() += t2.elapsed().as_secs_f64();
-    Ok(model)
+    Ok(())
 }
 
 /// A mix's held-out scores, part by part (`<part>/model`, `<part>/params`, `<part>/flops`,
@@ -369,13 +405,26 @@ fn held_out(
     let extra = fitted_predictions(&s_train, &y_train, &s_test, trainer.cfg.seed);
     metrics.extend(score_each(&extra, &y_test));
     run.predictions(&recs.iter().collect::<Vec<_>>(), &y_test, &pred, &s_test, &extra)?;
+    say_held_out(trainer, &metrics, test.len(), &set.family, predict_s);
+    Ok(metrics)
+}
+
+/// Logs a single family's held-out summary: the model's and the counts' ranking, then the
+/// fitted baselines' and the best published proxy's on the same split.
+fn say_held_out(
+    trainer: &mut Trainer,
+    metrics: &BTreeMap<String, BTreeMap<String, f64>>,
+    n: usize,
+    family: &str,
+    predict_s: f64,
+) {
     let tau_of = |k: &str| metrics.get(k).and_then(|m| m.get("kendalltau")).copied();
     let fmt = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.4}"));
     trainer.say(format!(
         "held-out {} {}: spearman {:.4}, kendall tau {:.4} (#params {}, FLOPs {}); predicted in \
          {predict_s:.2} s",
-        test.len(),
-        set.family,
+        n,
+        family,
         metrics["model"]["spearman"],
         metrics["model"]["kendalltau"],
         fmt(tau_of("params")),
@@ -393,7 +442,6 @@ fn held_out(
             _ => "-".into(),
         }
     ));
-    Ok(metrics)
 }
 
 /// The training targets and the base line's slopes on log10 FLOPs, log10 parameters and log2
