@@ -67,38 +67,41 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<i32> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
-            "{} on {} ({} records, target {}); run folder {}",
-            report.model,
-            report.family,
-            report.n,
-            report.target,
-            report.run_dir.display()
-        );
-        let keys = ["spearman", "kendalltau", "kt_2dec", "pearson", "precision_10", "ndcg_10"];
-        println!("{:<24} {}", "", keys.map(|k| format!(" {k:>12}")).join(""));
-        for (who, m) in report.metrics.iter().filter(|(k, _)| k.as_str() != "in_domain") {
-            let v: Vec<String> = keys
-                .iter()
-                .map(|k| {
-                    m.get(*k).map(|v| format!(" {v:>12.4}")).unwrap_or(format!(" {:>12}", "-"))
-                })
-                .collect();
-            println!("{who:<24} {}", v.join(""));
-        }
-        if let Some(d) = report.metrics.get("in_domain") {
-            let get = |k: &str| d.get(k).copied().unwrap_or(f64::NAN);
-            println!(
-                "in_domain: mean {:.3}, median {:.3}, min {:.3} (1 = as close to the training \
-                 networks as 90% of the family's own)",
-                get("mean"),
-                get("median"),
-                get("min")
-            );
-        }
-        if let Some(b) = &report.best_proxy {
-            println!("best_proxy is {b}, the published proxy of highest Spearman on these records");
-        }
+        print_report(&report);
     }
     Ok(report_skipped(&report.skipped))
+}
+
+/// The evaluation as a table: each model and baseline's metrics, in-domain scores, best proxy.
+fn print_report(report: &flows::EvalReport) {
+    println!(
+        "{} on {} ({} records, target {}); run folder {}",
+        report.model,
+        report.family,
+        report.n,
+        report.target,
+        report.run_dir.display()
+    );
+    let keys = ["spearman", "kendalltau", "kt_2dec", "pearson", "precision_10", "ndcg_10"];
+    println!("{:<24} {}", "", keys.map(|k| format!(" {k:>12}")).join(""));
+    for (who, m) in report.metrics.iter().filter(|(k, _)| k.as_str() != "in_domain") {
+        let v: Vec<String> = keys
+            .iter()
+            .map(|k| m.get(*k).map(|v| format!(" {v:>12.4}")).unwrap_or(format!(" {:>12}", "-")))
+            .collect();
+        println!("{who:<24} {}", v.join(""));
+    }
+    if let Some(d) = report.metrics.get("in_domain") {
+        let get = |k: &str| d.get(k).copied().unwrap_or(f64::NAN);
+        println!(
+            "in_domain: mean {:.3}, median {:.3}, min {:.3} (1 = as close to the training \
+             networks as 90% of the family's own)",
+            get("mean"),
+            get("median"),
+            get("min")
+        );
+    }
+    if let Some(b) = &report.best_proxy {
+        println!("best_proxy is {b}, the published proxy of highest Spearman on these records");
+    }
 }

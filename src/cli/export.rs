@@ -155,24 +155,7 @@ fn report(
     ds: &Dataset,
     results: Vec<(usize, Result<bool, Error>)>,
 ) -> anyhow::Result<i32> {
-    let mut records: Vec<Record> = Vec::with_capacity(ds.len());
-    let (mut written, mut skipped, mut failed) = (0usize, 0usize, Vec::new());
-    for (i, res) in results {
-        let r = &ds.records[i];
-        match res {
-            Ok(w) => {
-                if w {
-                    written += 1;
-                } else {
-                    skipped += 1;
-                }
-                let mut rec = r.clone();
-                rec.file = Some(PathBuf::from(file_name(&r.id)));
-                records.push(rec);
-            }
-            Err(e) => failed.push(format!("{}: {e}", r.id)),
-        }
-    }
+    let Tally { records, written, skipped, failed } = tally(ds, results);
     let manifest = a.out.join("manifest.jsonl");
     write_manifest(&manifest, &records)?;
     for f in failed.iter().take(10) {
@@ -240,6 +223,36 @@ fn load_records(space: Space, dir: &Path) -> crate::Result<Dataset> {
         }
         Space::TnbMicro => load_naslib_zc(dir, NaslibSpace::TnbMicro),
     }
+}
+
+/// What an export did: the records written or found (with their files), and the failures.
+struct Tally {
+    records: Vec<Record>,
+    written: usize,
+    skipped: usize,
+    failed: Vec<String>,
+}
+
+fn tally(ds: &Dataset, results: Vec<(usize, Result<bool, Error>)>) -> Tally {
+    let mut t =
+        Tally { records: Vec::with_capacity(ds.len()), written: 0, skipped: 0, failed: vec![] };
+    for (i, res) in results {
+        let r = &ds.records[i];
+        match res {
+            Ok(w) => {
+                if w {
+                    t.written += 1;
+                } else {
+                    t.skipped += 1;
+                }
+                let mut rec = r.clone();
+                rec.file = Some(PathBuf::from(file_name(&r.id)));
+                t.records.push(rec);
+            }
+            Err(e) => t.failed.push(format!("{}: {e}", r.id)),
+        }
+    }
+    t
 }
 
 fn report_issues(ds: &Dataset) {

@@ -138,49 +138,12 @@ fn select(a: &ProxiesArgs) -> anyhow::Result<Vec<Box<dyn Proxy>>> {
 
 fn jobs(a: &ProxiesArgs, data_dir: &std::path::Path) -> anyhow::Result<(String, Vec<Job>)> {
     if let Some(fam) = &a.family {
-        let space = Space::ALL.into_iter().find(|s| s.name() == fam).ok_or_else(|| {
-            Error::Usage(format!("unknown family '{fam}' (nb101, nb201, tnb-micro)"))
-        })?;
-        let ds = match space {
-            Space::Nb101 => dataset::load::load_nb101(data_dir)?,
-            Space::Nb201 => dataset::load::load_nb201(data_dir)?,
-            Space::TnbMicro => {
-                dataset::load::load_naslib_zc(data_dir, dataset::load::NaslibSpace::TnbMicro)?
-            }
-        };
-        let ds = match a.sample {
-            Some(n) => ds.sample(n, a.seed),
-            None => ds,
-        };
-        let jobs = ds
-            .records
-            .into_iter()
-            .map(|r| Job {
-                id: r.id.clone(),
-                key: r.spec.clone(),
-                source: JobSource::Spec(space, r.spec.clone()),
-                record: Some(r),
-            })
-            .collect();
-        return Ok((space.name().to_string(), jobs));
+        return family_jobs(fam, a, data_dir);
     }
     let mut out = Vec::new();
     for p in &a.paths {
         if p.extension().is_some_and(|x| x == "jsonl") {
-            let base = p.parent().map(|d| d.to_path_buf()).unwrap_or_default();
-            for r in dataset::read_manifest(p)? {
-                let file = r.file.clone().map(|f| base.join(f));
-                let source = match (&file, Space::ALL.into_iter().find(|s| s.name() == r.family)) {
-                    (Some(f), _) => JobSource::File(f.clone()),
-                    (None, Some(s)) => JobSource::Spec(s, r.spec.clone()),
-                    (None, None) => continue,
-                };
-                let key = match &file {
-                    Some(f) => file_key(f),
-                    None => r.spec.clone(),
-                };
-                out.push(Job { id: r.id.clone(), key, record: Some(r), source });
-            }
+            out.extend(manifest_jobs(p)?);
         } else {
             for f in collect_onnx_files(std::slice::from_ref(p)) {
                 out.push(Job {
@@ -198,6 +161,69 @@ fn jobs(a: &ProxiesArgs, data_dir: &std::path::Path) -> anyhow::Result<(String, 
         );
     }
     Ok(("files".into(), out))
+}
+
+/// The (sampled) networks of a benchmark family, built from their specs.
+fn family_jobs(
+    fam: &str,
+    a: &ProxiesArgs,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(String, Vec<Job>)> {
+    let space = Space::ALL
+        .into_iter()
+        .find(|s| s.name() == fam)
+        .ok_or_else(|| Error::Usage(format!("unknown family '{fam}' (nb101, nb201, tnb-micro)")))?;
+    let ds = match space {
+        Space::Nb101 => dataset::load::load_nb101(data_dir)?,
+        Space::Nb201 => dataset::load::load_nb201(data_dir)?,
+        Space::TnbMicro => {
+            dataset::load::load_naslib_zc(data_dir, dataset::load::NaslibSpace::TnbMicro)?
+        }
+    };
+    let ds = match a.sample {
+        Some(n) => ds.sample(n, a.seed),
+        None => ds,
+    };
+    let jobs = ds
+        .records
+        .into_iter()
+        .map(|r| Job {
+            id: r.id.clone(),
+            key: r.spec.clone(),
+            source: JobSource::Spec(space, r.spec.clone()),
+            record: Some(r),
+        })
+        .collect();
+    Ok((space.name().to_string(), jobs))
+}
+
+/// The networks a manifest lists: its files (relative to the manifest), or the specs of a
+/// family nape builds.
+fn manifest_jobs(p: &std::path::Path) -> anyhow::Result<Vec<Job>> {
+    let base = p.parent().map(|d| d.to_path_buf()).unwrap_or_default();
+    let mut out = Vec::new();
+    for r in dataset::read_manifest(p)? {
+        let file = r.file.clone().map(|f| base.join(f));
+        let source = match (&file, Space::ALL.into_iter().find(|s| s.name() == r.family)) {
+            (Some(f), _) => JobSource::File(f.clone()),
+            (None, Some(s)) => JobSource::Spec(s, r.spec.clone()),
+            (None, None) => {
+                let fam = &r.family;
+                tracing::warn!(
+                    "{}: record {} has no file and family '{fam}' is not one nape builds: skipped",
+                    p.display(),
+                    r.id
+                );
+                continue;
+            }
+        };
+        let key = match &file {
+            Some(f) => file_key(f),
+            None => r.spec.clone(),
+        };
+        out.push(Job { id: r.id.clone(), key, record: Some(r), source });
+    }
+    Ok(out)
 }
 
 fn file_key(p: &std::path::Path) -> String {
@@ -300,12 +326,7 @@ fn score_missing(
     let (intra, lanes) = split_threads(threads, missing.len(), a.intra_op);
     tch::set_num_threads(intra as i32);
     let pool = rayon::ThreadPoolBuilder::new().num_threads((threads / intra).max(1)).build()?;
-    let bar = ProgressBar::new(missing.len() as u64);
-    bar.set_draw_target(ProgressDrawTarget::stderr());
-    bar.set_style(ProgressStyle::with_template(
-        "{msg} [{bar:30}] {pos}/{len} {elapsed} eta {eta}",
-    )?);
-    bar.set_message(format!("proxies ({} networks cached)", jobs.len() - missing.len()));
+    let bar = progress(missing.len(), jobs.len() - missing.len())?;
     let t0 = std::time::Instant::now();
     // the cache is saved after every 16 networks, so a run stopped part-way (the NB-101 table
     // runs for hours, a session at a time) loses at most 16 networks' work
@@ -330,14 +351,25 @@ fn score_missing(
     }
     bar.finish_and_clear();
     if !missing.is_empty() {
+        let secs = t0.elapsed().as_secs_f64();
+        let per = secs * threads as f64 / missing.len() as f64;
         eprintln!(
-            "scored {} networks in {:.1} s ({:.2} s per network, {threads} threads)",
-            missing.len(),
-            t0.elapsed().as_secs_f64(),
-            t0.elapsed().as_secs_f64() * threads as f64 / missing.len() as f64
+            "scored {} networks in {secs:.1} s ({per:.2} s per network, {threads} threads)",
+            missing.len()
         );
     }
     Ok(())
+}
+
+/// The progress bar of a run that scores `todo` networks, `cached` more found in the cache.
+fn progress(todo: usize, cached: usize) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(todo as u64);
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template(
+        "{msg} [{bar:30}] {pos}/{len} {elapsed} eta {eta}",
+    )?);
+    bar.set_message(format!("proxies ({cached} networks cached)"));
+    Ok(bar)
 }
 
 /// How `threads` are used on `networks` networks: libtorch threads per lane (`intra_op`, by

@@ -152,6 +152,20 @@ pub enum NaslibSpace {
     TnbMicro,
 }
 
+/// The data file of a NAS-Bench-Suite-Zero space, what it holds, and nape's family for it.
+fn naslib_source(space: NaslibSpace) -> (&'static str, &'static str, Space) {
+    match space {
+        NaslibSpace::Nb201 => {
+            (super::NASLIB_NB201, "NAS-Bench-Suite-Zero NAS-Bench-201 records", Space::Nb201)
+        }
+        NaslibSpace::TnbMicro => (
+            super::NASLIB_TNB_MICRO,
+            "NAS-Bench-Suite-Zero TransNAS-Bench-101 micro records",
+            Space::TnbMicro,
+        ),
+    }
+}
+
 /// Loads NAS-Bench-Suite-Zero's records of one space: one [`Record`] per architecture, with
 /// targets `{dataset}_val_accuracy` and proxies `{dataset}_{proxy}` for every dataset (task)
 /// the file has for it. Dataset names are lower-cased, `ImageNet16-120` becomes `imagenet16`.
@@ -162,16 +176,7 @@ pub enum NaslibSpace {
 /// own op codes (0 zero, 1 identity, 2 conv1x1, 3 conv3x3) in the code's edge order, which the
 /// published parameter counts confirm (see [`tnb_micro`]).
 pub fn load_naslib_zc(data_dir: &Path, space: NaslibSpace) -> Result<Dataset> {
-    let (rel, what, family) = match space {
-        NaslibSpace::Nb201 => {
-            (super::NASLIB_NB201, "NAS-Bench-Suite-Zero NAS-Bench-201 records", Space::Nb201)
-        }
-        NaslibSpace::TnbMicro => (
-            super::NASLIB_TNB_MICRO,
-            "NAS-Bench-Suite-Zero TransNAS-Bench-101 micro records",
-            Space::TnbMicro,
-        ),
-    };
+    let (rel, what, family) = naslib_source(space);
     let path = data_file(data_dir, rel, what)?;
     let text = read_text(&path, what)?;
     let mut ds = Dataset { family: family.name().into(), ..Default::default() };

@@ -346,15 +346,8 @@ impl<'a> Executor<'a> {
             let Gathered { acts, read, freed } = gather(cg, n, &mut values, &mut remaining)?;
             let outs: Vec<Tensor> = match node.kind {
                 OpKind::Input => {
-                    let Some(x) = inputs.get(next_input) else {
-                        return Err(node_error(
-                            cg,
-                            n,
-                            format!("the graph has more inputs than the {} given", inputs.len()),
-                        ));
-                    };
                     next_input += 1;
-                    vec![x.to_kind(ops::input_kind(node, ctx.kind)).to_device(ctx.device)]
+                    vec![self.input_value(n, inputs, next_input - 1, &ctx)?]
                 }
                 OpKind::Output => {
                     if let Some(x) = acts.into_iter().next() {
@@ -387,6 +380,21 @@ impl<'a> Executor<'a> {
             }
         }
         Ok(fwd)
+    }
+
+    /// The graph input `n`, the `i`-th of its inputs: `inputs[i]` in the input's kind, on the device.
+    fn input_value(
+        &self,
+        n: NodeIndex,
+        inputs: &[Tensor],
+        i: usize,
+        ctx: &ops::Ctx,
+    ) -> Result<Tensor> {
+        let Some(x) = inputs.get(i) else {
+            let msg = format!("the graph has more inputs than the {} given", inputs.len());
+            return Err(node_error(self.cg, n, msg));
+        };
+        Ok(x.to_kind(ops::input_kind(&self.cg.graph[n], ctx.kind)).to_device(ctx.device))
     }
 
     /// Keeps `y`, the first output of `node`, where `taps` asks for it: a ReLU's output, or

@@ -361,6 +361,38 @@ impl Cg {
     /// ops before inputs when both are ready. Errors on a cycle.
     #[allow(clippy::result_large_err)] // the error is built once, on the failure path
     pub fn sort(&mut self) -> Result<(), CgInvalid> {
+        let order = self.topo_order()?;
+        let g = &self.graph;
+        let mut map = vec![NodeIndex::end(); g.node_bound()];
+        for (i, &n) in order.iter().enumerate() {
+            map[n.index()] = NodeIndex::new(i);
+        }
+        let map = |n: NodeIndex| map[n.index()];
+        let mut edges: Vec<_> = g
+            .edge_indices()
+            .filter_map(|e| g.edge_endpoints(e).map(|(s, t)| (map(t), g[e].dst_slot, map(s), e)))
+            .collect();
+        edges.sort_by_key(|(t, slot, s, _)| (t.index(), *slot, s.index()));
+        // move the nodes and edges over (no clone): edges first, while their indices hold
+        let mut old = std::mem::take(&mut self.graph);
+        let weights: Vec<(NodeIndex, NodeIndex, TensorEdge)> = edges
+            .into_iter()
+            .filter_map(|(t, _, s, e)| old.remove_edge(e).map(|w| (s, t, w)))
+            .collect();
+        let mut new = StableDiGraph::with_capacity(order.len(), weights.len());
+        for &n in &order {
+            new.add_node(old.remove_node(n).expect("node of this graph"));
+        }
+        for (s, t, w) in weights {
+            new.add_edge(s, t, w);
+        }
+        self.graph = new;
+        Ok(())
+    }
+
+    /// The nodes in the order `sort` gives them (Kahn's algorithm, the smallest key first).
+    #[allow(clippy::result_large_err)] // the error is built once, on the failure path
+    fn topo_order(&self) -> Result<Vec<NodeIndex>, CgInvalid> {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
         let g = &self.graph;
@@ -396,31 +428,7 @@ impl Cg {
                 .unwrap_or_default();
             return Err(CgInvalid::Cycle(stuck));
         }
-        let mut map = vec![NodeIndex::end(); g.node_bound()];
-        for (i, &n) in order.iter().enumerate() {
-            map[n.index()] = NodeIndex::new(i);
-        }
-        let map = |n: NodeIndex| map[n.index()];
-        let mut edges: Vec<_> = g
-            .edge_indices()
-            .filter_map(|e| g.edge_endpoints(e).map(|(s, t)| (map(t), g[e].dst_slot, map(s), e)))
-            .collect();
-        edges.sort_by_key(|(t, slot, s, _)| (t.index(), *slot, s.index()));
-        // move the nodes and edges over (no clone): edges first, while their indices hold
-        let mut old = std::mem::take(&mut self.graph);
-        let weights: Vec<(NodeIndex, NodeIndex, TensorEdge)> = edges
-            .into_iter()
-            .filter_map(|(t, _, s, e)| old.remove_edge(e).map(|w| (s, t, w)))
-            .collect();
-        let mut new = StableDiGraph::with_capacity(order.len(), weights.len());
-        for &n in &order {
-            new.add_node(old.remove_node(n).expect("node of this graph"));
-        }
-        for (s, t, w) in weights {
-            new.add_edge(s, t, w);
-        }
-        self.graph = new;
-        Ok(())
+        Ok(order)
     }
 
     /// Checks the invariants every CG must hold: acyclic, at least one input and output, every

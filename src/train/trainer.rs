@@ -136,6 +136,26 @@ pub struct RowParts<'a> {
     pub family: &'a [u32],
 }
 
+/// One epoch's optimiser steps over `chunks` (batches of row indices of `train`), with a
+/// progress bar named `label`; the mean training loss.
+fn train_epoch(
+    model: &Model,
+    opt: &mut nn::Optimizer,
+    train: &[(&GraphFeatures, f64)],
+    chunks: &[Vec<usize>],
+    s: &super::config::SupervisedConfig,
+    label: String,
+) -> Result<f64> {
+    let pb = bar(chunks.len(), label);
+    let mut sum = 0.0;
+    for chunk in chunks {
+        sum += step(model, opt, train, chunk, s)?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(sum / chunks.len().max(1) as f64)
+}
+
 /// One epoch's batches of row indices: a fresh shuffle cut into batches of `batch` (a last
 /// batch of one row dropped), or with `groups` batches each from one part ([`group_batches`]).
 /// The shuffle is drawn either way, so `rng` moves as it always has.
@@ -407,17 +427,10 @@ impl Trainer {
             let t0 = Instant::now();
             let chunks =
                 epoch_batches(train.len(), groups, s.batch, self.cfg.mix.temperature, &mut rng);
-            let pb = bar(chunks.len(), format!("{phase} {}/{epochs}", epoch + 1));
-            let (mut sum, mut n) = (0.0, 0usize);
-            for chunk in &chunks {
-                let loss = step(model, &mut opt, train, chunk, &s)?;
-                sum += loss;
-                n += 1;
-                pb.inc(1);
-            }
-            pb.finish_and_clear();
+            let label = format!("{phase} {}/{epochs}", epoch + 1);
+            let loss = train_epoch(model, &mut opt, train, &chunks, &s, label)?;
             let tau = match val.is_empty() {
-                true => -(sum / n.max(1) as f64),
+                true => -loss,
                 false => validation_tau(model, val, groups)?,
             };
             // without validation cells the epoch kept is the one of lowest training loss
@@ -427,9 +440,8 @@ impl Trainer {
                 format!("validation kendall tau {tau:.4}")
             };
             self.say(format!(
-                "{phase} epoch {}: loss {:.4}, {judged} ({:.1} s)",
+                "{phase} epoch {}: loss {loss:.4}, {judged} ({:.1} s)",
                 epoch + 1,
-                sum / n.max(1) as f64,
                 t0.elapsed().as_secs_f64()
             ));
             if tau > best {
