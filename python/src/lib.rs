@@ -169,6 +169,8 @@ fn proxy_scores(
     let lanes = (rayon::current_num_threads() / paths.len().max(1)).max(1);
     let data = nape::dataset::data_dir(data.as_deref());
     let images = ImageSource::from_arg(images.as_deref(), &data).map_err(py_err)?;
+    // as `nape proxies`: networks run together while their estimated peaks fit in memory
+    let gate = proxies::memory::MemoryGate::from_machine();
     let score = |p: &PathBuf| -> serde_json::Value {
         let file = p.display().to_string();
         let cg = match nape::onnx::load(p, &ImportOptions::default()) {
@@ -180,7 +182,8 @@ fn proxy_scores(
         };
         let input = ProxyInput::new(&cg, &images, seed, tch::Device::Cpu).with_batch(batch);
         let (mut scores, mut errors) = (serde_json::Map::new(), serde_json::Map::new());
-        for (k, v) in proxies::score_lanes(&ps, input, lanes) {
+        let run = || proxies::score_lanes(&ps, input, lanes);
+        for (k, v) in proxies::memory::gated(gate.as_ref(), &cg, &ps, lanes, batch, &file, run) {
             match v {
                 Ok(v) => scores.insert(k, v.into()),
                 Err(e) => errors.insert(k, e.into()),

@@ -10,6 +10,7 @@ use crate::error::{exit, Error};
 use crate::exec::device::{resolve, DeviceChoice};
 use crate::graph::Cg;
 use crate::onnx::{load, load_bytes, write::Weights, ImportOptions};
+use crate::proxies::memory::{gated, MemoryGate};
 use crate::proxies::{self, Proxy, ProxyInput, Swap};
 use crate::spaces::{BuildOptions, Space};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -65,6 +66,11 @@ pub struct ProxiesArgs {
     /// threads left (docs/proxies.md, Threads).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Memory in GB the networks scored at once may hold together, by their estimated peaks
+    /// (default: 90% of what the machine has available at the start; docs/proxies.md, Memory).
+    /// A network estimated above it runs alone.
+    #[arg(long, value_name = "GB")]
+    pub memory: Option<f64>,
     /// libtorch threads per proxy (default 1: networks and proxies in parallel use a CPU
     /// better than libtorch's threads, docs/proxies.md, Threads).
     #[arg(long)]
@@ -325,7 +331,15 @@ fn score_missing(
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let (intra, lanes) = split_threads(threads, missing.len(), a.intra_op);
     tch::set_num_threads(intra as i32);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads((threads / intra).max(1)).build()?;
+    let workers = (threads / intra).max(1);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build()?;
+    // host memory bounds how many networks run at once (a GPU's is not watched)
+    let gate = match a.memory {
+        Some(gb) if gb > 0.0 => Some(MemoryGate::new((gb * (1u64 << 30) as f64) as u64)),
+        Some(gb) => return Err(Error::Usage(format!("--memory {gb}: give a size in GB")).into()),
+        None => (device == tch::Device::Cpu).then(MemoryGate::from_machine).flatten(),
+    };
+    let place = Placement { device, lanes, gate: gate.as_ref() };
     let bar = progress(missing.len(), jobs.len() - missing.len())?;
     let t0 = std::time::Instant::now();
     // the cache is saved after every 16 networks, so a run stopped part-way (the NB-101 table
@@ -338,7 +352,7 @@ fn score_missing(
                     let mut c = cache.get(&job.id, &job.key).cloned().unwrap_or_else(Cached::empty);
                     let todo: Vec<&dyn Proxy> =
                         ps.iter().map(|p| &**p).filter(|p| lacks(&c, *p)).collect();
-                    score_job(job, &todo, images, a, device, lanes, &mut c);
+                    score_job(job, &todo, images, a, &place, &mut c);
                     bar.inc(1);
                     (job.id.clone(), job.key.clone(), c)
                 })
@@ -383,15 +397,22 @@ fn split_threads(threads: usize, networks: usize, intra_op: Option<usize>) -> (u
     (intra, (workers / networks.clamp(1, workers)).max(1))
 }
 
+/// Where a network's proxies run: the device, how many lanes, and the memory they share with
+/// the networks beside them.
+struct Placement<'g> {
+    device: tch::Device,
+    lanes: usize,
+    gate: Option<&'g MemoryGate>,
+}
+
 /// Scores the proxies `todo` of one job into `c` (a network that cannot be built is every
-/// proxy's error).
+/// proxy's error), once its estimated memory fits beside the networks running.
 fn score_job(
     job: &Job,
     todo: &[&dyn Proxy],
     images: &ImageSource,
     a: &ProxiesArgs,
-    device: tch::Device,
-    lanes: usize,
+    place: &Placement,
     c: &mut Cached,
 ) {
     let cg = match build_cg(job) {
@@ -403,8 +424,11 @@ fn score_job(
             return;
         }
     };
-    let input = ProxyInput::new(&cg, images, a.seed, device).with_batch(a.batch);
-    for (k, v) in proxies::score_lanes(todo, input, lanes) {
+    let input = ProxyInput::new(&cg, images, a.seed, place.device).with_batch(a.batch);
+    let scores = gated(place.gate, &cg, todo, place.lanes, a.batch, &job.id, || {
+        proxies::score_lanes(todo, input, place.lanes)
+    });
+    for (k, v) in scores {
         match v {
             Ok(v) => {
                 c.errors.remove(&k);

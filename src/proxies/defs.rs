@@ -1,6 +1,7 @@
 //! The proxies, one type each. Definitions: ANCHORS.md section 3.3 (the official code).
 
 use super::codes::{add_agreements, code_bytes, distinct_columns, distinct_taps};
+use super::memory::Pass;
 use super::passes::{cross_entropy, first_output, sum_terms, tch_err, weights};
 use super::{score_by_parts, Needs, Proxy, ProxyInput, Reads};
 use crate::error::Result;
@@ -154,6 +155,10 @@ impl Proxy for L2Norm {
     fn needs(&self) -> Needs {
         Needs::Nothing
     }
+    // reads the initial weights, runs nothing
+    fn pass(&self) -> Pass {
+        Pass::None
+    }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         let ex = input.default_executor()?;
         let norms = || -> TchResult<f64> {
@@ -235,6 +240,9 @@ impl Proxy for Nwot {
     fn needs(&self) -> Needs {
         Needs::Images(128)
     }
+    fn pass(&self) -> Pass {
+        Pass::ForwardTaps
+    }
     // one forward, no backward
     fn cost(&self) -> usize {
         128
@@ -290,6 +298,9 @@ impl Proxy for Swap {
     }
     fn needs(&self) -> Needs {
         Needs::Images(self.samples)
+    }
+    fn pass(&self) -> Pass {
+        Pass::ForwardTaps
     }
     // a forward per initialisation, no backward
     fn cost(&self) -> usize {
@@ -365,6 +376,10 @@ impl Proxy for Zico {
     fn needs(&self) -> Needs {
         Needs::Images(128)
     }
+    // a forward and backward per half
+    fn batch_pieces(&self) -> usize {
+        2
+    }
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         let ex = input.default_executor()?;
         let (x, labels) = input.batch(128, ex.kind())?;
@@ -424,6 +439,9 @@ impl Proxy for Epsinas {
     // the raw score with accuracy, reversing only for metrics to minimise (perplexity, RMSE)
     fn needs(&self) -> Needs {
         Needs::Images(256)
+    }
+    fn pass(&self) -> Pass {
+        Pass::Forward
     }
     // a forward per constant, no backward
     fn cost(&self) -> usize {

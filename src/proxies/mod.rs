@@ -13,6 +13,7 @@
 mod codes;
 mod defs;
 mod lanes;
+pub mod memory;
 mod passes;
 
 pub use defs::*;
@@ -226,6 +227,15 @@ pub trait Proxy: Send + Sync {
     /// What it reads from the loss pass the proxies of one network share (nothing by default).
     fn reads(&self) -> Reads {
         Reads::default()
+    }
+    /// What its pass keeps of the activations, for the memory estimate ([`memory::Pass`]).
+    fn pass(&self) -> memory::Pass {
+        memory::Pass::default_for(self.needs(), self.reads())
+    }
+    /// How many pieces its batch runs in, one after another (zico's two halves); the memory
+    /// estimate counts one piece.
+    fn batch_pieces(&self) -> usize {
+        1
     }
     /// The score of one network.
     fn score(&self, input: &ProxyInput) -> Result<f64>;

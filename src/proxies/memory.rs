@@ -1,0 +1,271 @@
+//! How much memory a network's proxies hold at their peak, estimated from the CG's shapes, and
+//! a gate that lets a batch run together only as many networks as the machine's memory holds.
+//!
+//! A pass keeps a share of the activations its batch makes, which depends on what it runs
+//! ([`Pass`]): a forward without gradients keeps only the tensors still to be read; one that
+//! taps every ReLU (nwot, swap) keeps those too; a forward and backward keeps every activation
+//! for the backward; GraSP's double backward keeps the backward's graph as well. The shares
+//! were measured on three NB-101 cells of 0.4 M, 4.9 M and 39 M parameters (peak RSS of
+//! `nape proxies FILE --names P --threads 1`, docs/proxies.md "Memory") and rounded up.
+
+use super::{Needs, Proxy, Reads};
+use crate::graph::Cg;
+use std::collections::BTreeSet;
+use std::sync::{Condvar, Mutex};
+
+/// What a proxy's pass keeps of the activations its batch makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Reads only the graph: no pass.
+    None,
+    /// A forward without gradients: only the tensors still to be read.
+    Forward,
+    /// A forward without gradients that keeps a tap on every ReLU.
+    ForwardTaps,
+    /// A forward and a backward: every activation the backward reads.
+    Backward,
+    /// A backward of a backward (GraSP's Hessian-gradient product).
+    DoubleBackward,
+}
+
+impl Pass {
+    /// The pass a proxy runs unless it says otherwise: none for the graph alone, a double
+    /// backward for the Hessian-gradient product, a forward and backward for everything else.
+    pub fn default_for(needs: Needs, reads: Reads) -> Pass {
+        match needs {
+            Needs::Graph => Pass::None,
+            _ if reads.hessian_grad => Pass::DoubleBackward,
+            _ => Pass::Backward,
+        }
+    }
+
+    /// The share of a batch's activations the pass keeps at its peak (measured, rounded up).
+    fn share(self) -> f64 {
+        match self {
+            Pass::None => 0.0,
+            Pass::Forward => 0.1,
+            Pass::ForwardTaps => 0.45,
+            Pass::Backward => 1.1,
+            Pass::DoubleBackward => 2.7,
+        }
+    }
+}
+
+/// What one network holds besides its passes: libtorch's and oneDNN's working memory (about
+/// 0.35 GB measured on a small cell) and its weights with their gradients.
+const NETWORK_BASE: u64 = 350 << 20;
+
+/// Bytes of activations one image makes in `cg`: every node output once, 4 bytes an element,
+/// divided by the batch the CG's shapes were made for (its first input's first dimension).
+pub fn activation_bytes_per_image(cg: &Cg) -> u64 {
+    let g = &cg.graph;
+    let mut outputs = BTreeSet::new();
+    let mut elems: u64 = 0;
+    for e in g.edge_indices() {
+        let (Some((src, _)), Some(w)) = (g.edge_endpoints(e), g.edge_weight(e)) else { continue };
+        if outputs.insert((src.index(), w.src_slot)) {
+            elems = elems.saturating_add(w.shape.iter().map(|&d| d.max(1) as u64).product());
+        }
+    }
+    let batch = g
+        .node_indices()
+        .find(|&n| g[n].kind == crate::graph::OpKind::Input)
+        .and_then(|n| g[n].out_shapes.first().and_then(|s| s.first()).copied())
+        .unwrap_or(1)
+        .max(1) as u64;
+    elems / batch * 4
+}
+
+/// The peak of one proxy's pass on a network that makes `act` bytes per image, with every
+/// data proxy's batch set to `batch` where given.
+fn pass_peak(p: &dyn Proxy, act: u64, batch: Option<usize>) -> u64 {
+    let images = match p.needs() {
+        Needs::Graph => 0,
+        // synflow's all-ones input, in float64
+        Needs::Nothing => 2,
+        Needs::Images(n) => batch.unwrap_or(n).div_ceil(p.batch_pieces().max(1)),
+    };
+    (act as f64 * images as f64 * p.pass().share()) as u64
+}
+
+/// The memory the proxies `todo` hold at their peak on `cg`, `lanes` of them at a time: the
+/// proxies that share the loss pass hold one pass together, every other proxy (or part of one)
+/// its own, and lanes run the dearest at once.
+pub fn network_peak(cg: &Cg, todo: &[&dyn Proxy], lanes: usize, batch: Option<usize>) -> u64 {
+    let act = activation_bytes_per_image(cg);
+    let mut shared = 0u64;
+    let mut peaks = Vec::new();
+    for p in todo {
+        let peak = pass_peak(*p, act, batch);
+        if p.reads() != Reads::default() {
+            shared = shared.max(peak);
+        } else {
+            peaks.extend(std::iter::repeat_n(peak, p.parts().max(1)));
+        }
+    }
+    peaks.push(shared);
+    peaks.sort_unstable_by(|a, b| b.cmp(a));
+    let params: u64 = cg.graph.node_weights().map(|n| n.params).sum();
+    NETWORK_BASE + params * 16 + peaks.iter().take(lanes.max(1)).sum::<u64>()
+}
+
+/// Memory shared by the networks a batch runs at once. A network takes its estimate before its
+/// proxies run and gives it back after; while the budget is taken, the next waits. A network
+/// whose estimate exceeds the whole budget waits until nothing else runs, then runs alone.
+pub struct MemoryGate {
+    budget: u64,
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+/// A network's share of a [`MemoryGate`], given back when dropped.
+pub struct Permit<'g> {
+    gate: &'g MemoryGate,
+    bytes: u64,
+}
+
+impl MemoryGate {
+    /// A gate of `budget` bytes.
+    pub fn new(budget: u64) -> Self {
+        MemoryGate { budget, used: Mutex::new(0), freed: Condvar::new() }
+    }
+
+    /// A gate of 90% of the memory the kernel says is available now (`MemAvailable` in
+    /// /proc/meminfo); `None` where that cannot be read.
+    pub fn from_machine() -> Option<Self> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(MemoryGate::new(kib * 1024 / 10 * 9))
+    }
+
+    /// The budget in bytes.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Takes `bytes`, waiting while they do not fit beside what others hold.
+    pub fn take(&self, bytes: u64) -> Permit<'_> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 && used.saturating_add(bytes) > self.budget {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += bytes;
+        Permit { gate: self, bytes }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut used = self.gate.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= self.bytes;
+        self.gate.freed.notify_all();
+    }
+}
+
+/// Runs `f` (the proxies `todo` of the network `cg`, named `name`, on `lanes`) once its
+/// estimated peak fits in `gate` beside the networks running, warning when it exceeds the
+/// whole budget, and hands the memory it freed back afterwards. Without a gate, runs `f`.
+pub fn gated<T>(
+    gate: Option<&MemoryGate>,
+    cg: &Cg,
+    todo: &[&dyn Proxy],
+    lanes: usize,
+    batch: Option<usize>,
+    name: &str,
+    f: impl FnOnce() -> T,
+) -> T {
+    let Some(gate) = gate else { return f() };
+    let need = network_peak(cg, todo, lanes, batch);
+    tracing::debug!("{name}: estimated peak {} MiB", need >> 20);
+    if need > gate.budget() {
+        let gb = |b: u64| b as f64 / (1u64 << 30) as f64;
+        tracing::warn!(
+            "{name}: its proxies may need about {:.1} GB, more than the {:.1} GB available; it \
+             runs alone",
+            gb(need),
+            gb(gate.budget())
+        );
+    }
+    let permit = gate.take(need);
+    let out = f();
+    release_freed();
+    drop(permit);
+    out
+}
+
+/// Hands the memory libtorch freed back to the kernel. libtorch allocates with glibc's malloc,
+/// which keeps freed blocks in the arena of the thread that used them; without this, each
+/// worker thread holds what its largest network needed, and the process's memory is the sum
+/// of the workers' peaks whatever the gate lets run at once (measured: 8.7 GB against 6.6 GB
+/// for two NB-101 cells run one after the other, docs/proxies.md "Memory").
+pub fn release_freed() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heaps to the kernel; it touches
+    // no live allocation and is thread-safe (it takes each arena's lock).
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn nb201_cell() -> Cg {
+        use crate::spaces::{BuildOptions, Space};
+        let spec = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|";
+        let arch = Space::Nb201.parse_spec(spec).expect("spec");
+        let bytes = arch.build(&BuildOptions::default()).expect("build").to_bytes();
+        crate::onnx::load_bytes(&bytes, "cell", &Default::default()).expect("load")
+    }
+
+    #[test]
+    fn peaks_grow_with_the_batch_the_backward_and_the_lanes() {
+        use crate::proxies::{Grasp, L2Norm, Nwot, Params, Snip, Swap};
+        let cg = nb201_cell();
+        let act = activation_bytes_per_image(&cg);
+        // the stem alone makes 16 x 32 x 32 float32 values three times (conv, BN, ReLU)
+        assert!(act > 3 * 16 * 32 * 32 * 4, "{act}");
+        let base = network_peak(&cg, &[&Params, &L2Norm], 1, None);
+        let snip = network_peak(&cg, &[&Snip], 1, None);
+        let grasp = network_peak(&cg, &[&Grasp], 1, None);
+        assert!(base < snip && snip < grasp, "{base} {snip} {grasp}");
+        assert_eq!(network_peak(&cg, &[&Snip, &Grasp], 1, None), grasp, "one shared pass");
+        assert!(network_peak(&cg, &[&Snip], 1, Some(128)) > snip);
+        let swap = Swap::default();
+        let one = network_peak(&cg, &[&Nwot, &swap], 1, None);
+        let two = network_peak(&cg, &[&Nwot, &swap], 2, None);
+        assert!(two > one, "{one} {two}");
+    }
+
+    #[test]
+    fn the_gate_never_lets_more_than_its_budget_run_and_a_big_network_runs_alone() {
+        let gate = MemoryGate::new(10);
+        let held = AtomicU64::new(0);
+        let peak = AtomicU64::new(0);
+        let alone = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for i in 0..24u64 {
+                let (gate, held, peak, alone) = (&gate, &held, &peak, &alone);
+                s.spawn(move || {
+                    let bytes = if i % 6 == 0 { 15 } else { 1 + i % 4 };
+                    let _p = gate.take(bytes);
+                    let now = held.fetch_add(bytes, Ordering::SeqCst) + bytes;
+                    if bytes > 10 && now != bytes {
+                        alone.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if bytes <= 10 {
+                        peak.fetch_max(now, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    held.fetch_sub(bytes, Ordering::SeqCst);
+                });
+            }
+        });
+        assert!(peak.load(Ordering::SeqCst) <= 10, "{}", peak.load(Ordering::SeqCst));
+        assert_eq!(alone.load(Ordering::SeqCst), 0, "an over-budget network ran beside another");
+        assert_eq!(*gate.used.lock().unwrap(), 0);
+    }
+}
