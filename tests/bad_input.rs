@@ -182,3 +182,32 @@ fn predict_keeps_the_exit_codes_through_nape_torch() {
     assert_eq!(run(&[&garbage]), 4);
     assert_eq!(run(&[&good, &missing]), 5);
 }
+
+/// `--memory` bounds the networks `nape proxies` runs at once: a budget no network fits in
+/// runs each alone, with a warning naming it, and changes no value; a budget that is not a
+/// size is a usage error.
+#[cfg(feature = "torch")]
+#[test]
+fn proxies_under_a_tiny_memory_budget_run_each_network_alone_with_the_same_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.onnx", &small_model());
+    let b = write(dir.path(), "b.onnx", &small_model());
+    let cache = dir.path().join("cache");
+    let run = |cache: &str, extra: &[&str]| {
+        let mut args = vec!["proxies", a.to_str().unwrap(), b.to_str().unwrap()];
+        args.extend_from_slice(&["--names", "synflow,snip", "--images", "gaussian", "--json"]);
+        args.extend_from_slice(&["--threads", "2", "--cache", cache]);
+        args.extend_from_slice(extra);
+        nape(&args)
+    };
+    let (code, free, _) = run(cache.join("free").to_str().unwrap(), &[]);
+    assert_eq!(code, 0);
+    let (code, tight, err) = run(cache.join("tight").to_str().unwrap(), &["--memory", "0.001"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(free, tight, "the budget changed a value");
+    assert_eq!(err.matches("runs alone").count(), 2, "{err}");
+    assert!(err.contains("a.onnx") && err.contains("b.onnx"), "{err}");
+    let (code, _, err) = run(cache.join("zero").to_str().unwrap(), &["--memory", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--memory"), "{err}");
+}
