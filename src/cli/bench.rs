@@ -45,11 +45,11 @@ fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
     for p in &proxies {
         write!(out, " {:>9}", p.name())?;
     }
-    let head = ["one by one", "shared", "ratio", "lanes", "ratio", "peak MiB"];
+    let head = ["one by one", "shared", "ratio", "lanes", "ratio", "peak MiB", "est. MiB"];
     writeln!(
         out,
-        " {:>9} {:>9} {:>6} {:>9} {:>6} {:>9}",
-        head[0], head[1], head[2], head[3], head[4], head[5]
+        " {:>9} {:>9} {:>6} {:>9} {:>6} {:>9} {:>9}",
+        head[0], head[1], head[2], head[3], head[4], head[5], head[6]
     )?;
     for net in &nets {
         let cg =
@@ -75,7 +75,9 @@ fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
         let laned = t.elapsed().as_secs_f64() * 1e3;
         let (ratio, lratio) = (shared / alone, laned / alone);
         write!(out, " {alone:>10.0} {shared:>9.0} {ratio:>6.2} {laned:>9.0} {lratio:>6.2}")?;
-        writeln!(out, " {:>9.0}", peak_rss_mib())?;
+        // the process's peak so far beside the memory gate's estimate of the lanes' run
+        let est = crate::proxies::memory::network_peak(&cg, &refs, lanes, None) >> 20;
+        writeln!(out, " {:>9.0} {est:>9}", peak_rss_mib())?;
     }
     Ok(())
 }
