@@ -28,7 +28,8 @@ pub struct BenchArgs {
 /// Milliseconds per proxy on the benchmark-cell networks: each proxy alone (its own network
 /// build and passes, as one-at-a-time scoring runs it), their sum, the 14 together sharing the
 /// network and the loss pass in one thread (`score_all`), and the same spread over one lane per
-/// core (`score_lanes`, what `nape proxies` runs on one network); peak memory after.
+/// core (`score_lanes`, what `nape proxies` runs on one network), with the lanes' peak memory
+/// beside the memory gate's estimate of it.
 #[cfg(feature = "torch")]
 fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
     use crate::dataset::images::ImageSource;
@@ -45,7 +46,7 @@ fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
     for p in &proxies {
         write!(out, " {:>9}", p.name())?;
     }
-    let head = ["one by one", "shared", "ratio", "lanes", "ratio", "peak MiB", "est. MiB"];
+    let head = ["one by one", "shared", "ratio", "lanes", "ratio", "lanes MiB", "est. MiB"];
     writeln!(
         out,
         " {:>9} {:>9} {:>6} {:>9} {:>6} {:>9} {:>9}",
@@ -70,12 +71,15 @@ fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
         let t = Instant::now();
         score_all(&proxies, ProxyInput::new(&cg, &images, 0, tch::Device::Cpu));
         let shared = t.elapsed().as_secs_f64() * 1e3;
+        // the lanes' own peak: what the runs before freed handed back, the count started again
+        crate::proxies::memory::release_freed();
+        reset_peak_rss();
         let t = Instant::now();
         score_lanes(&refs, ProxyInput::new(&cg, &images, 0, tch::Device::Cpu), lanes);
         let laned = t.elapsed().as_secs_f64() * 1e3;
         let (ratio, lratio) = (shared / alone, laned / alone);
         write!(out, " {alone:>10.0} {shared:>9.0} {ratio:>6.2} {laned:>9.0} {lratio:>6.2}")?;
-        // the process's peak so far beside the memory gate's estimate of the lanes' run
+        // the lanes' measured peak beside the memory gate's estimate of it
         let est = crate::proxies::memory::network_peak(&cg, &refs, lanes, None) >> 20;
         writeln!(out, " {:>9.0} {est:>9}", peak_rss_mib())?;
     }
@@ -151,6 +155,14 @@ fn time<F: FnMut()>(budget: f64, mut f: F) -> Duration {
     }
     samples.sort();
     samples[samples.len() / 2]
+}
+
+/// Starts [`peak_rss_mib`]'s count again from what is resident now (Linux's `clear_refs` 5;
+/// elsewhere nothing).
+#[cfg(feature = "torch")]
+fn reset_peak_rss() {
+    // best effort: where it cannot be written, the peak stays the process's
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident memory of this process so far, in MiB (Linux; 0 elsewhere).

@@ -51,8 +51,9 @@ impl Pass {
     }
 }
 
-/// What one network holds besides its passes: libtorch's and oneDNN's working memory (about
-/// 0.35 GB measured on a small cell) and its weights with their gradients.
+/// What one network holds besides its passes, on each lane that runs it: libtorch's and
+/// oneDNN's working memory (about 0.35 GB measured on a small cell) and its weights with their
+/// gradients (16 bytes a parameter).
 const NETWORK_BASE: u64 = 350 << 20;
 
 /// Bytes of activations one image makes in `cg`: every node output once, 4 bytes an element,
@@ -105,8 +106,10 @@ pub fn network_peak(cg: &Cg, todo: &[&dyn Proxy], lanes: usize, batch: Option<us
     }
     peaks.push(shared);
     peaks.sort_unstable_by(|a, b| b.cmp(a));
+    // each lane builds its own network and works in its own libtorch memory
+    let lanes = lanes.clamp(1, peaks.len()) as u64;
     let params: u64 = cg.graph.node_weights().map(|n| n.params).sum();
-    NETWORK_BASE + params * 16 + peaks.iter().take(lanes.max(1)).sum::<u64>()
+    lanes * (NETWORK_BASE + params * 16) + peaks.iter().take(lanes as usize).sum::<u64>()
 }
 
 /// Memory shared by the networks a batch runs at once. A network takes its estimate before its
