@@ -69,7 +69,7 @@ pub struct ProxiesArgs {
     /// Memory in GB the networks scored at once may hold together, by their estimated peaks
     /// (default: 90% of what the machine has available at the start; docs/proxies.md, Memory).
     /// A network estimated above it runs alone.
-    #[arg(long, value_name = "GB")]
+    #[arg(long, value_name = "GB", value_parser = positive_gb)]
     pub memory: Option<f64>,
     /// libtorch threads per proxy (default 1: networks and proxies in parallel use a CPU
     /// better than libtorch's threads, docs/proxies.md, Threads).
@@ -232,6 +232,14 @@ fn manifest_jobs(p: &std::path::Path) -> anyhow::Result<Vec<Job>> {
     Ok(out)
 }
 
+/// `--memory`: a size in GB above zero (checked with the other arguments, exit 2).
+fn positive_gb(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(gb) if gb > 0.0 && gb.is_finite() => Ok(gb),
+        _ => Err(format!("'{s}' is not a size in GB above 0")),
+    }
+}
+
 fn file_key(p: &std::path::Path) -> String {
     use md5::{Digest, Md5};
     match std::fs::read(p) {
@@ -331,12 +339,10 @@ fn score_missing(
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let (intra, lanes) = split_threads(threads, missing.len(), a.intra_op);
     tch::set_num_threads(intra as i32);
-    let workers = (threads / intra).max(1);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build()?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads((threads / intra).max(1)).build()?;
     // host memory bounds how many networks run at once (a GPU's is not watched)
     let gate = match a.memory {
-        Some(gb) if gb > 0.0 => Some(MemoryGate::new((gb * (1u64 << 30) as f64) as u64)),
-        Some(gb) => return Err(Error::Usage(format!("--memory {gb}: give a size in GB")).into()),
+        Some(gb) => Some(MemoryGate::new((gb * (1u64 << 30) as f64) as u64)),
         None => (device == tch::Device::Cpu).then(MemoryGate::from_machine).flatten(),
     };
     let place = Placement { device, lanes, gate: gate.as_ref() };

@@ -229,12 +229,7 @@ impl<'a> Executor<'a> {
         for e in (&cg.graph).edge_references() {
             *uses.entry((e.source(), e.weight().src_slot)).or_insert(0) += 1;
         }
-        let cg_batch = cg
-            .graph
-            .node_weights()
-            .find(|n| n.kind == OpKind::Input)
-            .and_then(|n| n.out_shape().first().copied())
-            .unwrap_or(1) as i64;
+        let cg_batch = cg.batch() as i64;
         let mut ex = Executor { cg, opts, order, params, param_index, consts, cg_batch, uses };
         ex.init(init, seed)?;
         Ok(ex)

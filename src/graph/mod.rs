@@ -481,6 +481,22 @@ impl Cg {
         Ok(())
     }
 
+    /// The batch the graph's shapes were made for: its first input's first dimension (1 when
+    /// the graph has no input or the input has no dimensions).
+    pub fn batch(&self) -> usize {
+        self.graph
+            .node_weights()
+            .find(|n| n.kind == OpKind::Input)
+            .and_then(|n| n.out_shape().first().copied())
+            .unwrap_or(1)
+    }
+
+    /// Elements of every node's outputs together (the activations one run of the graph makes).
+    pub fn output_elements(&self) -> u64 {
+        let shapes = self.graph.node_weights().flat_map(|n| &n.out_shapes);
+        shapes.map(|s| s.iter().map(|&d| d.max(1) as u64).product::<u64>()).sum()
+    }
+
     /// Totals, depth and extremes of the graph.
     pub fn summary(&self) -> Summary {
         let g = &self.graph;

@@ -27,8 +27,8 @@ type Parts = BTreeMap<(String, usize), Result<Vec<f64>>>;
 
 /// One unit of a lane's work: a proxy's score, or one of its parts.
 #[derive(Clone, Copy)]
-struct Job<'p> {
-    proxy: &'p dyn Proxy,
+pub(super) struct Job<'p> {
+    pub(super) proxy: &'p dyn Proxy,
     part: Option<usize>,
 }
 
@@ -40,7 +40,7 @@ impl Job<'_> {
 
 /// The tasks of one network, dearest first: the proxies that read the loss pass together, the
 /// parts of a proxy that splits one by one, every other proxy alone.
-fn tasks<'p>(proxies: &[&'p dyn Proxy]) -> Vec<Vec<Job<'p>>> {
+pub(super) fn tasks<'p>(proxies: &[&'p dyn Proxy]) -> Vec<Vec<Job<'p>>> {
     let (shared, alone): (Vec<&dyn Proxy>, Vec<&dyn Proxy>) =
         proxies.iter().partition(|p| p.reads() != Reads::default());
     let mut tasks: Vec<Vec<Job>> = Vec::new();

@@ -10,7 +10,6 @@
 
 use super::{Needs, Proxy, Reads};
 use crate::graph::Cg;
-use std::collections::BTreeSet;
 use std::sync::{Condvar, Mutex};
 
 /// What a proxy's pass keeps of the activations its batch makes.
@@ -56,25 +55,10 @@ impl Pass {
 /// gradients (16 bytes a parameter).
 const NETWORK_BASE: u64 = 350 << 20;
 
-/// Bytes of activations one image makes in `cg`: every node output once, 4 bytes an element,
-/// divided by the batch the CG's shapes were made for (its first input's first dimension).
+/// Bytes of activations one image makes in `cg`: every node output, 4 bytes an element,
+/// divided by the batch the CG's shapes were made for.
 pub fn activation_bytes_per_image(cg: &Cg) -> u64 {
-    let g = &cg.graph;
-    let mut outputs = BTreeSet::new();
-    let mut elems: u64 = 0;
-    for e in g.edge_indices() {
-        let (Some((src, _)), Some(w)) = (g.edge_endpoints(e), g.edge_weight(e)) else { continue };
-        if outputs.insert((src.index(), w.src_slot)) {
-            elems = elems.saturating_add(w.shape.iter().map(|&d| d.max(1) as u64).product());
-        }
-    }
-    let batch = g
-        .node_indices()
-        .find(|&n| g[n].kind == crate::graph::OpKind::Input)
-        .and_then(|n| g[n].out_shapes.first().and_then(|s| s.first()).copied())
-        .unwrap_or(1)
-        .max(1) as u64;
-    elems / batch * 4
+    cg.output_elements() / cg.batch().max(1) as u64 * 4
 }
 
 /// The peak of one proxy's pass on a network that makes `act` bytes per image, with every
@@ -94,20 +78,14 @@ fn pass_peak(p: &dyn Proxy, act: u64, batch: Option<usize>) -> u64 {
 /// its own, and lanes run the dearest at once.
 pub fn network_peak(cg: &Cg, todo: &[&dyn Proxy], lanes: usize, batch: Option<usize>) -> u64 {
     let act = activation_bytes_per_image(cg);
-    let mut shared = 0u64;
-    let mut peaks = Vec::new();
-    for p in todo {
-        let peak = pass_peak(*p, act, batch);
-        if p.reads() != Reads::default() {
-            shared = shared.max(peak);
-        } else {
-            peaks.extend(std::iter::repeat_n(peak, p.parts().max(1)));
-        }
-    }
-    peaks.push(shared);
+    // the tasks lanes run: a task's proxies share its pass, so it holds the largest of them
+    let mut peaks: Vec<u64> = super::lanes::tasks(todo)
+        .iter()
+        .map(|t| t.iter().map(|j| pass_peak(j.proxy, act, batch)).max().unwrap_or(0))
+        .collect();
     peaks.sort_unstable_by(|a, b| b.cmp(a));
     // each lane builds its own network and works in its own libtorch memory
-    let lanes = lanes.clamp(1, peaks.len()) as u64;
+    let lanes = lanes.clamp(1, peaks.len().max(1)) as u64;
     let params: u64 = cg.graph.node_weights().map(|n| n.params).sum();
     lanes * (NETWORK_BASE + params * 16) + peaks.iter().take(lanes as usize).sum::<u64>()
 }
