@@ -316,7 +316,7 @@ impl Cached {
 }
 
 /// Scores, in parallel, every job whose cached entry lacks one of the proxies `ps`; saves the
-/// cache after every 64 networks (an interrupted run resumes there).
+/// cache after every 16 networks (an interrupted run resumes there).
 fn score_missing(
     a: &ProxiesArgs,
     ps: &[Box<dyn Proxy>],
@@ -324,11 +324,7 @@ fn score_missing(
     jobs: &[Job],
     cache: &mut Cache<Cached>,
 ) -> anyhow::Result<()> {
-    let choice: DeviceChoice = a.device.parse().map_err(Error::Usage)?;
-    let (device, why) = resolve(choice);
-    if let Some(w) = why {
-        tracing::warn!("{w}");
-    }
+    let device = device_of(a)?;
     let lacks = |c: &Cached, p: &dyn Proxy| c.lacks(p.name());
     let missing: Vec<&Job> = jobs
         .iter()
@@ -340,11 +336,7 @@ fn score_missing(
     let (intra, lanes) = split_threads(threads, missing.len(), a.intra_op);
     tch::set_num_threads(intra as i32);
     let pool = rayon::ThreadPoolBuilder::new().num_threads((threads / intra).max(1)).build()?;
-    // host memory bounds how many networks run at once (a GPU's is not watched)
-    let gate = match a.memory {
-        Some(gb) => Some(MemoryGate::new((gb * (1u64 << 30) as f64) as u64)),
-        None => (device == tch::Device::Cpu).then(MemoryGate::from_machine).flatten(),
-    };
+    let gate = memory_gate(a, device);
     let place = Placement { device, lanes, gate: gate.as_ref() };
     let bar = progress(missing.len(), jobs.len() - missing.len())?;
     let t0 = std::time::Instant::now();
@@ -379,6 +371,25 @@ fn score_missing(
         );
     }
     Ok(())
+}
+
+/// The device `--device` names, with a warning when it falls back to another.
+fn device_of(a: &ProxiesArgs) -> anyhow::Result<tch::Device> {
+    let choice: DeviceChoice = a.device.parse().map_err(Error::Usage)?;
+    let (device, why) = resolve(choice);
+    if let Some(w) = why {
+        tracing::warn!("{w}");
+    }
+    Ok(device)
+}
+
+/// The memory budget that bounds how many networks run at once: `--memory`, or the host's
+/// available memory on the CPU (a GPU's is not watched).
+fn memory_gate(a: &ProxiesArgs, device: tch::Device) -> Option<MemoryGate> {
+    match a.memory {
+        Some(gb) => Some(MemoryGate::new((gb * (1u64 << 30) as f64) as u64)),
+        None => (device == tch::Device::Cpu).then(MemoryGate::from_machine).flatten(),
+    }
 }
 
 /// The progress bar of a run that scores `todo` networks, `cached` more found in the cache.

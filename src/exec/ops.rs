@@ -238,35 +238,8 @@ fn normalisation(
             };
             one(y.map_err(e)?)
         }
-        "LayerNormalization" => {
-            let x = x()?;
-            let a = axis(node.attr_int("axis", -1), rank(x))?;
-            let shape: Vec<i64> = x.size()[a as usize..].to_vec();
-            let eps = node.attr_float("epsilon", 1e-5);
-            let (w, b) = (opt(args, 1), opt(args, 2));
-            // the ONNX scale may be broadcast from fewer dims: expand to the normalised shape
-            let w = w.map(|w| w.f_expand(shape.as_slice(), false)).transpose().map_err(e)?;
-            let b = b.map(|b| b.f_expand(shape.as_slice(), false)).transpose().map_err(e)?;
-            one(x.f_layer_norm(shape.as_slice(), w.as_ref(), b.as_ref(), eps, false).map_err(e)?)
-        }
-        "GroupNormalization" => {
-            let x = x()?;
-            let g = node.attr_int("num_groups", 1).max(1);
-            let c = x.size().get(1).copied().unwrap_or(1);
-            let eps = node.attr_float("epsilon", 1e-5);
-            // opset 18 gives one scale per group, opset 21 one per channel
-            let per_channel = |t: Option<&Tensor>| -> R<Option<Tensor>> {
-                match t {
-                    Some(t) if t.numel() as i64 == g && g != c => {
-                        Ok(Some(t.f_repeat_interleave_self_int(c / g, 0, None).map_err(e)?))
-                    }
-                    Some(t) => Ok(Some(t.shallow_clone())),
-                    None => Ok(None),
-                }
-            };
-            let (w, b) = (per_channel(opt(args, 1))?, per_channel(opt(args, 2))?);
-            one(x.f_group_norm(g, w.as_ref(), b.as_ref(), eps, false).map_err(e)?)
-        }
+        "LayerNormalization" => one(layer_norm(node, x()?, args)?),
+        "GroupNormalization" => one(group_norm(node, x()?, args)?),
         "InstanceNormalization" => {
             let eps = node.attr_float("epsilon", 1e-5);
             one(x()?
@@ -284,6 +257,36 @@ fn normalisation(
         }
         _ => Ok(None),
     }
+}
+
+/// ONNX LayerNormalization over the dims from `axis` on; the scale and bias may be broadcast
+/// from fewer dims, so they are expanded to the normalised shape.
+fn layer_norm(node: &OpNode, x: &Tensor, args: &[Option<Tensor>]) -> R<Tensor> {
+    let a = axis(node.attr_int("axis", -1), rank(x))?;
+    let shape: Vec<i64> = x.size()[a as usize..].to_vec();
+    let eps = node.attr_float("epsilon", 1e-5);
+    let expand = |t: Option<&Tensor>| t.map(|t| t.f_expand(shape.as_slice(), false)).transpose();
+    let w = expand(opt(args, 1)).map_err(e)?;
+    let b = expand(opt(args, 2)).map_err(e)?;
+    x.f_layer_norm(shape.as_slice(), w.as_ref(), b.as_ref(), eps, false).map_err(e)
+}
+
+/// ONNX GroupNormalization: opset 18 gives one scale per group, opset 21 one per channel.
+fn group_norm(node: &OpNode, x: &Tensor, args: &[Option<Tensor>]) -> R<Tensor> {
+    let g = node.attr_int("num_groups", 1).max(1);
+    let c = x.size().get(1).copied().unwrap_or(1);
+    let eps = node.attr_float("epsilon", 1e-5);
+    let per_channel = |t: Option<&Tensor>| -> R<Option<Tensor>> {
+        match t {
+            Some(t) if t.numel() as i64 == g && g != c => {
+                Ok(Some(t.f_repeat_interleave_self_int(c / g, 0, None).map_err(e)?))
+            }
+            Some(t) => Ok(Some(t.shallow_clone())),
+            None => Ok(None),
+        }
+    };
+    let (w, b) = (per_channel(opt(args, 1))?, per_channel(opt(args, 2))?);
+    x.f_group_norm(g, w.as_ref(), b.as_ref(), eps, false).map_err(e)
 }
 
 /// Activations without parameters.
@@ -353,47 +356,8 @@ fn parametrised(
             let neg = x.f_neg().map_err(e)?.f_relu().map_err(e)?.f_neg().map_err(e)?;
             one(x.f_relu().map_err(e)?.f_add(&neg.f_mul(slope).map_err(e)?).map_err(e)?)
         }
-        "Elu" | "Selu" | "Celu" => {
-            let x = x()?;
-            let (alpha, gamma) = match node.onnx_op.as_str() {
-                "Selu" => (
-                    node.attr_float("alpha", 1.673_263_192_176_818_8),
-                    node.attr_float("gamma", 1.050_701_022_148_132_3),
-                ),
-                _ => (node.attr_float("alpha", 1.0), 1.0),
-            };
-            let inner = if node.onnx_op == "Celu" {
-                x.f_div_scalar(alpha).map_err(e)?
-            } else {
-                x.shallow_clone()
-            };
-            let neg = inner
-                .f_clamp_max(0.0)
-                .map_err(e)?
-                .f_expm1()
-                .map_err(e)?
-                .f_mul_scalar(alpha)
-                .map_err(e)?;
-            one(x.f_relu().map_err(e)?.f_add(&neg).map_err(e)?.f_mul_scalar(gamma).map_err(e)?)
-        }
-        "Clip" => {
-            let mut lo = node.onnx_attrs.get("min").map(|_| node.attr_float("min", f64::MIN));
-            let mut hi = node.onnx_attrs.get("max").map(|_| node.attr_float("max", f64::MAX));
-            if let Some(t) = opt(args, 1) {
-                lo = Some(scalar(t)?);
-            }
-            if let Some(t) = opt(args, 2) {
-                hi = Some(scalar(t)?);
-            }
-            let mut y = x()?.shallow_clone();
-            if let Some(l) = lo {
-                y = y.f_clamp_min(l).map_err(e)?;
-            }
-            if let Some(h) = hi {
-                y = y.f_clamp_max(h).map_err(e)?;
-            }
-            one(y)
-        }
+        "Elu" | "Selu" | "Celu" => one(elu(node, x()?)?),
+        "Clip" => one(clip(node, x()?, args)?),
         "Softmax" | "LogSoftmax" => {
             let x = x()?;
             let a = axis(node.attr_int("axis", -1), rank(x))?;
@@ -406,6 +370,42 @@ fn parametrised(
         }
         _ => Ok(None),
     }
+}
+
+/// ELU, SELU and CELU: relu(x) + gamma * alpha * expm1(min(x', 0)), x' = x / alpha for CELU.
+fn elu(node: &OpNode, x: &Tensor) -> R<Tensor> {
+    let (alpha, gamma) = match node.onnx_op.as_str() {
+        "Selu" => (
+            node.attr_float("alpha", 1.673_263_192_176_818_8),
+            node.attr_float("gamma", 1.050_701_022_148_132_3),
+        ),
+        _ => (node.attr_float("alpha", 1.0), 1.0),
+    };
+    let inner =
+        if node.onnx_op == "Celu" { x.f_div_scalar(alpha).map_err(e)? } else { x.shallow_clone() };
+    let neg =
+        inner.f_clamp_max(0.0).map_err(e)?.f_expm1().map_err(e)?.f_mul_scalar(alpha).map_err(e)?;
+    x.f_relu().map_err(e)?.f_add(&neg).map_err(e)?.f_mul_scalar(gamma).map_err(e)
+}
+
+/// Clip: bounds from the attributes (opset < 11) or the optional inputs 1 and 2.
+fn clip(node: &OpNode, x: &Tensor, args: &[Option<Tensor>]) -> R<Tensor> {
+    let mut lo = node.onnx_attrs.get("min").map(|_| node.attr_float("min", f64::MIN));
+    let mut hi = node.onnx_attrs.get("max").map(|_| node.attr_float("max", f64::MAX));
+    if let Some(t) = opt(args, 1) {
+        lo = Some(scalar(t)?);
+    }
+    if let Some(t) = opt(args, 2) {
+        hi = Some(scalar(t)?);
+    }
+    let mut y = x.shallow_clone();
+    if let Some(l) = lo {
+        y = y.f_clamp_min(l).map_err(e)?;
+    }
+    if let Some(h) = hi {
+        y = y.f_clamp_max(h).map_err(e)?;
+    }
+    Ok(y)
 }
 
 /// Elementwise arithmetic, comparisons, selection and casts.

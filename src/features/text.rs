@@ -38,7 +38,6 @@
 
 use super::{FEATURE_KINDS, MAX_TOKENS};
 use crate::graph::{Cg, OpKind, OpNode};
-use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::NodeIndexable;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -330,33 +329,10 @@ fn weight_shape(n: &OpNode) -> Option<Vec<usize>> {
 /// that want the canonical form (as [`super::encode`] does) canonicalise first.
 pub fn to_text(cg: &Cg) -> String {
     let g = &cg.graph;
-    let mut name: Vec<Vec<String>> = vec![Vec::new(); g.node_bound()];
-    let (mut n_in, mut n_v, mut n_out) = (0usize, 0usize, 0usize);
-    let order: Vec<NodeIndex> = g.node_indices().collect();
-    for &n in &order {
-        let node = &g[n];
-        let names = match node.kind {
-            OpKind::Input => {
-                n_in += 1;
-                vec![format!("In{n_in}")]
-            }
-            OpKind::Output => {
-                n_out += 1;
-                vec![format!("Out{n_out}")]
-            }
-            _ => {
-                n_v += 1;
-                let k = node.out_shapes.len().max(1);
-                (0..k)
-                    .map(|s| if s == 0 { format!("V{n_v}") } else { format!("V{n_v}#{s}") })
-                    .collect()
-            }
-        };
-        name[n.index()] = names;
-    }
+    let name = value_names(cg);
     let mut text = String::new();
     let mut outputs: BTreeMap<usize, String> = BTreeMap::new();
-    for &n in &order {
+    for n in g.node_indices() {
         let node = &g[n];
         if node.kind == OpKind::Input {
             continue;
@@ -393,6 +369,35 @@ pub fn to_text(cg: &Cg) -> String {
         text.push_str(block);
     }
     text
+}
+
+/// Each node's value names, by node index: `In1, In2, ...` for inputs, `Out1, ...` for outputs,
+/// `V1, V2, ...` for the rest, with `V3#1, V3#2` for a node's second and third outputs.
+fn value_names(cg: &Cg) -> Vec<Vec<String>> {
+    let g = &cg.graph;
+    let mut name: Vec<Vec<String>> = vec![Vec::new(); g.node_bound()];
+    let (mut n_in, mut n_v, mut n_out) = (0usize, 0usize, 0usize);
+    for n in g.node_indices() {
+        let node = &g[n];
+        name[n.index()] = match node.kind {
+            OpKind::Input => {
+                n_in += 1;
+                vec![format!("In{n_in}")]
+            }
+            OpKind::Output => {
+                n_out += 1;
+                vec![format!("Out{n_out}")]
+            }
+            _ => {
+                n_v += 1;
+                let k = node.out_shapes.len().max(1);
+                (0..k)
+                    .map(|s| if s == 0 { format!("V{n_v}") } else { format!("V{n_v}#{s}") })
+                    .collect()
+            }
+        };
+    }
+    name
 }
 
 #[cfg(test)]

@@ -313,56 +313,71 @@ impl Net {
             Op::Conv1x1 => relu_conv_bn(b, name, x, c_out, 1, stride, 0),
             Op::Conv3x3 => relu_conv_bn(b, name, x, c_out, 3, stride, 1),
             Op::Identity if !reshapes => x.to_string(),
-            Op::Identity => {
-                let shape = b.shape(x).to_vec();
-                if stride != 2
-                    || !shape[2].is_multiple_of(2)
-                    || !shape[3].is_multiple_of(2)
-                    || !c_out.is_multiple_of(2)
-                {
-                    return Err(bad_spec(
-                        Space::TnbMicro,
-                        spec,
-                        format!("FactorizedReduce needs stride 2, even sizes and channels; got stride {stride}, shape {shape:?}, {c_out} channels"),
-                    ));
-                }
-                let r = b.relu(&format!("{name}.fr.relu"), x);
-                let c1 = b.conv(&format!("{name}.fr.conv1"), &r, c_out / 2, 1, 2, 0, 1, false);
-                let shifted = b.slice_channels(&format!("{name}.fr.shift"), &r, 0, shape[1]);
-                self.shifts.push(format!("{name}.fr.shift"));
-                let c2 = b.conv(
-                    &format!("{name}.fr.conv2"),
-                    &shifted,
-                    c_out - c_out / 2,
-                    1,
-                    2,
-                    0,
-                    1,
-                    false,
-                );
-                let cat = b.concat(&format!("{name}.fr.concat"), &[c1, c2]);
-                b.batch_norm(&format!("{name}.fr.bn"), &cat, 1e-5, 0.1)
-            }
-            Op::Zero => {
-                let sub = if stride == 1 {
-                    x.to_string()
-                } else {
-                    b.pool(&format!("{name}.subsample"), x, true, 1, stride, 0, false)
-                };
-                let z = b.zero(&format!("{name}.zero"), &sub);
-                match c_out {
-                    c if c == c_in => z,
-                    c if c == 2 * c_in => b.concat(&format!("{name}.zero.widen"), &[z.clone(), z]),
-                    _ => {
-                        return Err(bad_spec(
-                            Space::TnbMicro,
-                            spec,
-                            format!("zeros from {c_in} to {c_out} channels"),
-                        ))
-                    }
-                }
-            }
+            Op::Identity => self.factorized_reduce(name, x, c_out, stride, spec)?,
+            Op::Zero => self.zero(name, x, c_in, c_out, stride, spec)?,
         })
+    }
+
+    /// The identity edge that changes shape: NAS-Bench-201's FactorizedReduce (ReLU, two 1x1
+    /// stride-2 convolutions, the second on the input shifted by one pixel, concatenated, BN).
+    fn factorized_reduce(
+        &mut self,
+        name: &str,
+        x: &str,
+        c_out: usize,
+        stride: usize,
+        spec: &str,
+    ) -> Result<String> {
+        let b = &mut self.b;
+        let shape = b.shape(x).to_vec();
+        if stride != 2
+            || !shape[2].is_multiple_of(2)
+            || !shape[3].is_multiple_of(2)
+            || !c_out.is_multiple_of(2)
+        {
+            return Err(bad_spec(
+                Space::TnbMicro,
+                spec,
+                format!("FactorizedReduce needs stride 2, even sizes and channels; got stride {stride}, shape {shape:?}, {c_out} channels"),
+            ));
+        }
+        let r = b.relu(&format!("{name}.fr.relu"), x);
+        let c1 = b.conv(&format!("{name}.fr.conv1"), &r, c_out / 2, 1, 2, 0, 1, false);
+        let shifted = b.slice_channels(&format!("{name}.fr.shift"), &r, 0, shape[1]);
+        self.shifts.push(format!("{name}.fr.shift"));
+        let c2 =
+            b.conv(&format!("{name}.fr.conv2"), &shifted, c_out - c_out / 2, 1, 2, 0, 1, false);
+        let cat = b.concat(&format!("{name}.fr.concat"), &[c1, c2]);
+        Ok(b.batch_norm(&format!("{name}.fr.bn"), &cat, 1e-5, 0.1))
+    }
+
+    /// The zero edge: zeros of the (subsampled) input, widened by concatenation when the
+    /// channels double.
+    fn zero(
+        &mut self,
+        name: &str,
+        x: &str,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        spec: &str,
+    ) -> Result<String> {
+        let b = &mut self.b;
+        let sub = if stride == 1 {
+            x.to_string()
+        } else {
+            b.pool(&format!("{name}.subsample"), x, true, 1, stride, 0, false)
+        };
+        let z = b.zero(&format!("{name}.zero"), &sub);
+        match c_out {
+            c if c == c_in => Ok(z),
+            c if c == 2 * c_in => Ok(b.concat(&format!("{name}.zero.widen"), &[z.clone(), z])),
+            _ => Err(bad_spec(
+                Space::TnbMicro,
+                spec,
+                format!("zeros from {c_in} to {c_out} channels"),
+            )),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::features::GraphFeatures;
 use crate::train::align::{align, FeatureStats};
 use crate::train::data::{self, Sample};
-use crate::train::domain::predict_ensemble;
+use crate::train::domain::{predict_ensemble, Predicted};
 use crate::train::model::Model;
 use crate::train::{score, score_unitless};
 use serde::Serialize;
@@ -95,11 +95,7 @@ pub fn evaluate(
     let ens = predict_ensemble(models, &g)?;
     let pred: Vec<(f64, f64)> = ens.iter().map(|p| (p.value, p.uncertainty)).collect();
     let p: Vec<f64> = pred.iter().map(|p| p.0).collect();
-    let mut metrics = BTreeMap::new();
-    let scores: Vec<f64> = ens.iter().filter_map(|p| p.in_domain).collect();
-    if !scores.is_empty() {
-        metrics.insert("in_domain".to_string(), in_domain_summary(&scores));
-    }
+    let mut metrics = in_domain_metrics(&ens);
     // MAE and RMSE only where the model predicts the quantity it is scored against
     let same_target = set.family == model.meta.family && set.target == model.meta.target;
     let scored = if same_target { score(&p, &truth) } else { score_unitless(&p, &truth) };
@@ -108,10 +104,7 @@ pub fn evaluate(
     let owned: Vec<Record> = recs.iter().map(|r| (*r).clone()).collect();
     let (proxy_rows, best_proxy) = proxy_baselines(&owned, &truth, &set.target);
     metrics.extend(proxy_rows);
-    let fitted = match model_dir {
-        Some(d) => Fitted::load(d)?.map(|f| f.predict(&s_ref)).transpose()?.unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let fitted = fitted_baselines(model_dir, &s_ref)?;
     metrics.extend(score_each(&fitted, &truth));
     let name = run_name(models);
     let run = RunDir::create(&paths.runs, "eval", &name)?;
@@ -134,6 +127,29 @@ pub fn evaluate(
         skipped: set.skipped.clone(),
         run_dir: run.path,
     })
+}
+
+/// The predictions of the baselines fitted beside the model in `model_dir`, where it has them.
+fn fitted_baselines(
+    model_dir: Option<&Path>,
+    samples: &[&Sample],
+) -> Result<Vec<(String, Vec<f64>)>> {
+    match model_dir {
+        Some(d) => {
+            Ok(Fitted::load(d)?.map(|f| f.predict(samples)).transpose()?.unwrap_or_default())
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The `in_domain` row of the metrics, when the model reports the score.
+fn in_domain_metrics(ens: &[Predicted]) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let scores: Vec<f64> = ens.iter().filter_map(|p| p.in_domain).collect();
+    let mut metrics = BTreeMap::new();
+    if !scores.is_empty() {
+        metrics.insert("in_domain".to_string(), in_domain_summary(&scores));
+    }
+    metrics
 }
 
 /// The labelled set of `source`, the records the models are scored on (at most `limit`,
