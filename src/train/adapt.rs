@@ -20,7 +20,8 @@
 //! recalibrated on all rows and trained that many epochs. No evaluation row is ever read.
 
 use super::model::Model;
-use super::trainer::{median_mad, restore, snapshot, Trainer};
+use super::parts::{mean_std, median_mad};
+use super::trainer::{restore, snapshot, Trainer};
 use crate::dataset::SplitMix64;
 use crate::error::{Error, Result};
 use crate::features::{graf::log10_params, log_flops, GraphFeatures};
@@ -114,7 +115,7 @@ pub fn recalibrate(
     }
     m.target_sign = sign;
     m.target_mad = Some(spread);
-    m.target_spread = super::trainer::mean_std(&y).1;
+    m.target_spread = mean_std(&y).1;
     let resid: Vec<f64> = rows.iter().zip(&y).map(|(r, y)| y - m.base(r.0)).collect();
     let (mu, sd) = median_mad(&resid);
     m.target_mean = mu;

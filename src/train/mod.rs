@@ -19,6 +19,7 @@ pub mod domain;
 pub mod flows;
 #[cfg(feature = "torch")]
 pub mod model;
+pub mod parts;
 
 pub use config::TrainConfig;
 pub use data::Sample;

@@ -57,7 +57,7 @@ pub struct Meta {
     #[serde(default)]
     pub target_spread: f64,
     /// Normal-consistent median absolute deviation of the raw target over the training labels
-    /// (`trainer::median_mad`): the spread of their bulk. Fine-tuning rescales the FLOPs slope
+    /// (`parts::median_mad`): the spread of their bulk. Fine-tuning rescales the FLOPs slope
     /// by the new family's MAD over this one. `None` in checkpoints written before it:
     /// fine-tuning then recomputes it from the training family's labelled cells in
     /// `seen_ids`.

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::graph::fnv1a;
 use crate::train::config::{member_seed, MixConfig, TrainConfig};
 use crate::train::data;
-use crate::train::trainer::{part_means, parts_of};
+use crate::train::parts::{part_means, parts_of};
 use std::path::Path;
 
 /// The name of a mix's standardised target.
