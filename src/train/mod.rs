@@ -18,6 +18,8 @@ pub mod domain;
 #[cfg(feature = "torch")]
 pub mod flows;
 #[cfg(feature = "torch")]
+pub mod meta;
+#[cfg(feature = "torch")]
 pub mod model;
 pub mod parts;
 
