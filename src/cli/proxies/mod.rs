@@ -18,6 +18,9 @@ use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+mod output;
+use output::{print_correlations, print_rows, write_records};
+
 /// Arguments of `nape proxies`.
 #[derive(Debug, clap::Args)]
 pub struct ProxiesArgs {
@@ -458,136 +461,9 @@ fn score_job(
     }
 }
 
-/// The rows as a manifest (benchmark records, or one record per file) with their proxies.
-fn write_records(out: &std::path::Path, rows: &[(&Job, Cached)]) -> anyhow::Result<()> {
-    let records: Vec<Record> = rows
-        .iter()
-        .map(|(j, c)| {
-            let mut r = j.record.clone().unwrap_or_else(|| {
-                let mut r = Record::new(j.id.clone(), "files", j.key.clone());
-                if let JobSource::File(f) = &j.source {
-                    r.file = Some(f.clone());
-                }
-                r
-            });
-            for (k, v) in &c.values {
-                r.proxies.insert(k.clone(), *v);
-            }
-            r
-        })
-        .collect();
-    dataset::write_manifest(out, &records)?;
-    eprintln!("wrote {} records with proxies to {}", records.len(), out.display());
-    Ok(())
-}
-
 fn short_hash(s: &str) -> String {
     use md5::{Digest, Md5};
     format!("{:x}", Md5::digest(s.as_bytes()))[..8].to_string()
-}
-
-fn print_rows(rows: &[(&Job, Cached)], names: &[&str], format: OutputFormat) -> anyhow::Result<()> {
-    match format {
-        OutputFormat::Json | OutputFormat::Jsonl => {
-            let items: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|(j, c)| serde_json::json!({"id": j.id, "proxies": c.values, "errors": c.errors}))
-                .collect();
-            if format == OutputFormat::Json {
-                let doc = serde_json::json!({
-                    "schema_version": 1,
-                    "nape_version": env!("CARGO_PKG_VERSION"),
-                    "units": {"params": "millions", "flops": "millions (torchstat)", "synflow": "log10"},
-                    "networks": items,
-                });
-                println!("{}", serde_json::to_string_pretty(&doc)?);
-            } else {
-                for i in items {
-                    println!("{i}");
-                }
-            }
-        }
-        OutputFormat::Csv => {
-            println!("id,{}", names.join(","));
-            for (j, c) in rows {
-                let vals: Vec<String> = names
-                    .iter()
-                    .map(|n| c.values.get(*n).map(|v| format!("{v}")).unwrap_or_default())
-                    .collect();
-                println!("{},{}", j.id, vals.join(","));
-            }
-        }
-        OutputFormat::Table => {
-            let w = rows.iter().map(|(j, _)| j.id.len()).max().unwrap_or(4).clamp(4, 60);
-            print!("{:w$}", "id");
-            for n in names {
-                print!(" {n:>11}");
-            }
-            println!();
-            for (j, c) in rows {
-                print!("{:w$}", j.id);
-                for n in names {
-                    match c.values.get(*n) {
-                        Some(v) => print!(" {:>11}", fmt_num(*v)),
-                        None => print!(" {:>11}", "error"),
-                    }
-                }
-                println!();
-            }
-        }
-    }
-    Ok(())
-}
-
-fn fmt_num(v: f64) -> String {
-    if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
-    }
-}
-
-/// Spearman of each proxy with each target, signed so that positive means the proxy ranks
-/// networks the way accuracy does (lower-is-better proxies are negated).
-fn print_correlations(rows: &[(&Job, Cached)], names: &[&str], ps: &[Box<dyn Proxy>]) {
-    let mut targets: Vec<String> = rows
-        .iter()
-        .filter_map(|(j, _)| j.record.as_ref())
-        .flat_map(|r| r.targets.keys().cloned())
-        .collect();
-    targets.sort();
-    targets.dedup();
-    targets.retain(|t| {
-        t.contains("test_ep200") || t == "val_acc_ep108" || t.ends_with("_val_accuracy")
-    });
-    print!("{:12} {:>6}", "proxy", "n");
-    for t in &targets {
-        print!(" {t:>22}");
-    }
-    println!();
-    for n in names {
-        let sign = if ps.iter().find(|p| p.name() == *n).is_some_and(|p| !p.higher_is_better()) {
-            -1.0
-        } else {
-            1.0
-        };
-        let mut line = String::new();
-        let mut count = 0;
-        for t in &targets {
-            let (xs, ys): (Vec<f64>, Vec<f64>) = rows
-                .iter()
-                .filter_map(|(j, c)| {
-                    Some((sign * *c.values.get(*n)?, j.record.as_ref()?.target(t)?))
-                })
-                .unzip();
-            count = count.max(xs.len());
-            let rho = crate::metrics::spearman(&xs, &ys);
-            let cell =
-                if xs.len() >= 3 && rho.is_finite() { format!("{rho:.3}") } else { "-".into() };
-            line.push_str(&format!(" {cell:>22}"));
-        }
-        println!("{n:12} {count:>6}{line}");
-    }
 }
 
 #[cfg(test)]
