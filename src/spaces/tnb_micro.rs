@@ -241,8 +241,8 @@ impl Arch {
             let stride = if t > 2 { 2 } else { 1 };
             for k in 0..CELLS_PER_LAYER {
                 let (cin, s) = if k == 0 { (inplanes, stride) } else { (target, 1) };
-                x =
-                    self.build_cell(&mut nb, &format!("layer{i}.{k}"), &x, cin, target, s, &spec)?;
+                let at = At { c_in: cin, c_out: target, stride: s, spec: &spec };
+                x = self.build_cell(&mut nb, &format!("layer{i}.{k}"), &x, at)?;
             }
             inplanes = target;
         }
@@ -256,17 +256,9 @@ impl Arch {
         Ok(built)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn build_cell(
-        &self,
-        nb: &mut Net,
-        name: &str,
-        x: &str,
-        c_in: usize,
-        c_out: usize,
-        stride: usize,
-        spec: &str,
-    ) -> Result<String> {
+    /// One cell: node j sums the edges from every earlier node (the first edge of a reducing
+    /// cell takes its stride and input channels).
+    fn build_cell(&self, nb: &mut Net, name: &str, x: &str, at: At) -> Result<String> {
         let mut nodes: Vec<String> = vec![x.to_string()];
         for j in 1..4 {
             let mut terms = Vec::with_capacity(j);
@@ -274,8 +266,8 @@ impl Arch {
                 let ename = format!("{name}.edge{i}{j}");
                 let op = self.op(i, j).unwrap_or(Op::Zero);
                 let src = src.clone();
-                let (ci, s) = if i == 0 { (c_in, stride) } else { (c_out, 1) };
-                terms.push(nb.edge(&ename, op, &src, ci, c_out, s, spec)?);
+                let at = if i == 0 { at } else { At { c_in: at.c_out, stride: 1, ..at } };
+                terms.push(nb.edge(&ename, op, &src, at)?);
             }
             let node = if terms.len() == 1 {
                 terms.remove(0)
@@ -288,6 +280,16 @@ impl Arch {
     }
 }
 
+/// Where an edge sits: its input and output channels, its stride, and the cell's spec (for
+/// errors).
+#[derive(Clone, Copy)]
+struct At<'a> {
+    c_in: usize,
+    c_out: usize,
+    stride: usize,
+    spec: &'a str,
+}
+
 /// The builder plus the spatial shifts to patch in after finishing.
 struct Net {
     b: ModelBuilder,
@@ -296,38 +298,23 @@ struct Net {
 }
 
 impl Net {
-    #[allow(clippy::too_many_arguments)]
-    fn edge(
-        &mut self,
-        name: &str,
-        op: Op,
-        x: &str,
-        c_in: usize,
-        c_out: usize,
-        stride: usize,
-        spec: &str,
-    ) -> Result<String> {
+    /// The edge `op` from `x`, named `name`.
+    fn edge(&mut self, name: &str, op: Op, x: &str, at: At) -> Result<String> {
+        let At { c_in, c_out, stride, .. } = at;
         let b = &mut self.b;
-        let reshapes = stride != 1 || c_in != c_out;
         Ok(match op {
             Op::Conv1x1 => relu_conv_bn(b, name, x, c_out, 1, stride, 0),
             Op::Conv3x3 => relu_conv_bn(b, name, x, c_out, 3, stride, 1),
-            Op::Identity if !reshapes => x.to_string(),
-            Op::Identity => self.factorized_reduce(name, x, c_out, stride, spec)?,
-            Op::Zero => self.zero(name, x, c_in, c_out, stride, spec)?,
+            Op::Identity if stride == 1 && c_in == c_out => x.to_string(),
+            Op::Identity => self.factorized_reduce(name, x, at)?,
+            Op::Zero => self.zero(name, x, at)?,
         })
     }
 
     /// The identity edge that changes shape: NAS-Bench-201's FactorizedReduce (ReLU, two 1x1
     /// stride-2 convolutions, the second on the input shifted by one pixel, concatenated, BN).
-    fn factorized_reduce(
-        &mut self,
-        name: &str,
-        x: &str,
-        c_out: usize,
-        stride: usize,
-        spec: &str,
-    ) -> Result<String> {
+    fn factorized_reduce(&mut self, name: &str, x: &str, at: At) -> Result<String> {
+        let At { c_out, stride, spec, .. } = at;
         let b = &mut self.b;
         let shape = b.shape(x).to_vec();
         if stride != 2
@@ -353,15 +340,8 @@ impl Net {
 
     /// The zero edge: zeros of the (subsampled) input, widened by concatenation when the
     /// channels double.
-    fn zero(
-        &mut self,
-        name: &str,
-        x: &str,
-        c_in: usize,
-        c_out: usize,
-        stride: usize,
-        spec: &str,
-    ) -> Result<String> {
+    fn zero(&mut self, name: &str, x: &str, at: At) -> Result<String> {
+        let At { c_in, c_out, stride, spec } = at;
         let b = &mut self.b;
         let sub = if stride == 1 {
             x.to_string()
