@@ -211,3 +211,47 @@ fn proxies_under_a_tiny_memory_budget_run_each_network_alone_with_the_same_value
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--memory"), "{err}");
 }
+
+/// A proxy's settings key its value inside one cache file: a run under other epsinas weights
+/// scores epsinas again beside the cached one, and each run prints only what it asked for.
+#[cfg(feature = "torch")]
+#[test]
+fn proxies_under_other_settings_share_the_cache_file_and_keep_both_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.onnx", &small_model());
+    let cache = dir.path().join("cache");
+    let run = |names: &str, extra: &[&str]| {
+        let mut args = vec!["proxies", a.to_str().unwrap(), "--names", names, "--json"];
+        args.extend_from_slice(&["--images", "gaussian", "--cache", cache.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let (code, out, err) = nape(&args);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let default = run("synflow,epsinas", &[]);
+    let nb101 = run("synflow,epsinas", &["--epsinas-weights", "1e-4", "10"]);
+    let only = run("synflow", &["--epsinas-weights", "1e-4", "10"]);
+    let files: Vec<_> = walk(&cache);
+    assert_eq!(files.len(), 1, "one cache file: {files:?}");
+    let mut text = String::new();
+    let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(&files[0]).unwrap());
+    std::io::Read::read_to_string(&mut std::io::BufReader::new(gz), &mut text).unwrap();
+    assert!(text.contains("\"epsinas\"") && text.contains("\"epsinas[0.0001,10]\""), "{text}");
+    assert!(default.contains("\"epsinas\"") && nb101.contains("\"epsinas\""), "{nb101}");
+    assert!(!nb101.contains("epsinas["), "{nb101}");
+    assert!(!only.contains("epsinas") && only.contains("synflow"), "{only}");
+}
+
+#[cfg(feature = "torch")]
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

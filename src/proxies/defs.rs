@@ -296,6 +296,12 @@ impl Proxy for Swap {
             "swap"
         }
     }
+    fn key(&self) -> String {
+        match self.reg {
+            Some((mu, sigma)) => format!("swap_reg[{mu},{sigma}]"),
+            None => "swap".into(),
+        }
+    }
     fn needs(&self) -> Needs {
         Needs::Images(self.samples)
     }
@@ -434,6 +440,12 @@ impl Default for Epsinas {
 impl Proxy for Epsinas {
     fn name(&self) -> &'static str {
         "epsinas"
+    }
+    fn key(&self) -> String {
+        match self.weights {
+            w if w == Epsinas::default().weights => "epsinas".into(),
+            (w1, w2) => format!("epsinas[{w1},{w2}]"),
+        }
     }
     // bigger is better: the official evaluation (`epsinas_utils.py::compute_stats`) correlates
     // the raw score with accuracy, reversing only for metrics to minimise (perplexity, RMSE)

@@ -213,6 +213,12 @@ impl<'a> ProxyInput<'a> {
 pub trait Proxy: Send + Sync {
     /// Its name (NASLib's where it exists).
     fn name(&self) -> &'static str;
+    /// What its value is cached under: its name, with its settings where they differ from the
+    /// defaults (`epsinas[0.0001,10]`), so a cache holds the scores of every setting side by
+    /// side and a run under other settings reuses what they share.
+    fn key(&self) -> String {
+        self.name().to_string()
+    }
     /// Whether a bigger value predicts a better network.
     fn higher_is_better(&self) -> bool {
         true
