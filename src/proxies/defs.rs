@@ -298,8 +298,8 @@ impl Proxy for Swap {
     }
     fn key(&self) -> String {
         match self.reg {
-            Some((mu, sigma)) => format!("swap_reg[{mu},{sigma}]"),
-            None => "swap".into(),
+            Some((mu, sigma)) => format!("{}[{mu},{sigma}]", self.name()),
+            None => self.name().into(),
         }
     }
     fn needs(&self) -> Needs {
@@ -443,8 +443,8 @@ impl Proxy for Epsinas {
     }
     fn key(&self) -> String {
         match self.weights {
-            w if w == Epsinas::default().weights => "epsinas".into(),
-            (w1, w2) => format!("epsinas[{w1},{w2}]"),
+            w if w == Epsinas::default().weights => self.name().into(),
+            (w1, w2) => format!("{}[{w1},{w2}]", self.name()),
         }
     }
     // bigger is better: the official evaluation (`epsinas_utils.py::compute_stats`) correlates

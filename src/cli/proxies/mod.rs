@@ -343,10 +343,10 @@ fn score_missing(
     cache: &mut Cache<Cached>,
 ) -> anyhow::Result<()> {
     let device = device_of(a)?;
-    let lacks = |c: &Cached, p: &dyn Proxy| c.lacks(&p.key());
+    let keys: Vec<String> = ps.iter().map(|p| p.key()).collect();
     let missing: Vec<&Job> = jobs
         .iter()
-        .filter(|j| cache.get(&j.id, &j.key).is_none_or(|c| ps.iter().any(|p| lacks(c, &**p))))
+        .filter(|j| cache.get(&j.id, &j.key).is_none_or(|c| keys.iter().any(|k| c.lacks(k))))
         .collect();
     let threads = a
         .threads
@@ -366,8 +366,12 @@ fn score_missing(
                 .par_iter()
                 .map(|job| {
                     let mut c = cache.get(&job.id, &job.key).cloned().unwrap_or_else(Cached::empty);
-                    let todo: Vec<&dyn Proxy> =
-                        ps.iter().map(|p| &**p).filter(|p| lacks(&c, *p)).collect();
+                    let todo: Vec<&dyn Proxy> = ps
+                        .iter()
+                        .zip(&keys)
+                        .filter(|(_, k)| c.lacks(k))
+                        .map(|(p, _)| &**p)
+                        .collect();
                     score_job(job, &todo, images, a, &place, &mut c);
                     bar.inc(1);
                     (job.id.clone(), job.key.clone(), c)
