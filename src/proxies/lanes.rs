@@ -7,7 +7,7 @@
 //! initialisations, epsinas' two constants), or every proxy that reads the shared loss pass
 //! together (they share its one forward and backward, so they stay on one thread). Each task
 //! builds its own network: the proxies that read the default-initialised network without the
-//! loss pass (nwot, zico, l2_norm) pay one more build each, a parameter initialisation, small
+//! loss pass (nwot, l2_norm) pay one more build each, a parameter initialisation, small
 //! beside their passes. Lanes take the dearest task left first ([`Proxy::cost`]). Every
 //! network is initialised from the seed in Rust ([`crate::exec::Init`]) and each lane runs
 //! libtorch on its own thread, so a score does not depend on the lanes: the values are bitwise
@@ -124,7 +124,10 @@ mod tests {
         let tasks = tasks(&refs);
         let names = |t: &Vec<Job>| t.iter().map(|j| j.proxy.name()).collect::<Vec<_>>();
         let shared: Vec<_> = tasks.iter().filter(|t| t.len() > 1).map(names).collect();
-        assert_eq!(shared, vec![vec!["snip", "grad_norm", "jacov", "fisher", "grasp", "plain"]]);
+        assert_eq!(
+            shared,
+            vec![vec!["snip", "grad_norm", "jacov", "fisher", "grasp", "zico", "plain"]]
+        );
         let jobs = tasks.iter().map(Vec::len).sum::<usize>();
         let parts: usize = all.iter().map(|p| p.parts() - 1).sum();
         assert_eq!(jobs, all.len() + parts, "every part of a split proxy is a task");
@@ -132,7 +135,7 @@ mod tests {
         assert_eq!(swap, 4, "swap's initialisations in four parts");
         let costs: Vec<usize> = tasks.iter().map(|t| t.iter().map(Job::cost).sum()).collect();
         assert!(costs.windows(2).all(|w| w[0] >= w[1]), "{costs:?}");
-        assert_eq!(names(&tasks[0]).len(), 6, "the loss pass is the dearest task");
+        assert_eq!(names(&tasks[0]).len(), 7, "the loss pass is the dearest task");
         assert_eq!(costs.last(), Some(&0), "the static proxies cost nothing");
     }
 }

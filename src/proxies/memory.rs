@@ -68,7 +68,7 @@ fn pass_peak(p: &dyn Proxy, act: u64, batch: Option<usize>) -> u64 {
         Needs::Graph => 0,
         // synflow's all-ones input, in float64
         Needs::Nothing => 2,
-        Needs::Images(n) => batch.unwrap_or(n).div_ceil(p.batch_pieces().max(1)),
+        Needs::Images(n) => batch.unwrap_or(n),
     };
     (act as f64 * images as f64 * p.pass().share()) as u64
 }

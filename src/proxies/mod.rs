@@ -26,6 +26,7 @@ use crate::exec::{ExecOptions, Executor, Init};
 use crate::graph::{Cg, OpKind};
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 /// What a proxy reads.
@@ -148,6 +149,11 @@ impl<'a> ProxyInput<'a> {
         self.shared(self.loss_pass(Reads::WEIGHT_GRADS).sums)
     }
 
+    /// The loss pass's gradients of the conv/linear weights (ZiCo's first batch).
+    pub(crate) fn weight_grads(&self) -> Result<Arc<Vec<Tensor>>> {
+        self.shared(self.loss_pass(Reads::WEIGHT_GRADS).grads)
+    }
+
     /// A shared value, or its error for this network.
     pub(crate) fn shared<T>(&self, v: Option<std::result::Result<T, String>>) -> Result<T> {
         match v {
@@ -184,8 +190,13 @@ impl<'a> ProxyInput<'a> {
 
     /// A seeded batch of `n` images, as tensors (images in the executor's kind, labels int64).
     pub fn batch(&self, n: usize, kind: Kind) -> Result<(Tensor, Tensor)> {
+        self.batch_at(n, kind, self.seed)
+    }
+
+    /// The same, drawn with `seed` instead of the input's (ZiCo's second batch).
+    pub fn batch_at(&self, n: usize, kind: Kind, seed: u64) -> Result<(Tensor, Tensor)> {
         let n = self.batch.unwrap_or(n).max(2);
-        let b = load_batch(self.images, n, self.input_chw()?, self.seed)?;
+        let b = load_batch(self.images, n, self.input_chw()?, seed)?;
         let dims: Vec<i64> = b.shape.iter().map(|&d| d as i64).collect();
         let x = Tensor::from_slice(&b.data).reshape(&dims).to_kind(kind).to_device(self.device);
         let y = Tensor::from_slice(&b.labels).to_device(self.device);
@@ -215,7 +226,9 @@ pub trait Proxy: Send + Sync {
     fn name(&self) -> &'static str;
     /// What its value is cached under: its name, with its settings where they differ from the
     /// defaults (`epsinas[0.0001,10]`), so a cache holds the scores of every setting side by
-    /// side and a run under other settings reuses what they share.
+    /// side and a run under other settings reuses what they share; and with its definition's
+    /// revision where that changed after values were cached (`zico@2`), so a cache never hands
+    /// back a value of the old definition.
     fn key(&self) -> String {
         self.name().to_string()
     }
@@ -237,11 +250,6 @@ pub trait Proxy: Send + Sync {
     /// What its pass keeps of the activations, for the memory estimate ([`memory::Pass`]).
     fn pass(&self) -> memory::Pass {
         memory::Pass::default_for(self.needs(), self.reads())
-    }
-    /// How many pieces its batch runs in, one after another (zico's two halves); the memory
-    /// estimate counts one piece.
-    fn batch_pieces(&self) -> usize {
-        1
     }
     /// The score of one network.
     fn score(&self, input: &ProxyInput) -> Result<f64>;

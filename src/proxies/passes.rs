@@ -3,7 +3,8 @@
 //! batch of 64 images: one forward pass serves them all, one backward gives the weight
 //! gradients (SNIP, GradNorm, Plain) and the activation gradients (Fisher) together, kept
 //! differentiable when GraSP needs its Hessian-gradient product, and the graph is kept for the
-//! input Jacobian. Each quantity is computed only when a proxy of the run reads it.
+//! input Jacobian. Each quantity is computed only when a proxy of the run reads it. The weight
+//! gradients themselves are kept for ZiCo, whose first batch is this pass's.
 
 use super::{ProxyInput, Reads};
 use crate::error::Result;
@@ -11,6 +12,7 @@ use crate::exec::{Executor, Role, Taps};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::exec::TchResult;
+use std::sync::Arc;
 /// A shared result: the value, or the message of the error the proxies reading it report.
 type Shared<T> = std::result::Result<T, String>;
 
@@ -21,6 +23,9 @@ pub(crate) struct LossPass {
     pub reads: Reads,
     /// SNIP's, GradNorm's and Plain's sums over the conv/linear weights.
     pub sums: Option<Shared<GradSums>>,
+    /// The gradients of the conv/linear weights themselves, in [`weights`] order (ZiCo's first
+    /// batch); set with `sums`.
+    pub grads: Option<Shared<Arc<Vec<Tensor>>>>,
     /// Fisher's score.
     pub fisher: Option<Shared<f64>>,
     /// GraSP's score.
@@ -90,6 +95,7 @@ pub(crate) fn loss_pass(input: &ProxyInput, reads: Reads) -> LossPass {
     let fail = |msg: String| LossPass {
         reads,
         sums: reads.weight_grads.then(|| Err(msg.clone())),
+        grads: reads.weight_grads.then(|| Err(msg.clone())),
         fisher: reads.act_grads.then(|| Err(msg.clone())),
         grasp: reads.hessian_grad.then(|| Err(msg.clone())),
         jacov: reads.input_jacobian.then(|| Err(msg.clone())),
@@ -146,6 +152,9 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
     }
     if reads.input_jacobian {
         pass.jacov = Some(jacov(input, &x, &y).map_err(message));
+    }
+    if reads.weight_grads {
+        pass.grads = Some(Ok(Arc::new(gw.iter().map(Tensor::detach).collect())));
     }
     Ok(pass)
 }

@@ -535,5 +535,11 @@ mod tests {
         assert_eq!(v.errors.get("swap_reg").map(String::as_str), Some("undefined"));
         c.values.insert("epsinas[0.0001,10]".into(), 2.0);
         assert_eq!(c.view(&ps).values.get("epsinas"), Some(&2.0));
+        // a value of zico's previous definition (one batch of 128 in halves) is never read
+        let zico: Vec<Box<dyn Proxy>> = vec![Box::new(proxies::Zico)];
+        c.values.insert("zico".into(), 4.0);
+        assert!(c.lacks("zico@2") && c.view(&zico).values.is_empty());
+        c.values.insert("zico@2".into(), 5.0);
+        assert_eq!(c.view(&zico).values.get("zico"), Some(&5.0));
     }
 }
