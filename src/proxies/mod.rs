@@ -26,7 +26,7 @@ use crate::exec::{ExecOptions, Executor, Init};
 use crate::graph::{Cg, OpKind};
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::rc::Rc;
 use tch::{Device, Kind, Tensor};
 
 /// What a proxy reads.
@@ -150,7 +150,7 @@ impl<'a> ProxyInput<'a> {
     }
 
     /// The loss pass's gradients of the conv/linear weights (ZiCo's first batch).
-    pub(crate) fn weight_grads(&self) -> Result<Arc<Vec<Tensor>>> {
+    pub(crate) fn weight_grads(&self) -> Result<Rc<Vec<Tensor>>> {
         self.shared(self.loss_pass(Reads::WEIGHT_GRADS).grads)
     }
 

@@ -12,7 +12,7 @@ use crate::exec::{Executor, Role, Taps};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::exec::TchResult;
-use std::sync::Arc;
+use std::rc::Rc;
 /// A shared result: the value, or the message of the error the proxies reading it report.
 type Shared<T> = std::result::Result<T, String>;
 
@@ -25,7 +25,7 @@ pub(crate) struct LossPass {
     pub sums: Option<Shared<GradSums>>,
     /// The gradients of the conv/linear weights themselves, in [`weights`] order (ZiCo's first
     /// batch); set with `sums`.
-    pub grads: Option<Shared<Arc<Vec<Tensor>>>>,
+    pub grads: Option<Shared<Rc<Vec<Tensor>>>>,
     /// Fisher's score.
     pub fisher: Option<Shared<f64>>,
     /// GraSP's score.
@@ -154,7 +154,7 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
         pass.jacov = Some(jacov(input, &x, &y).map_err(message));
     }
     if reads.weight_grads {
-        pass.grads = Some(Ok(Arc::new(gw.iter().map(Tensor::detach).collect())));
+        pass.grads = Some(Ok(Rc::new(gw.iter().map(Tensor::detach).collect())));
     }
     Ok(pass)
 }
