@@ -8,11 +8,12 @@
 
 use nape::dataset::images::ImageSource;
 use nape::onnx::ImportOptions;
+use nape::proxies::schedule::{self, Plan, Prepared};
 use nape::proxies::{self, ProxyInput};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use rayon::prelude::*;
+use std::convert::Infallible;
 use std::path::PathBuf;
 
 create_exception!(_nape, NapeError, PyException, "A nape failure (exit code 1).");
@@ -170,31 +171,43 @@ fn proxy_scores(
     let data = nape::dataset::data_dir(data.as_deref());
     let images = ImageSource::from_arg(images.as_deref(), &data).map_err(py_err)?;
     // as `nape proxies`: networks run together while their estimated peaks fit in memory
-    let gate = proxies::memory::MemoryGate::from_machine();
-    let score = |p: &PathBuf| -> serde_json::Value {
-        let file = p.display().to_string();
-        let cg = match nape::onnx::load(p, &ImportOptions::default()) {
+    let budget = proxies::memory::machine_budget();
+    let file = |i: usize| paths[i].display().to_string();
+    let prepare = |i: usize| {
+        let cg = nape::onnx::load(&paths[i], &ImportOptions::default());
+        let need = cg
+            .as_ref()
+            .map_or(0, |cg| proxies::memory::need(cg, &ps, lanes, batch, budget, &file(i)));
+        Prepared { need, payload: cg }
+    };
+    let score = |i: usize, cg: nape::Result<nape::graph::Cg>| -> serde_json::Value {
+        let cg = match cg {
             Ok(cg) => cg,
             Err(e) => {
-                return serde_json::json!({"file": file, "ok": false, "error": e.to_string(),
+                return serde_json::json!({"file": file(i), "ok": false, "error": e.to_string(),
                     "exit_code": e.exit_code()})
             }
         };
         let input = ProxyInput::new(&cg, &images, seed, tch::Device::Cpu).with_batch(batch);
         let (mut scores, mut errors) = (serde_json::Map::new(), serde_json::Map::new());
-        let run = || proxies::score_lanes(&ps, input, lanes);
-        for (k, v) in proxies::memory::gated(gate.as_ref(), &cg, &ps, lanes, batch, &file, run) {
+        for (k, v) in proxies::score_lanes(&ps, input, lanes) {
             match v {
                 Ok(v) => scores.insert(k, v.into()),
                 Err(e) => errors.insert(k, e.into()),
             };
         }
-        serde_json::json!({"file": file, "ok": true, "proxies": scores, "errors": errors})
+        serde_json::json!({"file": file(i), "ok": true, "proxies": scores, "errors": errors})
     };
-    let rows: Vec<serde_json::Value> = py.detach(|| {
+    let mut rows = vec![serde_json::Value::Null; paths.len()];
+    let plan = Plan { workers: rayon::current_num_threads(), budget, window: 16 };
+    py.detach(|| {
         tch::set_num_threads(1);
-        paths.par_iter().map(score).collect()
-    });
+        schedule::run(paths.len(), plan, prepare, score, |i, row| -> Result<(), Infallible> {
+            rows[i] = row;
+            Ok(())
+        })
+    })
+    .unwrap_or_else(|never| match never {});
     text(&serde_json::Value::Array(rows))
 }
 

@@ -1,5 +1,5 @@
 //! How much memory a network's proxies hold at their peak, estimated from the CG's shapes, and
-//! a gate that lets a batch run together only as many networks as the machine's memory holds.
+//! the budget that bounds the networks run together ([`super::schedule`]).
 //!
 //! A pass keeps a share of the activations its batch makes, which depends on what it runs
 //! ([`Pass`]): a forward without gradients keeps only the tensors still to be read; one that
@@ -10,7 +10,6 @@
 
 use super::{Needs, Proxy, Reads};
 use crate::graph::Cg;
-use std::sync::{Condvar, Mutex};
 
 /// What a proxy's pass keeps of the activations its batch makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,89 +89,38 @@ pub fn network_peak(cg: &Cg, todo: &[&dyn Proxy], lanes: usize, batch: Option<us
     lanes * (NETWORK_BASE + params * 16) + peaks.iter().take(lanes as usize).sum::<u64>()
 }
 
-/// Memory shared by the networks a batch runs at once. A network takes its estimate before its
-/// proxies run and gives it back after; while the budget is taken, the next waits. A network
-/// whose estimate exceeds the whole budget waits until nothing else runs, then runs alone.
-pub struct MemoryGate {
-    budget: u64,
-    used: Mutex<u64>,
-    freed: Condvar,
+/// The memory budget of networks run at once on this machine: 90% of what the kernel says is
+/// available now (`MemAvailable` in /proc/meminfo); `None` where that cannot be read.
+pub fn machine_budget() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024 / 10 * 9)
 }
 
-/// A network's share of a [`MemoryGate`], given back when dropped.
-pub struct Permit<'g> {
-    gate: &'g MemoryGate,
-    bytes: u64,
-}
-
-impl MemoryGate {
-    /// A gate of `budget` bytes.
-    pub fn new(budget: u64) -> Self {
-        MemoryGate { budget, used: Mutex::new(0), freed: Condvar::new() }
-    }
-
-    /// A gate of 90% of the memory the kernel says is available now (`MemAvailable` in
-    /// /proc/meminfo); `None` where that cannot be read.
-    pub fn from_machine() -> Option<Self> {
-        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(MemoryGate::new(kib * 1024 / 10 * 9))
-    }
-
-    /// The budget in bytes.
-    pub fn budget(&self) -> u64 {
-        self.budget
-    }
-
-    /// Takes `bytes`, waiting while they do not fit beside what others hold.
-    pub fn take(&self, bytes: u64) -> Permit<'_> {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        while *used > 0 && used.saturating_add(bytes) > self.budget {
-            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
-        }
-        *used += bytes;
-        Permit { gate: self, bytes }
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        let mut used = self.gate.used.lock().unwrap_or_else(|e| e.into_inner());
-        *used -= self.bytes;
-        self.gate.freed.notify_all();
-    }
-}
-
-/// Runs `f` (the proxies `todo` of the network `cg`, named `name`, on `lanes`) once its
-/// estimated peak fits in `gate` beside the networks running, warning when it exceeds the
-/// whole budget, and hands the memory it freed back afterwards. Without a gate, runs `f`.
-pub fn gated<T>(
-    gate: Option<&MemoryGate>,
+/// The estimated peak of the proxies `todo` on `cg`, `lanes` at a time ([`network_peak`]),
+/// with a warning naming the network `name` when it exceeds the whole `budget`: the scheduler
+/// ([`super::schedule`]) runs it alone.
+pub fn need(
     cg: &Cg,
     todo: &[&dyn Proxy],
     lanes: usize,
     batch: Option<usize>,
+    budget: Option<u64>,
     name: &str,
-    f: impl FnOnce() -> T,
-) -> T {
-    let Some(gate) = gate else { return f() };
+) -> u64 {
     let need = network_peak(cg, todo, lanes, batch);
     tracing::debug!("{name}: estimated peak {} MiB", need >> 20);
-    if need > gate.budget() {
+    if let Some(budget) = budget.filter(|b| need > *b) {
         let gb = |b: u64| b as f64 / (1u64 << 30) as f64;
         tracing::warn!(
             "{name}: its proxies may need about {:.1} GB, more than the {:.1} GB available; it \
              runs alone",
             gb(need),
-            gb(gate.budget())
+            gb(budget)
         );
     }
-    let permit = gate.take(need);
-    let out = f();
-    release_freed();
-    drop(permit);
-    out
+    need
 }
 
 /// Hands the memory libtorch freed back to the kernel. libtorch allocates with glibc's malloc,
@@ -192,7 +140,6 @@ pub fn release_freed() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
 
     fn nb201_cell() -> Cg {
         use crate::spaces::{BuildOptions, Space};
@@ -219,34 +166,5 @@ mod tests {
         let one = network_peak(&cg, &[&Nwot, &swap], 1, None);
         let two = network_peak(&cg, &[&Nwot, &swap], 2, None);
         assert!(two > one, "{one} {two}");
-    }
-
-    #[test]
-    fn the_gate_never_lets_more_than_its_budget_run_and_a_big_network_runs_alone() {
-        let gate = MemoryGate::new(10);
-        let held = AtomicU64::new(0);
-        let peak = AtomicU64::new(0);
-        let alone = AtomicU64::new(0);
-        std::thread::scope(|s| {
-            for i in 0..24u64 {
-                let (gate, held, peak, alone) = (&gate, &held, &peak, &alone);
-                s.spawn(move || {
-                    let bytes = if i % 6 == 0 { 15 } else { 1 + i % 4 };
-                    let _p = gate.take(bytes);
-                    let now = held.fetch_add(bytes, Ordering::SeqCst) + bytes;
-                    if bytes > 10 && now != bytes {
-                        alone.fetch_add(1, Ordering::SeqCst);
-                    }
-                    if bytes <= 10 {
-                        peak.fetch_max(now, Ordering::SeqCst);
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                    held.fetch_sub(bytes, Ordering::SeqCst);
-                });
-            }
-        });
-        assert!(peak.load(Ordering::SeqCst) <= 10, "{}", peak.load(Ordering::SeqCst));
-        assert_eq!(alone.load(Ordering::SeqCst), 0, "an over-budget network ran beside another");
-        assert_eq!(*gate.used.lock().unwrap(), 0);
     }
 }

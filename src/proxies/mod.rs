@@ -15,6 +15,7 @@ mod defs;
 mod lanes;
 pub mod memory;
 mod passes;
+pub mod schedule;
 
 pub use defs::*;
 pub use lanes::{score_lanes, Scores};

@@ -10,11 +10,10 @@ use crate::error::{exit, Error};
 use crate::exec::device::{resolve, DeviceChoice};
 use crate::graph::Cg;
 use crate::onnx::{load, load_bytes, write::Weights, ImportOptions};
-use crate::proxies::memory::{gated, MemoryGate};
-use crate::proxies::{self, Proxy, ProxyInput, Swap};
+use crate::proxies::schedule::{self, Plan, Prepared};
+use crate::proxies::{self, memory, Proxy, ProxyInput, Swap};
 use crate::spaces::{BuildOptions, Space};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -333,8 +332,14 @@ impl Cached {
     }
 }
 
-/// Scores, in parallel, every job whose cached entry lacks one of the proxies `ps`; saves the
-/// cache after every 16 networks (an interrupted run resumes there).
+/// How many networks a run scores between saves of its cache (an interrupted run resumes
+/// there, so it loses at most this many networks' work), and how far the scheduler lets
+/// networks start ahead of the oldest waiting one ([`schedule::Plan::window`]).
+const SAVE_EVERY: usize = 16;
+
+/// Scores, in parallel, every job whose cached entry lacks one of the proxies `ps`, saving the
+/// cache after every [`SAVE_EVERY`] networks. Networks run together while their estimated
+/// peaks fit in the memory budget ([`proxies::schedule`]).
 fn score_missing(
     a: &ProxiesArgs,
     ps: &[Box<dyn Proxy>],
@@ -344,45 +349,50 @@ fn score_missing(
 ) -> anyhow::Result<()> {
     let device = device_of(a)?;
     let keys: Vec<String> = ps.iter().map(|p| p.key()).collect();
-    let missing: Vec<&Job> = jobs
+    // each missing job with what its cache entry already holds
+    let missing: Vec<(&Job, Cached)> = jobs
         .iter()
-        .filter(|j| cache.get(&j.id, &j.key).is_none_or(|c| keys.iter().any(|k| c.lacks(k))))
+        .filter_map(|j| {
+            let c = cache.get(&j.id, &j.key).cloned().unwrap_or_else(Cached::empty);
+            keys.iter().any(|k| c.lacks(k)).then_some((j, c))
+        })
         .collect();
+    let todo = |c: &Cached| -> Vec<&dyn Proxy> {
+        ps.iter().zip(&keys).filter(|(_, k)| c.lacks(k)).map(|(p, _)| &**p).collect()
+    };
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let (intra, lanes) = split_threads(threads, missing.len(), a.intra_op);
     tch::set_num_threads(intra as i32);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads((threads / intra).max(1)).build()?;
-    let gate = memory_gate(a, device);
-    let place = Placement { device, lanes, gate: gate.as_ref() };
+    let budget = memory_budget(a, device);
+    let plan = Plan { workers: (threads / intra).max(1), budget, window: SAVE_EVERY };
     let bar = progress(missing.len(), jobs.len() - missing.len())?;
     let t0 = std::time::Instant::now();
-    // the cache is saved after every 16 networks, so a run stopped part-way (the NB-101 table
-    // runs for hours, a session at a time) loses at most 16 networks' work
-    for chunk in missing.chunks(16) {
-        let done: Vec<(String, String, Cached)> = pool.install(|| {
-            chunk
-                .par_iter()
-                .map(|job| {
-                    let mut c = cache.get(&job.id, &job.key).cloned().unwrap_or_else(Cached::empty);
-                    let todo: Vec<&dyn Proxy> = ps
-                        .iter()
-                        .zip(&keys)
-                        .filter(|(_, k)| c.lacks(k))
-                        .map(|(p, _)| &**p)
-                        .collect();
-                    score_job(job, &todo, images, a, &place, &mut c);
-                    bar.inc(1);
-                    (job.id.clone(), job.key.clone(), c)
-                })
-                .collect()
-        });
-        for (id, key, c) in done {
-            cache.insert(&id, &key, c);
+    let prepare = |i: usize| {
+        let (job, c) = &missing[i];
+        let cg = build_cg(job);
+        let need =
+            cg.as_ref().map_or(0, |cg| memory::need(cg, &todo(c), lanes, a.batch, budget, &job.id));
+        Prepared { need, payload: cg }
+    };
+    let run = |i: usize, cg: crate::Result<Cg>| {
+        let mut c = missing[i].1.clone();
+        score_job(cg, &todo(&c), images, a, (device, lanes), &mut c);
+        c
+    };
+    let mut scored = 0usize;
+    schedule::run(missing.len(), plan, prepare, run, |i, c| -> anyhow::Result<()> {
+        let job = missing[i].0;
+        cache.insert(&job.id, &job.key, c);
+        bar.inc(1);
+        scored += 1;
+        if scored.is_multiple_of(SAVE_EVERY) {
+            cache.save()?;
         }
-        cache.save()?;
-    }
+        Ok(())
+    })?;
+    cache.save()?;
     bar.finish_and_clear();
     if !missing.is_empty() {
         let secs = t0.elapsed().as_secs_f64();
@@ -407,10 +417,10 @@ fn device_of(a: &ProxiesArgs) -> anyhow::Result<tch::Device> {
 
 /// The memory budget that bounds how many networks run at once: `--memory`, or the host's
 /// available memory on the CPU (a GPU's is not watched).
-fn memory_gate(a: &ProxiesArgs, device: tch::Device) -> Option<MemoryGate> {
+fn memory_budget(a: &ProxiesArgs, device: tch::Device) -> Option<u64> {
     match a.memory {
-        Some(gb) => Some(MemoryGate::new((gb * (1u64 << 30) as f64) as u64)),
-        None => (device == tch::Device::Cpu).then(MemoryGate::from_machine).flatten(),
+        Some(gb) => Some((gb * (1u64 << 30) as f64) as u64),
+        None => (device == tch::Device::Cpu).then(memory::machine_budget).flatten(),
     }
 }
 
@@ -436,25 +446,17 @@ fn split_threads(threads: usize, networks: usize, intra_op: Option<usize>) -> (u
     (intra, (workers / networks.clamp(1, workers)).max(1))
 }
 
-/// Where a network's proxies run: the device, how many lanes, and the memory they share with
-/// the networks beside them.
-struct Placement<'g> {
-    device: tch::Device,
-    lanes: usize,
-    gate: Option<&'g MemoryGate>,
-}
-
-/// Scores the proxies `todo` of one job into `c` (a network that cannot be built is every
-/// proxy's error), once its estimated memory fits beside the networks running.
+/// Scores the proxies `todo` of one network into `c`, on `lanes` threads of `device` (a
+/// network that could not be built is every proxy's error).
 fn score_job(
-    job: &Job,
+    cg: crate::Result<Cg>,
     todo: &[&dyn Proxy],
     images: &ImageSource,
     a: &ProxiesArgs,
-    place: &Placement,
+    (device, lanes): (tch::Device, usize),
     c: &mut Cached,
 ) {
-    let cg = match build_cg(job) {
+    let cg = match cg {
         Ok(cg) => cg,
         Err(e) => {
             for p in todo {
@@ -463,10 +465,8 @@ fn score_job(
             return;
         }
     };
-    let input = ProxyInput::new(&cg, images, a.seed, place.device).with_batch(a.batch);
-    let scores = gated(place.gate, &cg, todo, place.lanes, a.batch, &job.id, || {
-        proxies::score_lanes(todo, input, place.lanes)
-    });
+    let input = ProxyInput::new(&cg, images, a.seed, device).with_batch(a.batch);
+    let scores = proxies::score_lanes(todo, input, lanes);
     // scores come back by name, and are cached under their proxy's key
     let key = |name: String| todo.iter().find(|p| p.name() == name).map_or(name, |p| p.key());
     for (k, v) in scores {

@@ -1,0 +1,332 @@
+//! Which network runs next when several run at once under a memory budget.
+//!
+//! Workers take networks in order, within a window of the oldest not yet started: a worker
+//! prepares the next network (builds its CG and estimates its peak, [`super::memory`]), and
+//! starts the oldest prepared network whose estimate fits beside the networks running. A
+//! network estimated above the whole budget starts when nothing else runs. The window bounds
+//! how far the others may pass a network that waits, so it does wait only that long, and the
+//! networks finished at any moment are the first ones but for the last window's. There is no
+//! barrier between groups of networks: a worker never idles while a network it could run is
+//! left (a run saved every 16 networks used to wait for each group's slowest, leaving a core
+//! idle for a quarter of an NB-101 run, docs/proxies.md "Memory").
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Condvar, Mutex};
+
+/// What a worker does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Pick<T> {
+    /// Run the prepared network `index`, which takes `need` bytes of the budget.
+    Run { index: usize, need: u64, payload: T },
+    /// Prepare network `index` (build it and estimate its need), then hand it back.
+    Prepare(usize),
+    /// Wait until a network finishes or is prepared.
+    Wait,
+    /// Nothing is left.
+    Done,
+}
+
+/// The scheduler's state: the pure rule behind [`run`], apart so it can be tested.
+#[derive(Debug)]
+struct Window<T> {
+    budget: u64,
+    width: usize,
+    total: usize,
+    /// The next network not yet handed out to prepare.
+    next: usize,
+    /// Networks handed out to prepare, not yet back.
+    preparing: BTreeSet<usize>,
+    /// Prepared networks that have not started, oldest first.
+    waiting: Vec<(usize, u64, T)>,
+    used: u64,
+    running: usize,
+}
+
+impl<T> Window<T> {
+    fn new(total: usize, budget: u64, width: usize) -> Self {
+        Window {
+            budget,
+            width: width.max(1),
+            total,
+            next: 0,
+            preparing: BTreeSet::new(),
+            waiting: Vec::new(),
+            used: 0,
+            running: 0,
+        }
+    }
+
+    /// Whether a network of `need` bytes may start now: it fits beside those running, or
+    /// nothing runs (a network above the whole budget runs alone).
+    fn fits(&self, need: u64) -> bool {
+        self.running == 0 || self.used.saturating_add(need) <= self.budget
+    }
+
+    /// The oldest network not yet started.
+    fn oldest(&self) -> usize {
+        let waiting = self.waiting.first().map(|w| w.0);
+        let preparing = self.preparing.first().copied();
+        [waiting, preparing].into_iter().flatten().min().unwrap_or(self.next)
+    }
+
+    fn pick(&mut self) -> Pick<T> {
+        if let Some(at) = self.waiting.iter().position(|w| self.fits(w.1)) {
+            let (index, need, payload) = self.waiting.remove(at);
+            self.used += need;
+            self.running += 1;
+            return Pick::Run { index, need, payload };
+        }
+        if self.next < self.total && self.next < self.oldest() + self.width {
+            self.preparing.insert(self.next);
+            self.next += 1;
+            return Pick::Prepare(self.next - 1);
+        }
+        let idle = self.running == 0 && self.preparing.is_empty() && self.waiting.is_empty();
+        if idle && self.next >= self.total {
+            Pick::Done
+        } else {
+            Pick::Wait
+        }
+    }
+
+    fn prepared(&mut self, index: usize, need: u64, payload: T) {
+        self.preparing.remove(&index);
+        let at = self.waiting.partition_point(|w| w.0 < index);
+        self.waiting.insert(at, (index, need, payload));
+    }
+
+    fn finished(&mut self, need: u64) {
+        self.used -= need;
+        self.running -= 1;
+    }
+
+    /// Hands out nothing more to prepare (a run that stops early).
+    fn close(&mut self) {
+        self.total = self.next;
+    }
+}
+
+/// A network prepared to run: its estimated peak in bytes and what the run reads.
+pub struct Prepared<T> {
+    pub need: u64,
+    pub payload: T,
+}
+
+/// How many networks run at once, and in how much memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Worker threads, each running one network at a time on libtorch's intra-op threads of
+    /// the calling thread.
+    pub workers: usize,
+    /// Bytes the networks running at once may take together (`None`: no bound).
+    pub budget: Option<u64>,
+    /// How far networks may start ahead of the oldest one not started.
+    pub window: usize,
+}
+
+/// Runs networks `0..total` on `plan.workers` threads: `prepare(i)` builds network `i` and
+/// estimates its peak, `run(i, payload)` runs it once it fits, and `done(i, result)` takes
+/// each result on the calling thread as it comes (to save progress, say). When `done` fails,
+/// no further network starts and its error is returned once those running have finished.
+pub fn run<T: Send, R: Send, E>(
+    total: usize,
+    plan: Plan,
+    prepare: impl Fn(usize) -> Prepared<T> + Sync,
+    run: impl Fn(usize, T) -> R + Sync,
+    mut done: impl FnMut(usize, R) -> Result<(), E>,
+) -> Result<(), E> {
+    let state = Mutex::new(Window::new(total, plan.budget.unwrap_or(u64::MAX), plan.window));
+    let changed = Condvar::new();
+    let stop = AtomicBool::new(false);
+    let intra = tch::get_num_threads();
+    let (tx, rx) = mpsc::channel::<(usize, R)>();
+    std::thread::scope(|s| {
+        for _ in 0..plan.workers.clamp(1, total.max(1)) {
+            let (tx, state, changed, stop) = (tx.clone(), &state, &changed, &stop);
+            let (prepare, run) = (&prepare, &run);
+            s.spawn(move || {
+                tch::set_num_threads(intra);
+                work(state, changed, stop, prepare, |i, payload| {
+                    // a send fails only when the receiver stopped; nothing is left to tell
+                    let _ = tx.send((i, run(i, payload)));
+                });
+            });
+        }
+        drop(tx);
+        let mut outcome = Ok(());
+        for (i, r) in rx {
+            if outcome.is_ok() {
+                outcome = done(i, r);
+                if outcome.is_err() {
+                    stop.store(true, Ordering::SeqCst);
+                    lock(&state).close();
+                    changed.notify_all();
+                }
+            }
+        }
+        outcome
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One worker's loop: prepare or run what the window picks, wait when it says so, until done.
+fn work<T>(
+    state: &Mutex<Window<T>>,
+    changed: &Condvar,
+    stop: &AtomicBool,
+    prepare: &(impl Fn(usize) -> Prepared<T> + Sync),
+    mut run: impl FnMut(usize, T),
+) {
+    loop {
+        let mut w = lock(state);
+        let pick = loop {
+            match w.pick() {
+                Pick::Wait => w = changed.wait(w).unwrap_or_else(|e| e.into_inner()),
+                pick => break pick,
+            }
+        };
+        drop(w);
+        match pick {
+            Pick::Done => return,
+            Pick::Prepare(i) => {
+                let p = prepare(i);
+                lock(state).prepared(i, p.need, p.payload);
+            }
+            Pick::Run { index, need, payload } => {
+                if !stop.load(Ordering::SeqCst) {
+                    run(index, payload);
+                }
+                super::memory::release_freed();
+                lock(state).finished(need);
+            }
+            Pick::Wait => unreachable!("waits are taken above"),
+        }
+        changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    fn run_of<T>(p: Pick<T>) -> (usize, u64) {
+        match p {
+            Pick::Run { index, need, .. } => (index, need),
+            _ => panic!("not a run"),
+        }
+    }
+
+    #[test]
+    fn a_waiting_network_is_passed_only_within_the_window_and_then_runs_alone() {
+        // budget 10, window 3: network 0 (need 6) runs; 1 (need 12, over the budget) waits
+        let mut w: Window<()> = Window::new(6, 10, 3);
+        assert_eq!(w.pick(), Pick::Prepare(0));
+        w.prepared(0, 6, ());
+        assert_eq!(run_of(w.pick()), (0, 6));
+        assert_eq!(w.pick(), Pick::Prepare(1));
+        w.prepared(1, 12, ());
+        // 2 and 3 are within the window of the oldest waiting (1); 2 fits beside 0, 3 does not
+        assert_eq!(w.pick(), Pick::Prepare(2));
+        w.prepared(2, 4, ());
+        assert_eq!(run_of(w.pick()), (2, 4));
+        assert_eq!(w.pick(), Pick::Prepare(3));
+        w.prepared(3, 5, ());
+        // 4 is outside the window of 1: nothing to do until something finishes
+        assert_eq!(w.pick(), Pick::Wait);
+        w.finished(6);
+        // 3 fits beside 2 now, but 1 is older and runs first only when nothing runs
+        assert_eq!(run_of(w.pick()), (3, 5));
+        assert_eq!(w.pick(), Pick::Wait);
+        w.finished(4);
+        w.finished(5);
+        assert_eq!(run_of(w.pick()), (1, 12));
+        assert_eq!(w.pick(), Pick::Prepare(4));
+        w.prepared(4, 1, ());
+        // preparing goes on (it starts nothing), but nothing runs beside the big network
+        assert_eq!(w.pick(), Pick::Prepare(5));
+        w.prepared(5, 1, ());
+        assert_eq!(w.pick(), Pick::Wait, "nothing runs beside the network over the budget");
+        w.finished(12);
+        assert_eq!(run_of(w.pick()), (4, 1));
+        assert_eq!(run_of(w.pick()), (5, 1));
+        assert_eq!(w.pick(), Pick::Wait);
+        w.finished(1);
+        w.finished(1);
+        assert_eq!(w.pick(), Pick::Done);
+    }
+
+    #[test]
+    fn the_oldest_network_that_fits_starts_first() {
+        let mut w: Window<()> = Window::new(3, 10, 16);
+        for i in 0..3 {
+            assert_eq!(w.pick(), Pick::Prepare(i));
+        }
+        w.prepared(2, 3, ());
+        w.prepared(0, 7, ());
+        w.prepared(1, 5, ());
+        assert_eq!(run_of(w.pick()), (0, 7));
+        assert_eq!(run_of(w.pick()), (2, 3), "1 does not fit beside 0, 2 does");
+    }
+
+    #[test]
+    fn threads_never_hold_more_than_the_budget_and_every_network_runs_once() {
+        let needs: Vec<u64> = (0..40u64).map(|i| if i % 7 == 0 { 15 } else { 1 + i % 4 }).collect();
+        let (held, peak, alone) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+        let plan = Plan { workers: 4, budget: Some(10), window: 5 };
+        let mut seen = Vec::new();
+        let out: Result<(), ()> = run(
+            needs.len(),
+            plan,
+            |i| Prepared { need: needs[i], payload: needs[i] },
+            |_, need| {
+                let now = held.fetch_add(need, Ordering::SeqCst) + need;
+                if need > 10 && now != need {
+                    alone.fetch_add(1, Ordering::SeqCst);
+                }
+                if need <= 10 {
+                    peak.fetch_max(now, Ordering::SeqCst);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                held.fetch_sub(need, Ordering::SeqCst);
+                need
+            },
+            |i, need| {
+                seen.push((i, need));
+                Ok(())
+            },
+        );
+        assert!(out.is_ok());
+        assert!(peak.load(Ordering::SeqCst) <= 10, "{}", peak.load(Ordering::SeqCst));
+        assert_eq!(alone.load(Ordering::SeqCst), 0, "an over-budget network ran beside another");
+        seen.sort_unstable();
+        let want: Vec<(usize, u64)> = needs.iter().copied().enumerate().collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn a_failing_done_stops_new_networks_and_returns_its_error() {
+        let plan = Plan { workers: 2, budget: None, window: 4 };
+        let mut taken = 0;
+        let out = run(
+            100,
+            plan,
+            |i| Prepared { need: 1, payload: i },
+            |_, i| i,
+            |_, _| {
+                taken += 1;
+                if taken == 3 {
+                    Err("disk full")
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert_eq!(out, Err("disk full"));
+        assert_eq!(taken, 3, "results after the failure are not handed on");
+    }
+}
