@@ -11,6 +11,7 @@
 //! idle for a quarter of an NB-101 run, docs/proxies.md "Memory").
 
 use std::collections::BTreeSet;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 
@@ -99,6 +100,11 @@ impl<T> Window<T> {
     fn finished(&mut self, need: u64) {
         self.used -= need;
         self.running -= 1;
+    }
+
+    /// Forgets a network whose preparation failed.
+    fn abandon(&mut self, index: usize) {
+        self.preparing.remove(&index);
     }
 
     /// Hands out nothing more to prepare (a run that stops early).
@@ -190,18 +196,30 @@ fn work<T>(
             }
         };
         drop(w);
+        // a panic in one network gives its claim back before it unwinds, so the other workers
+        // finish theirs instead of waiting for it (the scope then raises the panic)
         match pick {
             Pick::Done => return,
-            Pick::Prepare(i) => {
-                let p = prepare(i);
-                lock(state).prepared(i, p.need, p.payload);
-            }
-            Pick::Run { index, need, payload } => {
-                if !stop.load(Ordering::SeqCst) {
-                    run(index, payload);
+            Pick::Prepare(i) => match catch_unwind(AssertUnwindSafe(|| prepare(i))) {
+                Ok(p) => lock(state).prepared(i, p.need, p.payload),
+                Err(panic) => {
+                    lock(state).abandon(i);
+                    changed.notify_all();
+                    resume_unwind(panic);
                 }
+            },
+            Pick::Run { index, need, payload } => {
+                let ran = catch_unwind(AssertUnwindSafe(|| {
+                    if !stop.load(Ordering::SeqCst) {
+                        run(index, payload);
+                    }
+                }));
                 super::memory::release_freed();
                 lock(state).finished(need);
+                if let Err(panic) = ran {
+                    changed.notify_all();
+                    resume_unwind(panic);
+                }
             }
             Pick::Wait => unreachable!("waits are taken above"),
         }
@@ -328,5 +346,28 @@ mod tests {
         );
         assert_eq!(out, Err("disk full"));
         assert_eq!(taken, 3, "results after the failure are not handed on");
+    }
+
+    #[test]
+    fn a_panic_in_one_network_is_raised_after_the_others_finish() {
+        let plan = Plan { workers: 2, budget: Some(2), window: 4 };
+        let finished = std::sync::atomic::AtomicUsize::new(0);
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            run(
+                12,
+                plan,
+                |i| {
+                    assert_ne!(i, 9, "network 9 cannot be built");
+                    Prepared { need: 1, payload: i }
+                },
+                |_, i| {
+                    assert_ne!(i, 3, "network 3 fails");
+                    finished.fetch_add(1, Ordering::SeqCst);
+                },
+                |_, _| Ok::<(), ()>(()),
+            )
+        }));
+        assert!(out.is_err(), "the panic is raised");
+        assert!(finished.load(Ordering::SeqCst) >= 1);
     }
 }
