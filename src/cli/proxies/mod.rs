@@ -349,14 +349,7 @@ fn score_missing(
 ) -> anyhow::Result<()> {
     let device = device_of(a)?;
     let keys: Vec<String> = ps.iter().map(|p| p.key()).collect();
-    // each missing job with what its cache entry already holds
-    let missing: Vec<(&Job, Cached)> = jobs
-        .iter()
-        .filter_map(|j| {
-            let c = cache.get(&j.id, &j.key).cloned().unwrap_or_else(Cached::empty);
-            keys.iter().any(|k| c.lacks(k)).then_some((j, c))
-        })
-        .collect();
+    let missing = missing(jobs, cache, &keys);
     let todo = |c: &Cached| -> Vec<&dyn Proxy> {
         ps.iter().zip(&keys).filter(|(_, k)| c.lacks(k)).map(|(p, _)| &**p).collect()
     };
@@ -392,17 +385,28 @@ fn score_missing(
         }
         Ok(())
     })?;
-    cache.save()?;
+    if !scored.is_multiple_of(SAVE_EVERY) {
+        cache.save()?;
+    }
     bar.finish_and_clear();
-    if !missing.is_empty() {
+    if scored > 0 {
         let secs = t0.elapsed().as_secs_f64();
-        let per = secs * threads as f64 / missing.len() as f64;
+        let per = secs * threads as f64 / scored as f64;
         eprintln!(
-            "scored {} networks in {secs:.1} s ({per:.2} s per network, {threads} threads)",
-            missing.len()
+            "scored {scored} networks in {secs:.1} s ({per:.2} s per network, {threads} threads)"
         );
     }
     Ok(())
+}
+
+/// Each job whose cache entry lacks one of the proxy keys `keys`, with what the entry holds.
+fn missing<'j>(jobs: &'j [Job], cache: &Cache<Cached>, keys: &[String]) -> Vec<(&'j Job, Cached)> {
+    jobs.iter()
+        .filter_map(|j| {
+            let c = cache.get(&j.id, &j.key).cloned().unwrap_or_else(Cached::empty);
+            keys.iter().any(|k| c.lacks(k)).then_some((j, c))
+        })
+        .collect()
 }
 
 /// The device `--device` names, with a warning when it falls back to another.
