@@ -199,7 +199,7 @@ fn proxy_scores(
         serde_json::json!({"file": file(i), "ok": true, "proxies": scores, "errors": errors})
     };
     let mut rows = vec![serde_json::Value::Null; paths.len()];
-    let plan = Plan { workers: rayon::current_num_threads(), budget, window: 16 };
+    let plan = Plan { workers: rayon::current_num_threads(), budget, window: schedule::WINDOW };
     py.detach(|| {
         tch::set_num_threads(1);
         schedule::run(paths.len(), plan, prepare, score, |i, row| -> Result<(), Infallible> {

@@ -113,6 +113,11 @@ impl<T> Window<T> {
     }
 }
 
+/// How far networks may start ahead of the oldest one not started, unless a caller needs
+/// otherwise: `nape proxies` saves its cache every this many networks, so the cells finished
+/// at a save are a prefix of its sample but for the last window.
+pub const WINDOW: usize = 16;
+
 /// A network prepared to run: its estimated peak in bytes and what the run reads.
 pub struct Prepared<T> {
     pub need: u64,

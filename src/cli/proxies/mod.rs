@@ -333,9 +333,9 @@ impl Cached {
 }
 
 /// How many networks a run scores between saves of its cache (an interrupted run resumes
-/// there, so it loses at most this many networks' work), and how far the scheduler lets
-/// networks start ahead of the oldest waiting one ([`schedule::Plan::window`]).
-const SAVE_EVERY: usize = 16;
+/// there, so it loses at most this many networks' work): the scheduler's window, so that what
+/// is saved is a prefix of the sample but for the last window.
+const SAVE_EVERY: usize = schedule::WINDOW;
 
 /// Scores, in parallel, every job whose cached entry lacks one of the proxies `ps`, saving the
 /// cache after every [`SAVE_EVERY`] networks. Networks run together while their estimated
