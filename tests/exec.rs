@@ -243,3 +243,30 @@ fn relus_on_one_input_run_once_without_gradients() {
     }
     assert!(plain.outputs[0].equal(&graded.outputs[0].detach()));
 }
+
+/// A conv/linear output tap carries its weight's PyTorch fan-in (the weights feeding one
+/// output channel): Fisher counts each channel's value once per such weight, as the reference
+/// does. Conv 3 -> 8 with a 3x3 kernel: 27; conv 8 -> 4, 1x1, groups 2 (so 4 inputs per
+/// group): 4; linear 4 -> 10: 4. ReLU taps carry none.
+#[test]
+fn weighted_output_taps_carry_their_weight_s_fan_in() {
+    use nape::onnx::{from_proto, write::ModelBuilder};
+    let mut b = ModelBuilder::new("taps", "x", &[2, 3, 8, 8], Weights::Inputs);
+    let c = b.conv("c1", "x", 8, 3, 1, 1, 1, false);
+    let c = b.relu("r1", &c);
+    let c = b.conv("c2", &c, 4, 1, 1, 0, 2, true);
+    let g = b.global_avg_pool("gap", &c);
+    let f = b.flatten("flat", &g);
+    let y = b.linear("fc", &f, 10);
+    let m = b.finish(&y);
+    let cg = from_proto(&m.model, "taps", &ImportOptions::default()).expect("cg");
+    let ex = Executor::new(&cg, ExecOptions::default(), Init::Default, 5).expect("executor");
+    let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
+    let taps = Taps { weighted_out: true, relu_out: true, ..Default::default() };
+    let fwd = tch::no_grad(|| ex.forward(&[x], taps)).expect("forward");
+    let got: Vec<(String, Option<usize>)> =
+        fwd.weighted_out.iter().map(|t| (t.node.clone(), t.fan_in)).collect();
+    let fan_ins: Vec<Option<usize>> = got.iter().map(|g| g.1).collect();
+    assert_eq!(fan_ins, [Some(27), Some(4), Some(4)], "{got:?}");
+    assert!(fwd.relu_out.iter().all(|t| t.fan_in.is_none()));
+}

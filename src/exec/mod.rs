@@ -103,6 +103,9 @@ pub struct Tap {
     pub node: String,
     /// The activation.
     pub value: Tensor,
+    /// For a conv/linear output: its weight's fan-in as PyTorch computes it (the weights
+    /// feeding one output channel); `None` for a ReLU tap.
+    pub fan_in: Option<usize>,
 }
 
 /// The result of a forward pass.
@@ -354,8 +357,11 @@ impl<'a> Executor<'a> {
                 _ => {
                     if taps.relu_in && node.kind == OpKind::Relu {
                         if let Some(x) = acts.first() {
-                            fwd.relu_in
-                                .push(Tap { node: node.name.clone(), value: x.shallow_clone() });
+                            fwd.relu_in.push(Tap {
+                                node: node.name.clone(),
+                                value: x.shallow_clone(),
+                                fan_in: None,
+                            });
                         }
                     }
                     let memo = read.filter(|_| acts.len() == 1).map(|k| (k, &mut relus));
@@ -395,21 +401,19 @@ impl<'a> Executor<'a> {
     /// Keeps `y`, the first output of `node`, where `taps` asks for it: a ReLU's output, or
     /// the output of a node with a conv/linear weight.
     fn tap_output(&self, node: &OpNode, y: &Tensor, taps: Taps, fwd: &mut Forward) {
-        let tap = || Tap { node: node.name.clone(), value: y.shallow_clone() };
+        let tap = |fan_in| Tap { node: node.name.clone(), value: y.shallow_clone(), fan_in };
         if taps.relu_out && node.kind == OpKind::Relu {
-            fwd.relu_out.push(tap());
+            fwd.relu_out.push(tap(None));
         }
-        let weighted = || {
-            node.operands.iter().any(|o| {
-                o.param
-                    && self
-                        .param_index
-                        .get(&o.name)
-                        .is_some_and(|&i| self.params[i].role == Role::Weight)
-            })
-        };
-        if taps.weighted_out && weighted() {
-            fwd.weighted_out.push(tap());
+        if !taps.weighted_out {
+            return;
+        }
+        let weight = node.operands.iter().filter(|o| o.param).find_map(|o| {
+            let p = &self.params[*self.param_index.get(&o.name)?];
+            (p.role == Role::Weight).then_some(p.fan_in)
+        });
+        if let Some(fan_in) = weight {
+            fwd.weighted_out.push(tap(Some(fan_in)));
         }
     }
 

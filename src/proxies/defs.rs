@@ -191,11 +191,16 @@ impl Proxy for Jacov {
 }
 
 /// Fisher (channel mode): for every conv/linear output a with gradient g, per channel
-/// 0.5 * mean_n (sum_spatial a * g)^2, summed over channels and layers; batch 64.
+/// 0.5 * mean_n (sum_spatial a * g)^2, times the layer's fan-in (the reference broadcasts each
+/// channel's value to the channel's weights, then sums them all); batch 64.
 pub struct Fisher;
 impl Proxy for Fisher {
     fn name(&self) -> &'static str {
         "fisher"
+    }
+    // @2: weighted by fan-in since 2026-12-03; values cached before are the unweighted sum
+    fn key(&self) -> String {
+        format!("{}@2", self.name())
     }
     fn needs(&self) -> Needs {
         Needs::Images(64)

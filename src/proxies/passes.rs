@@ -112,6 +112,7 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
     let x = if reads.input_jacobian { x.set_requires_grad(true) } else { x };
     let taps = Taps { weighted_out: reads.act_grads, ..Default::default() };
     let fwd = ex.forward(&[x.shallow_clone()], taps)?;
+    let fan_ins: Vec<usize> = fwd.weighted_out.iter().map(|t| t.fan_in.unwrap_or(1)).collect();
     let acts: Vec<Tensor> = fwd.weighted_out.into_iter().map(|t| t.value).collect();
     let y = first_output(fwd.outputs, input)?;
     let loss = cross_entropy(&y, &labels, input)?;
@@ -144,7 +145,7 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
         pass.fisher = Some(if acts.is_empty() {
             Err("no conv or linear layer to score".into())
         } else {
-            fisher(&acts, &ga).map_err(|e| message(tch_err(input, "fisher", e)))
+            fisher(&acts, &ga, &fan_ins).map_err(|e| message(tch_err(input, "fisher", e)))
         });
     }
     if reads.hessian_grad {
@@ -168,10 +169,11 @@ fn grad_sums(ws: &[&Tensor], gw: &[Tensor]) -> TchResult<GradSums> {
 }
 
 /// Fisher (channel mode): per conv/linear output a with gradient g, per channel
-/// 0.5 * mean_n (sum_spatial a * g)^2, summed over channels and layers.
-fn fisher(acts: &[Tensor], grads: &[Tensor]) -> TchResult<f64> {
+/// 0.5 * mean_n (sum_spatial a * g)^2; each channel's value counted once per weight of that
+/// channel (its layer's fan-in), as the reference broadcasts it to the weights before summing.
+fn fisher(acts: &[Tensor], grads: &[Tensor], fan_ins: &[usize]) -> TchResult<f64> {
     let mut total = 0f64;
-    for (a, g) in acts.iter().zip(grads) {
+    for ((a, g), &fan_in) in acts.iter().zip(grads).zip(fan_ins) {
         let ag = a.f_mul(g)?;
         let per = if ag.dim() > 2 {
             let dims: Vec<i64> = (2..ag.dim() as i64).collect();
@@ -181,7 +183,7 @@ fn fisher(acts: &[Tensor], grads: &[Tensor]) -> TchResult<f64> {
         };
         let t =
             per.f_pow_tensor_scalar(2)?.f_mean_dim(0, false, Kind::Double)?.f_mul_scalar(0.5)?;
-        total += t.f_sum(Kind::Double)?.f_double_value(&[])?;
+        total += fan_in as f64 * t.f_sum(Kind::Double)?.f_double_value(&[])?;
     }
     Ok(total)
 }
