@@ -198,7 +198,7 @@ impl Proxy for Fisher {
     fn name(&self) -> &'static str {
         "fisher"
     }
-    // @2: weighted by fan-in since 2026-12-03; values cached before are the unweighted sum
+    // @2: weighted by fan-in since 2026-12-04; values cached before are the unweighted sum
     fn key(&self) -> String {
         format!("{}@2", self.name())
     }
