@@ -16,6 +16,13 @@ use nape::spaces::nb201::{Arch, Dataset};
 use rayon::prelude::*;
 use tch::Device;
 
+/// The CIFAR-10 NB-201 network of cell `spec`, as a CG.
+fn nb201_cg(spec: &str) -> Cg {
+    let m =
+        Arch::parse(spec).expect("arch").build(Dataset::Cifar10, Weights::Inputs).expect("build");
+    from_proto(&m.model, spec, &ImportOptions::default()).expect("cg")
+}
+
 fn input<'a>(cg: &'a Cg, images: &'a ImageSource) -> ProxyInput<'a> {
     ProxyInput::new(cg, images, 3, Device::Cpu)
 }
@@ -45,11 +52,7 @@ fn params_flops_and_synflow_agree_with_the_published_nb201_scores() {
     let ours: Vec<(f64, f64, f64)> = picked
         .par_iter()
         .map(|(spec, _, _, _)| {
-            let m = Arch::parse(spec)
-                .expect("arch")
-                .build(Dataset::Cifar10, Weights::Inputs)
-                .expect("build");
-            let cg = from_proto(&m.model, spec, &ImportOptions::default()).expect("cg");
+            let cg = nb201_cg(spec);
             let inp = input(&cg, &images);
             (
                 Params.score(&inp).expect("params"),
@@ -94,11 +97,7 @@ fn fisher_ranks_the_published_nb201_cells_as_naslib_does() {
     let ours: Vec<f64> = cells
         .par_iter()
         .map(|(spec, _)| {
-            let m = Arch::parse(spec)
-                .expect("arch")
-                .build(Dataset::Cifar10, Weights::Inputs)
-                .expect("build");
-            let cg = from_proto(&m.model, spec, &ImportOptions::default()).expect("cg");
+            let cg = nb201_cg(spec);
             Fisher.score(&input(&cg, &images)).expect("fisher")
         })
         .collect();
@@ -199,8 +198,5 @@ fn sharing_the_network_and_the_loss_pass_changes_no_score() {
     // an NB-201 cell with every operation (batch 8 keeps the debug build quick)
     let spec =
         "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|";
-    let m =
-        Arch::parse(spec).expect("arch").build(Dataset::Cifar10, Weights::Inputs).expect("build");
-    let cg = from_proto(&m.model, spec, &ImportOptions::default()).expect("cg");
-    assert_sharing_changes_nothing(&cg, Some(8));
+    assert_sharing_changes_nothing(&nb201_cg(spec), Some(8));
 }
