@@ -107,6 +107,44 @@ fn fisher_ranks_the_published_nb201_cells_as_naslib_does() {
     assert!(rho >= 0.92, "fisher Spearman with the published scores is {rho:.4}");
 }
 
+/// `nape proxies --published`: the cells a published source scored, each proxy's Spearman with
+/// those scores beside its accuracy columns. NASLib counts NB-101's parameters as nape does, cell
+/// for cell; NB-201's scores are per dataset, and asking without one names the keys there are.
+#[test]
+fn proxies_published_scores_the_published_cells_beside_their_scores() {
+    let dir = data_dir(None);
+    assert!(
+        dir.join("nasbench101").is_dir(),
+        "this test needs the benchmark data in {}",
+        dir.display()
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let nape = |family: &str, published: &[&str]| {
+        let mut args = vec!["proxies", "--family", family, "--names", "params", "--correlate"];
+        args.extend_from_slice(&["--cache", cache.path().to_str().unwrap(), "--published"]);
+        args.extend_from_slice(published);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nape"))
+            .args(&args)
+            .arg("--data")
+            .arg(&dir)
+            .output()
+            .expect("run nape");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, err) = nape("nb101", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let row: Vec<&str> =
+        out.lines().find(|l| l.starts_with("params")).expect(&out).split_whitespace().collect();
+    // proxy, n, val_acc_ep108, published
+    assert_eq!(row.len(), 4, "{out}");
+    assert!(row[1].parse::<usize>().unwrap() > 100, "{out}");
+    assert_eq!(row[3], "1.000", "params against NASLib's counts: {out}");
+    let (code, _, err) = nape("nb201", &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("one of cifar10, cifar100, imagenet16"), "{err}");
+}
+
 fn tiny_net() -> Cg {
     let mut b = ModelBuilder::new("tiny", "x", &[1, 3, 8, 8], Weights::Inputs);
     let c = b.conv("c1", "x", 8, 3, 1, 1, 1, false);

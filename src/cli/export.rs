@@ -8,9 +8,7 @@
 //! with the same options skips the files already written (resumable), and one with other
 //! options is refused rather than mixing networks.
 
-use crate::dataset::{
-    data_dir, load_naslib_zc, load_nb101, load_nb201, write_manifest, Dataset, NaslibSpace, Record,
-};
+use crate::dataset::{data_dir, load_space, write_manifest, Dataset, Record};
 use crate::error::{exit, write_atomic, Error};
 use crate::graph::fnv1a;
 use crate::onnx::write::Weights;
@@ -80,7 +78,7 @@ pub fn run(a: &ExportArgs) -> anyhow::Result<i32> {
     let dataset: nb201::Dataset = a.dataset.parse()?;
     let task: tnb_micro::Task = a.task.parse()?;
     let dir = data_dir(a.data.as_deref());
-    let mut ds = load_records(space, &dir)?;
+    let mut ds = load_space(space, &dir)?;
     report_issues(&ds);
     select_records(a, space, &mut ds)?;
     let key = ExportKey {
@@ -201,27 +199,6 @@ fn main_label(space: Space) -> Option<&'static str> {
     match space {
         Space::Nb101 => Some("val_acc_ep108"),
         Space::Nb201 | Space::TnbMicro => None,
-    }
-}
-
-/// The records of a space, with every label the data folder has for them.
-fn load_records(space: Space, dir: &Path) -> crate::Result<Dataset> {
-    match space {
-        Space::Nb101 => load_nb101(dir),
-        Space::Nb201 => {
-            let mut ds = load_nb201(dir)?;
-            match load_naslib_zc(dir, NaslibSpace::Nb201) {
-                Ok(zc) => {
-                    ds.merge_by_spec(&zc);
-                }
-                Err(e @ Error::MissingData { .. }) => {
-                    tracing::warn!("published proxies left out: {e}")
-                }
-                Err(e) => return Err(e),
-            }
-            Ok(ds)
-        }
-        Space::TnbMicro => load_naslib_zc(dir, NaslibSpace::TnbMicro),
     }
 }
 

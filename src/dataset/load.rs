@@ -15,6 +15,30 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The records of a space with every label and published proxy score the data folder has:
+/// NB-101's labelled cells (with their `zc`), NB-201's table joined with NAS-Bench-Suite-Zero's
+/// scores of its cells where that file is there (keys `<dataset>_<proxy>`; a warning where it
+/// is not), TransNAS-Bench-101 micro's cells from NAS-Bench-Suite-Zero.
+pub fn load_space(space: Space, dir: &Path) -> Result<Dataset> {
+    match space {
+        Space::Nb101 => load_nb101(dir),
+        Space::Nb201 => {
+            let mut ds = load_nb201(dir)?;
+            match load_naslib_zc(dir, NaslibSpace::Nb201) {
+                Ok(zc) => {
+                    ds.merge_by_spec(&zc);
+                }
+                Err(e @ Error::MissingData { .. }) => {
+                    tracing::warn!("published proxies left out: {e}")
+                }
+                Err(e) => return Err(e),
+            }
+            Ok(ds)
+        }
+        Space::TnbMicro => load_naslib_zc(dir, NaslibSpace::TnbMicro),
+    }
+}
+
 /// Fields of `nb101_labelled.jsonl` that are not labels.
 const NB101_NON_LABELS: &[&str] = &["hash", "matrix", "ops", "sources", "zc", "naslib_tuple"];
 

@@ -19,7 +19,7 @@ pub mod labels;
 pub mod load;
 
 pub use cache::{Cache, CachedGraph, CgCache, Entry};
-pub use load::{load_naslib_zc, load_nb101, load_nb201, NaslibSpace};
+pub use load::{load_naslib_zc, load_nb101, load_nb201, load_space, NaslibSpace};
 
 use crate::error::{write_atomic, Error, Result};
 use serde::{Deserialize, Serialize};

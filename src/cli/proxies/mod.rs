@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 mod output;
+mod published;
 use output::{print_correlations, print_rows, write_records};
 
 /// Arguments of `nape proxies`.
@@ -63,6 +64,12 @@ pub struct ProxiesArgs {
     /// With --family: print the Spearman correlation of each proxy with each target.
     #[arg(long)]
     pub correlate: bool,
+    /// With --family: only the cells a published source scored (NB-101's NASLib scores; for
+    /// NB-201 and TransNAS, NAS-Bench-Suite-Zero's, give the dataset or task: cifar10,
+    /// class_scene, ...); --correlate then adds each proxy's Spearman with its published
+    /// scores, cell by cell.
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "DATASET")]
+    pub published: Option<String>,
     /// Threads in all (default: the machine's cores): networks are scored in parallel, and
     /// when there are fewer networks than threads, each network's proxies are spread over the
     /// threads left (docs/proxies.md, Threads).
@@ -144,9 +151,16 @@ fn select(a: &ProxiesArgs) -> anyhow::Result<Vec<Box<dyn Proxy>>> {
     Ok(ps)
 }
 
-fn jobs(a: &ProxiesArgs, data_dir: &std::path::Path) -> anyhow::Result<(String, Vec<Job>)> {
+fn jobs(
+    a: &ProxiesArgs,
+    data_dir: &std::path::Path,
+    names: &[&str],
+) -> anyhow::Result<(String, Vec<Job>)> {
     if let Some(fam) = &a.family {
-        return family_jobs(fam, a, data_dir);
+        return family_jobs(fam, a, data_dir, names);
+    }
+    if a.published.is_some() {
+        return Err(Error::Usage("--published goes with --family".into()).into());
     }
     let mut out = Vec::new();
     for p in &a.paths {
@@ -171,22 +185,22 @@ fn jobs(a: &ProxiesArgs, data_dir: &std::path::Path) -> anyhow::Result<(String, 
     Ok(("files".into(), out))
 }
 
-/// The (sampled) networks of a benchmark family, built from their specs.
+/// The (sampled) networks of a benchmark family, built from their specs; with `--published`,
+/// drawn from the cells a published source scored for one of `names`.
 fn family_jobs(
     fam: &str,
     a: &ProxiesArgs,
     data_dir: &std::path::Path,
+    names: &[&str],
 ) -> anyhow::Result<(String, Vec<Job>)> {
     let space = Space::ALL
         .into_iter()
         .find(|s| s.name() == fam)
         .ok_or_else(|| Error::Usage(format!("unknown family '{fam}' (nb101, nb201, tnb-micro)")))?;
-    let ds = match space {
-        Space::Nb101 => dataset::load::load_nb101(data_dir)?,
-        Space::Nb201 => dataset::load::load_nb201(data_dir)?,
-        Space::TnbMicro => {
-            dataset::load::load_naslib_zc(data_dir, dataset::load::NaslibSpace::TnbMicro)?
-        }
+    let ds = dataset::load_space(space, data_dir)?;
+    let ds = match &a.published {
+        Some(d) => published::keep(ds, d, names)?,
+        None => ds,
     };
     let ds = match a.sample {
         Some(n) => ds.sample(n, a.seed),
@@ -262,7 +276,8 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
     let data_dir = dataset::data_dir(a.data.as_deref());
     let ps = select(a)?;
     let images = ImageSource::from_arg(a.images.as_deref(), &data_dir)?;
-    let (family, jobs) = jobs(a, &data_dir)?;
+    let names: Vec<&str> = ps.iter().map(|p| p.name()).collect();
+    let (family, jobs) = jobs(a, &data_dir, &names)?;
     // the cache tag names everything that changes every value (the images by their bytes); a
     // proxy's own settings are in the key of its value (`Proxy::key`)
     let tag = format!(
@@ -273,7 +288,6 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
     );
     let mut cache: Cache<Cached> = Cache::open(&a.cache, &family, &tag)?;
     score_missing(a, &ps, &images, &jobs, &mut cache)?;
-    let names: Vec<&str> = ps.iter().map(|p| p.name()).collect();
     let rows: Vec<(&Job, Cached)> = jobs
         .iter()
         .map(|j| (j, cache.get(&j.id, &j.key).map_or_else(Cached::empty, |c| c.view(&ps))))
@@ -291,7 +305,7 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
         write_records(out, &rows)?;
     }
     if a.correlate {
-        print_correlations(&rows, &names, ps.as_slice());
+        print_correlations(&rows, &names, ps.as_slice(), a.published.as_deref());
     } else {
         print_rows(&rows, &names, format)?;
     }

@@ -95,8 +95,15 @@ fn fmt_num(v: f64) -> String {
 }
 
 /// Spearman of each proxy with each target, signed so that positive means the proxy ranks
-/// networks the way accuracy does (lower-is-better proxies are negated).
-pub(super) fn print_correlations(rows: &[(&Job, Cached)], names: &[&str], ps: &[Box<dyn Proxy>]) {
+/// networks the way accuracy does (lower-is-better proxies are negated); with `published`
+/// (`--published`), a last column: Spearman with the published scores of the same cells, as
+/// both are (unsigned).
+pub(super) fn print_correlations(
+    rows: &[(&Job, Cached)],
+    names: &[&str],
+    ps: &[Box<dyn Proxy>],
+    published: Option<&str>,
+) {
     let mut targets: Vec<String> = rows
         .iter()
         .filter_map(|(j, _)| j.record.as_ref())
@@ -111,6 +118,9 @@ pub(super) fn print_correlations(rows: &[(&Job, Cached)], names: &[&str], ps: &[
     for t in &targets {
         print!(" {t:>22}");
     }
+    if published.is_some() {
+        print!(" {:>22}", "published");
+    }
     println!();
     for n in names {
         let sign = if ps.iter().find(|p| p.name() == *n).is_some_and(|p| !p.higher_is_better()) {
@@ -120,18 +130,20 @@ pub(super) fn print_correlations(rows: &[(&Job, Cached)], names: &[&str], ps: &[
         };
         let mut line = String::new();
         let mut count = 0;
-        for t in &targets {
-            let (xs, ys): (Vec<f64>, Vec<f64>) = rows
-                .iter()
-                .filter_map(|(j, c)| {
-                    Some((sign * *c.values.get(*n)?, j.record.as_ref()?.target(t)?))
-                })
-                .unzip();
+        let mut column = |pair: &dyn Fn(&Job, f64) -> Option<(f64, f64)>| {
+            let (xs, ys): (Vec<f64>, Vec<f64>) =
+                rows.iter().filter_map(|(j, c)| pair(j, *c.values.get(*n)?)).unzip();
             count = count.max(xs.len());
             let rho = crate::metrics::spearman(&xs, &ys);
             let cell =
                 if xs.len() >= 3 && rho.is_finite() { format!("{rho:.3}") } else { "-".into() };
             line.push_str(&format!(" {cell:>22}"));
+        };
+        for t in &targets {
+            column(&|j, v| Some((sign * v, j.record.as_ref()?.target(t)?)));
+        }
+        if let Some(d) = published {
+            column(&|j, v| Some((v, super::published::value(j.record.as_ref()?, d, n)?)));
         }
         println!("{n:12} {count:>6}{line}");
     }
