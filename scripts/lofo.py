@@ -109,11 +109,13 @@ def main():
                 per.append(spearmans(out))
             base = os.path.join(a.out, "eval", f"{fam}-{tag}-{a.baseline}.json")
             if fam != "nb101" and not os.path.exists(base):
-                with open(base + ".tmp", "w") as f:
+                # a name of this process's own: runs for other seeds may share OUT and write it too
+                tmp = f"{base}.{os.getpid()}.tmp"
+                with open(tmp, "w") as f:
                     r = subprocess.run([a.nape, "eval", "--model", a.baseline, "--json", "--limit",
                                         str(a.limit)] + source_args(part) + common, stdout=f)
                 if r.returncode in (0, 5):
-                    os.replace(base + ".tmp", base)
+                    os.replace(tmp, base)
             b = spearmans(base)["model"] if os.path.exists(base) else None
             rows.append((part, per, b))
     lines = ["| left out | model (mean ± std, seeds) | #params | FLOPs | eff. #params | NB-101-only |",
