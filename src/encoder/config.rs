@@ -70,13 +70,6 @@ pub struct EncoderConfig {
     /// average pools (docs/universal.md). Off by default, as in every checkpoint written
     /// before it, which reads each pooling as its own op.
     pub pools_as_one: bool,
-    /// Condition every message-passing layer on the task signature (input H, W, C and output
-    /// width, [`crate::features::GLOBAL_TASK`]) by feature-wise affine modulation (FiLM, Perez
-    /// et al. 2018): each layer's node states become `h * (1 + gamma(t)) + beta(t)`, `gamma`
-    /// and `beta` linear in the signature and zero at initialisation. Families built for
-    /// different tasks may then order the same operations differently (docs/universal.md).
-    /// Off by default, as in every checkpoint written before it.
-    pub task_film: bool,
 }
 
 impl Default for EncoderConfig {
@@ -92,7 +85,6 @@ impl Default for EncoderConfig {
             token_dim: 32,
             emb_dim: 64,
             pools_as_one: false,
-            task_film: false,
         }
     }
 }

@@ -6,9 +6,6 @@
 //!   since a network's DAG carries direction;
 //! - GIN: `h' = MLP(h + sum_{j->i} h_j + sum_{i->j} h_j)`.
 //!
-//! With `task_film`, every layer's node states are modulated by the task signature (input
-//! size, output width): `h * (1 + gamma(t)) + beta(t)` (FiLM), zero at initialisation.
-//!
 //! The readout is concatenated with an MLP of the graph-level features and, optionally, a
 //! learned token encoder (embedding, 1-D convolution of width 3, masked mean), and projected to
 //! the embedding. Two small heads serve pretraining: a projection for NT-Xent and a regression
@@ -17,7 +14,7 @@
 
 use super::batch::Batch;
 pub use super::config::{EncoderConfig, FeatureDims, GnnKind};
-use crate::features::{histogram_column, pool_class, GLOBAL_TASK};
+use crate::features::{histogram_column, pool_class};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
@@ -34,8 +31,6 @@ pub struct GraphEncoder {
     op_emb: nn::Embedding,
     inp: nn::Linear,
     layers: Vec<(Layer, nn::LayerNorm)>,
-    /// With `task_film`: per layer, the task signature's map to `[gamma, beta]` (`2 * hidden`).
-    film: Vec<nn::Linear>,
     glob1: Option<(nn::Linear, nn::Linear)>,
     tok: Option<(nn::Embedding, nn::Conv1D)>,
     out: nn::Linear,
@@ -87,16 +82,6 @@ impl GraphEncoder {
                 (layer, nn::layer_norm(&q / "norm", vec![h], Default::default()))
             })
             .collect();
-        let zero = nn::LinearConfig {
-            ws_init: nn::Init::Const(0.0),
-            bs_init: Some(nn::Init::Const(0.0)),
-            bias: true,
-        };
-        let task = GLOBAL_TASK.len() as i64;
-        let film = (0..cfg.layers)
-            .filter(|_| cfg.task_film)
-            .map(|l| nn::linear(p / format!("film{l}"), task, 2 * h, zero))
-            .collect();
         let mut width = h;
         let glob1 = cfg.use_global.then(|| {
             width += cfg.global_hidden;
@@ -128,7 +113,6 @@ impl GraphEncoder {
             op_emb,
             inp,
             layers,
-            film,
             glob1,
             tok,
             out,
@@ -151,12 +135,7 @@ impl GraphEncoder {
             None => self.op_emb.forward(&b.op),
         };
         let mut h = self.inp.forward(&Tensor::cat(&[&e, &b.x], 1)).relu();
-        // each node's task signature, [N, 4], where the layers are modulated by it
-        let task = (!self.film.is_empty()).then(|| {
-            let t = b.global.narrow(1, GLOBAL_TASK.start as i64, GLOBAL_TASK.len() as i64);
-            t.index_select(0, &b.graph)
-        });
-        for (l, (layer, norm)) in self.layers.iter().enumerate() {
+        for (layer, norm) in &self.layers {
             let agg_in = h.zeros_like().index_add(0, &b.dst, &h.index_select(0, &b.src));
             let agg_out = h.zeros_like().index_add(0, &b.src, &h.index_select(0, &b.dst));
             let m = match layer {
@@ -166,10 +145,6 @@ impl GraphEncoder {
                 Layer::Gin { l1, l2 } => l2.forward(&l1.forward(&(&h + agg_in + agg_out)).relu()),
             };
             h = norm.forward(&(h + m.relu()));
-            if let (Some(t), Some(film)) = (&task, self.film.get(l)) {
-                let gb = film.forward(t).chunk(2, 1);
-                h = &h * (&gb[0] + 1.0) + &gb[1];
-            }
         }
         b.mean_readout(&h)
     }
@@ -293,37 +268,6 @@ mod tests {
             let diff = (embed(&a) - embed(&b)).abs().max().double_value(&[]);
             assert_eq!(diff == 0.0, as_one, "pools_as_one {as_one}: the twins differ by {diff}");
         }
-    }
-
-    #[test]
-    fn task_film_starts_as_the_plain_encoder_and_then_reads_the_task() {
-        let dims = FeatureDims::current();
-        let (a, mut b) = (g(6, 1), g(6, 1));
-        b.global[GLOBAL_TASK.start] = 0.875; // the same graph at another input height
-        let batch = Batch::new(&[&a, &b], &dims, Device::Cpu).unwrap();
-        let build = |film: bool| {
-            tch::manual_seed(3);
-            let vs = nn::VarStore::new(Device::Cpu);
-            let cfg = EncoderConfig { task_film: film, layers: 2, ..Default::default() };
-            let enc = GraphEncoder::new(&vs.root(), &cfg, &dims);
-            (vs, enc)
-        };
-        let ((_, plain), (vs, film)) = (build(false), build(true));
-        let (r_plain, r_film) = (plain.readout(&batch), film.readout(&batch));
-        let diff = (&r_plain - &r_film).abs().max().double_value(&[]);
-        assert!(diff < 1e-6, "an untrained FiLM changed the readout by {diff}");
-        let rows = |r: &Tensor| (r.get(0) - r.get(1)).abs().max().double_value(&[]);
-        assert!(rows(&r_film) < 1e-6, "at initialisation the task changes nothing");
-        tch::no_grad(|| {
-            for (name, mut t) in vs.variables() {
-                if name.starts_with("film") {
-                    let _ = t.fill_(0.1);
-                }
-            }
-        });
-        let moved = rows(&film.readout(&batch));
-        assert!(moved > 1e-3, "trained, the two tasks' readouts differ by only {moved}");
-        assert!(rows(&plain.readout(&batch)) < 1e-6, "the plain encoder never reads the task");
     }
 
     #[test]

@@ -129,11 +129,6 @@ pub fn log_depth(g: &GraphFeatures) -> f64 {
 /// Position of log2(1 + depth)/10 in [`GraphFeatures::global`] (see [`log_depth`]).
 const GLOBAL_LOG_DEPTH: usize = 3;
 
-/// The columns of [`GraphFeatures::global`] that describe the task a network is built for, not
-/// the network: the input's height, width and channels and the output's width, in that order
-/// (see `size_features`). [`crate::encoder::EncoderConfig::task_film`] conditions on them.
-pub const GLOBAL_TASK: std::ops::Range<usize> = 7..11;
-
 /// Values are clamped here after normalisation (GENNAPE allows up to 10x the scale).
 const CLAMP: f32 = 10.0;
 
@@ -342,7 +337,6 @@ fn size_features(cg: &Cg, nodes: &[&OpNode], f: &mut Vec<f32>) {
     f.push(log2(s.max_channels as f64, 12.0));
     let input = nodes.iter().find(|n| n.kind == OpKind::Input).map(|n| chw(n.out_shape()));
     let (c, h, w) = input.unwrap_or((0, 0, 0));
-    debug_assert_eq!(f.len(), GLOBAL_TASK.start);
     f.push(norm(h as f64, 256.0));
     f.push(norm(w as f64, 256.0));
     f.push(norm(c as f64, 512.0));
@@ -353,7 +347,6 @@ fn size_features(cg: &Cg, nodes: &[&OpNode], f: &mut Vec<f32>) {
         .max()
         .unwrap_or(0);
     f.push(log2(out_features as f64, 10.0));
-    debug_assert_eq!(f.len(), GLOBAL_TASK.end);
     f.push(log10(s.max_activation.0 as f64, 8.0));
 }
 
