@@ -128,23 +128,31 @@ pub(super) fn print_correlations(
         } else {
             1.0
         };
-        let mut line = String::new();
-        let mut count = 0;
-        let mut column = |pair: &dyn Fn(&Job, f64) -> Option<(f64, f64)>| {
-            let (xs, ys): (Vec<f64>, Vec<f64>) =
-                rows.iter().filter_map(|(j, c)| pair(j, *c.values.get(*n)?)).unzip();
-            count = count.max(xs.len());
-            let rho = crate::metrics::spearman(&xs, &ys);
-            let cell =
-                if xs.len() >= 3 && rho.is_finite() { format!("{rho:.3}") } else { "-".into() };
-            line.push_str(&format!(" {cell:>22}"));
-        };
-        for t in &targets {
-            column(&|j, v| Some((sign * v, j.record.as_ref()?.target(t)?)));
-        }
+        let mut cells: Vec<(String, usize)> = targets
+            .iter()
+            .map(|t| column(rows, n, |j, v| Some((sign * v, j.record.as_ref()?.target(t)?))))
+            .collect();
         if let Some(d) = published {
-            column(&|j, v| Some((v, super::published::value(j.record.as_ref()?, d, n)?)));
+            cells.push(column(rows, n, |j, v| {
+                Some((v, super::published::value(j.record.as_ref()?, d, n)?))
+            }));
         }
+        let count = cells.iter().map(|c| c.1).max().unwrap_or(0);
+        let line: String = cells.iter().map(|(c, _)| format!(" {c:>22}")).collect();
         println!("{n:12} {count:>6}{line}");
     }
+}
+
+/// One cell of the correlation table: the Spearman of the pairs `pair` makes of each row's
+/// value of proxy `n` ("-" under 3 pairs or undefined), and the number of pairs.
+fn column(
+    rows: &[(&Job, Cached)],
+    n: &str,
+    pair: impl Fn(&Job, f64) -> Option<(f64, f64)>,
+) -> (String, usize) {
+    let (xs, ys): (Vec<f64>, Vec<f64>) =
+        rows.iter().filter_map(|(j, c)| pair(j, *c.values.get(n)?)).unzip();
+    let rho = crate::metrics::spearman(&xs, &ys);
+    let cell = if xs.len() >= 3 && rho.is_finite() { format!("{rho:.3}") } else { "-".into() };
+    (cell, xs.len())
 }
