@@ -4,7 +4,8 @@ every part of the left-out family zero-shot, beside #params, FLOPs, effective #p
 NB-101-only model, over seeds (issue 15, docs/predictor.md "Universal zero-shot").
 
     python3 scripts/lofo.py --nape target/release/nape --config configs/mix.json \
-        --seeds 0 1 2 3 4 --out runs/lofo --data ../shared/data [--families nb201 zoo]
+        --seeds 0 1 2 3 4 --out runs/lofo --data ../shared/data [--families nb201 zoo] \
+        [--also tnb-micro:jigsaw_val_accuracy]
 
 Models go to OUT/models/lofo-<family>-s<seed>-m<members> (kept: a rerun reuses them), evaluations
 to OUT/eval/<family>-<part>-s<seed>-m<members>.json, the table to stdout and OUT/table.md. Each model is a
@@ -65,9 +66,13 @@ def main():
     ap.add_argument("--baseline", default="nape-nb101", help="the NB-101-only model beside")
     ap.add_argument("--limit", type=int, default=5000, help="networks evaluated per part at most")
     ap.add_argument("--members", type=int, help="members per model (default: the config's)")
+    ap.add_argument("--also", nargs="*", default=[],
+                    help="parts left out as families of their own but never trained on (their "
+                         "fold trains on the whole mix)")
     a = ap.parse_args()
     cfg = json.load(open(a.config))
-    parts = cfg["mix"]["parts"]
+    trained = cfg["mix"]["parts"]
+    parts = trained + [p for p in a.also if p not in trained]
     # passed to every pretrain, so the model's name and its training agree whatever the
     # config says or leaves to nape's default (1)
     members = a.members or cfg.get("members", 1)
@@ -82,7 +87,7 @@ def main():
     rows = []
     for fam in fams:
         mine = [p for p in parts if family_of(p) == fam]
-        rest = [p for p in parts if family_of(p) != fam]
+        rest = [p for p in trained if family_of(p) != fam]
         for seed in a.seeds:
             name = f"lofo-{fam}-s{seed}-m{members}"
             if not os.path.exists(os.path.join(a.out, "models", name)):
