@@ -19,37 +19,11 @@ import re
 import sys
 from statistics import NormalDist
 
+from rankstats import ranks, spearman
+
 TASKS = ["class_scene", "class_object", "jigsaw"]
 NB201 = ["cifar10_test_ep200", "cifar100_test_ep200", "imagenet16_test_ep200"]
 CODES = {"none": 0, "skip_connect": 1, "nor_conv_1x1": 2, "nor_conv_3x3": 3}
-
-
-def ranks(x):
-    """Ranks from 0, ties at their mean rank."""
-    order = sorted(range(len(x)), key=lambda i: x[i])
-    r = [0.0] * len(x)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2
-        i = j + 1
-    return r
-
-
-def pearson(a, b):
-    n = len(a)
-    ma, mb = sum(a) / n, sum(b) / n
-    sab = sum((x - ma) * (y - mb) for x, y in zip(a, b))
-    saa = sum((x - ma) ** 2 for x in a)
-    sbb = sum((y - mb) ** 2 for y in b)
-    return sab / (saa * sbb) ** 0.5
-
-
-def spearman(a, b):
-    return pearson(ranks(a), ranks(b))
 
 
 def normal_scores(x):
