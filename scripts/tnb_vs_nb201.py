@@ -27,8 +27,9 @@ CODES = {"none": 0, "skip_connect": 1, "nor_conv_1x1": 2, "nor_conv_3x3": 3}
 
 
 def normal_scores(x):
-    n = len(x)
-    return [NormalDist().inv_cdf((r + 0.5) / n) for r in ranks(x)]
+    """probit((rank - 0.5) / n) with ranks from 1, as the mix scales each part's target."""
+    n, probit = len(x), NormalDist().inv_cdf
+    return [probit((r + 0.5) / n) for r in ranks(x)]
 
 
 def load(data):

@@ -17,8 +17,9 @@ use tch::Device;
 /// Name of the bundled default model (under `models/`): the 5-member ensemble trained on
 /// NB-101, NB-201's three datasets and torchvision's ImageNet classifiers (`configs/mix.json`;
 /// TransNAS-Bench-101's labels are left out, docs/universal.md says why). It predicts a
-/// relative score that ranks networks within a family; `nape-nb101`, the NB-101-only ensemble that predicts
-/// CIFAR-10 accuracy under NB-101's recipe, is bundled beside it as [`NB101_MODEL`].
+/// relative score that ranks networks within a family; `nape-nb101`, the NB-101-only ensemble
+/// that predicts CIFAR-10 accuracy under NB-101's recipe, is bundled beside it as
+/// [`NB101_MODEL`].
 pub const DEFAULT_MODEL: &str = "nape-mix";
 
 /// Name of the bundled NB-101-only model: pretraining on NB-101 and zero-shot NB-201 go
