@@ -124,10 +124,13 @@ pub fn need(
 }
 
 /// Hands the memory libtorch freed back to the kernel. libtorch allocates with glibc's malloc,
-/// which keeps freed blocks in the arena of the thread that used them; without this, each
-/// worker thread holds what its largest network needed, and the process's memory is the sum
-/// of the workers' peaks whatever the gate lets run at once (measured: 8.7 GB against 6.6 GB
-/// for two NB-101 cells run one after the other, docs/proxies.md "Memory").
+/// which keeps freed blocks in the arena of the thread that used them, for that thread's next
+/// allocations. The scheduler counts what each worker so holds and calls this only when a
+/// network waits for it ([`super::schedule`]); handing it back after every network made the next
+/// one fault its pages in again (a third of the time on NB-201 cells), and keeping it without
+/// counting it let the process hold the sum of the workers' peaks whatever ran at once
+/// (measured: 8.7 GB against 6.6 GB for two NB-101 cells run one after the other,
+/// docs/proxies.md "Memory").
 pub fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages of glibc's heaps to the kernel; it touches

@@ -9,6 +9,14 @@
 //! barrier between groups of networks: a worker never idles while a network it could run is
 //! left (a run saved every 16 networks used to wait for each group's slowest, leaving a core
 //! idle for a quarter of an NB-101 run, docs/proxies.md "Memory").
+//!
+//! What a network frees stays in its worker's malloc arena, for the worker's next network to
+//! reuse instead of faulting fresh pages in (on NB-201 cells, handing it back to the kernel
+//! after every network took a third of the time, docs/proxies.md "Memory"). The budget counts
+//! it: a worker holds the largest need it ran since the last trim, and a network starts when
+//! every worker's larger of its hold and its running need fits. When the oldest waiting
+//! network fits only once the holds are gone, a worker hands the freed memory back
+//! ([`super::memory::release_freed`]) and the holds start again from nothing.
 
 use std::collections::BTreeSet;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -22,6 +30,8 @@ enum Pick<T> {
     Run { index: usize, need: u64, payload: T },
     /// Prepare network `index` (build it and estimate its need), then hand it back.
     Prepare(usize),
+    /// Hand the memory the workers hold back to the kernel, then pick again.
+    Trim,
     /// Wait until a network finishes or is prepared.
     Wait,
     /// Nothing is left.
@@ -40,12 +50,16 @@ struct Window<T> {
     preparing: BTreeSet<usize>,
     /// Prepared networks that have not started, oldest first.
     waiting: Vec<(usize, u64, T)>,
-    used: u64,
-    running: usize,
+    /// Per worker, the need of the network it runs.
+    running: Vec<Option<u64>>,
+    /// Per worker, the largest need it ran since the last trim: what its arena may hold.
+    held: Vec<u64>,
+    /// A worker is handing the holds back.
+    trimming: bool,
 }
 
 impl<T> Window<T> {
-    fn new(total: usize, budget: u64, width: usize) -> Self {
+    fn new(total: usize, budget: u64, width: usize, workers: usize) -> Self {
         Window {
             budget,
             width: width.max(1),
@@ -53,15 +67,29 @@ impl<T> Window<T> {
             next: 0,
             preparing: BTreeSet::new(),
             waiting: Vec::new(),
-            used: 0,
-            running: 0,
+            running: vec![None; workers.max(1)],
+            held: vec![0; workers.max(1)],
+            trimming: false,
         }
     }
 
-    /// Whether a network of `need` bytes may start now: it fits beside those running, or
-    /// nothing runs (a network above the whole budget runs alone).
-    fn fits(&self, need: u64) -> bool {
-        self.running == 0 || self.used.saturating_add(need) <= self.budget
+    /// What the workers other than `w` take: each its running need or its hold, the larger;
+    /// with `trimmed`, as if the holds had been handed back.
+    fn others(&self, w: usize, trimmed: bool) -> u64 {
+        let held = |v: usize| if trimmed { 0 } else { self.held[v] };
+        (0..self.running.len())
+            .filter(|&v| v != w)
+            .map(|v| self.running[v].unwrap_or(0).max(held(v)))
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Whether worker `w` may start a network of `need` bytes now (its own hold is memory it
+    /// reuses), or once every hold is handed back. With nothing else running or held, it
+    /// starts whatever its need (a network above the whole budget runs alone).
+    fn fits(&self, w: usize, need: u64, trimmed: bool) -> bool {
+        let own = if trimmed { need } else { need.max(self.held[w]) };
+        let others = self.others(w, trimmed);
+        others == 0 || others.saturating_add(own) <= self.budget
     }
 
     /// The oldest network not yet started.
@@ -71,20 +99,28 @@ impl<T> Window<T> {
         [waiting, preparing].into_iter().flatten().min().unwrap_or(self.next)
     }
 
-    fn pick(&mut self) -> Pick<T> {
-        if let Some(at) = self.waiting.iter().position(|w| self.fits(w.1)) {
-            let (index, need, payload) = self.waiting.remove(at);
-            self.used += need;
-            self.running += 1;
-            return Pick::Run { index, need, payload };
+    /// What worker `w` does next: the oldest waiting network that fits runs, or the holds are
+    /// handed back when that is what it waits for; else the next network is prepared.
+    fn pick(&mut self, w: usize) -> Pick<T> {
+        for at in 0..self.waiting.len() {
+            let need = self.waiting[at].1;
+            if self.fits(w, need, false) {
+                let (index, need, payload) = self.waiting.remove(at);
+                self.running[w] = Some(need);
+                return Pick::Run { index, need, payload };
+            }
+            if !self.trimming && self.held.iter().any(|&h| h > 0) && self.fits(w, need, true) {
+                self.trimming = true;
+                return Pick::Trim;
+            }
         }
         if self.next < self.total && self.next < self.oldest() + self.width {
             self.preparing.insert(self.next);
             self.next += 1;
             return Pick::Prepare(self.next - 1);
         }
-        let idle = self.running == 0 && self.preparing.is_empty() && self.waiting.is_empty();
-        if idle && self.next >= self.total {
+        let idle = self.running.iter().all(Option::is_none);
+        if idle && self.preparing.is_empty() && self.waiting.is_empty() && self.next >= self.total {
             Pick::Done
         } else {
             Pick::Wait
@@ -97,9 +133,17 @@ impl<T> Window<T> {
         self.waiting.insert(at, (index, need, payload));
     }
 
-    fn finished(&mut self, need: u64) {
-        self.used -= need;
-        self.running -= 1;
+    /// Worker `w` finished its network: it now holds what the network needed, or more.
+    fn finished(&mut self, w: usize) {
+        if let Some(need) = self.running[w].take() {
+            self.held[w] = self.held[w].max(need);
+        }
+    }
+
+    /// The freed memory went back to the kernel: nothing is held beyond the running needs.
+    fn trimmed(&mut self) {
+        self.held.iter_mut().for_each(|h| *h = 0);
+        self.trimming = false;
     }
 
     /// Forgets a network whose preparation failed.
@@ -147,18 +191,20 @@ pub fn run<T: Send, R: Send, E>(
     run: impl Fn(usize, T) -> R + Sync,
     mut done: impl FnMut(usize, R) -> Result<(), E>,
 ) -> Result<(), E> {
-    let state = Mutex::new(Window::new(total, plan.budget.unwrap_or(u64::MAX), plan.window));
+    let workers = plan.workers.clamp(1, total.max(1));
+    let budget = plan.budget.unwrap_or(u64::MAX);
+    let state = Mutex::new(Window::new(total, budget, plan.window, workers));
     let changed = Condvar::new();
     let stop = AtomicBool::new(false);
     let intra = tch::get_num_threads();
     let (tx, rx) = mpsc::channel::<(usize, R)>();
-    std::thread::scope(|s| {
-        for _ in 0..plan.workers.clamp(1, total.max(1)) {
+    let outcome = std::thread::scope(|s| {
+        for worker in 0..workers {
             let (tx, state, changed, stop) = (tx.clone(), &state, &changed, &stop);
             let (prepare, run) = (&prepare, &run);
             s.spawn(move || {
                 tch::set_num_threads(intra);
-                work(state, changed, stop, prepare, |i, payload| {
+                work(worker, (state, changed, stop), prepare, |i, payload| {
                     // a send fails only when the receiver stopped; nothing is left to tell
                     let _ = tx.send((i, run(i, payload)));
                 });
@@ -177,25 +223,28 @@ pub fn run<T: Send, R: Send, E>(
             }
         }
         outcome
-    })
+    });
+    // what the workers still hold goes back once they are done (a Python session goes on)
+    super::memory::release_freed();
+    outcome
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One worker's loop: prepare or run what the window picks, wait when it says so, until done.
+/// Worker `worker`'s loop: prepare, run or trim as the window picks, wait when it says so,
+/// until done.
 fn work<T>(
-    state: &Mutex<Window<T>>,
-    changed: &Condvar,
-    stop: &AtomicBool,
+    worker: usize,
+    (state, changed, stop): (&Mutex<Window<T>>, &Condvar, &AtomicBool),
     prepare: &(impl Fn(usize) -> Prepared<T> + Sync),
     mut run: impl FnMut(usize, T),
 ) {
     loop {
         let mut w = lock(state);
         let pick = loop {
-            match w.pick() {
+            match w.pick(worker) {
                 Pick::Wait => w = changed.wait(w).unwrap_or_else(|e| e.into_inner()),
                 pick => break pick,
             }
@@ -213,14 +262,17 @@ fn work<T>(
                     resume_unwind(panic);
                 }
             },
-            Pick::Run { index, need, payload } => {
+            Pick::Trim => {
+                super::memory::release_freed();
+                lock(state).trimmed();
+            }
+            Pick::Run { index, payload, .. } => {
                 let ran = catch_unwind(AssertUnwindSafe(|| {
                     if !stop.load(Ordering::SeqCst) {
                         run(index, payload);
                     }
                 }));
-                super::memory::release_freed();
-                lock(state).finished(need);
+                lock(state).finished(worker);
                 if let Err(panic) = ran {
                     changed.notify_all();
                     resume_unwind(panic);
@@ -246,54 +298,88 @@ mod tests {
 
     #[test]
     fn a_waiting_network_is_passed_only_within_the_window_and_then_runs_alone() {
-        // budget 10, window 3: network 0 (need 6) runs; 1 (need 12, over the budget) waits
-        let mut w: Window<()> = Window::new(6, 10, 3);
-        assert_eq!(w.pick(), Pick::Prepare(0));
+        // budget 10, window 3, workers 0-2: network 0 (need 6) runs; 1 (need 12, over the
+        // budget) waits
+        let mut w: Window<()> = Window::new(6, 10, 3, 3);
+        assert_eq!(w.pick(0), Pick::Prepare(0));
         w.prepared(0, 6, ());
-        assert_eq!(run_of(w.pick()), (0, 6));
-        assert_eq!(w.pick(), Pick::Prepare(1));
+        assert_eq!(run_of(w.pick(0)), (0, 6));
+        assert_eq!(w.pick(1), Pick::Prepare(1));
         w.prepared(1, 12, ());
         // 2 and 3 are within the window of the oldest waiting (1); 2 fits beside 0, 3 does not
-        assert_eq!(w.pick(), Pick::Prepare(2));
+        assert_eq!(w.pick(1), Pick::Prepare(2));
         w.prepared(2, 4, ());
-        assert_eq!(run_of(w.pick()), (2, 4));
-        assert_eq!(w.pick(), Pick::Prepare(3));
+        assert_eq!(run_of(w.pick(1)), (2, 4));
+        assert_eq!(w.pick(2), Pick::Prepare(3));
         w.prepared(3, 5, ());
         // 4 is outside the window of 1: nothing to do until something finishes
-        assert_eq!(w.pick(), Pick::Wait);
-        w.finished(6);
-        // 3 fits beside 2 now, but 1 is older and runs first only when nothing runs
-        assert_eq!(run_of(w.pick()), (3, 5));
-        assert_eq!(w.pick(), Pick::Wait);
-        w.finished(4);
-        w.finished(5);
-        assert_eq!(run_of(w.pick()), (1, 12));
-        assert_eq!(w.pick(), Pick::Prepare(4));
+        assert_eq!(w.pick(2), Pick::Wait);
+        w.finished(0);
+        // worker 0 holds 6, which 3 reuses beside 2; 1 is older and runs only alone
+        assert_eq!(run_of(w.pick(0)), (3, 5));
+        assert_eq!(w.pick(2), Pick::Wait);
+        w.finished(1);
+        w.finished(0);
+        // nothing runs, but workers 0 and 1 hold 6 and 4: handed back before 1 runs
+        assert_eq!(w.pick(2), Pick::Trim);
+        assert_eq!(w.pick(0), Pick::Wait, "one trim at a time");
+        w.trimmed();
+        assert_eq!(run_of(w.pick(2)), (1, 12));
+        assert_eq!(w.pick(0), Pick::Prepare(4));
         w.prepared(4, 1, ());
         // preparing goes on (it starts nothing), but nothing runs beside the big network
-        assert_eq!(w.pick(), Pick::Prepare(5));
+        assert_eq!(w.pick(0), Pick::Prepare(5));
         w.prepared(5, 1, ());
-        assert_eq!(w.pick(), Pick::Wait, "nothing runs beside the network over the budget");
-        w.finished(12);
-        assert_eq!(run_of(w.pick()), (4, 1));
-        assert_eq!(run_of(w.pick()), (5, 1));
-        assert_eq!(w.pick(), Pick::Wait);
+        assert_eq!(w.pick(0), Pick::Wait, "nothing runs beside the network over the budget");
+        w.finished(2);
+        // nor beside what it leaves held
+        assert_eq!(w.pick(0), Pick::Trim);
+        w.trimmed();
+        assert_eq!(run_of(w.pick(0)), (4, 1));
+        assert_eq!(run_of(w.pick(1)), (5, 1));
+        assert_eq!(w.pick(2), Pick::Wait);
+        w.finished(0);
         w.finished(1);
-        w.finished(1);
-        assert_eq!(w.pick(), Pick::Done);
+        assert_eq!(w.pick(2), Pick::Done);
     }
 
     #[test]
     fn the_oldest_network_that_fits_starts_first() {
-        let mut w: Window<()> = Window::new(3, 10, 16);
+        let mut w: Window<()> = Window::new(3, 10, 16, 2);
         for i in 0..3 {
-            assert_eq!(w.pick(), Pick::Prepare(i));
+            assert_eq!(w.pick(0), Pick::Prepare(i));
         }
         w.prepared(2, 3, ());
         w.prepared(0, 7, ());
         w.prepared(1, 5, ());
-        assert_eq!(run_of(w.pick()), (0, 7));
-        assert_eq!(run_of(w.pick()), (2, 3), "1 does not fit beside 0, 2 does");
+        assert_eq!(run_of(w.pick(0)), (0, 7));
+        assert_eq!(run_of(w.pick(1)), (2, 3), "1 does not fit beside 0, 2 does");
+    }
+
+    #[test]
+    fn a_worker_reuses_what_it_holds_and_hands_it_back_only_when_a_network_waits_for_it() {
+        let mut w: Window<()> = Window::new(4, 10, 16, 2);
+        for i in 0..4 {
+            assert_eq!(w.pick(0), Pick::Prepare(i));
+        }
+        for (i, need) in [6, 6, 3, 8].into_iter().enumerate() {
+            w.prepared(i, need, ());
+        }
+        assert_eq!(run_of(w.pick(0)), (0, 6));
+        assert_eq!(run_of(w.pick(1)), (2, 3), "1 does not fit beside 0");
+        w.finished(0);
+        // worker 0 holds 6 and runs 1 (6) in it: 6 beside worker 1's 3, no trim
+        assert_eq!(run_of(w.pick(0)), (1, 6));
+        w.finished(1);
+        // 3 (8) fits neither beside worker 0's network nor once the holds are gone
+        assert_eq!(w.pick(1), Pick::Wait);
+        w.finished(0);
+        // it fits once worker 0's hold of 6 is handed back
+        assert_eq!(w.pick(1), Pick::Trim);
+        w.trimmed();
+        assert_eq!(run_of(w.pick(1)), (3, 8));
+        w.finished(1);
+        assert_eq!(w.pick(0), Pick::Done);
     }
 
     #[test]
