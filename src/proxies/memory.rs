@@ -54,6 +54,13 @@ impl Pass {
 /// gradients (16 bytes a parameter).
 const NETWORK_BASE: u64 = 350 << 20;
 
+/// What glibc's heap adds to a pass's peak once it keeps freed memory ([`keep_freed`]): large
+/// tensors no longer get a mapping each, so the heap they share fragments. The passes' share of
+/// the peak RSS against their estimate without it, all 14 on two lanes (docs/proxies.md
+/// "Memory"): 1.26 and 1.38 on the two NB-101 cells estimated at 9.7 GiB, 1.01 on one at 3.9
+/// GiB; rounded up.
+const HEAP_SLACK: f64 = 1.4;
+
 /// Bytes of activations one image makes in `cg`: every node output, 4 bytes an element,
 /// divided by the batch the CG's shapes were made for.
 pub fn activation_bytes_per_image(cg: &Cg) -> u64 {
@@ -69,7 +76,7 @@ fn pass_peak(p: &dyn Proxy, act: u64, batch: Option<usize>) -> u64 {
         Needs::Nothing => 2,
         Needs::Images(n) => batch.unwrap_or(n),
     };
-    (act as f64 * images as f64 * p.pass().share()) as u64
+    (act as f64 * images as f64 * p.pass().share() * HEAP_SLACK) as u64
 }
 
 /// The memory the proxies `todo` hold at their peak on `cg`, `lanes` of them at a time: the
@@ -123,14 +130,38 @@ pub fn need(
     need
 }
 
-/// Hands the memory libtorch freed back to the kernel. libtorch allocates with glibc's malloc,
-/// which keeps freed blocks in the arena of the thread that used them, for that thread's next
-/// allocations. The scheduler counts what each worker so holds and calls this only when a
-/// network waits for it ([`super::schedule`]); handing it back after every network made the next
-/// one fault its pages in again (a third of the time on NB-201 cells), and keeping it without
-/// counting it let the process hold the sum of the workers' peaks whatever ran at once
-/// (measured: 8.7 GB against 6.6 GB for two NB-101 cells run one after the other,
-/// docs/proxies.md "Memory").
+/// Makes glibc's malloc, which libtorch allocates with, keep what a network frees for the next
+/// tensors instead of handing it to the kernel, which would have to fault and clear every page
+/// again: one arena for every thread (the lanes and workers reuse each other's freed tensors),
+/// no `mmap` for large blocks (glibc maps every block over 32 MB afresh, and an NB-101 cell's
+/// activations at batch 256 are 128 MB each), and no trimming on free. The scheduler counts what
+/// is so kept and hands it back with [`release_freed`] when a network waits for it
+/// ([`super::schedule`]). Measured (docs/proxies.md "Memory"): the 14 on four NB-101 cells, two
+/// workers, 340 s with 166 s in the kernel and 71 M page faults before, 222 s, 49 s and 4.7 M
+/// after; NB-201 cells unchanged; values byte-identical. Call it first in a command that runs
+/// proxies, before any thread allocates: glibc fixes its arena limit when threads start.
+/// Returns whether glibc took every setting (always true elsewhere, where there is nothing to set).
+pub fn keep_freed() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets malloc's parameters and returns 0 for a value it refuses.
+    unsafe {
+        let settings = [
+            (libc::M_ARENA_MAX, 1),
+            (libc::M_MMAP_MAX, 0),
+            (libc::M_TRIM_THRESHOLD, libc::c_int::MAX),
+        ];
+        settings.iter().all(|&(param, value)| libc::mallopt(param, value) == 1)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    true
+}
+
+/// Hands the memory libtorch freed back to the kernel ([`keep_freed`] makes malloc keep it).
+/// The scheduler counts what each worker so holds and calls this only when a network waits
+/// for it ([`super::schedule`]); handing it back after every network made the next one fault
+/// its pages in again (a third of the time on NB-201 cells), and keeping it without counting
+/// it let the process hold the sum of the workers' peaks whatever ran at once (measured: 8.7 GB
+/// against 6.6 GB for two NB-101 cells run one after the other, docs/proxies.md "Memory").
 pub fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages of glibc's heaps to the kernel; it touches
@@ -150,6 +181,24 @@ mod tests {
         let arch = Space::Nb201.parse_spec(spec).expect("spec");
         let bytes = arch.build(&BuildOptions::default()).expect("build").to_bytes();
         crate::onnx::load_bytes(&bytes, "cell", &Default::default()).expect("load")
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn a_large_tensor_gets_no_mapping_of_its_own_once_freed_memory_is_kept() {
+        // 40 MB: above the mmap threshold glibc sets itself (at most 32 MB), so without
+        // keep_freed it is mapped alone and unmapped when freed; below a thread arena's heap
+        // (64 MB), which maps a larger block whatever the settings (this test runs on a thread
+        // of the test harness). Once mmap is off, mapped bytes can only fall, whatever other
+        // tests allocate meanwhile.
+        assert!(keep_freed(), "glibc refused a setting");
+        // SAFETY: mallinfo2 only reads malloc's statistics.
+        let mapped = || unsafe { libc::mallinfo2() }.hblkhd;
+        let before = mapped();
+        let t = tch::Tensor::ones([10 << 20], (tch::Kind::Float, tch::Device::Cpu));
+        let during = mapped();
+        assert_eq!(t.sum(tch::Kind::Double).double_value(&[]), (10 << 20) as f64);
+        assert!(during <= before, "mapped {before} bytes before, {during} with the tensor");
     }
 
     #[test]
