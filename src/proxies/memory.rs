@@ -134,12 +134,14 @@ pub fn need(
 /// tensors instead of handing it to the kernel, which would have to fault and clear every page
 /// again: one arena for every thread (the lanes and workers reuse each other's freed tensors),
 /// no `mmap` for large blocks (glibc maps every block over 32 MB afresh, and an NB-101 cell's
-/// activations at batch 256 are 128 MB each), and no trimming on free. The scheduler counts what
+/// activations at batch 256 are 128 MB each), and no trimming on free below 2 GiB (the largest
+/// threshold an `int` says; -1, never, was no faster). The scheduler counts what
 /// is so kept and hands it back with [`release_freed`] when a network waits for it
 /// ([`super::schedule`]). Measured (docs/proxies.md "Memory"): the 14 on four NB-101 cells, two
 /// workers, 340 s with 166 s in the kernel and 71 M page faults before, 222 s, 49 s and 4.7 M
 /// after; NB-201 cells unchanged; values byte-identical. Call it first in a command that runs
-/// proxies, before any thread allocates: glibc fixes its arena limit when threads start.
+/// proxies, before any thread allocates: glibc fixes its arena limit when threads start, and a
+/// thread's own arena maps any block larger than its heaps (64 MB) whatever the settings.
 /// Returns whether glibc took every setting (always true elsewhere, where there is nothing to set).
 pub fn keep_freed() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
