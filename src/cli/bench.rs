@@ -256,8 +256,8 @@ fn parse_table(
 /// Runs `nape bench`.
 pub fn run(a: &BenchArgs) -> anyhow::Result<i32> {
     #[cfg(feature = "torch")]
-    if a.proxies && !crate::proxies::memory::keep_freed() {
-        tracing::debug!("glibc refused a setting that keeps freed memory");
+    if a.proxies {
+        crate::proxies::memory::keep_freed();
     }
     let nets = networks(&a.files)?;
     let threads = rayon::current_num_threads();

@@ -152,7 +152,11 @@ pub fn keep_freed() -> bool {
             (libc::M_MMAP_MAX, 0),
             (libc::M_TRIM_THRESHOLD, libc::c_int::MAX),
         ];
-        settings.iter().all(|&(param, value)| libc::mallopt(param, value) == 1)
+        let taken = settings.iter().all(|&(param, value)| libc::mallopt(param, value) == 1);
+        if !taken {
+            tracing::debug!("glibc refused a setting that keeps freed memory");
+        }
+        taken
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     true

@@ -266,9 +266,7 @@ fn file_key(p: &std::path::Path) -> String {
 
 /// Runs `nape proxies`: scores what the cache lacks, then prints (or writes) every row.
 pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
-    if !crate::proxies::memory::keep_freed() {
-        tracing::debug!("glibc refused a setting that keeps freed memory");
-    }
+    crate::proxies::memory::keep_freed();
     let format = if a.json {
         OutputFormat::Json
     } else if a.csv {
