@@ -65,12 +65,31 @@ fn normals(rng: &mut SplitMix64, n: usize, std: f64) -> Vec<f64> {
         let u1 = unit(rng).max(f64::MIN_POSITIVE);
         let u2 = unit(rng);
         let r = (-2.0 * u1.ln()).sqrt() * std;
-        let t = std::f64::consts::TAU * u2;
-        out.push(r * t.cos());
-        out.push(r * t.sin());
+        let (sin, cos) = sin_cos(std::f64::consts::TAU * u2);
+        out.push(r * cos);
+        out.push(r * sin);
     }
     out.truncate(n);
     out
+}
+
+/// `(t.sin(), t.cos())`, bit for bit, in one call to glibc's `sincos`, which shares the
+/// argument's reduction (0.6x the time of the two calls; SWAP draws 32 Gaussian networks, and
+/// the two calls were 15% of its time on NB-201's largest cell). Elsewhere the two calls.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn sin_cos(t: f64) -> (f64, f64) {
+    extern "C" {
+        fn sincos(x: f64, sin: *mut f64, cos: *mut f64);
+    }
+    let (mut s, mut c) = (0.0, 0.0);
+    // SAFETY: sincos writes one f64 through each pointer, both valid for the call.
+    unsafe { sincos(t, &mut s, &mut c) };
+    (s, c)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn sin_cos(t: f64) -> (f64, f64) {
+    (t.sin(), t.cos())
 }
 
 #[cfg(test)]
@@ -99,6 +118,19 @@ mod tests {
         assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
         assert!(values(Init::Gaussian, Role::Bias, 9, 5, 1, 3).iter().all(|&v| v == 0.0));
         assert!(values(Init::Gaussian, Role::NormScale, 9, 5, 1, 3).iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn one_sincos_call_gives_the_bits_of_sin_and_cos() {
+        // the angles Box-Muller draws, and a few awkward ones: every weight a seed gives
+        // depends on this equality, so it is checked on the machine that runs
+        let mut rng = SplitMix64(42);
+        let awkward = [0.0, -0.0, 1e-300, std::f64::consts::PI, std::f64::consts::TAU, 1e22];
+        let drawn = (0..1_000_000).map(|_| std::f64::consts::TAU * unit(&mut rng));
+        for t in awkward.into_iter().chain(drawn) {
+            let (s, c) = sin_cos(t);
+            assert_eq!((s.to_bits(), c.to_bits()), (t.sin().to_bits(), t.cos().to_bits()), "{t}");
+        }
     }
 
     #[test]
