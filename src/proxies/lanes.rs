@@ -78,6 +78,7 @@ pub fn score_lanes(proxies: &[&dyn Proxy], input: ProxyInput, lanes: usize) -> S
             s.spawn(|| {
                 tch::set_num_threads(intra);
                 while let Some(task) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let started = std::time::Instant::now();
                     let input = fresh().planning(task.iter().map(|j| j.proxy));
                     for job in task {
                         match job.part {
@@ -92,6 +93,12 @@ pub fn score_lanes(proxies: &[&dyn Proxy], input: ProxyInput, lanes: usize) -> S
                             }
                         }
                     }
+                    tracing::debug!(
+                        "{}: {} on a lane in {:.2?}",
+                        input.cg.source,
+                        describe(task),
+                        started.elapsed()
+                    );
                 }
             });
         }
@@ -110,6 +117,15 @@ pub fn score_lanes(proxies: &[&dyn Proxy], input: ProxyInput, lanes: usize) -> S
         out.extend(finite(*p, &input, mine.and_then(|v| p.combine(&input, v))));
     }
     out
+}
+
+/// A task's proxies, with the part of one that splits (`swap#2`), for the lanes' log.
+fn describe(task: &[Job]) -> String {
+    let name = |j: &Job| match j.part {
+        Some(i) => format!("{}#{i}", j.proxy.name()),
+        None => j.proxy.name().to_string(),
+    };
+    task.iter().map(name).collect::<Vec<_>>().join("+")
 }
 
 #[cfg(test)]
