@@ -406,9 +406,10 @@ fn score_missing(
     bar.finish_and_clear();
     if scored > 0 {
         let secs = t0.elapsed().as_secs_f64();
-        let per = secs * threads as f64 / scored as f64;
+        // wall time per network, and the threads' time each took (the cost on one core)
+        let (wall, cost) = (secs / scored as f64, secs * threads as f64 / scored as f64);
         eprintln!(
-            "scored {scored} networks in {secs:.1} s ({per:.2} s per network, {threads} threads)"
+            "scored {scored} networks in {secs:.1} s ({wall:.2} s each on {threads} threads, {cost:.2} thread-s each)"
         );
     }
     Ok(())
