@@ -135,7 +135,7 @@ pub fn need(
 /// again: one arena for every thread (the lanes and workers reuse each other's freed tensors),
 /// no `mmap` for large blocks (glibc maps every block over 32 MB afresh, and an NB-101 cell's
 /// activations at batch 256 are 128 MB each), and no trimming on free below 2 GiB (the largest
-/// threshold an `int` says; -1, never, was no faster). The scheduler counts what
+/// threshold an `int` holds; -1, never, was no faster). The scheduler counts what
 /// is so kept and hands it back with [`release_freed`] when a network waits for it
 /// ([`super::schedule`]). Measured (docs/proxies.md "Memory"): the 14 on four NB-101 cells, two
 /// workers, 340 s with 166 s in the kernel and 71 M page faults before, 222 s, 49 s and 4.7 M

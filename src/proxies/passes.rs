@@ -3,8 +3,9 @@
 //! batch of 64 images: one forward pass serves them all, one backward gives the weight
 //! gradients (SNIP, GradNorm, Plain) and the activation gradients (Fisher) together, kept
 //! differentiable when GraSP needs its Hessian-gradient product; the input Jacobian comes next,
-//! and GraSP's pass, the last to read the graph, frees it. Each quantity is computed only when a proxy of the run reads it. The weight
-//! gradients themselves are kept for ZiCo, whose first batch is this pass's.
+//! and GraSP's pass, the last to read the graph, frees it. Each quantity is computed only when
+//! a proxy of the run reads it. The weight gradients themselves are kept for ZiCo, whose first
+//! batch is this pass's.
 
 use super::{ProxyInput, Reads};
 use crate::error::Result;
