@@ -279,16 +279,10 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
     let images = ImageSource::from_arg(a.images.as_deref(), &data_dir)?;
     let names: Vec<&str> = ps.iter().map(|p| p.name()).collect();
     let (family, jobs) = jobs(a, &data_dir, &names)?;
-    // the cache tag names everything that changes every value (the images by their bytes); a
-    // proxy's own settings are in the key of its value (`Proxy::key`)
-    let tag = format!(
-        "proxies-seed{}-batch{}-{}",
-        a.seed,
-        a.batch.map(|b| b.to_string()).unwrap_or_else(|| "ref".into()),
-        short_hash(&images.content_key()?),
-    );
+    let device = device_of(a)?;
+    let tag = cache_tag(a.seed, a.batch, &images.content_key()?, device);
     let mut cache: Cache<Cached> = Cache::open(&a.cache, &family, &tag)?;
-    score_missing(a, &ps, &images, &jobs, &mut cache)?;
+    score_missing(a, &ps, &images, &jobs, device, &mut cache)?;
     let rows: Vec<(&Job, Cached)> = jobs
         .iter()
         .map(|j| (j, cache.get(&j.id, &j.key).map_or_else(Cached::empty, |c| c.view(&ps))))
@@ -360,9 +354,9 @@ fn score_missing(
     ps: &[Box<dyn Proxy>],
     images: &ImageSource,
     jobs: &[Job],
+    device: tch::Device,
     cache: &mut Cache<Cached>,
 ) -> anyhow::Result<()> {
-    let device = device_of(a)?;
     let keys: Vec<String> = ps.iter().map(|p| p.key()).collect();
     let missing = missing(jobs, cache, &keys);
     let todo = |c: &Cached| -> Vec<&dyn Proxy> {
@@ -423,6 +417,20 @@ fn missing<'j>(jobs: &'j [Job], cache: &Cache<Cached>, keys: &[String]) -> Vec<(
             keys.iter().any(|k| c.lacks(k)).then_some((j, c))
         })
         .collect()
+}
+
+/// The cache tag: everything that changes every value. The images by their bytes; the device
+/// when it is not the CPU, since a GPU's kernels round differently and a run asked for there
+/// must not be served the CPU's values (a proxy's own settings are in the key of its value,
+/// `Proxy::key`).
+fn cache_tag(seed: u64, batch: Option<usize>, images: &str, device: tch::Device) -> String {
+    let batch = batch.map_or_else(|| "ref".into(), |b| b.to_string());
+    let on = match device {
+        tch::Device::Cpu => String::new(),
+        tch::Device::Cuda(i) => format!("-cuda{i}"),
+        other => format!("-{other:?}").to_lowercase(),
+    };
+    format!("proxies-seed{seed}-batch{batch}-{}{on}", short_hash(images))
 }
 
 /// The device `--device` names, with a warning when it falls back to another.
@@ -511,6 +519,20 @@ fn short_hash(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_tag_names_a_gpu_and_keeps_the_cpu_s_tag_of_earlier_caches() {
+        // the CPU's tag is the one every cache before the device was named in it carries
+        let md5 = "d41d8cd98f00b204e9800998ecf8427e"; // of ""
+        assert_eq!(
+            cache_tag(0, None, "", tch::Device::Cpu),
+            format!("proxies-seed0-batchref-{}", &md5[..8])
+        );
+        assert_eq!(cache_tag(3, Some(16), "", tch::Device::Cpu), "proxies-seed3-batch16-d41d8cd9");
+        let gpu = cache_tag(0, None, "", tch::Device::Cuda(0));
+        assert_eq!(gpu, "proxies-seed0-batchref-d41d8cd9-cuda0");
+        assert_ne!(gpu, cache_tag(0, None, "", tch::Device::Cuda(1)));
+    }
 
     #[test]
     fn spare_threads_go_to_lanes_after_networks() {
