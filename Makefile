@@ -35,7 +35,7 @@ export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test python bench-python bench-proxies check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check mix lofo golden fuzz clean notebooks
+.PHONY: help setup demo test python bench-python bench-proxies device-kit check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check mix lofo golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -51,6 +51,7 @@ help:
 	@echo "make bench-proxies - nape's proxies alone and shared (nape bench --proxies), and six of them against PyTorch"
 	@echo "make zoo-check - the bundled model zero-shot on torchvision's 80 ImageNet classifiers (published top-1)"
 	@echo "make mix   - train nape-mix, the 5-member default on NB-101, NB-201 and the zoo (configs/mix.json; needs the zoo labels)"
+	@echo "make device-kit - pack .device-kit for scripts/device_check.sh, the --device cuda checks on a GPU machine (docs/predictor.md, On a GPU)"
 	@echo "make lofo  - the leave-one-family-out table of configs/mix.json, TransNAS's tasks left out beside (LOFO_SEEDS, default 0 1 2; 5-member models, about 15 min each on one core; LOFO_MEMBERS=1 for the quick look)"
 
 $(TORCH_STAMP):
@@ -115,6 +116,7 @@ test: setup
 	$(CARGO_ENV) cargo test --workspace --doc 2>&1
 	$(MAKE) --no-print-directory python
 	$(PY_VENV)/bin/python -m pytest python/tests -q -p no:cacheprovider
+	$(PY_VENV)/bin/python -m doctest scripts/device_compare.py
 	NAPE=./target/debug/nape PYTHON=$(PY_VENV)/bin/python notebooks/run_small.sh
 
 # the notebooks executed on a small run (runs/notebook); also part of `make test`
@@ -212,6 +214,12 @@ bench-proxies: setup
 	./target/release/nape bench --proxies --seconds 0.2 | sed -n '/zero-cost proxies/,$$p'
 	OMP_NUM_THREADS=1 $(PY_VENV)/bin/python scripts/bench_proxies_torch.py --nape ./target/release/nape \
 	  --data "$(NAPE_DATA)" --cells 12 --rounds 3
+
+# the kit scripts/device_check.sh reads on a GPU machine without Rust (docs/predictor.md, "On a
+# GPU"): the stripped release binary, the benchmark data and a CPU-trained reference model
+device-kit: setup
+	$(CARGO_ENV) cargo build --release --bins
+	scripts/device_kit.sh
 
 # parsing only (no libtorch): the ignored test reads every family under NAPE_CORPUS
 corpus-check:
