@@ -26,10 +26,13 @@ KIT=$(cd "${1:?usage: device_check.sh KIT OUT}" && pwd)
 OUT=${2:?usage: device_check.sh KIT OUT}
 mkdir -p "$OUT"
 LOG="$OUT/device_check.log"
-exec > >(tee "$LOG") 2>&1
+# everything into the log (under OUT, it comes back even when the call is stopped), which is
+# printed at the end; fd 3 keeps the call's own output
+exec 3>&1 > "$LOG" 2>&1
 HERE=$(cd "$(dirname "$0")" && pwd)
 LIMIT=${DEVICE_CHECK_SECONDS:-540}
 T=$(mktemp -d /tmp/nape-device.XXXXXX)
+trap 'rm -rf "$T"' EXIT
 failed=0
 
 step() { echo; echo "== $* ($(date -u +%H:%M:%S), ${SECONDS}s in) =="; }
@@ -40,16 +43,16 @@ left() { local l=$((LIMIT - SECONDS - ${2:-20})); [ "$1" -lt "$l" ] && l=$1; [ "
 step "setup"
 # libtorch: the machine's PyTorch, or TORCH_LIB where python3 has none (the dry run here)
 TORCH_LIB=${TORCH_LIB:-$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')} ||
-  { echo "FAILED: python3 cannot import torch (or set TORCH_LIB)"; exit 99; }
+  { echo "FAILED: python3 cannot import torch (or set TORCH_LIB)"; cat "$LOG" >&3; exit 99; }
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-gzip -dc "$KIT/nape-torch.gz" > "$T/nape" && chmod +x "$T/nape" || { echo "FAILED: unpacking nape"; exit 99; }
-mkdir -p "$T/data" && tar -xzf "$KIT/data.tar.gz" -C "$T/data" || { echo "FAILED: unpacking the data"; exit 99; }
+gzip -dc "$KIT/nape-torch.gz" > "$T/nape" && chmod +x "$T/nape" || { echo "FAILED: unpacking nape"; cat "$LOG" >&3; exit 99; }
+mkdir -p "$T/data" && tar -xzf "$KIT/data.tar.gz" -C "$T/data" || { echo "FAILED: unpacking the data"; cat "$LOG" >&3; exit 99; }
 export NAPE_DATA="$T/data" OMP_NUM_THREADS=1
 NAPE="$T/nape"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "sees", torch.cuda.device_count(), "GPU")' ||
   echo "(python3 has no torch here: libtorch from $TORCH_LIB)"
 nvidia-smi -L || fail "nvidia-smi"
-"$NAPE" --version || { echo "FAILED: nape does not start"; exit 99; }
+"$NAPE" --version || { echo "FAILED: nape does not start"; cat "$LOG" >&3; exit 99; }
 nproc
 
 step "1. nape on the GPU"
@@ -59,6 +62,7 @@ first=$(find "$T/cells" -name '*.onnx' | sort | head -1)
 cat "$T/probe.err"
 if grep -q "running on the CPU" "$T/probe.err" && [ -z "${DEVICE_CHECK_ALLOW_CPU:-}" ]; then
   echo "FAILED: CUDA fell back to the CPU; nothing below would run on the GPU"
+  cat "$LOG" >&3
   exit 98
 fi
 
@@ -112,4 +116,5 @@ echo "table: $n networks cached in at most ${budget} s (rc $rc; 124: stopped at 
 find "$T/table" -name '*.jsonl.gz' -exec cp {} "$OUT/" \;
 
 step "done: $failed step(s) failed, ${SECONDS}s"
+cat "$LOG" >&3
 exit "$failed"
