@@ -242,6 +242,33 @@ fn proxies_under_other_settings_share_the_cache_file_and_keep_both_values() {
     assert!(!only.contains("epsinas") && only.contains("synflow"), "{only}");
 }
 
+/// A network estimated above twice all of the machine's memory is refused with an error that
+/// says so and names the remedy, instead of being run into the kernel's OOM killer with the
+/// whole batch; the refusal is the machine's, not the network's, so the cache does not keep
+/// it and a second run tries again.
+#[cfg(feature = "torch")]
+#[test]
+fn proxies_refuse_a_network_the_machine_cannot_hold_and_do_not_cache_the_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.onnx", &small_model());
+    let cache = dir.path().join("cache");
+    let (a, cache_arg) = (a.to_str().unwrap(), cache.to_str().unwrap());
+    for _ in 0..2 {
+        let args = ["proxies", a, "--names", "nwot", "--batch", "1000000000000"];
+        let more = ["--images", "gaussian", "--cache", cache_arg, "--threads", "1"];
+        let (code, _, err) = nape(&[&args[..], &more[..]].concat());
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("a.onnx: nwot: out of memory") && err.contains("--batch"), "{err}");
+        assert!(err.contains("scored 1 networks"), "scored, not read from the cache: {err}");
+    }
+    let files: Vec<_> = walk(&cache);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut text = String::new();
+    let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(&files[0]).unwrap());
+    std::io::Read::read_to_string(&mut std::io::BufReader::new(gz), &mut text).unwrap();
+    assert!(!text.contains("out of memory"), "the refusal was cached: {text}");
+}
+
 #[cfg(feature = "torch")]
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];

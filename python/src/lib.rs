@@ -170,15 +170,19 @@ fn proxy_scores(
     let lanes = (rayon::current_num_threads() / paths.len().max(1)).max(1);
     let data = nape::dataset::data_dir(data.as_deref());
     let images = ImageSource::from_arg(images.as_deref(), &data).map_err(py_err)?;
-    // as `nape proxies`: networks run together while their estimated peaks fit in memory
-    let budget = proxies::memory::machine_budget();
+    // as `nape proxies`: networks run together while their estimated peaks fit in memory, and
+    // one that cannot fit the machine at all is refused (its row says why)
+    let (budget, total) = (proxies::memory::machine_budget(), proxies::memory::machine_total());
     let file = |i: usize| paths[i].display().to_string();
     let prepare = |i: usize| {
         let cg = nape::onnx::load(&paths[i], &ImportOptions::default());
-        let need = cg
-            .as_ref()
-            .map_or(0, |cg| proxies::memory::need(cg, &ps, lanes, batch, budget, &file(i)));
-        Prepared { need, payload: cg }
+        let need = cg.as_ref().map_or(Ok(0), |cg| {
+            proxies::memory::need(cg, &ps, (lanes, batch), (budget, total), &file(i))
+        });
+        match need {
+            Ok(need) => Prepared { need, payload: cg },
+            Err(msg) => Prepared { need: 0, payload: Err(nape::Error::Run { path: file(i), msg }) },
+        }
     };
     let score = |i: usize, cg: nape::Result<nape::graph::Cg>| -> serde_json::Value {
         let cg = match cg {

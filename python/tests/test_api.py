@@ -88,6 +88,14 @@ def test_proxies_equal_the_cli(cli):
             assert g["proxies"][n] == pytest.approx(w["proxies"][n], rel=1e-9), n
 
 
+def test_a_network_the_machine_cannot_hold_is_refused_not_run():
+    # a batch of 10^12 images: estimated far above twice the machine, so refused before any
+    # allocation, with the remedy in the message (as `nape proxies` does)
+    f = sorted(CELLS.glob("*.onnx"))[0]
+    item, = nape.proxies([f], ["nwot"], images="gaussian", batch=10**12, errors="keep")
+    assert not item["ok"] and "out of memory" in item["error"] and "--batch" in item["error"]
+
+
 def test_long_calls_release_the_gil(zoo):
     ticks = []
     done = threading.Event()

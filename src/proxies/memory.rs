@@ -105,19 +105,63 @@ pub fn machine_budget() -> Option<u64> {
     Some(kib * 1024 / 10 * 9)
 }
 
-/// The estimated peak of the proxies `todo` on `cg`, `lanes` at a time ([`network_peak`]),
-/// with a warning naming the network `name` when it exceeds the whole `budget`: the scheduler
+/// All of this machine's memory, RAM and swap (`MemTotal` + `SwapTotal`); `None` where that
+/// cannot be read.
+pub fn machine_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)) * 1024)
+}
+
+/// How far an estimate may exceed all of the machine's memory before its network is refused:
+/// the estimates run up to 1.9x the peak measured (docs/proxies.md "Memory"), so a network
+/// estimated above twice the machine cannot fit even where its estimate errs the most.
+const REFUSE_OVER: f64 = 2.0;
+
+/// The refusal of a network estimated to need `need` bytes on a machine of `total` bytes (RAM
+/// and swap, [`machine_total`]), or `None` when it may fit. Run anyway, it would be killed by
+/// the kernel with every network of the batch. The message says "out of memory": like
+/// libtorch's own ("CUDA out of memory", "can't allocate memory"), it is about the machine,
+/// not the network, so the cache does not keep it ([`is_out_of_memory`]).
+pub fn refusal(need: u64, total: Option<u64>) -> Option<String> {
+    let total = total?;
+    let gb = |b: u64| b as f64 / (1u64 << 30) as f64;
+    (need as f64 > REFUSE_OVER * total as f64).then(|| {
+        format!(
+            "out of memory: its proxies would need about {:.1} GB, and this machine has {:.1} GB \
+             in all; a smaller --batch, or fewer proxies (--names), may fit",
+            gb(need),
+            gb(total)
+        )
+    })
+}
+
+/// Whether an error says memory ran out (libtorch's CPU and CUDA allocators, or [`refusal`]):
+/// the machine's state, not the network's, so a rerun tries again.
+pub fn is_out_of_memory(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("out of memory") || m.contains("can't allocate memory")
+}
+
+/// The estimated peak of the proxies `todo` on `cg`, `lanes` at a time ([`network_peak`]), or
+/// the [`refusal`] of a network that cannot fit the machine's `total` memory at all. A network
+/// `name` estimated above the whole `budget` but not refused gets a warning: the scheduler
 /// ([`super::schedule`]) runs it alone.
 pub fn need(
     cg: &Cg,
     todo: &[&dyn Proxy],
-    lanes: usize,
-    batch: Option<usize>,
-    budget: Option<u64>,
+    (lanes, batch): (usize, Option<usize>),
+    (budget, total): (Option<u64>, Option<u64>),
     name: &str,
-) -> u64 {
+) -> Result<u64, String> {
     let need = network_peak(cg, todo, lanes, batch);
     tracing::debug!("{name}: estimated peak {} MiB", need >> 20);
+    if let Some(refused) = refusal(need, total) {
+        return Err(refused);
+    }
     if let Some(budget) = budget.filter(|b| need > *b) {
         let gb = |b: u64| b as f64 / (1u64 << 30) as f64;
         tracing::warn!(
@@ -127,7 +171,7 @@ pub fn need(
             gb(budget)
         );
     }
-    need
+    Ok(need)
 }
 
 /// Makes glibc's malloc, which libtorch allocates with, keep what a network frees for the next
@@ -180,6 +224,23 @@ pub fn release_freed() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_network_twice_the_machine_is_refused_as_out_of_memory() {
+        let gib = 1u64 << 30;
+        assert_eq!(refusal(40 * gib, Some(20 * gib)), None, "at twice the machine it may fit");
+        let r = refusal(41 * gib, Some(20 * gib)).expect("above twice the machine");
+        assert!(r.contains("41.0 GB") && r.contains("20.0 GB") && r.contains("--batch"), "{r}");
+        assert!(is_out_of_memory(&r));
+        assert_eq!(refusal(u64::MAX, None), None, "no refusal where the machine is unknown");
+        if cfg!(target_os = "linux") {
+            assert!(machine_total().is_some_and(|t| t > 0), "/proc/meminfo is read on Linux");
+        }
+        // libtorch's own messages, CPU and CUDA, and errors about the network itself
+        assert!(is_out_of_memory("DefaultCPUAllocator: can't allocate memory: you tried to"));
+        assert!(is_out_of_memory("grasp: CUDA out of memory. Tried to allocate 2.00 GiB"));
+        assert!(!is_out_of_memory("jacov is undefined: a sample's input gradient is constant"));
+    }
 
     fn nb201_cell() -> Cg {
         use crate::spaces::{BuildOptions, Space};

@@ -19,6 +19,7 @@ pub mod schedule;
 
 pub use defs::*;
 pub use lanes::{score_lanes, Scores};
+pub(crate) use passes::message;
 use passes::{GradSums, LossPass};
 
 use crate::dataset::images::{load_batch, ImageSource};

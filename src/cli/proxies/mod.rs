@@ -282,10 +282,14 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
     let device = device_of(a)?;
     let tag = cache_tag(a.seed, a.batch, &images.content_key()?, device);
     let mut cache: Cache<Cached> = Cache::open(&a.cache, &family, &tag)?;
-    score_missing(a, &ps, &images, &jobs, device, &mut cache)?;
+    let unkept = score_missing(a, &ps, &images, &jobs, device, &mut cache)?;
     let rows: Vec<(&Job, Cached)> = jobs
         .iter()
-        .map(|j| (j, cache.get(&j.id, &j.key).map_or_else(Cached::empty, |c| c.view(&ps))))
+        .map(|j| {
+            let mut c = cache.get(&j.id, &j.key).cloned().unwrap_or_else(Cached::empty);
+            c.errors.extend(unkept.get(&j.id).cloned().unwrap_or_default());
+            (j, c.view(&ps))
+        })
         .collect();
     let mut failed = 0usize;
     for (j, c) in &rows {
@@ -327,6 +331,16 @@ impl Cached {
 
     /// The proxies `ps` of this entry, by name (what a run prints and writes): a cached entry
     /// holds every proxy and setting scored before, each under its key.
+    /// Takes out the errors that say memory ran out ([`memory::is_out_of_memory`]): the
+    /// machine's, not the network's, so not to be cached.
+    fn split_out_of_memory(&mut self) -> BTreeMap<String, String> {
+        let (out, kept) = std::mem::take(&mut self.errors)
+            .into_iter()
+            .partition(|(_, e)| memory::is_out_of_memory(e));
+        self.errors = kept;
+        out
+    }
+
     fn view(&self, ps: &[Box<dyn Proxy>]) -> Cached {
         let mut v = Cached::empty();
         for p in ps {
@@ -346,9 +360,14 @@ impl Cached {
 /// is saved is a prefix of the sample but for the last window.
 const SAVE_EVERY: usize = schedule::WINDOW;
 
+/// This run's errors that say memory ran out, by network id and proxy key: reported with the
+/// run's rows, but not cached, so that a rerun (with more memory, or a smaller batch) tries
+/// those proxies again.
+type Unkept = BTreeMap<String, BTreeMap<String, String>>;
+
 /// Scores, in parallel, every job whose cached entry lacks one of the proxies `ps`, saving the
 /// cache after every [`SAVE_EVERY`] networks. Networks run together while their estimated
-/// peaks fit in the memory budget ([`proxies::schedule`]).
+/// peaks fit in the memory budget ([`proxies::schedule`]). Returns the errors it did not cache.
 fn score_missing(
     a: &ProxiesArgs,
     ps: &[Box<dyn Proxy>],
@@ -356,7 +375,7 @@ fn score_missing(
     jobs: &[Job],
     device: tch::Device,
     cache: &mut Cache<Cached>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Unkept> {
     let keys: Vec<String> = ps.iter().map(|p| p.key()).collect();
     let missing = missing(jobs, cache, &keys);
     let todo = |c: &Cached| -> Vec<&dyn Proxy> {
@@ -371,12 +390,21 @@ fn score_missing(
     let plan = Plan { workers: (threads / intra).max(1), budget, window: SAVE_EVERY };
     let bar = progress(missing.len(), jobs.len() - missing.len())?;
     let t0 = std::time::Instant::now();
+    // on the CPU, a network that cannot fit the machine at all is refused, not run into the
+    // kernel's OOM killer with the whole batch (a GPU's memory is not the host's)
+    let total = (device == tch::Device::Cpu).then(memory::machine_total).flatten();
     let prepare = |i: usize| {
         let (job, c) = &missing[i];
         let cg = build_cg(job);
-        let need =
-            cg.as_ref().map_or(0, |cg| memory::need(cg, &todo(c), lanes, a.batch, budget, &job.id));
-        Prepared { need, payload: cg }
+        let need = cg.as_ref().map_or(Ok(0), |cg| {
+            memory::need(cg, &todo(c), (lanes, a.batch), (budget, total), &job.id)
+        });
+        match need {
+            Ok(need) => Prepared { need, payload: cg },
+            Err(msg) => {
+                Prepared { need: 0, payload: Err(Error::Run { path: job.id.clone(), msg }) }
+            }
+        }
     };
     let run = |i: usize, cg: crate::Result<Cg>| {
         let mut c = missing[i].1.clone();
@@ -384,8 +412,13 @@ fn score_missing(
         c
     };
     let mut scored = 0usize;
-    schedule::run(missing.len(), plan, prepare, run, |i, c| -> anyhow::Result<()> {
+    let mut unkept = Unkept::new();
+    schedule::run(missing.len(), plan, prepare, run, |i, mut c| -> anyhow::Result<()> {
         let job = missing[i].0;
+        let out_of_memory = c.split_out_of_memory();
+        if !out_of_memory.is_empty() {
+            unkept.insert(job.id.clone(), out_of_memory);
+        }
         cache.insert(&job.id, &job.key, c);
         bar.inc(1);
         scored += 1;
@@ -406,7 +439,7 @@ fn score_missing(
             "scored {scored} networks in {secs:.1} s ({wall:.2} s each on {threads} threads, {cost:.2} thread-s each)"
         );
     }
-    Ok(())
+    Ok(unkept)
 }
 
 /// Each job whose cache entry lacks one of the proxy keys `keys`, with what the entry holds.
@@ -487,8 +520,10 @@ fn score_job(
     let cg = match cg {
         Ok(cg) => cg,
         Err(e) => {
+            // the message alone: the report names the network
+            let msg = crate::proxies::message(e);
             for p in todo {
-                c.errors.insert(p.key(), e.to_string());
+                c.errors.insert(p.key(), msg.clone());
             }
             return;
         }
@@ -532,6 +567,22 @@ mod tests {
         let gpu = cache_tag(0, None, "", tch::Device::Cuda(0));
         assert_eq!(gpu, "proxies-seed0-batchref-d41d8cd9-cuda0");
         assert_ne!(gpu, cache_tag(0, None, "", tch::Device::Cuda(1)));
+    }
+
+    #[test]
+    fn errors_that_say_memory_ran_out_are_split_off_and_the_network_s_own_kept() {
+        let mut c = Cached::empty();
+        c.values.insert("params".into(), 1.0);
+        c.errors
+            .insert("grasp".into(), "grasp: CUDA out of memory. Tried to allocate 2 GiB".into());
+        c.errors.insert(
+            "jacov".into(),
+            "jacov is undefined: a sample's input gradient is constant".into(),
+        );
+        let out = c.split_out_of_memory();
+        assert_eq!(out.keys().collect::<Vec<_>>(), ["grasp"]);
+        assert_eq!(c.errors.keys().collect::<Vec<_>>(), ["jacov"], "the network's own error stays");
+        assert_eq!(c.values.len(), 1);
     }
 
     #[test]
