@@ -2,7 +2,8 @@
 """Two `nape proxies --json` documents of the same networks, side by side: per proxy, how many
 networks both scored, the largest and the median relative difference, and the Spearman
 correlation between the two runs' values (the CPU's and a GPU's, in scripts/device_check.sh).
-Standard library only, so that it runs on a machine that has nothing else.
+Standard library only (with rankstats.py beside it), so that it runs on a machine that has
+nothing else.
 
     python3 scripts/device_compare.py CPU.json GPU.json [--json OUT]
 """
@@ -12,44 +13,26 @@ import math
 import statistics
 import sys
 
-
-def ranks(xs):
-    """Average ranks (ties share the mean of their positions), 1-based.
-
-    >>> ranks([3.0, 1.0, 3.0, 2.0])
-    [3.5, 1.0, 3.5, 2.0]
-    """
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    r = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return r
+from rankstats import spearman  # this folder's; doctest and a script run both find it
 
 
-def spearman(a, b):
-    """Spearman's rho of two equal-length lists; NaN when either is constant or too short.
+def rank_correlation(a, b):
+    """Spearman's rho of two equal-length lists (rankstats'), NaN where it is undefined: fewer
+    than three networks, or either list constant.
 
-    >>> spearman([1, 2, 3, 4], [10, 20, 30, 40]), spearman([1, 2, 3, 4], [4, 3, 2, 1])
+    >>> rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]), rank_correlation([1, 2, 3, 4], [4, 3, 2, 1])
     (1.0, -1.0)
-    >>> round(spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]), 3)
-    0.8
-    >>> math.isnan(spearman([1, 2, 3], [5, 5, 5]))
+    >>> round(rank_correlation([1, 2, 3, 5, 4], [2, 1, 4, 3, 5]), 3), math.isnan(rank_correlation([1, 2], [1, 2]))
+    (0.6, True)
+    >>> math.isnan(rank_correlation([1, 2, 3], [5, 5, 5]))
     True
     """
     if len(a) < 3:
         return math.nan
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    va = sum((x - ma) ** 2 for x in ra)
-    vb = sum((y - mb) ** 2 for y in rb)
-    return cov / math.sqrt(va * vb) if va > 0 and vb > 0 else math.nan
+    try:
+        return spearman(a, b)
+    except ZeroDivisionError:
+        return math.nan
 
 
 def values(doc):
@@ -84,7 +67,7 @@ def compare(a, b):
             "n": len(ids),
             "max_rel": max(rel) if rel else math.nan,
             "median_rel": statistics.median(rel) if rel else math.nan,
-            "spearman": spearman(xs, ys),
+            "spearman": rank_correlation(xs, ys),
         })
     return rows
 

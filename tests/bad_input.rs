@@ -231,11 +231,7 @@ fn proxies_under_other_settings_share_the_cache_file_and_keep_both_values() {
     let default = run("synflow,epsinas", &[]);
     let nb101 = run("synflow,epsinas", &["--epsinas-weights", "1e-4", "10"]);
     let only = run("synflow", &["--epsinas-weights", "1e-4", "10"]);
-    let files: Vec<_> = walk(&cache);
-    assert_eq!(files.len(), 1, "one cache file: {files:?}");
-    let mut text = String::new();
-    let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(&files[0]).unwrap());
-    std::io::Read::read_to_string(&mut std::io::BufReader::new(gz), &mut text).unwrap();
+    let text = only_cache_file(&cache);
     assert!(text.contains("\"epsinas\"") && text.contains("\"epsinas[0.0001,10]\""), "{text}");
     assert!(default.contains("\"epsinas\"") && nb101.contains("\"epsinas\""), "{nb101}");
     assert!(!nb101.contains("epsinas["), "{nb101}");
@@ -261,12 +257,19 @@ fn proxies_refuse_a_network_the_machine_cannot_hold_and_do_not_cache_the_refusal
         assert!(err.contains("a.onnx: nwot: out of memory") && err.contains("--batch"), "{err}");
         assert!(err.contains("scored 1 networks"), "scored, not read from the cache: {err}");
     }
-    let files: Vec<_> = walk(&cache);
-    assert_eq!(files.len(), 1, "{files:?}");
+    let text = only_cache_file(&cache);
+    assert!(!text.contains("out of memory"), "the refusal was cached: {text}");
+}
+
+/// The text of the one cache file under `dir` (gzip-compressed JSONL).
+#[cfg(feature = "torch")]
+fn only_cache_file(dir: &Path) -> String {
+    let files: Vec<_> = walk(dir);
+    assert_eq!(files.len(), 1, "one cache file: {files:?}");
     let mut text = String::new();
     let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(&files[0]).unwrap());
     std::io::Read::read_to_string(&mut std::io::BufReader::new(gz), &mut text).unwrap();
-    assert!(!text.contains("out of memory"), "the refusal was cached: {text}");
+    text
 }
 
 #[cfg(feature = "torch")]
