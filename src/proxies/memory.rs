@@ -99,21 +99,21 @@ pub fn network_peak(cg: &Cg, todo: &[&dyn Proxy], lanes: usize, batch: Option<us
 /// The memory budget of networks run at once on this machine: 90% of what the kernel says is
 /// available now (`MemAvailable` in /proc/meminfo); `None` where that cannot be read.
 pub fn machine_budget() -> Option<u64> {
+    Some(meminfo("MemAvailable:")? / 10 * 9)
+}
+
+/// A field of /proc/meminfo (`key` with its colon), in bytes.
+fn meminfo(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024 / 10 * 9)
+    Some(kib * 1024)
 }
 
 /// All of this machine's memory, RAM and swap (`MemTotal` + `SwapTotal`); `None` where that
 /// cannot be read.
 pub fn machine_total() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib = |key: &str| -> Option<u64> {
-        let line = text.lines().find(|l| l.starts_with(key))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)) * 1024)
+    Some(meminfo("MemTotal:")? + meminfo("SwapTotal:").unwrap_or(0))
 }
 
 /// How far an estimate may exceed all of the machine's memory before its network is refused:
