@@ -144,6 +144,15 @@ impl Error {
         }
     }
 
+    /// The message without the network's file, for a report that names the network itself
+    /// (a proxy's error, a row of `nape proxies`); other errors as they display.
+    pub fn into_message(self) -> String {
+        match self {
+            Error::Run { msg, .. } => msg,
+            other => other.to_string(),
+        }
+    }
+
     /// An I/O error on `path`; a missing file becomes [`Error::MissingData`]-like wording.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io { path: path.into(), source }

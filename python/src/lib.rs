@@ -8,7 +8,7 @@
 
 use nape::dataset::images::ImageSource;
 use nape::onnx::ImportOptions;
-use nape::proxies::schedule::{self, Plan, Prepared};
+use nape::proxies::schedule::{self, Plan};
 use nape::proxies::{self, ProxyInput};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -176,13 +176,7 @@ fn proxy_scores(
     let file = |i: usize| paths[i].display().to_string();
     let prepare = |i: usize| {
         let cg = nape::onnx::load(&paths[i], &ImportOptions::default());
-        let need = cg.as_ref().map_or(Ok(0), |cg| {
-            proxies::memory::need(cg, &ps, (lanes, batch), (budget, total), &file(i))
-        });
-        match need {
-            Ok(need) => Prepared { need, payload: cg },
-            Err(msg) => Prepared { need: 0, payload: Err(nape::Error::Run { path: file(i), msg }) },
-        }
+        proxies::memory::prepare(cg, &ps, (lanes, batch), (budget, total), &file(i))
     };
     let score = |i: usize, cg: nape::Result<nape::graph::Cg>| -> serde_json::Value {
         let cg = match cg {

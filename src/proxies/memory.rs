@@ -8,6 +8,7 @@
 //! were measured on three NB-101 cells of 0.4 M, 4.9 M and 39 M parameters (peak RSS of
 //! `nape proxies FILE --names P --threads 1`, docs/proxies.md "Memory") and rounded up.
 
+use super::schedule::Prepared;
 use super::{Needs, Proxy, Reads};
 use crate::graph::Cg;
 
@@ -150,7 +151,7 @@ pub fn is_out_of_memory(msg: &str) -> bool {
 /// the [`refusal`] of a network that cannot fit the machine's `total` memory at all. A network
 /// `name` estimated above the whole `budget` but not refused gets a warning: the scheduler
 /// ([`super::schedule`]) runs it alone.
-pub fn need(
+fn need(
     cg: &Cg,
     todo: &[&dyn Proxy],
     (lanes, batch): (usize, Option<usize>),
@@ -172,6 +173,24 @@ pub fn need(
         );
     }
     Ok(need)
+}
+
+/// A network `name` ready for the scheduler: its graph `cg` with its estimated need ([`need`]),
+/// or the error it reports instead, its graph's or its [`refusal`] (which needs nothing).
+pub fn prepare(
+    cg: crate::Result<Cg>,
+    todo: &[&dyn Proxy],
+    lanes_batch: (usize, Option<usize>),
+    budget_total: (Option<u64>, Option<u64>),
+    name: &str,
+) -> Prepared<crate::Result<Cg>> {
+    let need = cg.as_ref().map_or(Ok(0), |cg| need(cg, todo, lanes_batch, budget_total, name));
+    match need {
+        Ok(need) => Prepared { need, payload: cg },
+        Err(msg) => {
+            Prepared { need: 0, payload: Err(crate::Error::Run { path: name.to_string(), msg }) }
+        }
+    }
 }
 
 /// Makes glibc's malloc, which libtorch allocates with, keep what a network frees for the next

@@ -19,7 +19,6 @@ pub mod schedule;
 
 pub use defs::*;
 pub use lanes::{score_lanes, Scores};
-pub(crate) use passes::message;
 use passes::{GradSums, LossPass};
 
 use crate::dataset::images::{load_batch, ImageSource};
@@ -169,7 +168,7 @@ impl<'a> ProxyInput<'a> {
     /// shared by the proxies that only read it or differentiate through it.
     pub(crate) fn default_executor(&self) -> Result<&Executor<'a>> {
         let ex = self.default_ex.get_or_init(|| {
-            self.executor(ExecOptions::default(), Init::Default).map_err(passes::message)
+            self.executor(ExecOptions::default(), Init::Default).map_err(crate::Error::into_message)
         });
         ex.as_ref().map_err(|m| self.fail(m.clone()))
     }

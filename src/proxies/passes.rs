@@ -48,14 +48,6 @@ pub(crate) fn tch_err(input: &ProxyInput, what: &str, e: tch::TchError) -> crate
     input.fail(format!("{what}: {}", s.lines().next().unwrap_or("libtorch error")))
 }
 
-/// The message of an error, without the file (the proxy's error names it again).
-pub(crate) fn message(e: crate::Error) -> String {
-    match e {
-        crate::Error::Run { msg, .. } => msg,
-        other => other.to_string(),
-    }
-}
-
 /// The first output of a forward pass as `[N, classes]`.
 pub(crate) fn first_output(outputs: Vec<Tensor>, input: &ProxyInput) -> Result<Tensor> {
     let y =
@@ -103,7 +95,7 @@ pub(crate) fn loss_pass(input: &ProxyInput, reads: Reads) -> LossPass {
     };
     match run(input, reads) {
         Ok(p) => p,
-        Err(e) => fail(message(e)),
+        Err(e) => fail(e.into_message()),
     }
 }
 
@@ -139,24 +131,26 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
     let mut pass = LossPass { reads, ..Default::default() };
     if reads.weight_grads {
         pass.sums = Some(
-            tch::no_grad(|| grad_sums(&ws, &gw)).map_err(|e| message(tch_err(input, "snip", e))),
+            tch::no_grad(|| grad_sums(&ws, &gw))
+                .map_err(|e| tch_err(input, "snip", e).into_message()),
         );
     }
     if reads.act_grads {
         pass.fisher = Some(if acts.is_empty() {
             Err("no conv or linear layer to score".into())
         } else {
-            fisher(&acts, &ga, &fan_ins).map_err(|e| message(tch_err(input, "fisher", e)))
+            fisher(&acts, &ga, &fan_ins).map_err(|e| tch_err(input, "fisher", e).into_message())
         });
     }
     // the Jacobian first, keeping the graph when GraSP still needs it: GraSP's Hessian pass,
     // the last to read the graph, then frees it as it goes instead of holding it to its end
     // (GraSP and jacov on two NB-101 cells peaked 5-6% lower, the same values)
     if reads.input_jacobian {
-        pass.jacov = Some(jacov(input, &x, &y, reads.hessian_grad).map_err(message));
+        pass.jacov =
+            Some(jacov(input, &x, &y, reads.hessian_grad).map_err(crate::Error::into_message));
     }
     if reads.hessian_grad {
-        pass.grasp = Some(grasp(input, &ws, &gw).map_err(message));
+        pass.grasp = Some(grasp(input, &ws, &gw).map_err(crate::Error::into_message));
     }
     if reads.weight_grads {
         pass.grads = Some(Ok(Rc::new(gw.iter().map(Tensor::detach).collect())));

@@ -10,7 +10,7 @@ use crate::error::{exit, Error};
 use crate::exec::device::{resolve, DeviceChoice};
 use crate::graph::Cg;
 use crate::onnx::{load, load_bytes, write::Weights, ImportOptions};
-use crate::proxies::schedule::{self, Plan, Prepared};
+use crate::proxies::schedule::{self, Plan};
 use crate::proxies::{self, memory, Proxy, ProxyInput, Swap};
 use crate::spaces::{BuildOptions, Space};
 use cached::{cache_tag, Cached, Unkept};
@@ -347,16 +347,7 @@ fn score_missing(
     let total = (device == tch::Device::Cpu).then(memory::machine_total).flatten();
     let prepare = |i: usize| {
         let (job, c) = &missing[i];
-        let cg = build_cg(job);
-        let need = cg.as_ref().map_or(Ok(0), |cg| {
-            memory::need(cg, &todo(c), (lanes, a.batch), (budget, total), &job.id)
-        });
-        match need {
-            Ok(need) => Prepared { need, payload: cg },
-            Err(msg) => {
-                Prepared { need: 0, payload: Err(Error::Run { path: job.id.clone(), msg }) }
-            }
-        }
+        memory::prepare(build_cg(job), &todo(c), (lanes, a.batch), (budget, total), &job.id)
     };
     let run = |i: usize, cg: crate::Result<Cg>| {
         let mut c = missing[i].1.clone();
@@ -459,7 +450,7 @@ fn score_job(
         Ok(cg) => cg,
         Err(e) => {
             // the message alone: the report names the network
-            let msg = crate::proxies::message(e);
+            let msg = e.into_message();
             for p in todo {
                 c.errors.insert(p.key(), msg.clone());
             }
