@@ -15,7 +15,9 @@ Layout under ``--out`` (default ``$NAPE_CORPUS`` or ``/work/corpus``)::
     <family>/failures.jsonl        one JSON line per model no exporter could write
     <family>/DONE                  written once every model of the family was tried
 
-Truth fields: ``file``, ``family``, ``params`` (``sum(p.numel() for p in model.parameters())``),
+Truth fields: ``file``, ``family``, ``params`` (``sum(p.numel() for p in model.parameters() if
+p.requires_grad)``; ``frozen_params`` the others, where there are any), ``bn_params`` (the
+BatchNorms' affine parameters, which an eval-mode export folds away),
 ``macs`` (``torch.utils.flop_counter`` FLOPs / 2: conv, matmul, attention; ``null`` if it saw
 nothing), ``file_params`` (the rule of ``scripts/corpus_truth.py::file_params``: what the eval-mode
 file holds, BatchNorm folded), ``input_shape``, ``exporter``, ``opset``, and for torchvision
@@ -75,6 +77,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def param_counts(module: nn.Module) -> tuple[int, int]:
+    """Trainable parameters, as publishers count them (torchvision's and pytorchcv's counts),
+    and frozen ones: an ``nn.Parameter`` without grad (pytorchcv's X-DenseNet masks), which the
+    exporter folds into a product or keeps as a weight of the file."""
+    params = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+    return params, int(sum(p.numel() for p in module.parameters() if not p.requires_grad))
+
+
+def bn_params(module: nn.Module) -> int:
+    """The BatchNorms' affine parameters: what an eval-mode export's folding into the
+    convolutions can take from the file's count (2 per channel at most)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return int(sum(p.numel() for m in bns for p in m.parameters(recurse=False) if p.requires_grad))
 
 
 def count_macs(module: nn.Module, inputs: tuple) -> dict:
@@ -242,7 +259,7 @@ def export_case(case, fam_dir: Path, args) -> dict:
     if model is None:
         raise RuntimeError(f"no exporter worked: {errors}")
     export_s = time.time() - t0
-    params = int(sum(p.numel() for p in module.parameters()))
+    params, frozen = param_counts(module)
     embed = not args.no_embedded and (args.embedded_max_params is None or params <= args.embedded_max_params)
     if embed:
         save_embedded(model, fam_dir / "embedded" / f"{case.name}.onnx")
@@ -255,6 +272,7 @@ def export_case(case, fam_dir: Path, args) -> dict:
         "family": fam_dir.name,
         "params": params,
         **count_macs(module, inputs),
+        "bn_params": bn_params(module),
         "file_params": file_params(stripped, weights),
         "input_shape": [list(t.shape) for t in inputs] if len(inputs) > 1 else list(inputs[0].shape),
         "input_dtype": str(inputs[0].dtype).removeprefix("torch."),
@@ -266,6 +284,8 @@ def export_case(case, fam_dir: Path, args) -> dict:
         "export_s": round(export_s, 2),
         **case.meta,
     }
+    if frozen:
+        truth["frozen_params"] = frozen
     if errors:
         truth["exporter_failures"] = errors
     if args.keep_init:
@@ -285,7 +305,8 @@ def write_jsonl(path: Path, rows: dict[str, dict]) -> None:
 
 
 def recount_family(family: str, args) -> None:
-    """Recomputes ``macs`` (and ``macs_batch1``, ``macs_constant``) in an existing truth.jsonl (after a change to ``count_macs``)."""
+    """Recomputes ``macs`` (and ``macs_batch1``, ``macs_constant``) and the parameter counts
+    (``params``, ``frozen_params``, ``bn_params``) in an existing truth.jsonl."""
     fam_dir = args.out / (family + args.suffix)
     truth_path = fam_dir / "truth.jsonl"
     truth = read_jsonl(truth_path)
@@ -296,6 +317,11 @@ def recount_family(family: str, args) -> None:
         module, inputs = build_case(case, args.keep_init)
         old = truth[key]["macs"]
         truth[key].update(count_macs(module, inputs))
+        params, frozen = param_counts(module)
+        truth[key].update(params=params, bn_params=bn_params(module))
+        truth[key].pop("frozen_params", None)
+        if frozen:
+            truth[key]["frozen_params"] = frozen
         write_jsonl(truth_path, truth)
         if old != truth[key]["macs"]:
             print(f"  {family}/{case.name}: macs {old} -> {truth[key]['macs']}", flush=True)
@@ -358,7 +384,7 @@ def main() -> int:
                     help="write the embedded form only for models with at most this many parameters (disk)")
     ap.add_argument("--keep-init", action="store_true", help="no noise on BN stats / constant params")
     ap.add_argument("--retry-failed", action="store_true")
-    ap.add_argument("--recount-macs", action="store_true", help="only recompute macs in existing truth files")
+    ap.add_argument("--recount-macs", action="store_true", help="only recompute macs and parameter counts in existing truth files")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()

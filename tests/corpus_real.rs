@@ -1,8 +1,9 @@
 //! The real-world corpus check (`make corpus-check`): every family folder under `NAPE_CORPUS`
 //! (default /work/corpus; made by scripts/export_corpus.py, `make corpus`) is parsed, stripped
 //! and embedded, and compared with torch's counts. Prints the per-family table and every
-//! failing file, then fails unless all files parse with no Unknown op and parameters and MACs
-//! within 1%. Ignored by default: the corpus is tens of GB and lives outside git.
+//! failing file, then fails unless all files parse with no Unknown op, parameters agree with
+//! torch's (`Outcome::params_ok`; files whose exporter wrote copies of a weight are listed
+//! apart, `Outcome::params_as_file`) and MACs are within 1%. Ignored by default: the corpus is tens of GB and lives outside git.
 //! `NAPE_CORPUS_FAMILIES=a,b` limits the families, `NAPE_CORPUS_THREADS` the parallelism.
 
 mod real_truth;
@@ -40,6 +41,13 @@ fn real_corpus_matches_torch() {
         for o in &outcomes {
             if let Some(why) = o.problem() {
                 failures.push(format!("{family}/{} ({}): {why}", o.file, o.form));
+            }
+            if let (true, Ok(c)) = (o.params_as_file(), &o.parsed) {
+                let t = &o.truth;
+                println!(
+                    "COPIES {family}/{} ({}): params {} = the file's own count, torch {}",
+                    o.file, o.form, c.params, t.params
+                );
             }
         }
         eprintln!("{}", table(&[(family.clone(), outcomes.clone())]));

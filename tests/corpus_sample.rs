@@ -39,3 +39,41 @@ fn committed_real_exports_match_torch() {
     println!("{}", table(&rows));
     assert!(bad.is_empty(), "files off the truth:\n{}", bad.join("\n"));
 }
+
+/// The parameter rules of the check, on counts made up around the sample's pytorchcv files.
+#[test]
+fn parameter_counts_agree_only_as_folding_or_the_files_copies_explain() {
+    use real_truth::{Counted, Outcome, Truth};
+    let outcome = |nape: u64, params: u64, bn_params: u64, file_params: u64| Outcome {
+        form: "stripped",
+        file: "x.onnx".into(),
+        parsed: Ok(Counted {
+            params: nape,
+            undecided_params: 0,
+            macs: 1,
+            bounded_macs: 0,
+            unknown: vec![],
+        }),
+        truth: Truth {
+            file: "x.onnx".into(),
+            params,
+            frozen: 0,
+            bn_params,
+            file_params: Some(file_params),
+            macs: Some(1),
+            embedded: None,
+        },
+    };
+    // shufflenet_g3_wd4: 1.0% under torch, less than its BatchNorms' 6,120 affine values
+    assert!(outcome(302_842, 305_902, 6_120, 302_842).params_ok());
+    // 2% under torch with no BatchNorm to fold is wrong, whatever the file's count says
+    assert!(outcome(299_784, 305_902, 0, 299_784).problem().is_some());
+    // below torch by more than the folding can take
+    assert!(outcome(290_000, 305_902, 6_120, 290_000).problem().is_some());
+    // polynet: above torch, exactly the file's count: the exporter's copies, listed apart
+    let copies = outcome(120_601_736, 95_366_600, 0, 120_601_736);
+    assert!(!copies.params_ok() && copies.params_as_file() && copies.problem().is_none());
+    // a weight counted twice is above the file's count too (gpt2's tied embedding)
+    let twice = outcome(163_037_184, 124_439_808, 0, 124_439_808);
+    assert!(!twice.params_as_file() && twice.problem().is_some());
+}
