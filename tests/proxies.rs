@@ -238,3 +238,25 @@ fn sharing_the_network_and_the_loss_pass_changes_no_score() {
         "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|";
     assert_sharing_changes_nothing(&nb201_cg(spec), Some(8));
 }
+
+#[test]
+fn synflow_says_when_float64_overflows_instead_of_ranking_the_network_last() {
+    // 400 plain 3x3 convolutions of 32 channels: with absolute weights each multiplies the
+    // all-ones input by about 8, so the output passes 1e308 (as pytorchcv's ResNet-542 does)
+    let mut b = ModelBuilder::new("deep", "x", &[1, 3, 8, 8], Weights::Inputs);
+    let mut c = b.conv("c0", "x", 32, 3, 1, 1, 1, true);
+    for i in 1..400 {
+        c = b.conv(&format!("c{i}"), &c, 32, 3, 1, 1, 1, true);
+    }
+    let g = b.global_avg_pool("gap", &c);
+    let f = b.flatten("flat", &g);
+    let y = b.linear("fc", &f, 10);
+    let m = b.finish(&y);
+    let cg = from_proto(&m.model, "deep.onnx", &ImportOptions::default()).expect("deep net");
+    let images = ImageSource::Gaussian { classes: 10 };
+    let err = Synflow.score(&input(&cg, &images)).expect_err("no finite synflow");
+    let err = err.to_string();
+    assert!(err.contains("deep.onnx") && err.contains("overflows float64"), "{err}");
+    // the shallow network keeps its score
+    assert!(Synflow.score(&input(&tiny_net(), &images)).is_ok_and(|v| v.is_finite()));
+}

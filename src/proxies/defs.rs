@@ -67,7 +67,9 @@ impl Proxy for Flops {
 /// SynFlow: float64, BatchNorm removed, weights made absolute, an all-ones input of batch 1,
 /// R = sum(output); score = sum |theta * dR/dtheta| over conv/linear weights. Stored as log10
 /// (raw values reach 1e60); a score of 0 (no path from input to output) is stored as log10 of
-/// the smallest positive double, -307.65, so it ranks last.
+/// the smallest positive double, -307.65, so it ranks last. A network deep enough that R or
+/// the score passes float64's range (pytorchcv's ResNet-542 for CIFAR-10: R = inf, then NaN
+/// gradients; ResNet-272 reaches 1e300) has no score: an error, not a rank.
 pub struct Synflow;
 impl Proxy for Synflow {
     fn name(&self) -> &'static str {
@@ -87,12 +89,26 @@ impl Proxy for Synflow {
         let x = Tensor::ones([1, c as i64, h as i64, w as i64], (Kind::Double, input.device));
         let fwd = ex.forward(&[x], Taps::default())?;
         let y = fwd.outputs.into_iter().next().ok_or_else(|| input.fail("no output".into()))?;
-        y.f_sum(Kind::Double)
-            .and_then(|r| r.f_backward())
-            .map_err(|e| tch_err(input, "backward", e))?;
+        let r = y.f_sum(Kind::Double).map_err(|e| tch_err(input, "sum", e))?;
+        let total = r.f_double_value(&[]).map_err(|e| tch_err(input, "sum", e))?;
+        if !total.is_finite() {
+            return Err(overflow(input, "the output's sum", total));
+        }
+        r.f_backward().map_err(|e| tch_err(input, "backward", e))?;
         let s = over_weights(input, &ex, "score", |w, g| w.f_mul(g)?.f_abs())?;
+        if !s.is_finite() {
+            return Err(overflow(input, "the score", s));
+        }
         Ok(s.max(f64::MIN_POSITIVE).log10())
     }
+}
+
+/// SynFlow's error where `what` left float64's range.
+fn overflow(input: &ProxyInput, what: &str, v: f64) -> crate::Error {
+    input.fail(format!(
+        "synflow overflows float64: {what} is {v} (the absolute weights' products along the \
+         network's paths pass 1e308); no score"
+    ))
 }
 
 /// SNIP: sum |theta * dL/dtheta| over conv/linear weights, cross-entropy on a batch of 64.
