@@ -35,7 +35,7 @@ export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test python bench-python bench-proxies device-kit check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check mix lofo golden fuzz clean notebooks
+.PHONY: help setup demo test python bench-python bench-proxies device-kit check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check pytorchcv-check mix lofo golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -50,6 +50,7 @@ help:
 	@echo "make bench-python - nape.predict in-process against the CLI on the same files; predict_torch"
 	@echo "make bench-proxies - nape's proxies alone and shared (nape bench --proxies), and six of them against PyTorch"
 	@echo "make zoo-check - the bundled model zero-shot on torchvision's 80 ImageNet classifiers (published top-1)"
+	@echo "make pytorchcv-check - both bundled models zero-shot on pytorchcv's CIFAR-10 and ImageNet classifiers (the errors its model store ships)"
 	@echo "make mix   - train nape-mix, the 5-member default on NB-101, NB-201 and the zoo (configs/mix.json; needs the zoo labels)"
 	@echo "make device-kit - pack .device-kit for scripts/device_check.sh, the --device cuda checks on a GPU machine (docs/predictor.md, On a GPU)"
 	@echo "make lofo  - the leave-one-family-out table of configs/mix.json, TransNAS's tasks left out beside (LOFO_SEEDS, default 0 1 2; 5-member models, about 15 min each on one core; LOFO_MEMBERS=1 for the quick look)"
@@ -156,12 +157,21 @@ $(EXPORT_STAMP):
 	$(EXPORT_VENV)/bin/python -c "import torch, torchvision, timm, transformers, onnx, onnxscript" || { echo "error: the export packages did not install in $(EXPORT_VENV)" >&2; exit 1; }
 	touch $@
 
+# pytorchcv's model store: test families labelled by the package itself (scripts/corpus_families.py)
+PYTORCHCV_STAMP := $(EXPORT_VENV)/.installed-pytorchcv-0.0.74
+$(PYTORCHCV_STAMP): $(EXPORT_STAMP)
+	$(EXPORT_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps pytorchcv==0.0.74
+	$(EXPORT_VENV)/bin/python -c "import pytorchcv.model_provider" || { echo "error: pytorchcv did not install in $(EXPORT_VENV)" >&2; exit 1; }
+	touch $@
+
 # timm's embedded forms only up to 30 M parameters: all 320 embedded would take about 30 GB
-corpus: $(EXPORT_STAMP)
+corpus: $(EXPORT_STAMP) $(PYTORCHCV_STAMP)
 	nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_corpus.py --out "$(NAPE_CORPUS)" \
 	    --families torchvision_cls,hf,torchvision_seg,torchvision_det
 	nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_corpus.py --out "$(NAPE_CORPUS)" \
 	    --families timm --embedded-max-params 30000000
+	nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_corpus.py --out "$(NAPE_CORPUS)" \
+	    --families pytorchcv_cifar10,pytorchcv_in1k --no-embedded
 
 # zero-shot on real ImageNet classifiers: the torchvision zoo of the corpus, labelled with the
 # top-1 torchvision ships in its weights' meta, ranked by the NB-101-only model (docs/predictor.md;
@@ -172,6 +182,21 @@ zoo-check: setup
 	mkdir -p runs/zoo
 	python3 scripts/zoo_labels.py "$(NAPE_CORPUS)/torchvision_cls/truth.jsonl" runs/zoo/labels.csv
 	OMP_NUM_THREADS=1 ./target/release/nape eval --model nape-nb101 --labels runs/zoo/labels.csv --target top1 --runs runs/zoo
+
+# zero-shot on families no bundled model trained on (docs/universal.md, "Families nape never
+# saw"): pytorchcv's CIFAR-10 classifiers (top-1) and ImageNet-1K classifiers (top-5), labelled
+# with the errors its model store ships; both bundled models beside #params and FLOPs
+PYTORCHCV_SETS := pytorchcv_cifar10:top1 pytorchcv_in1k:top5
+pytorchcv-check: setup
+	$(CARGO_ENV) cargo build --release --workspace --bins
+	for set in $(PYTORCHCV_SETS); do fam=$${set%%:*}; target=$${set##*:}; \
+	  test -f "$(NAPE_CORPUS)/$$fam/truth.jsonl" || { echo "error: $(NAPE_CORPUS)/$$fam/truth.jsonl not found: run make corpus, or set NAPE_CORPUS" >&2; exit 3; }; \
+	  mkdir -p runs/$$fam; \
+	  python3 scripts/zoo_labels.py "$(NAPE_CORPUS)/$$fam/truth.jsonl" runs/$$fam/labels.csv --target $$target; \
+	  for model in nape-mix nape-nb101; do \
+	    OMP_NUM_THREADS=1 ./target/release/nape eval --model $$model --labels runs/$$fam/labels.csv --target $$target --runs runs/$$fam; \
+	  done; \
+	done
 
 # the multi-family model (docs/universal.md): NB-101, NB-201's three datasets and the torchvision
 # zoo, 5 members; then every family left out in turn, and TransNAS micro's three tasks, whose

@@ -11,7 +11,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-FAMILIES = ("torchvision_cls", "hf", "torchvision_seg", "torchvision_det", "timm")
+FAMILIES = ("torchvision_cls", "hf", "torchvision_seg", "torchvision_det", "timm", "pytorchcv_in1k",
+            "pytorchcv_cifar10")
 
 
 @dataclasses.dataclass
@@ -214,6 +215,61 @@ def timm(args) -> list[Case]:
         return Case(name, build, _image(size), ["input"], {"timm_version": timm_lib.__version__})
 
     return [case(n) for n in _timm_pick(args.timm_count)]
+
+
+# --------------------------------------------------------------------------------------------
+# pytorchcv (imgclsmob): a test family labelled by the package itself.  Its model store ships
+# model_metainfos.csv: every pretrained model's weight count and the error its weights reach
+# (ImageNet-1K: top-5 error; CIFAR: top-1 error), in hundredths of a percent.  The families
+# nape never trains on, to measure zero-shot ranking outside the zoo it was trained with.
+# --------------------------------------------------------------------------------------------
+
+PYTORCHCV_MAX_PARAMS = 120_000_000
+
+
+def _pytorchcv_rows(dataset: str) -> list[dict]:
+    import csv
+
+    from pytorchcv.models.common import model_store
+
+    with open(model_store.get_model_metainfos_file_path(), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if dataset == "in1k":
+        keep = [r for r in rows if r["test_dataset"] == "in1k"]
+    else:  # CIFAR rows share the code "cf"; the dataset is the name's suffix
+        keep = [r for r in rows if r["test_dataset"] == "cf" and r["model_name"].endswith("_" + dataset)]
+    keep = [r for r in keep if r["error_value"] != "NA" and int(r["net_weights"]) <= PYTORCHCV_MAX_PARAMS]
+    return sorted(keep, key=lambda r: r["model_name"])
+
+
+def _pytorchcv_case(row: dict, metric: str) -> Case:
+    """One model of the store, built as its pretrained weights were (each model's default
+    ``in_size`` is the resolution the metainfo lists), fed at that resolution."""
+    from pytorchcv.model_provider import get_model
+
+    import pytorchcv
+
+    name = row["model_name"]
+    size = int(row["img_size"]) if row["img_size"] != "NA" else (224 if metric == "top5" else 32)
+    error = int(row["error_value"]) / 100
+    meta = {
+        metric: round(100 - error, 2),
+        f"{metric}_error_published": error,
+        "num_params_published": int(row["net_weights"]),
+        "pytorchcv_version": pytorchcv.__version__,
+        "paper": None if row["arxiv_paper"] == "NA" else row["arxiv_paper"],
+    }
+    return Case(name, lambda: get_model(name, pretrained=False), _image(size), ["input"], meta)
+
+
+def pytorchcv_in1k(_args) -> list[Case]:
+    """ImageNet-1K classifiers at their evaluation resolution, labelled with top-5 accuracy."""
+    return [_pytorchcv_case(r, "top5") for r in _pytorchcv_rows("in1k")]
+
+
+def pytorchcv_cifar10(_args) -> list[Case]:
+    """CIFAR-10 classifiers (32x32), labelled with top-1 accuracy."""
+    return [_pytorchcv_case(r, "top1") for r in _pytorchcv_rows("cifar10")]
 
 
 def cases(family: str, args) -> list[Case]:
