@@ -166,3 +166,40 @@ fn bad_labels_files_name_the_row_and_file() {
     assert!(err.contains("2 labelled rows; at least 3"), "{err}");
     assert!(!dir.join("x").exists(), "nothing half-written");
 }
+
+/// `nape proxies --labels`: the labels file's networks are scored and `--correlate` ranks each
+/// proxy against its target column (an error column ranks the other way round). `--target`
+/// needs `--labels`, and `--labels` names the networks alone.
+#[test]
+fn proxies_correlate_with_a_labels_files_target() {
+    let root = tempfile::tempdir().unwrap();
+    let nets = root.path().join("nets");
+    let rows = export(&nets, 30);
+    let labels = nets.join("labels.csv");
+    write_csv(&labels, &rows);
+    let (l, cache) = (labels.to_str().unwrap(), root.path().join("cache"));
+    let c = cache.to_str().unwrap();
+    let base = ["proxies", "--labels", l, "--names", "params,flops", "--cache", c];
+    let (code, out, err) = nape(&[&base[..], &["--target", "error", "--correlate"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let row = |out: &str, p: &str| -> Vec<String> {
+        let line = out.lines().find(|x| x.starts_with(p)).unwrap_or_else(|| panic!("{out}"));
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    assert!(out.lines().next().is_some_and(|h| h.contains("error")), "{out}");
+    let params = row(&out, "params");
+    assert_eq!(params[1], "30", "{out}");
+    // the same ranking against top1 is the opposite sign
+    let (code, top1, err) = nape(&[&base[..], &["--target", "top1", "--correlate"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let (a, b): (f64, f64) = (params[2].parse().unwrap(), row(&top1, "params")[2].parse().unwrap());
+    assert!(b > 0.3 && (a + b).abs() < 1e-9, "error {a}, top1 {b}");
+    // two numeric columns: the target must be named
+    let (code, _, err) = nape(&[&base[..], &["--correlate"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--target"), "{err}");
+    let (code, _, err) = nape(&["proxies", "--target", "top1", l, "--cache", c]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = nape(&[&base[..], &[nets.join(&rows[0].0).to_str().unwrap()]].concat());
+    assert_eq!(code, 2, "{err}");
+}

@@ -117,6 +117,49 @@ pub fn machine_total() -> Option<u64> {
     Some(meminfo("MemTotal:")? + meminfo("SwapTotal:").unwrap_or(0))
 }
 
+/// The share of the machine's available memory the address-space cap lets a run take:
+/// `MemAvailable` counts page cache the kernel cannot always reclaim in time, and mappings
+/// that hold no memory (thread stacks, allocators' reserved arenas) count against the cap too.
+const AVAILABLE_SHARE: f64 = 0.9;
+
+/// The address-space cap of a process that maps `mapped` bytes now on a machine with
+/// `available` bytes to give (`MemAvailable` + `SwapFree`). What is mapped now (libtorch's
+/// libraries, mostly not resident) stays; what the run adds may reach 90% of `available`.
+pub fn address_space_cap(mapped: u64, available: u64) -> u64 {
+    mapped.saturating_add((available as f64 * AVAILABLE_SHARE) as u64)
+}
+
+/// Caps this process's address space (`RLIMIT_AS`, the soft limit, never raised) at what it
+/// maps now plus what the machine has available ([`address_space_cap`]). The estimates that
+/// schedule networks are estimates: a network estimated under the refusal line can still
+/// outgrow the machine (pytorchcv's ResNet-542 for CIFAR-10, estimated 25-38 GB on a 23.5 GB
+/// machine, was killed by the kernel at 23.9 GB with every network of its batch). Under the
+/// cap its allocation fails instead: libtorch's "can't allocate memory", an out-of-memory
+/// error of that network's proxies, reported and not cached, and the batch goes on. For the
+/// CPU only (a GPU driver maps far more than it holds), and for `nape proxies` only (not a
+/// Python host's process). Returns the cap set, `None` where nothing was set.
+pub fn cap_address_space() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
+        let mapped = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
+        let available = meminfo("MemAvailable:")? + meminfo("SwapFree:").unwrap_or(0);
+        let cap = address_space_cap(mapped, available);
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit only read and write this process's limits.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_AS, &mut lim) != 0 || lim.rlim_cur <= cap {
+                return None;
+            }
+            lim.rlim_cur = cap.min(lim.rlim_max);
+            (libc::setrlimit(libc::RLIMIT_AS, &lim) == 0).then_some(lim.rlim_cur)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
 /// How far an estimate may exceed all of the machine's memory before its network is refused:
 /// the estimates run up to 1.9x the peak measured (docs/proxies.md "Memory"), so a network
 /// estimated above twice the machine cannot fit even where its estimate errs the most.
@@ -243,6 +286,13 @@ pub fn release_freed() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_address_space_cap_is_what_is_mapped_and_most_of_what_is_available() {
+        let gib = 1u64 << 30;
+        assert_eq!(address_space_cap(5 * gib, 20 * gib), 23 * gib);
+        assert_eq!(address_space_cap(u64::MAX, gib), u64::MAX, "saturates");
+    }
 
     #[test]
     fn a_network_twice_the_machine_is_refused_as_out_of_memory() {

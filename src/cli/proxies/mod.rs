@@ -1,6 +1,7 @@
 //! `nape proxies`: zero-cost proxy scores of ONNX files, folders, a manifest from `nape export`,
-//! or a benchmark family's cells; parallel across networks, cached so a rerun computes only
-//! what is missing, optionally correlated with the family's accuracies.
+//! a benchmark family's cells, or a user's labelled networks (`--labels`); parallel across
+//! networks, cached so a rerun computes only what is missing, optionally correlated with the
+//! family's accuracies or the labels.
 
 use super::util::{collect_onnx_files, OutputFormat};
 use crate::dataset::cache::Cache;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 mod cached;
 mod output;
 mod published;
-use output::{print_correlations, print_rows, write_records};
+use output::{print_correlations, print_rows, report_errors, write_records};
 
 /// Arguments of `nape proxies`.
 #[derive(Debug, clap::Args)]
@@ -30,6 +31,13 @@ pub struct ProxiesArgs {
     /// Score a benchmark family's cells instead of files (nb101, nb201, tnb-micro).
     #[arg(long)]
     pub family: Option<String>,
+    /// Your own labelled networks (a CSV or JSONL, as `nape finetune --labels` reads): their
+    /// files are scored, and --correlate ranks each proxy against the labels.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// With --labels: the column to correlate with (default: its only numeric one).
+    #[arg(long)]
+    pub target: Option<String>,
     /// With --family: a seeded random sample of this many cells (default: all).
     #[arg(long)]
     pub sample: Option<usize>,
@@ -62,7 +70,8 @@ pub struct ProxiesArgs {
     /// Write the records with their proxies (and the family's targets) as a manifest.jsonl.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// With --family: print the Spearman correlation of each proxy with each target.
+    /// With --family or --labels: print the Spearman correlation of each proxy with each
+    /// target.
     #[arg(long)]
     pub correlate: bool,
     /// With --family: only the cells a published source scored (NB-101's NASLib scores; for
@@ -151,11 +160,20 @@ fn jobs(
     data_dir: &std::path::Path,
     names: &[&str],
 ) -> anyhow::Result<(String, Vec<Job>)> {
+    if a.target.is_some() && a.labels.is_none() {
+        return Err(Error::Usage("--target goes with --labels".into()).into());
+    }
+    if a.labels.is_some() && (a.family.is_some() || !a.paths.is_empty()) {
+        return Err(Error::Usage("--labels names the networks: no files or --family".into()).into());
+    }
     if let Some(fam) = &a.family {
         return family_jobs(fam, a, data_dir, names);
     }
     if a.published.is_some() {
         return Err(Error::Usage("--published goes with --family".into()).into());
+    }
+    if let Some(labels) = &a.labels {
+        return Ok(("files".into(), labels_jobs(labels, a.target.as_deref())?));
     }
     let mut out = Vec::new();
     for p in &a.paths {
@@ -212,6 +230,25 @@ fn family_jobs(
         })
         .collect();
     Ok((space.name().to_string(), jobs))
+}
+
+/// The networks of a labels file, each with its one label as the record's target (the id and
+/// cache key of the same file given as a path, so both runs share the cache).
+fn labels_jobs(path: &std::path::Path, target: Option<&str>) -> anyhow::Result<Vec<Job>> {
+    let labels = dataset::labels::read_labels(path, target)?;
+    Ok(labels
+        .records
+        .into_iter()
+        .filter_map(|r| {
+            let f = r.file.clone()?;
+            Some(Job {
+                id: f.display().to_string(),
+                key: file_key(&f),
+                record: Some(r),
+                source: JobSource::File(f),
+            })
+        })
+        .collect())
 }
 
 /// The networks a manifest lists: its files (relative to the manifest), or the specs of a
@@ -275,6 +312,11 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
     let names: Vec<&str> = ps.iter().map(|p| p.name()).collect();
     let (family, jobs) = jobs(a, &data_dir, &names)?;
     let device = device_of(a)?;
+    if device == tch::Device::Cpu {
+        if let Some(cap) = memory::cap_address_space() {
+            tracing::debug!("address space capped at {:.1} GB", cap as f64 / 1e9);
+        }
+    }
     let tag = cache_tag(a.seed, a.batch, &images.content_key()?, device);
     let mut cache: Cache<Cached> = Cache::open(&a.cache, &family, &tag)?;
     let unkept = score_missing(a, &ps, &images, &jobs, device, &mut cache)?;
@@ -286,20 +328,13 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
             (j, c.view(&ps))
         })
         .collect();
-    let mut failed = 0usize;
-    for (j, c) in &rows {
-        for n in &names {
-            if let Some(e) = c.errors.get(*n) {
-                failed += 1;
-                eprintln!("{}: {n}: {e}", j.id);
-            }
-        }
-    }
+    let failed = report_errors(&rows, &names);
     if let Some(out) = &a.out {
         write_records(out, &rows)?;
     }
     if a.correlate {
-        print_correlations(&rows, &names, ps.as_slice(), a.published.as_deref());
+        let published = a.published.as_deref();
+        print_correlations(&rows, &names, ps.as_slice(), published, a.labels.is_some());
     } else {
         print_rows(&rows, &names, format)?;
     }

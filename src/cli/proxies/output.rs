@@ -94,6 +94,27 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+/// Prints every proxy's error, one line per network and proxy, on stderr; returns how many.
+pub(super) fn report_errors(rows: &[(&Job, Cached)], names: &[&str]) -> usize {
+    let mut failed = 0usize;
+    for (j, c) in rows {
+        for n in names {
+            if let Some(e) = c.errors.get(*n) {
+                failed += 1;
+                // the line names the network: its path is not said again (errors nested
+                // inside the executor's name it once each)
+                let prefix = format!("{}: ", j.id);
+                let mut e = e.as_str();
+                while let Some(rest) = e.strip_prefix(&prefix) {
+                    e = rest;
+                }
+                eprintln!("{}: {n}: {e}", j.id);
+            }
+        }
+    }
+    failed
+}
+
 /// Spearman of each proxy with each target, signed so that positive means the proxy ranks
 /// networks the way accuracy does (lower-is-better proxies are negated); with `published`
 /// (`--published`), a last column: Spearman with the published scores of the same cells, as
@@ -103,6 +124,7 @@ pub(super) fn print_correlations(
     names: &[&str],
     ps: &[Box<dyn Proxy>],
     published: Option<&str>,
+    labels: bool,
 ) {
     let mut targets: Vec<String> = rows
         .iter()
@@ -111,8 +133,9 @@ pub(super) fn print_correlations(
         .collect();
     targets.sort();
     targets.dedup();
+    // a family's final accuracies; a labels file's one target
     targets.retain(|t| {
-        t.contains("test_ep200") || t == "val_acc_ep108" || t.ends_with("_val_accuracy")
+        labels || t.contains("test_ep200") || t == "val_acc_ep108" || t.ends_with("_val_accuracy")
     });
     print!("{:12} {:>6}", "proxy", "n");
     for t in &targets {
