@@ -105,7 +105,12 @@ pub fn machine_budget() -> Option<u64> {
 
 /// A field of /proc/meminfo (`key` with its colon), in bytes.
 fn meminfo(key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    proc_kib("/proc/meminfo", key)
+}
+
+/// A field given in kB in a /proc file (`key` with its colon), in bytes.
+fn proc_kib(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
     let line = text.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
@@ -141,9 +146,7 @@ pub fn address_space_cap(mapped: u64, available: u64) -> u64 {
 pub fn cap_address_space() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
-        let mapped = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
+        let mapped = proc_kib("/proc/self/status", "VmSize:")?;
         let available = meminfo("MemAvailable:")? + meminfo("SwapFree:").unwrap_or(0);
         let cap = address_space_cap(mapped, available);
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -116,6 +116,18 @@ struct Job {
     source: JobSource,
 }
 
+impl Job {
+    /// A file given by its path: keyed by its path and its bytes' md5, without a record.
+    fn file(f: PathBuf) -> Job {
+        Job {
+            id: f.display().to_string(),
+            key: file_key(&f),
+            record: None,
+            source: JobSource::File(f),
+        }
+    }
+}
+
 enum JobSource {
     File(PathBuf),
     Spec(Space, String),
@@ -180,14 +192,7 @@ fn jobs(
         if p.extension().is_some_and(|x| x == "jsonl") {
             out.extend(manifest_jobs(p)?);
         } else {
-            for f in collect_onnx_files(std::slice::from_ref(p)) {
-                out.push(Job {
-                    id: f.display().to_string(),
-                    key: file_key(&f),
-                    record: None,
-                    source: JobSource::File(f),
-                });
-            }
+            out.extend(collect_onnx_files(std::slice::from_ref(p)).into_iter().map(Job::file));
         }
     }
     if out.is_empty() {
@@ -241,12 +246,7 @@ fn labels_jobs(path: &std::path::Path, target: Option<&str>) -> anyhow::Result<V
         .into_iter()
         .filter_map(|r| {
             let f = r.file.clone()?;
-            Some(Job {
-                id: f.display().to_string(),
-                key: file_key(&f),
-                record: Some(r),
-                source: JobSource::File(f),
-            })
+            Some(Job { record: Some(r), ..Job::file(f) })
         })
         .collect())
 }
