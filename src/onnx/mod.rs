@@ -14,12 +14,14 @@
 
 mod analyse;
 mod bounded;
+mod dequant;
 mod external;
 mod inputs;
 mod lower;
 mod map;
 mod map_select;
 mod nodes;
+mod order;
 pub mod run;
 mod shapes;
 pub mod slim;
@@ -118,6 +120,8 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<pb::ModelProto> {
         msg: format!("protobuf decoding failed ({e})"),
     })?;
     explicit_defaults(&mut model);
+    order::dependency_order(&mut model);
+    dequant::dequantize(&mut model);
     lower::lower(&mut model);
     match &model.graph {
         Some(g) if !g.node.is_empty() || !g.output.is_empty() => Ok(model),
@@ -169,6 +173,20 @@ fn drop_training_outputs(graph: &mut pb::GraphProto) {
             n.attribute.retain(|a| a.name != "training_mode");
         }
     }
+}
+
+/// The metadata key under which reading leaves a note for the CG: what it changed in the file
+/// before reading it (its node order, a quantized network's float form).
+const READ_NOTE_KEY: &str = "nape.read_note";
+
+fn add_read_note(model: &mut pb::ModelProto, note: String) {
+    model
+        .metadata_props
+        .push(pb::StringStringEntryProto { key: READ_NOTE_KEY.into(), value: note });
+}
+
+fn read_notes(model: &pb::ModelProto) -> impl Iterator<Item = String> + '_ {
+    model.metadata_props.iter().filter(|p| p.key == READ_NOTE_KEY).map(|p| p.value.clone())
 }
 
 /// Reads ONNX bytes into a CG; `source` names them in messages.
@@ -235,7 +253,7 @@ fn build(model: &pb::ModelProto, source: &str, opts: &ImportOptions) -> Result<C
     let undecided = b.undecided_params();
     let (mut cg, unfolded) = (b.cg, b.unfolded);
     cg.undecided_params = undecided;
-    for note in notes {
+    for note in read_notes(model).chain(notes) {
         tracing::warn!("{source}: {note}");
         cg.notes.push(note);
     }

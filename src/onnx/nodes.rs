@@ -154,7 +154,7 @@ impl<'a> Builder<'a> {
         if pn.op_type == "Shape" || pn.op_type == "Size" {
             return self.shape_static(&at);
         }
-        if slots::is_pass_through(&pn.op_type) {
+        if slots::is_pass_through(&pn.op_type) || self.is_float_cast(&at) {
             if let (Some(Some(i)), Some(o)) = (at.inputs.first(), pn.output.first()) {
                 self.alias.insert(o.clone(), i.clone());
                 return Ok(());
@@ -169,6 +169,19 @@ impl<'a> Builder<'a> {
             });
         }
         self.compute(&at)
+    }
+
+    /// A `Cast` from one float type to another (float32, float16, double, bfloat16) changes the
+    /// precision, not the network: it passes its input through like an `Identity` (a float16
+    /// file converted with its inputs and outputs kept float32 casts them at both ends).
+    fn is_float_cast(&self, at: &At) -> bool {
+        let to = at.pn.attribute.iter().find(|a| a.name == "to").map(|a| a.i);
+        let input = at.inputs.first().and_then(|i| i.as_ref());
+        let float_in = input
+            .and_then(|i| self.facts.table.get(i))
+            .and_then(|f| f.datum_type)
+            .is_some_and(|d| d.is_float());
+        at.pn.op_type == "Cast" && matches!(to, Some(1 | 10 | 11 | 16)) && float_in
     }
 
     /// A node computed from constants and weights only: its outputs are statics. They carry the

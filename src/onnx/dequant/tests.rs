@@ -1,0 +1,203 @@
+//! Unit tests of [`super`]: the dequantized values, and hand-written files of the forms
+//! the corpus of ONNX Runtime's quantizers does not hold (tests/quantized.rs has those).
+
+use super::dequantize;
+use crate::graph::Cg;
+use crate::onnx::{load_bytes, ImportOptions};
+use prost::Message;
+use tract_onnx::pb;
+
+fn tensor(name: &str, data_type: i32, dims: &[i64], raw: Vec<u8>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        data_type,
+        dims: dims.to_vec(),
+        raw_data: raw,
+        ..Default::default()
+    }
+}
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn i8s(v: &[i8]) -> Vec<u8> {
+    v.iter().map(|&x| x as u8).collect()
+}
+
+fn node(op: &str, input: &[&str], output: &str, domain: &str) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        domain: domain.into(),
+        input: input.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    }
+}
+
+/// A file with float input `x` of `dims`, output `y`.
+fn file(dims: &[usize], nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>) -> Vec<u8> {
+    let graph = pb::GraphProto {
+        node: nodes,
+        initializer: inits,
+        input: vec![crate::onnx::write::value_info("x", dims)],
+        output: vec![crate::onnx::write::value_info("y", &[])],
+        ..Default::default()
+    };
+    let opset = ["", "com.microsoft"].map(|d| pb::OperatorSetIdProto {
+        domain: d.into(),
+        version: if d.is_empty() { 17 } else { 1 },
+    });
+    let model = pb::ModelProto {
+        ir_version: 8,
+        graph: Some(graph),
+        opset_import: opset.to_vec(),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
+
+fn read(bytes: &[u8]) -> Cg {
+    load_bytes(bytes, "q.onnx", &ImportOptions { strict: true, ..Default::default() })
+        .expect("reads")
+}
+
+fn scalars(x_zp: i8, y_zp: i8) -> Vec<pb::TensorProto> {
+    vec![
+        tensor("xs", 1, &[], f32s(&[0.1])),
+        tensor("xz", 3, &[], i8s(&[x_zp])),
+        tensor("ys", 1, &[], f32s(&[0.2])),
+        tensor("yz", 3, &[], i8s(&[y_zp])),
+    ]
+}
+
+#[test]
+fn a_per_channel_weight_dequantizes_along_its_axis_with_its_zero_points() {
+    // w [2, 3] on axis 0: row 0 scale 0.5 zero point 0, row 1 scale 2 zero point 1
+    let q = [-128i8, 0, 127, 1, 2, 3];
+    let mut inits = vec![
+        tensor("wq", 3, &[2, 3], i8s(&q)),
+        tensor("ws", 1, &[2], f32s(&[0.5, 2.0])),
+        tensor("wz", 3, &[2], i8s(&[0, 1])),
+    ];
+    let mut dq = node("DequantizeLinear", &["wq", "ws", "wz"], "w", "");
+    dq.attribute.push(pb::AttributeProto {
+        name: "axis".into(),
+        r#type: 2,
+        i: 0,
+        ..Default::default()
+    });
+    inits.push(tensor("b", 1, &[2], f32s(&[0.0, 0.0])));
+    let mut gemm = node("Gemm", &["x", "w", "b"], "y", "");
+    gemm.attribute.push(pb::AttributeProto {
+        name: "transB".into(),
+        r#type: 2,
+        i: 1,
+        ..Default::default()
+    });
+    let nodes = vec![dq, gemm];
+    let mut m =
+        pb::ModelProto::decode(file(&[1, 3], nodes.clone(), inits.clone()).as_slice()).unwrap();
+    dequantize(&mut m);
+    let g = m.graph.as_ref().unwrap();
+    let w = g.initializer.iter().find(|t| t.name == "w").expect("the float weight");
+    let got: Vec<f32> =
+        w.raw_data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(got, vec![-64.0, 0.0, 63.5, 0.0, 2.0, 4.0]);
+    assert_eq!((w.data_type, w.dims.clone()), (1, vec![2, 3]));
+    assert!(g.node.iter().all(|n| n.op_type != "DequantizeLinear"));
+    assert!(g.initializer.iter().all(|t| t.name != "wq"), "the integer weight is dropped");
+    let cg = read(&file(&[1, 3], nodes, inits));
+    assert_eq!(cg.summary().params, 8);
+}
+
+/// `QuantizeLinear` -> `QLinearMatMul` (int8 weight `[4, 3]`) -> `DequantizeLinear`.
+fn qlinear_matmul(y_zp: i8) -> Vec<u8> {
+    let mut inits = scalars(0, y_zp);
+    inits.push(tensor("wq", 3, &[4, 3], i8s(&[1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12])));
+    inits.push(tensor("ws", 1, &[], f32s(&[0.05])));
+    inits.push(tensor("wz", 3, &[], i8s(&[0])));
+    let nodes = vec![
+        node("QuantizeLinear", &["x", "xs", "xz"], "xq", ""),
+        node("QLinearMatMul", &["xq", "xs", "xz", "wq", "ws", "wz", "ys", "yz"], "yq", ""),
+        node("DequantizeLinear", &["yq", "ys", "yz"], "y", ""),
+    ];
+    file(&[1, 4], nodes, inits)
+}
+
+#[test]
+fn a_qlinear_matmul_reads_as_a_linear_layer_and_a_zero_point_at_the_minimum_as_a_relu() {
+    let cg = read(&qlinear_matmul(3));
+    let s = cg.summary();
+    assert_eq!((s.params, s.macs), (12, 12));
+    assert_eq!(s.by_kind.get("Linear"), Some(&1));
+    assert_eq!(s.by_kind.get("Relu"), None, "an output zero point of 3 clips at -0.6, not 0");
+    assert!(
+        cg.notes[0].starts_with("a quantized network (QDQ, 2 ops; QOperator, 1 ops)"),
+        "{:?}",
+        cg.notes
+    );
+    let cg = read(&qlinear_matmul(i8::MIN));
+    assert_eq!(cg.summary().by_kind.get("Relu"), Some(&1), "int8's -128 clips at 0");
+    assert!(cg.notes[0].contains("1 ReLUs the quantizer folded"), "{:?}", cg.notes);
+}
+
+#[test]
+fn only_a_clip_after_a_product_or_a_residual_sum_is_a_relu() {
+    // all three quantized at zero point -128, the clip at zero: s = x W + b is a layer whose
+    // ReLU the quantizer removed; a + a sums non-negative values, and 1 + erf(x) (GELU's) is
+    // non-negative by itself: neither needs a ReLU
+    let mut inits = scalars(i8::MIN, i8::MIN);
+    inits.push(tensor("w", 1, &[4, 4], f32s(&[0.5, -1.0, 1.5, -2.0].repeat(4))));
+    inits.push(tensor("b", 1, &[4], f32s(&[1.0, 2.0, 3.0, 4.0])));
+    inits.push(tensor("one", 1, &[], f32s(&[1.0])));
+    let qdq = |x: &str, out: &str| {
+        let q = format!("{out}_q");
+        [
+            node("QuantizeLinear", &[x, "xs", "xz"], &q, ""),
+            node("DequantizeLinear", &[&q, "xs", "xz"], out, ""),
+        ]
+    };
+    let mut nodes = vec![node("MatMul", &["x", "w"], "m", ""), node("Add", &["m", "b"], "s", "")];
+    nodes.extend(qdq("s", "a"));
+    nodes.push(node("Add", &["a", "a"], "t", ""));
+    nodes.extend(qdq("t", "tt"));
+    nodes.extend([node("Erf", &["x"], "e", ""), node("Add", &["e", "one"], "u", "")]);
+    nodes.extend(qdq("u", "uu"));
+    nodes.push(node("Mul", &["tt", "uu"], "y", ""));
+    let cg = read(&file(&[1, 4], nodes, inits));
+    assert_eq!(cg.summary().by_kind.get("Relu"), Some(&1), "{:?}", cg.summary().by_kind);
+}
+
+#[test]
+fn a_blocked_weight_is_kept_and_the_note_says_it_is_not_counted() {
+    let mut inits =
+        vec![tensor("wq", 3, &[4, 4], i8s(&[1; 16])), tensor("ws", 1, &[2, 4], f32s(&[0.5; 8]))];
+    inits.push(tensor("wz", 3, &[2, 4], i8s(&[0; 8])));
+    let mut dq = node("DequantizeLinear", &["wq", "ws", "wz"], "w", "");
+    for (name, i) in [("axis", 0), ("block_size", 2)] {
+        dq.attribute.push(pb::AttributeProto {
+            name: name.into(),
+            r#type: 2,
+            i,
+            ..Default::default()
+        });
+    }
+    let nodes = vec![dq, node("MatMul", &["x", "w"], "y", "")];
+    let mut m = pb::ModelProto::decode(file(&[1, 4], nodes, inits).as_slice()).unwrap();
+    dequantize(&mut m);
+    let g = m.graph.as_ref().unwrap();
+    assert_eq!(g.node[0].op_type, "DequantizeLinear");
+    let note = &m.metadata_props.last().unwrap().value;
+    assert!(note.contains("1 weights quantized in a form nape does not read"), "{note}");
+}
+
+#[test]
+fn a_file_without_quantized_ops_is_left_as_it_is() {
+    let bytes = file(&[1, 4], vec![node("Relu", &["x"], "y", "")], vec![]);
+    let before = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let mut after = before.clone();
+    dequantize(&mut after);
+    assert_eq!(before, after);
+}
