@@ -437,6 +437,28 @@ mod tests {
     }
 
     #[test]
+    fn a_weight_read_by_two_nodes_is_one_parameter_unless_its_values_are_all_equal() {
+        // ONNX Runtime's optimiser merges initializers of equal values: an untrained network's
+        // LayerNorm scales (all ones) become one tensor read by every LayerNorm
+        let nodes: &[(&str, &[&str], &str)] =
+            &[("MatMul", &["x", "W"], "a"), ("MatMul", &["a", "W"], "y")];
+        let cg = read(&[1, 4], nodes, &[("W", &[4, 4])]);
+        assert_eq!((cg.summary().params, cg.notes.len()), (16, 0), "{:?}", cg.notes);
+        let cg = read_with(&[1, 4], nodes, &[("W", &[4, 4])], |_| 1.0);
+        assert_eq!((cg.summary().params, cg.summary().undecided_params), (32, 16));
+        assert!(cg.notes[0].contains("or one weight read by several nodes"), "{:?}", cg.notes);
+        // the shapes-only reader keeps the data of a weight two nodes read, so it decides the
+        // same for a weight of more than slim::KEEP_ELEMENTS values
+        let opts = ImportOptions { shapes_only: true, ..Default::default() };
+        let cases: [(Values, u64); 2] = [(|i| 0.5 + i as f32, 256), (|_| 1.0, 512)];
+        for (value, params) in cases {
+            let bytes = model_bytes(&[1, 16], nodes, &[("W", &[16, 16])], value);
+            let cg = load_bytes(&bytes, "t.onnx", &opts).expect("reads");
+            assert_eq!(cg.summary().params, params);
+        }
+    }
+
+    #[test]
     fn a_gathered_relative_position_bias_counts_as_its_table_and_says_so() {
         // scores = x x over 2 heads of 4 = 2 x 2 positions; the bias holds [1, 2, 4, 4]
         let nodes: &[(&str, &[&str], &str)] =

@@ -391,12 +391,18 @@ impl<'a> Builder<'a> {
                 let Some(origin) = self.statics.get(src).filter(|o| o.float && o.numel > 1) else {
                     continue;
                 };
-                if self.claimed.insert(src.clone()) {
+                // a tensor of constant values (zeros, ones) read again by another node is a
+                // parameter of its own that shares its initial values (ONNX Runtime's optimiser
+                // merges such initializers), as for Identity copies; varied values, or values
+                // the file does not hold, are one parameter used again
+                let first = self.claimed.insert(src.clone());
+                let again = !first && origin.value.as_ref().is_some_and(|v| !varied(v));
+                if first || again {
                     params += origin.numel;
-                    if self.copies.contains(src) {
-                        self.copied.0 += 1;
-                        self.copied.1 += origin.numel;
-                    }
+                }
+                if (first && self.copies.contains(src)) || again {
+                    self.copied.0 += 1;
+                    self.copied.1 += origin.numel;
                 }
             }
         }
@@ -465,7 +471,7 @@ impl<'a> Builder<'a> {
     pub(super) fn notes(&self) -> Vec<String> {
         let copied = (self.copied.0 > 0).then(|| {
             format!(
-                "{} weights ({} values) are Identity copies of another weight whose values the file does not hold or are all equal: exporters write one tensor for parameters of identical values, so they are counted as distinct parameters; a network that uses one parameter in several places (weight sharing) is overcounted by them",
+                "{} weights ({} values) are Identity copies of another weight, or one weight read by several nodes, whose values the file does not hold or are all equal: exporters and optimisers write one tensor for parameters of identical values, so they are counted as distinct parameters; a network that uses one parameter in several places (weight sharing) is overcounted by them",
                 self.copied.0, self.copied.1
             )
         });

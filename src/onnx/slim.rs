@@ -89,9 +89,9 @@ pub(super) fn is_weight(data_type: u64, dims: &[u64]) -> bool {
     FLOAT_TYPES.contains(&data_type) && numel.is_some_and(|n| n > KEEP_ELEMENTS)
 }
 
-/// The inputs of a NodeProto's bytes when its op is `Identity` (its inputs, field 1, and op
-/// type, field 4, read without decoding the rest).
-fn identity_inputs(node: &[u8]) -> std::io::Result<Option<Vec<Vec<u8>>>> {
+/// The inputs of a NodeProto's bytes and whether its op is `Identity` (its inputs, field 1, and
+/// op type, field 4, read without decoding the rest).
+fn node_inputs(node: &[u8]) -> std::io::Result<(Vec<Vec<u8>>, bool)> {
     let mut w = Walker::new(std::io::Cursor::new(node));
     let (mut inputs, mut identity) = (Vec::new(), false);
     while w.pos < node.len() as u64 {
@@ -102,17 +102,20 @@ fn identity_inputs(node: &[u8]) -> std::io::Result<Option<Vec<Vec<u8>>>> {
             _ => w.skip(wire, len)?,
         }
     }
-    Ok(identity.then_some(inputs))
+    Ok((inputs, identity))
 }
 
 /// Reads protobuf fields from a file or a buffer, skipping what it is asked to skip.
 struct Walker<R> {
     r: R,
     pos: u64,
-    /// Names of the tensors an `Identity` node reads (seen in the nodes, which the file writes
-    /// before the initializers): their data is kept, so that the loader can tell a weight used
-    /// in several places from parameters that only share initial values.
+    /// Names of the tensors an `Identity` node reads, or more than one node reads (seen in the
+    /// nodes, which the file writes before the initializers): their data is kept, so that the
+    /// loader can tell a weight used in several places from parameters that only share initial
+    /// values.
     copied: HashSet<Vec<u8>>,
+    /// Names read by the nodes seen so far.
+    read: HashSet<Vec<u8>>,
 }
 
 fn malformed() -> std::io::Error {
@@ -121,7 +124,7 @@ fn malformed() -> std::io::Error {
 
 impl<R: Read + Seek> Walker<R> {
     fn new(r: R) -> Walker<R> {
-        Walker { r, pos: 0, copied: HashSet::new() }
+        Walker { r, pos: 0, copied: HashSet::new(), read: HashSet::new() }
     }
 
     /// Whether the data of the initializer `head` describes is left out.
@@ -257,8 +260,11 @@ impl<R: Read + Seek> Walker<R> {
                 }
             } else if key >> 3 == GRAPH_NODE && wire == 2 {
                 let node = self.bytes(len)?;
-                if let Some(inputs) = identity_inputs(&node)? {
-                    self.copied.extend(inputs);
+                let (inputs, identity) = node_inputs(&node)?;
+                for i in inputs {
+                    if identity || !self.read.insert(i.clone()) {
+                        self.copied.insert(i);
+                    }
                 }
                 put_bytes(&mut out, GRAPH_NODE, &node);
             } else {
