@@ -35,7 +35,7 @@ export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test python bench-python bench-proxies device-kit check fmt clippy bench bench-read exporters-check corpus corpus-check zoo-check pytorchcv-check mix lofo golden fuzz clean notebooks
+.PHONY: help setup demo test python bench-python bench-proxies device-kit check fmt clippy bench bench-read exporters-check quantized-check corpus corpus-check zoo-check pytorchcv-check mix lofo golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -46,6 +46,7 @@ help:
 	@echo "make corpus - export the real-world ONNX corpus to NAPE_CORPUS (about 5 GB of Python torch)"
 	@echo "make corpus-check - nape against the corpus truth: the per-family table"
 	@echo "make exporters-check - 200 NB-201 + 200 NB-101 cells, three exporters: one graph hash, one prediction"
+	@echo "make quantized-check - torchvision's classifiers quantized (QDQ, QOperator, dynamic) and in float16: read as the float network?"
 	@echo "make bench-read - nape inspect against onnx.load + infer_shapes on the same files"
 	@echo "make bench-python - nape.predict in-process against the CLI on the same files; predict_torch"
 	@echo "make bench-proxies - nape's proxies alone and shared (nape bench --proxies), and six of them against PyTorch"
@@ -249,6 +250,13 @@ device-kit: setup
 # parsing only (no libtorch): the ignored test reads every family under NAPE_CORPUS
 corpus-check:
 	cargo test --no-default-features --test corpus_real -- --ignored --nocapture
+
+# torchvision's classifiers in the int8 and float16 forms ONNX Runtime's tools write, each read
+# against its float file (docs/costs.md, Quantized and float16 files; resumable)
+quantized-check: $(EXPORT_STAMP)
+	$(CARGO_ENV) cargo build --release --workspace --bins
+	nice -n 10 $(EXPORT_VENV)/bin/python scripts/quantized_check.py --nape ./target/release/nape \
+	    --out "$(NAPE_CORPUS)/quantized"
 
 # reading files side by side with Python's onnx.load + infer_shapes (default: the PyTorch
 # exports of exporters-check; READ_FILES=DIR for others)

@@ -7,7 +7,7 @@
 use tract_onnx::pb;
 
 /// The default-domain opset the model imports (0 when it names none).
-fn opset(model: &pb::ModelProto) -> i64 {
+pub(super) fn opset(model: &pb::ModelProto) -> i64 {
     model
         .opset_import
         .iter()

@@ -152,6 +152,8 @@ struct Rewrite {
     readers: HashMap<String, Vec<(String, String)>>,
     /// (form, count) of what was rewritten.
     counts: HashMap<&'static str, usize>,
+    /// The default domain's opset.
+    opset: i64,
 }
 
 /// A rewritten `ConvInteger` / `MatMulInteger`: its weight in [`Rewrite::weights`], the axis of
@@ -204,22 +206,32 @@ impl Rewrite {
             && inputs().any(|i| node(i).is_some_and(|p| is_product(&p.op_type)))
     }
 
-    /// `out` is the float value `x`, quantized with a clip at zero or not: through a ReLU when
-    /// the clip stands for one the quantizer removed ([`Rewrite::removed_relu`]), else `x`
-    /// itself (noted as non-negative when it clips).
-    fn clipped(&mut self, x: String, out: String, clips: bool) {
-        if clips && self.removed_relu(&x) && !self.feeds_activation(&out) {
-            let relu = format!("{out}/nape_relu");
-            self.alias.insert(out, relu.clone());
-            self.emit(node("Relu", &relu, vec![x], vec![relu.clone()]));
-            self.nonneg.insert(relu);
-            self.count("ReLU");
-        } else {
-            if clips {
+    /// `out` is the float value `x`, quantized with a clip at zero (up to `top`) or not:
+    /// through a ReLU when the clip stands for one the quantizer removed
+    /// ([`Rewrite::removed_relu`]), a ReLU6 when the range ends at 6 (calibration saw the
+    /// activation saturate), else `x` itself (noted as non-negative when it clips).
+    fn clipped(&mut self, x: String, out: String, clip: Option<f32>) {
+        let Some(top) = clip.filter(|_| self.removed_relu(&x) && !self.feeds_activation(&out))
+        else {
+            if clip.is_some() {
                 self.nonneg.insert(x.clone());
             }
             self.alias.insert(out, x);
+            return;
+        };
+        let relu = format!("{out}/nape_relu");
+        self.alias.insert(out, relu.clone());
+        if (top - 6.0).abs() <= 6e-3 && self.opset >= 11 {
+            let bound =
+                |rw: &mut Self, s: &str, v: f32| rw.weight(format!("{relu}/{s}"), vec![], &[v]);
+            let input = vec![x, bound(self, "min", 0.0), bound(self, "max", 6.0)];
+            self.emit(node("Clip", &relu, input, vec![relu.clone()]));
+            self.count("ReLU6");
+        } else {
+            self.emit(node("Relu", &relu, vec![x], vec![relu.clone()]));
         }
+        self.nonneg.insert(relu);
+        self.count("ReLU");
     }
 
     /// Whether the quantized value `q` goes (through its `DequantizeLinear`s) into an activation
@@ -244,19 +256,27 @@ impl Rewrite {
         }
     }
 
-    /// Whether the quantized output at zero point `slot` of `n` clips at zero: its zero point
-    /// is its type's minimum (absent, uint8's 0), so every negative value becomes 0. Quantizers
-    /// fold a ReLU after a convolution, product or sum into that clip.
-    fn clips_at_zero(&self, n: &pb::NodeProto, slot: usize) -> bool {
-        let Some(name) = self.input(n, slot) else { return true };
-        let Some(t) = self.consts.get(&name) else { return false };
-        let min = match t.data_type {
-            2 | 4 => 0.0,
-            3 => i8::MIN as f32,
-            5 => i16::MIN as f32,
-            _ => return false,
+    /// The clip of the quantized output whose zero point is input `slot` of `n` (its scale the
+    /// input before), when it clips at zero: its zero point is its type's minimum (absent,
+    /// uint8's 0), so every negative value becomes 0. Quantizers fold a ReLU after a
+    /// convolution, product or sum into that clip. `Some(top)`, the largest value the output
+    /// holds (`NaN` when the scale is not known), or `None`.
+    fn clip_at_zero(&self, n: &pb::NodeProto, slot: usize) -> Option<f32> {
+        let scale = self.constant(n, slot - 1).and_then(|s| s.data.first().copied());
+        let (min, max) = match self.input(n, slot).and_then(|name| self.consts.get(&name)) {
+            None if n.input.get(slot).is_none_or(|i| i.is_empty()) => (0.0, 255.0),
+            None => return None,
+            Some(t) => match t.data_type {
+                2 => (0.0, 255.0),
+                4 => (0.0, 65535.0),
+                3 => (i8::MIN as f32, i8::MAX as f32),
+                5 => (i16::MIN as f32, i16::MAX as f32),
+                _ => return None,
+            },
         };
-        values(t).is_some_and(|v| v.data.iter().all(|&z| z == min))
+        let zp = self.input(n, slot).and_then(|name| self.consts.get(&name)).and_then(values);
+        let at_min = zp.is_none_or(|v| v.data.iter().all(|&z| z == min));
+        at_min.then(|| scale.map_or(f32::NAN, |s| (max - min) * s))
     }
 
     fn resolve(&self, name: &str) -> String {
@@ -339,11 +359,12 @@ impl Rewrite {
 /// Rewrites a quantized model into its float network in place, leaving a note in its metadata
 /// ([`super::read_notes`]) when anything was rewritten.
 pub(super) fn dequantize(model: &mut pb::ModelProto) {
+    let opset = super::lower::opset(model);
     let Some(graph) = model.graph.as_mut() else { return };
     if !graph.node.iter().any(|n| is_quantized(&n.op_type)) {
         return;
     }
-    let mut rw = Rewrite::default();
+    let mut rw = Rewrite { opset, ..Default::default() };
     for t in graph.initializer.iter().filter(|t| is_integer(t) || numel(t) <= MAX_SCALE) {
         rw.consts.insert(t.name.clone(), t.clone());
     }
@@ -439,11 +460,11 @@ fn dequantize_linear(rw: &mut Rewrite, n: pb::NodeProto) {
 }
 
 /// `QuantizeLinear(x)` is `x`, or `Relu(x)` when it stands for a ReLU the quantizer removed
-/// ([`Rewrite::clips_at_zero`]).
+/// ([`Rewrite::clip_at_zero`]).
 fn quantize(rw: &mut Rewrite, n: pb::NodeProto) {
     rw.count("QDQ");
     let (Some(x), Some(out)) = (rw.input(&n, 0), n.output.first().cloned()) else { return };
-    let clips = rw.clips_at_zero(&n, 2);
+    let clips = rw.clip_at_zero(&n, 2);
     rw.clipped(x, out, clips);
 }
 
@@ -521,7 +542,7 @@ fn qoperator(rw: &mut Rewrite, n: pb::NodeProto) {
         }
     };
     rw.count("QOperator");
-    let clips = zp_slot.is_some_and(|s| rw.clips_at_zero(&n, s));
+    let clips = zp_slot.and_then(|s| rw.clip_at_zero(&n, s));
     let pre = name("float");
     let mut f = node(&op, &n.name, input, vec![pre.clone()]);
     let drop = ["channels_last", "opset"];
@@ -534,18 +555,19 @@ fn qoperator(rw: &mut Rewrite, n: pb::NodeProto) {
 fn note(model: &mut pb::ModelProto, counts: &HashMap<&'static str, usize>) {
     let mut forms: Vec<String> = counts
         .iter()
-        .filter(|(f, _)| !matches!(**f, "ReLU" | "unread"))
+        .filter(|(f, _)| !matches!(**f, "ReLU" | "ReLU6" | "unread"))
         .map(|(f, c)| format!("{f}, {c} ops"))
         .collect();
     if forms.is_empty() {
         return;
     }
     forms.sort();
-    let relus = match counts.get("ReLU") {
-        Some(n) => format!(
-            "; {n} ReLUs the quantizer folded into a zero point restored (a ReLU6 reads as ReLU)"
+    let relus = match (counts.get("ReLU"), counts.get("ReLU6")) {
+        (Some(n), six) => format!(
+            "; {n} ReLUs the quantizer folded into a zero point restored ({} of them ReLU6, whose range ends at 6; a ReLU6 whose range ends below reads as ReLU)",
+            six.unwrap_or(&0)
         ),
-        None => String::new(),
+        (None, _) => String::new(),
     };
     let unread = match counts.get("unread") {
         Some(n) => format!("; {n} weights quantized in a form nape does not read (4-bit, blocked) are not counted as parameters"),

@@ -64,10 +64,14 @@ fn read(bytes: &[u8]) -> Cg {
 }
 
 fn scalars(x_zp: i8, y_zp: i8) -> Vec<pb::TensorProto> {
+    scales(x_zp, y_zp, 0.2)
+}
+
+fn scales(x_zp: i8, y_zp: i8, y_scale: f32) -> Vec<pb::TensorProto> {
     vec![
         tensor("xs", 1, &[], f32s(&[0.1])),
         tensor("xz", 3, &[], i8s(&[x_zp])),
-        tensor("ys", 1, &[], f32s(&[0.2])),
+        tensor("ys", 1, &[], f32s(&[y_scale])),
         tensor("yz", 3, &[], i8s(&[y_zp])),
     ]
 }
@@ -112,9 +116,10 @@ fn a_per_channel_weight_dequantizes_along_its_axis_with_its_zero_points() {
     assert_eq!(cg.summary().params, 8);
 }
 
-/// `QuantizeLinear` -> `QLinearMatMul` (int8 weight `[4, 3]`) -> `DequantizeLinear`.
-fn qlinear_matmul(y_zp: i8) -> Vec<u8> {
-    let mut inits = scalars(0, y_zp);
+/// `QuantizeLinear` -> `QLinearMatMul` (int8 weight `[4, 3]`) -> `DequantizeLinear`, the
+/// output quantized at `y_scale` and `y_zp`.
+fn qlinear_matmul(y_zp: i8, y_scale: f32) -> Vec<u8> {
+    let mut inits = scales(0, y_zp, y_scale);
     inits.push(tensor("wq", 3, &[4, 3], i8s(&[1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12])));
     inits.push(tensor("ws", 1, &[], f32s(&[0.05])));
     inits.push(tensor("wz", 3, &[], i8s(&[0])));
@@ -128,7 +133,7 @@ fn qlinear_matmul(y_zp: i8) -> Vec<u8> {
 
 #[test]
 fn a_qlinear_matmul_reads_as_a_linear_layer_and_a_zero_point_at_the_minimum_as_a_relu() {
-    let cg = read(&qlinear_matmul(3));
+    let cg = read(&qlinear_matmul(3, 0.2));
     let s = cg.summary();
     assert_eq!((s.params, s.macs), (12, 12));
     assert_eq!(s.by_kind.get("Linear"), Some(&1));
@@ -138,9 +143,13 @@ fn a_qlinear_matmul_reads_as_a_linear_layer_and_a_zero_point_at_the_minimum_as_a
         "{:?}",
         cg.notes
     );
-    let cg = read(&qlinear_matmul(i8::MIN));
+    let cg = read(&qlinear_matmul(i8::MIN, 0.2));
     assert_eq!(cg.summary().by_kind.get("Relu"), Some(&1), "int8's -128 clips at 0");
     assert!(cg.notes[0].contains("1 ReLUs the quantizer folded"), "{:?}", cg.notes);
+    // a range of 255 steps of 6 / 255 ends at 6: the quantizer removed a ReLU6
+    let cg = read(&qlinear_matmul(i8::MIN, 6.0 / 255.0));
+    assert_eq!(cg.summary().by_kind.get("Relu6"), Some(&1), "{:?}", cg.summary().by_kind);
+    assert!(cg.notes[0].contains("(1 of them ReLU6"), "{:?}", cg.notes);
 }
 
 #[test]
