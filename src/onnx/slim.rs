@@ -109,14 +109,22 @@ fn node_inputs(node: &[u8]) -> std::io::Result<(Vec<Vec<u8>>, bool)> {
 struct Walker<R> {
     r: R,
     pos: u64,
-    /// Names of the tensors an `Identity` node reads, or more than one node reads (seen in the
-    /// nodes, which the file writes before the initializers): their data is kept, so that the
-    /// loader can tell a weight used in several places from parameters that only share initial
-    /// values.
+    /// Names of the tensors an `Identity` node reads (seen in the nodes, which the file writes
+    /// before the initializers): their data is kept, so that the loader can tell a weight used
+    /// in several places from parameters that only share initial values.
     copied: HashSet<Vec<u8>>,
+    /// Names more than one node reads: their data is kept for the same reason, up to
+    /// [`KEEP_REREAD`] elements (a tied embedding's varied values are not read for that).
+    reread: HashSet<Vec<u8>>,
     /// Names read by the nodes seen so far.
     read: HashSet<Vec<u8>>,
 }
+
+/// Tensors read by several nodes keep their data up to this many elements: the merged
+/// initializers of equal values that ONNX Runtime's optimiser writes (norm scales, biases, zero
+/// tokens) are far smaller; a larger one read twice (a tied embedding) counts once, as one
+/// parameter used again.
+const KEEP_REREAD: u64 = 1 << 20;
 
 fn malformed() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed protobuf")
@@ -124,12 +132,14 @@ fn malformed() -> std::io::Error {
 
 impl<R: Read + Seek> Walker<R> {
     fn new(r: R) -> Walker<R> {
-        Walker { r, pos: 0, copied: HashSet::new(), read: HashSet::new() }
+        Walker { r, pos: 0, copied: HashSet::new(), reread: HashSet::new(), read: HashSet::new() }
     }
 
     /// Whether the data of the initializer `head` describes is left out.
     fn drops(&self, head: &TensorHead) -> bool {
-        drops(head) && !self.copied.contains(&head.name)
+        let numel = head.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        let reread = self.reread.contains(&head.name) && numel.is_some_and(|n| n <= KEEP_REREAD);
+        drops(head) && !self.copied.contains(&head.name) && !reread
     }
 
     fn varint(&mut self) -> std::io::Result<u64> {
@@ -262,8 +272,10 @@ impl<R: Read + Seek> Walker<R> {
                 let node = self.bytes(len)?;
                 let (inputs, identity) = node_inputs(&node)?;
                 for i in inputs {
-                    if identity || !self.read.insert(i.clone()) {
+                    if identity {
                         self.copied.insert(i);
+                    } else if !self.read.insert(i.clone()) {
+                        self.reread.insert(i);
                     }
                 }
                 put_bytes(&mut out, GRAPH_NODE, &node);
