@@ -23,12 +23,11 @@ pub(super) fn dynamic_quantize(rw: &mut Rewrite, n: pb::NodeProto) {
 pub(super) fn integer_product(rw: &mut Rewrite, n: pb::NodeProto) {
     let conv = n.op_type == "ConvInteger";
     let q = rw.input(&n, 1).and_then(|w| rw.consts.get(&w)).and_then(values);
-    let Some(q) = q else { return rw.keep(n) };
+    let (Some(q), Some(out)) = (q, n.output.first().cloned()) else { return rw.keep(n) };
     let zp = rw.constant(&n, 3);
     let axis = if conv { 0 } else { q.dims.len().saturating_sub(1) };
     let ones = Values { dims: vec![1], data: vec![1.0; zp.as_ref().map_or(1, |z| z.data.len())] };
     let Some(data) = dequantized(&q, &ones, zp.as_ref(), axis as i64) else { return rw.keep(n) };
-    let out = n.output[0].clone();
     let w = rw.weight(format!("{out}/nape_w"), q.dims, &data);
     let x = rw.input(&n, 0).unwrap_or_default();
     let op = if conv { "Conv" } else { "MatMul" };

@@ -175,8 +175,10 @@ impl Rewrite {
             n.input.iter().filter(|i| !i.is_empty()).all(|i| self.constlike.contains(i));
         if from_constants && matches!(n.op_type.as_str(), "Identity" | "Reshape") {
             self.constlike.extend(n.output.iter().cloned());
-            if n.op_type == "Reshape" {
-                self.reshaped.insert(n.output[0].clone(), n.input[0].clone());
+            if let (true, Some(o), Some(i)) =
+                (n.op_type == "Reshape", n.output.first(), n.input.first())
+            {
+                self.reshaped.insert(o.clone(), i.clone());
             }
         }
         for o in &n.output {
@@ -345,10 +347,11 @@ impl Rewrite {
         let (Some(x), Some(w)) = (self.constant(n, sx), self.constant(n, sw)) else {
             return Some(self.declare(name, q.dims));
         };
+        let (Some(&sx), Some(&sw)) = (x.data.first(), w.data.first()) else { return Some(b) };
         let scale: Vec<f32> = if w.data.len() == q.data.len() {
-            w.data.iter().map(|s| s * x.data[0]).collect()
+            w.data.iter().map(|s| s * sx).collect()
         } else {
-            vec![w.data[0] * x.data[0]]
+            vec![sw * sx]
         };
         let scale = Values { dims: vec![scale.len() as i64], data: scale };
         let data = dequantized(&q, &scale, None, 0)?;
@@ -425,7 +428,8 @@ fn rewrite(rw: &mut Rewrite, n: pb::NodeProto) {
         "QuantizeLinear" => quantize(rw, n),
         "DequantizeLinear" => dequantize_linear(rw, n),
         "Identity"
-            if rw.input(&n, 0).is_some_and(|x| rw.consts.get(&x).is_some_and(is_integer)) =>
+            if !n.output.is_empty()
+                && rw.input(&n, 0).is_some_and(|x| rw.consts.get(&x).is_some_and(is_integer)) =>
         {
             // a copy of an integer weight (a shared bias): each dequantization makes its own
             rw.alias.insert(n.output[0].clone(), rw.input(&n, 0).unwrap_or_default());

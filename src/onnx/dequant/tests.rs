@@ -210,3 +210,48 @@ fn a_file_without_quantized_ops_is_left_as_it_is() {
     dequantize(&mut after);
     assert_eq!(before, after);
 }
+
+#[test]
+fn malformed_quantized_nodes_never_panic() {
+    let ops = [
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "ConvInteger",
+        "MatMulInteger",
+        "QLinearConv",
+        "QLinearMatMul",
+        "QGemm",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearConcat",
+        "QLinearGlobalAveragePool",
+        "QLinearSigmoid",
+        "Identity",
+        "Reshape",
+        "Cast",
+        "Mul",
+        "Add",
+    ];
+    let mut inits = scalars(0, 0);
+    inits.push(tensor("empty", 1, &[0], vec![]));
+    inits.push(tensor("wq", 3, &[2, 2], i8s(&[1, 2, 3, 4])));
+    inits.push(tensor("bad", 3, &[3], i8s(&[1])));
+    for op in ops {
+        for input in
+            [&[][..], &["x"], &["wq", "empty", "empty"], &["x", "xs", "bad", "wq", "empty"]]
+        {
+            for output in [vec![], vec!["y".to_string()]] {
+                let mut n = node(op, input, "y", "");
+                n.output = output.clone();
+                let mut nodes = vec![node("DynamicQuantizeLinear", &["x"], "dq", ""), n];
+                nodes[0].output = vec!["dq".into(), "ds".into(), "dz".into()];
+                let bytes = file(&[1, 2], nodes, inits.clone());
+                let mut m = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+                dequantize(&mut m); // must not panic
+                let _ = load_bytes(&bytes, "q.onnx", &ImportOptions::default());
+                // nor this
+            }
+        }
+    }
+}
