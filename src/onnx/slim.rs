@@ -89,20 +89,32 @@ pub(super) fn is_weight(data_type: u64, dims: &[u64]) -> bool {
     FLOAT_TYPES.contains(&data_type) && numel.is_some_and(|n| n > KEEP_ELEMENTS)
 }
 
-/// The inputs of a NodeProto's bytes and whether its op is `Identity` (its inputs, field 1, and
-/// op type, field 4, read without decoding the rest).
-fn node_inputs(node: &[u8]) -> std::io::Result<(Vec<Vec<u8>>, bool)> {
+/// The inputs of a NodeProto's bytes and its op type (its inputs, field 1, and op type, field
+/// 4, read without decoding the rest).
+fn node_inputs(node: &[u8]) -> std::io::Result<(Vec<Vec<u8>>, Vec<u8>)> {
     let mut w = Walker::new(std::io::Cursor::new(node));
-    let (mut inputs, mut identity) = (Vec::new(), false);
+    let (mut inputs, mut op) = (Vec::new(), Vec::new());
     while w.pos < node.len() as u64 {
         let (key, wire, len) = w.header(node.len() as u64)?;
         match (key >> 3, wire) {
             (1, 2) => inputs.push(w.bytes(len)?),
-            (4, 2) => identity = w.bytes(len)? == b"Identity",
+            (4, 2) => op = w.bytes(len)?,
             _ => w.skip(wire, len)?,
         }
     }
-    Ok((inputs, identity))
+    Ok((inputs, op))
+}
+
+/// The input slots of a quantized op that hold its integer weights.
+fn quantized_weight_slots(op: &[u8]) -> &'static [usize] {
+    match op {
+        b"DequantizeLinear" => &[0],
+        b"ConvInteger" => &[1],
+        b"QLinearConv" => &[3],
+        b"MatMulInteger" => &[0, 1],
+        b"QLinearMatMul" | b"QGemm" | b"QLinearAdd" | b"QLinearMul" => &[0, 3],
+        _ => &[],
+    }
 }
 
 /// Reads protobuf fields from a file or a buffer, skipping what it is asked to skip.
@@ -118,6 +130,12 @@ struct Walker<R> {
     reread: HashSet<Vec<u8>>,
     /// Names read by the nodes seen so far.
     read: HashSet<Vec<u8>>,
+    /// Names read at an integer weight slot of a quantized op, and names read anywhere else:
+    /// an int8 or uint8 tensor of more than [`KEEP_ELEMENTS`] elements read only as a
+    /// quantized weight is left out like a float weight (the dequantization makes the float
+    /// weight of its shape).
+    quantized: HashSet<Vec<u8>>,
+    plain: HashSet<Vec<u8>>,
 }
 
 /// Tensors read by several nodes keep their data up to this many elements: the merged
@@ -132,14 +150,27 @@ fn malformed() -> std::io::Error {
 
 impl<R: Read + Seek> Walker<R> {
     fn new(r: R) -> Walker<R> {
-        Walker { r, pos: 0, copied: HashSet::new(), reread: HashSet::new(), read: HashSet::new() }
+        Walker {
+            r,
+            pos: 0,
+            copied: HashSet::new(),
+            reread: HashSet::new(),
+            read: HashSet::new(),
+            quantized: HashSet::new(),
+            plain: HashSet::new(),
+        }
     }
 
     /// Whether the data of the initializer `head` describes is left out.
     fn drops(&self, head: &TensorHead) -> bool {
         let numel = head.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let reread = self.reread.contains(&head.name) && numel.is_some_and(|n| n <= KEEP_REREAD);
-        drops(head) && !self.copied.contains(&head.name) && !reread
+        let quantized = !head.external
+            && matches!(head.data_type, 2 | 3)
+            && numel.is_some_and(|n| n > KEEP_ELEMENTS)
+            && self.quantized.contains(&head.name)
+            && !self.plain.contains(&head.name);
+        quantized || (drops(head) && !self.copied.contains(&head.name) && !reread)
     }
 
     fn varint(&mut self) -> std::io::Result<u64> {
@@ -270,8 +301,14 @@ impl<R: Read + Seek> Walker<R> {
                 }
             } else if key >> 3 == GRAPH_NODE && wire == 2 {
                 let node = self.bytes(len)?;
-                let (inputs, identity) = node_inputs(&node)?;
-                for i in inputs {
+                let (inputs, op) = node_inputs(&node)?;
+                let (identity, weight_slots) = (op == b"Identity", quantized_weight_slots(&op));
+                for (slot, i) in inputs.into_iter().enumerate() {
+                    if weight_slots.contains(&slot) {
+                        self.quantized.insert(i.clone());
+                    } else {
+                        self.plain.insert(i.clone());
+                    }
                     if identity {
                         self.copied.insert(i);
                     } else if !self.read.insert(i.clone()) {

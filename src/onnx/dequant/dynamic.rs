@@ -22,19 +22,31 @@ pub(super) fn dynamic_quantize(rw: &mut Rewrite, n: pb::NodeProto) {
 /// its zero point; its scale comes with the rescaling `Mul` ([`after_integer_product`]).
 pub(super) fn integer_product(rw: &mut Rewrite, n: pb::NodeProto) {
     let conv = n.op_type == "ConvInteger";
-    let q = rw.input(&n, 1).and_then(|w| rw.consts.get(&w)).and_then(values);
-    let (Some(q), Some(out)) = (q, n.output.first().cloned()) else { return rw.keep(n) };
-    let zp = rw.constant(&n, 3);
-    let axis = if conv { 0 } else { q.dims.len().saturating_sub(1) };
-    let ones = Values { dims: vec![1], data: vec![1.0; zp.as_ref().map_or(1, |z| z.data.len())] };
-    let Some(data) = dequantized(&q, &ones, zp.as_ref(), axis as i64) else { return rw.keep(n) };
-    let w = rw.weight(format!("{out}/nape_w"), q.dims, &data);
+    let (Some(w), Some(out)) = (rw.input(&n, 1), n.output.first().cloned()) else {
+        return rw.keep(n);
+    };
+    let name = format!("{out}/nape_w");
+    let (w, weight, axis) = if let Some(dims) = rw.int_inputs.get(&w).cloned() {
+        // known by its shape only: a float weight of that shape, nothing to scale
+        (rw.declare(name, dims), None, 0)
+    } else {
+        let Some(q) = rw.consts.get(&w).and_then(values) else { return rw.keep(n) };
+        let zp = rw.constant(&n, 3);
+        let axis = if conv { 0 } else { q.dims.len().saturating_sub(1) };
+        let len = zp.as_ref().map_or(1, |z| z.data.len());
+        let ones = Values { dims: vec![1], data: vec![1.0; len] };
+        let Some(data) = dequantized(&q, &ones, zp.as_ref(), axis as i64) else {
+            return rw.keep(n);
+        };
+        (rw.weight(name, q.dims, &data), Some(rw.weights.len()), axis)
+    };
     let x = rw.input(&n, 0).unwrap_or_default();
     let op = if conv { "Conv" } else { "MatMul" };
     let mut f = node(op, &n.name, vec![x, w], vec![out.clone()]);
     f.attribute = n.attribute;
     let at = rw.emit(f);
-    rw.int_outputs.insert(out, IntProduct { weight: rw.weights.len() - 1, axis, node: at });
+    let weight = weight.map(|len| len - 1);
+    rw.int_outputs.insert(out, IntProduct { weight, axis, node: at });
     rw.count("dynamic");
 }
 
@@ -54,8 +66,8 @@ pub(super) fn after_integer_product(rw: &mut Rewrite, n: pb::NodeProto) {
             if let Some(c) = rw.consts.get(&other).and_then(values) {
                 rw.dyn_scales.insert(out, Some(c));
             } else if let Some(p) = product(&other) {
-                if let Some(Some(c)) = rw.dyn_scales.get(&scale) {
-                    scale_weight(&mut rw.weights[p.weight], c, p.axis);
+                if let (Some(Some(c)), Some(w)) = (rw.dyn_scales.get(&scale), p.weight) {
+                    scale_weight(&mut rw.weights[w], c, p.axis);
                 }
                 rw.alias.insert(out, other);
             } else {

@@ -133,6 +133,9 @@ struct Rewrite {
     weights: Vec<pb::TensorProto>,
     /// Float weights declared by their shape ([`Rewrite::declare`]).
     declared: Vec<pb::ValueInfoProto>,
+    /// Integer weights known by their shape only: graph inputs of int8 or uint8 (the
+    /// shapes-only reader leaves quantized weights out as it leaves float ones), with dims.
+    int_inputs: HashMap<String, Vec<i64>>,
     /// Outputs of `DynamicQuantizeLinear`'s scale and of products of it with constants: the
     /// rescaling `Mul`s that read them are dropped, the constant factor moved into the weight.
     dyn_scales: HashMap<String, Option<Values>>,
@@ -160,7 +163,7 @@ struct Rewrite {
 /// the weight's output channels, the node in [`Rewrite::out`].
 #[derive(Clone, Copy)]
 struct IntProduct {
-    weight: usize,
+    weight: Option<usize>,
     axis: usize,
     node: usize,
 }
@@ -308,6 +311,9 @@ impl Rewrite {
     /// integer constant (scale and zero point at `slot + 1`, `slot + 2`), else the input itself.
     fn float_input(&mut self, n: &pb::NodeProto, slot: usize, axis: i64, name: String) -> String {
         let Some(x) = self.input(n, slot) else { return String::new() };
+        if let Some(dims) = self.int_inputs.get(&x) {
+            return self.declare(name, dims.clone());
+        }
         let Some(t) = self.consts.get(&x).filter(|t| is_integer(t)) else { return x };
         let Some(q) = values(t) else { return x };
         let Some(scale) = self.constant(n, slot + 1) else { return self.declare(name, q.dims) };
@@ -367,7 +373,7 @@ pub(super) fn dequantize(model: &mut pb::ModelProto) {
     if !graph.node.iter().any(|n| is_quantized(&n.op_type)) {
         return;
     }
-    let mut rw = Rewrite { opset, ..Default::default() };
+    let mut rw = Rewrite { opset, int_inputs: integer_inputs(graph), ..Default::default() };
     for t in graph.initializer.iter().filter(|t| is_integer(t) || numel(t) <= MAX_SCALE) {
         rw.consts.insert(t.name.clone(), t.clone());
     }
@@ -404,6 +410,7 @@ pub(super) fn dequantize(model: &mut pb::ModelProto) {
         .map(|t| t.name.clone())
         .collect();
     graph.initializer.retain(|t| !unused.contains(&t.name));
+    graph.input.retain(|i| !rw.int_inputs.contains_key(&i.name) || used.contains(i.name.as_str()));
     let names: Vec<String> = rw.declared.iter().map(|v| v.name.clone()).collect();
     graph.input.append(&mut rw.declared);
     if !names.is_empty() {
@@ -411,6 +418,21 @@ pub(super) fn dequantize(model: &mut pb::ModelProto) {
         model.metadata_props.push(pb::StringStringEntryProto { key, value: names.join(",") });
     }
     note(model, &rw.counts);
+}
+
+/// The graph inputs of int8 or uint8 with fixed dims: quantized weights known by their shape.
+fn integer_inputs(graph: &pb::GraphProto) -> HashMap<String, Vec<i64>> {
+    let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    graph
+        .input
+        .iter()
+        .filter(|vi| !inits.contains(vi.name.as_str()))
+        .filter(|vi| matches!(super::inputs::elem_type(vi), Some(2 | 3)))
+        .filter_map(|vi| {
+            let dims: Option<Vec<i64>> = super::inputs::declared_dims(vi).into_iter().collect();
+            Some((vi.name.clone(), dims?))
+        })
+        .collect()
 }
 
 /// Float tensors of at most this many values are read as possible scales (a per-channel scale
