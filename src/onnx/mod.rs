@@ -404,6 +404,19 @@ mod tests {
         .encode_to_vec()
     }
 
+    /// The shapes-only reader, on `nodes` reading a weight `W` of 16 x 16 (more than
+    /// slim::KEEP_ELEMENTS values, whose data it drops unless it must decide from them): one
+    /// parameter of varied values, two of equal values.
+    fn shapes_only_decides_as_a_full_read(nodes: &[(&str, &[&str], &str)]) {
+        let opts = ImportOptions { shapes_only: true, ..Default::default() };
+        let cases: [(Values, u64); 2] = [(|i| 0.5 + i as f32, 256), (|_| 1.0, 512)];
+        for (value, params) in cases {
+            let bytes = model_bytes(&[1, 16], nodes, &[("W", &[16, 16])], value);
+            let cg = load_bytes(&bytes, "t.onnx", &opts).expect("reads");
+            assert_eq!(cg.summary().params, params);
+        }
+    }
+
     #[test]
     fn identity_copies_of_a_weight_are_shared_only_when_their_values_vary() {
         let nodes: &[(&str, &[&str], &str)] = &[
@@ -427,13 +440,7 @@ mod tests {
         );
         // the shapes-only reader keeps the data of a weight an Identity reads, so it decides
         // the same (a weight of more than slim::KEEP_ELEMENTS values, whose data it drops)
-        let opts = ImportOptions { shapes_only: true, ..Default::default() };
-        let cases: [(Values, u64); 2] = [(|i| 0.5 + i as f32, 256), (|_| 1.0, 512)];
-        for (value, params) in cases {
-            let bytes = model_bytes(&[1, 16], nodes, &[("W", &[16, 16])], value);
-            let cg = load_bytes(&bytes, "t.onnx", &opts).expect("reads");
-            assert_eq!(cg.summary().params, params);
-        }
+        shapes_only_decides_as_a_full_read(nodes);
     }
 
     #[test]
@@ -449,13 +456,7 @@ mod tests {
         assert!(cg.notes[0].contains("or one weight read by several nodes"), "{:?}", cg.notes);
         // the shapes-only reader keeps the data of a weight two nodes read, so it decides the
         // same for a weight of more than slim::KEEP_ELEMENTS values
-        let opts = ImportOptions { shapes_only: true, ..Default::default() };
-        let cases: [(Values, u64); 2] = [(|i| 0.5 + i as f32, 256), (|_| 1.0, 512)];
-        for (value, params) in cases {
-            let bytes = model_bytes(&[1, 16], nodes, &[("W", &[16, 16])], value);
-            let cg = load_bytes(&bytes, "t.onnx", &opts).expect("reads");
-            assert_eq!(cg.summary().params, params);
-        }
+        shapes_only_decides_as_a_full_read(nodes);
     }
 
     #[test]

@@ -36,6 +36,10 @@ fn node(op: &str, input: &[&str], output: &str, domain: &str) -> pb::NodeProto {
     }
 }
 
+fn int(name: &str, i: i64) -> pb::AttributeProto {
+    pb::AttributeProto { name: name.into(), r#type: 2, i, ..Default::default() }
+}
+
 /// A file with float input `x` of `dims`, output `y`.
 fn file(dims: &[usize], nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>) -> Vec<u8> {
     let graph = pb::GraphProto {
@@ -86,20 +90,10 @@ fn a_per_channel_weight_dequantizes_along_its_axis_with_its_zero_points() {
         tensor("wz", 3, &[2], i8s(&[0, 1])),
     ];
     let mut dq = node("DequantizeLinear", &["wq", "ws", "wz"], "w", "");
-    dq.attribute.push(pb::AttributeProto {
-        name: "axis".into(),
-        r#type: 2,
-        i: 0,
-        ..Default::default()
-    });
+    dq.attribute.push(int("axis", 0));
     inits.push(tensor("b", 1, &[2], f32s(&[0.0, 0.0])));
     let mut gemm = node("Gemm", &["x", "w", "b"], "y", "");
-    gemm.attribute.push(pb::AttributeProto {
-        name: "transB".into(),
-        r#type: 2,
-        i: 1,
-        ..Default::default()
-    });
+    gemm.attribute.push(int("transB", 1));
     let nodes = vec![dq, gemm];
     let mut m =
         pb::ModelProto::decode(file(&[1, 3], nodes.clone(), inits.clone()).as_slice()).unwrap();
@@ -185,14 +179,7 @@ fn a_blocked_weight_is_kept_and_the_note_says_it_is_not_counted() {
         vec![tensor("wq", 3, &[4, 4], i8s(&[1; 16])), tensor("ws", 1, &[2, 4], f32s(&[0.5; 8]))];
     inits.push(tensor("wz", 3, &[2, 4], i8s(&[0; 8])));
     let mut dq = node("DequantizeLinear", &["wq", "ws", "wz"], "w", "");
-    for (name, i) in [("axis", 0), ("block_size", 2)] {
-        dq.attribute.push(pb::AttributeProto {
-            name: name.into(),
-            r#type: 2,
-            i,
-            ..Default::default()
-        });
-    }
+    dq.attribute.extend([int("axis", 0), int("block_size", 2)]);
     let nodes = vec![dq, node("MatMul", &["x", "w"], "y", "")];
     let mut m = pb::ModelProto::decode(file(&[1, 4], nodes, inits).as_slice()).unwrap();
     dequantize(&mut m);
