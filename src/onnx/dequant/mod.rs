@@ -157,6 +157,8 @@ struct Rewrite {
     counts: HashMap<&'static str, usize>,
     /// The default domain's opset.
     opset: i64,
+    /// The element type of each initializer and `Constant`.
+    types: HashMap<String, i32>,
 }
 
 /// A rewritten `ConvInteger` / `MatMulInteger`: its weight in [`Rewrite::weights`], the axis of
@@ -258,6 +260,7 @@ impl Rewrite {
         if let (true, Some(t), Some(o)) = (n.op_type == "Constant", value, n.output.first()) {
             self.consts.insert(o.clone(), pb::TensorProto { name: o.clone(), ..t.clone() });
             self.constlike.insert(o.clone());
+            self.types.insert(o.clone(), t.data_type);
         }
     }
 
@@ -378,6 +381,7 @@ pub(super) fn dequantize(model: &mut pb::ModelProto) {
         rw.consts.insert(t.name.clone(), t.clone());
     }
     rw.constlike.extend(graph.initializer.iter().map(|t| t.name.clone()));
+    rw.types.extend(graph.initializer.iter().map(|t| (t.name.clone(), t.data_type)));
     for n in &graph.node {
         let first = n.output.first().cloned().unwrap_or_default();
         for i in n.input.iter().filter(|i| !i.is_empty()) {
@@ -477,7 +481,8 @@ fn dequantize_linear(rw: &mut Rewrite, n: pb::NodeProto) {
         rw.input(&n, 0).unwrap_or_default()
     };
     rw.count("QDQ");
-    if x != out && rw.constlike.contains(&x) {
+    let float = |t: &i32| matches!(t, 1 | 10 | 11 | 16);
+    if x != out && rw.types.get(&x).is_some_and(|t| !float(t)) {
         rw.count("unread");
         rw.keep(n);
     } else if x != out {

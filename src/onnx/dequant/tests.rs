@@ -242,3 +242,26 @@ fn malformed_quantized_nodes_never_panic() {
         }
     }
 }
+
+#[test]
+fn a_quantized_float_constant_reads_as_the_constant() {
+    // Swin's GELU: a Constant quantized and dequantized where it is added (QDQ of a constant)
+    let mut c = node("Constant", &[], "c", "");
+    let value = tensor("", 1, &[4], f32s(&[0.5, 1.0, 1.5, 2.0]));
+    c.attribute.push(pb::AttributeProto {
+        name: "value".into(),
+        r#type: 4,
+        t: Some(value),
+        ..Default::default()
+    });
+    let nodes = vec![
+        c,
+        node("QuantizeLinear", &["c", "xs", "xz"], "cq", ""),
+        node("DequantizeLinear", &["cq", "xs", "xz"], "cd", ""),
+        node("Add", &["x", "cd"], "y", ""),
+    ];
+    let cg = read(&file(&[1, 4], nodes, scalars(0, 0)));
+    let s = cg.summary();
+    assert_eq!((s.by_kind.get("Add"), s.unknown.len()), (Some(&1), 0), "{:?}", s.by_kind);
+    assert!(!cg.notes.iter().any(|n| n.contains("does not read")), "{:?}", cg.notes);
+}
