@@ -2,7 +2,8 @@
 //! `ConvInteger` / `MatMulInteger` on integer weights, a `Cast` of the product to float and a
 //! `Mul` by the product of the two scales, and for a convolution an `Add` of its bias.
 
-use super::{dequantized, node, values, IntProduct, Rewrite, Values};
+use super::values::{dequantized, values, Values};
+use super::{node, IntProduct, Rewrite};
 use tract_onnx::pb;
 
 /// `DynamicQuantizeLinear(x) -> (y, scale, zero_point)`: `y` is `x`; the scale is remembered so
