@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -149,14 +150,17 @@ def main() -> int:
     ap.add_argument("--models", help="comma-separated torchvision names (default: every "
                     "classifier of at most 400 M parameters)")
     args = ap.parse_args()
+    nape = str(Path(args.nape).resolve())
+    args.out = args.out.resolve()
     names = (args.models.split(",") if args.models else
              [n for n in torchvision.models.list_models(module=torchvision.models)
               if n not in ("vit_h_14", "regnet_y_128gf")])
     args.out.mkdir(parents=True, exist_ok=True)
+    os.chdir(args.out)  # ONNX Runtime's shape inference writes its temporary files here
     results = args.out / "results.jsonl"
     done = {json.loads(l)["name"] for l in results.open()} if results.exists() else set()
     for name in (n for n in names if n not in done):
-        row = check(name, args.nape, args.out)
+        row = check(name, nape, args.out)
         with results.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(f"{name}: {row['seconds']} s, {len(compare(row))} form(s) differ", flush=True)
