@@ -232,7 +232,7 @@ fn weights_by_use<'a>(
         .iter()
         .filter(|v| !inits.contains_key(v.name.as_str()))
         .skip(1)
-        .filter(|v| matches!(elem_type(v), Some(1 | 10 | 11 | 16)))
+        .filter(|v| elem_type(v).is_some_and(super::is_float_type))
         .filter(|v| {
             let d = declared_dims(v);
             !d.is_empty() && d.iter().all(Option::is_some)

@@ -175,6 +175,11 @@ fn drop_training_outputs(graph: &mut pb::GraphProto) {
     }
 }
 
+/// Whether an ONNX element type is a float: float, float16, double, bfloat16.
+pub(super) fn is_float_type(t: i32) -> bool {
+    matches!(t, 1 | 10 | 11 | 16)
+}
+
 /// The metadata key under which reading leaves a note for the CG: what it changed in the file
 /// before reading it (its node order, a quantized network's float form).
 const READ_NOTE_KEY: &str = "nape.read_note";

@@ -72,7 +72,7 @@ impl<'a> Builder<'a> {
         for t in &graph.initializer {
             let numel = t.dims.iter().map(|&d| d.max(0) as u64).product();
             let value = facts.table.get(&t.name).and_then(|f| f.value.clone());
-            let float = matches!(t.data_type, 1 | 10 | 11 | 16);
+            let float = super::is_float_type(t.data_type);
             let s = Static { float, numel, sources: vec![t.name.clone()], value, computable: true };
             statics.insert(t.name.clone(), s);
         }
@@ -175,13 +175,13 @@ impl<'a> Builder<'a> {
     /// precision, not the network: it passes its input through like an `Identity` (a float16
     /// file converted with its inputs and outputs kept float32 casts them at both ends).
     fn is_float_cast(&self, at: &At) -> bool {
-        let to = at.pn.attribute.iter().find(|a| a.name == "to").map(|a| a.i);
+        let to = super::map::attr_int(at.pn, "to").and_then(|t| i32::try_from(t).ok());
         let input = at.inputs.first().and_then(|i| i.as_ref());
         let float_in = input
             .and_then(|i| self.facts.table.get(i))
             .and_then(|f| f.datum_type)
             .is_some_and(|d| d.is_float());
-        at.pn.op_type == "Cast" && matches!(to, Some(1 | 10 | 11 | 16)) && float_in
+        at.pn.op_type == "Cast" && to.is_some_and(super::is_float_type) && float_in
     }
 
     /// A node computed from constants and weights only: its outputs are statics. They carry the

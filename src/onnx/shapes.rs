@@ -52,7 +52,7 @@ pub(super) fn analyse(
 }
 
 /// An initializer as tract reads it (tract panics on a few malformed tensors: not here).
-fn initializer(t: &pb::TensorProto) -> Option<Tensor> {
+pub(super) fn initializer(t: &pb::TensorProto) -> Option<Tensor> {
     guarded("", || {
         let resolver = tract_onnx::data_resolver::FopenDataResolver;
         tract_onnx::tensor::load_tensor(&resolver, t, None)

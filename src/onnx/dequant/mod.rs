@@ -38,7 +38,7 @@ fn node(op: &str, name: &str, input: Vec<String>, output: Vec<String>) -> pb::No
 }
 
 fn int_attr(n: &pb::NodeProto, name: &str, default: i64) -> i64 {
-    n.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.i)
+    super::map::attr_int(n, name).unwrap_or(default)
 }
 
 /// The rewrite's state: the constants of the file, the names that now stand for others, the
@@ -398,8 +398,7 @@ fn dequantize_linear(rw: &mut Rewrite, n: pb::NodeProto) {
         rw.input(&n, 0).unwrap_or_default()
     };
     rw.count("QDQ");
-    let float = |t: &i32| matches!(t, 1 | 10 | 11 | 16);
-    if x != out && rw.types.get(&x).is_some_and(|t| !float(t)) {
+    if x != out && rw.types.get(&x).is_some_and(|&t| !super::is_float_type(t)) {
         rw.count("unread");
         rw.keep(n);
     } else if x != out {

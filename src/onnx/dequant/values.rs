@@ -2,7 +2,6 @@
 //! and `(q - zero_point) * scale` per tensor or per axis.
 
 use tract_onnx::pb;
-use tract_onnx::prelude::f16;
 
 const FLOAT: i32 = 1;
 
@@ -12,44 +11,16 @@ pub(super) struct Values {
     pub(super) data: Vec<f32>,
 }
 
-/// Values of `t` (int8, uint8, int16, uint16, int32, float, float16, double), or `None`.
+/// Values of `t` (int8, uint8, int16, uint16, int32, float, float16, double), or `None`: the
+/// tensor as the shape analysis reads initializers ([`crate::onnx::shapes`]), cast to f32.
 pub(super) fn values(t: &pb::TensorProto) -> Option<Values> {
-    let n = t.dims.iter().try_fold(1usize, |a, &d| a.checked_mul(usize::try_from(d).ok()?))?;
-    let raw = &t.raw_data;
-    let data: Vec<f32> = match (t.data_type, raw.is_empty()) {
-        (1, true) => t.float_data.clone(),
-        (1, false) => {
-            raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-        }
-        (2, false) => raw.iter().map(|&b| b as f32).collect(),
-        (3, false) => raw.iter().map(|&b| b as i8 as f32).collect(),
-        (4, false) => {
-            raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as f32).collect()
-        }
-        (5, false) => {
-            raw.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect()
-        }
-        (6, false) => raw
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-            .collect(),
-        (10, false) => {
-            raw.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-        }
-        (2, true) => t.int32_data.iter().map(|&v| v as u8 as f32).collect(),
-        (3, true) => t.int32_data.iter().map(|&v| v as i8 as f32).collect(),
-        (4, true) => t.int32_data.iter().map(|&v| v as u16 as f32).collect(),
-        (5, true) => t.int32_data.iter().map(|&v| v as i16 as f32).collect(),
-        (6, true) => t.int32_data.iter().map(|&v| v as f32).collect(),
-        (10, true) => t.int32_data.iter().map(|&v| f16::from_bits(v as u16).to_f32()).collect(),
-        (11, true) => t.double_data.iter().map(|&v| v as f32).collect(),
-        (11, false) => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-            .collect(),
-        _ => return None,
-    };
-    (data.len() == n).then(|| Values { dims: t.dims.clone(), data })
+    if !matches!(t.data_type, 1..=6 | 10 | 11) {
+        return None;
+    }
+    let tensor = super::super::shapes::initializer(t)?;
+    let cast = tensor.cast_to::<f32>().ok()?;
+    let data = cast.to_plain_array_view::<f32>().ok()?.iter().copied().collect();
+    Some(Values { dims: t.dims.clone(), data })
 }
 
 pub(super) fn is_integer(t: &pb::TensorProto) -> bool {
