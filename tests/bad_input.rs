@@ -151,6 +151,50 @@ fn batch_keeps_going_and_reports_partial_success() {
     assert!(err.contains("b_bad.onnx"), "{err}");
 }
 
+/// [`small_model`] with its input's height and width left symbolic (`H`, `W`), as
+/// `torch.onnx.export(..., dynamic_axes=...)` writes them.
+fn symbolic_size_model() -> Vec<u8> {
+    use pb::tensor_shape_proto::dimension::Value;
+    let mut m = pb::ModelProto::decode(small_model().as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let Some(pb::type_proto::Value::TensorType(t)) =
+        g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+    else {
+        panic!("a tensor input")
+    };
+    let dims = &mut t.shape.as_mut().unwrap().dim;
+    for (d, name) in dims.iter_mut().zip(["N", "C", "H", "W"]).filter(|(_, n)| *n != "C") {
+        d.value = Some(Value::DimParam(name.into()));
+    }
+    g.output.iter_mut().for_each(|o| o.r#type = None);
+    m.encode_to_vec()
+}
+
+#[test]
+fn a_symbolic_image_size_is_refused_until_bound_and_a_batch_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "b_dynamic.onnx", &symbolic_size_model());
+    check(&p, &[], 4, &["'H' (dim 2), 'W' (dim 3) are not fixed", "--input-shape 1,3,H,W"]);
+    write(dir.path(), "a_good.onnx", &small_model());
+    let folder = dir.path().to_str().unwrap();
+    let (code, out, err) = nape(&["inspect", "--jsonl", folder]);
+    assert_eq!(code, 5, "{err}");
+    let macs = |out: &str| -> Vec<Option<u64>> {
+        let line = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap()["macs"].as_u64();
+        out.lines().map(line).collect()
+    };
+    assert_eq!(macs(&out), [Some(4 * 3 * 9 * 64), None]);
+    for bind in [&["--dim", "H=8", "--dim", "W=8"][..], &["--input-shape", "1,3,8,8"]] {
+        let mut args = vec!["inspect", "--jsonl", folder];
+        args.extend_from_slice(bind);
+        let (code, out, err) = nape(&args);
+        assert_eq!(code, 0, "{bind:?}: {err}");
+        assert_eq!(macs(&out), [Some(4 * 3 * 9 * 64); 2], "{bind:?}");
+    }
+    let (code, _, err) = nape(&["inspect", p.to_str().unwrap(), "--dim", "H"]);
+    assert_eq!(code, 2, "a --dim without a size is a usage error: {err}");
+}
+
 #[test]
 fn fuzzer_findings_stay_clean_errors() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");

@@ -39,6 +39,7 @@ fn paths(root: &Path) -> Paths {
         cache: root.join("cache"),
         models: root.join("models"),
         runs: root.join("runs"),
+        import: Default::default(),
     }
 }
 

@@ -11,7 +11,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _nape
 from ._nape import DataError, NapeError, OnnxError, UsageError
@@ -92,17 +92,25 @@ def inspect(
     input_shape: Optional[Sequence[int]] = None,
     strict: bool = False,
     name: str = "<bytes>",
+    dims: Optional[Mapping[str, int]] = None,
 ) -> Dict[str, Any]:
     """The computation graph's summary of one ONNX file (a path, or the file's bytes):
     params, MACs, FLOPs, nodes, edges, depth, ops by kind, unknown ops, notes and the
-    canonical graph's hash; the entry ``nape inspect --json`` prints.
+    canonical graph's hash; the entry ``nape inspect --json`` prints. ``dims`` binds the dims
+    the file leaves symbolic by name (``{"sequence": 128}``, ``--dim``); ``input_shape`` binds
+    the first data input.
 
     Raises OnnxError (exit code 4) for a file nape cannot read as a network, DataError (3)
     for a missing one."""
     shape = list(input_shape) if input_shape is not None else None
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return json.loads(_nape.inspect_bytes(bytes(source), name, shape, strict))
-    return json.loads(_nape.inspect_file(os.fspath(source), shape, strict))
+        return json.loads(_nape.inspect_bytes(bytes(source), name, shape, strict, _dims(dims)))
+    return json.loads(_nape.inspect_file(os.fspath(source), shape, strict, _dims(dims)))
+
+
+def _dims(dims: Optional[Mapping[str, int]]) -> Optional[List[Tuple[str, int]]]:
+    """``dims`` as the (name, size) pairs the extension takes."""
+    return None if dims is None else [(str(k), int(v)) for k, v in dims.items()]
 
 
 class Predictor:
@@ -119,6 +127,7 @@ class Predictor:
         device: str = "cpu",
         input_shape: Optional[Sequence[int]] = None,
         data: Optional[PathLike] = None,
+        dims: Optional[Mapping[str, int]] = None,
     ) -> None:
         name = _nape.DEFAULT_MODEL if model == "default" else os.fspath(model)
         self._inner = _nape.Predictor(
@@ -127,6 +136,7 @@ class Predictor:
             device,
             list(input_shape) if input_shape is not None else None,
             os.fspath(data) if data is not None else None,
+            _dims(dims),
         )
         #: The model: name, members, what it predicts, its training family, notes.
         self.info: Dict[str, Any] = json.loads(self._inner.header())
@@ -165,13 +175,14 @@ _PREDICTORS: Dict[Tuple[Any, ...], Predictor] = {}
 _LOCK = threading.Lock()
 
 
-def _predictor(model: str, models, device: str, input_shape) -> Predictor:
-    """One loaded Predictor per (model, models, device, input shape), reused across calls."""
-    key = (model, os.fspath(models) if models else None, device, tuple(input_shape or ()))
+def _predictor(model: str, models, device: str, input_shape, dims) -> Predictor:
+    """One loaded Predictor per (model, models, device, input shape, dims), reused across calls."""
+    key = (model, os.fspath(models) if models else None, device, tuple(input_shape or ()),
+           tuple(sorted((dims or {}).items())))
     with _LOCK:
         if key not in _PREDICTORS:
             _PREDICTORS[key] = Predictor(
-                model, models=models, device=device, input_shape=input_shape
+                model, models=models, device=device, input_shape=input_shape, dims=dims
             )
         return _PREDICTORS[key]
 
@@ -185,11 +196,12 @@ def predict(
     input_shape: Optional[Sequence[int]] = None,
     errors: str = "raise",
     progress: Any = None,
+    dims: Optional[Mapping[str, int]] = None,
 ) -> List[Dict[str, Any]]:
     """Predicted accuracy of ONNX files: ``nape predict --json``'s entries (prediction,
     uncertainty, in_domain, params, flops), one per file, in order. What the model predicts
     is ``Predictor(model).info["predicts"]``. The model is loaded once and kept."""
-    return _predictor(model, models, device, input_shape).predict(
+    return _predictor(model, models, device, input_shape, dims).predict(
         paths, errors=errors, progress=progress
     )
 
@@ -251,7 +263,7 @@ def predict_torch(
 ) -> Dict[str, Any]:
     """Predicts an ``nn.Module`` in one call: exported in memory with ``example_input`` (a
     tensor, or a tuple of them), then predicted as ``predict`` predicts its file."""
-    p = _predictor(model, models, device, None)
+    p = _predictor(model, models, device, None, None)
     return p.predict_torch(module, example_input, opset=opset)
 
 
@@ -265,11 +277,14 @@ def proxies(
     data: Optional[PathLike] = None,
     errors: str = "raise",
     progress: Optional[bool] = None,
+    input_shape: Optional[Sequence[int]] = None,
+    dims: Optional[Mapping[str, int]] = None,
 ) -> List[Dict[str, Any]]:
     """Zero-cost proxy scores of ONNX files, as ``nape proxies`` computes them: one dict per
     file with ``proxies`` (name to value) and ``errors`` (name to why a proxy is undefined on
     it). ``images``: an IDX file, a CIFAR-10 batch, a folder of images, or "gaussian"
-    (default: Fashion-MNIST from the data folder)."""
+    (default: Fashion-MNIST from the data folder). ``input_shape`` and ``dims`` bind the
+    networks' inputs as in ``inspect``."""
     if not isinstance(names, str):
         names = ",".join(names)
     files = _files(paths)
@@ -277,7 +292,8 @@ def proxies(
     dat = os.fspath(data) if data is not None else None
 
     def call(part: List[str]) -> str:
-        return _nape.proxy_scores(part, names, imgs, seed, batch, dat)
+        shape = list(input_shape) if input_shape is not None else None
+        return _nape.proxy_scores(part, names, imgs, seed, batch, dat, shape, _dims(dims))
 
     return _finish(_chunked(call, files, "nape proxies", progress), errors)
 
@@ -301,6 +317,8 @@ def finetune(
     runs: Optional[PathLike] = None,
     device: str = "cpu",
     verbose: bool = False,
+    input_shape: Optional[Sequence[int]] = None,
+    dims: Optional[Mapping[str, int]] = None,
 ) -> Dict[str, Any]:
     """Adapts ``model`` to your labelled networks and saves it as ``save_as`` (under
     ``models``, default the models folder): ``nape finetune --labels ... --json``.
@@ -308,7 +326,7 @@ def finetune(
     ``labels`` is a labels file (a CSV with a ``file`` column, or ``nape export``'s
     manifest.jsonl) or ``(paths, values)``. Returns the report: networks used, what
     cross-validation chose, skipped files, and ``model_dir``, which ``predict(model=...)``
-    takes."""
+    takes. ``input_shape`` and ``dims`` bind the networks' inputs as in ``inspect``."""
     with tempfile.TemporaryDirectory(prefix="nape-labels-") as tmp:
         if isinstance(labels, tuple):
             labels = _labels_csv(labels, Path(tmp) / f"{save_as}.csv", target or "y")
@@ -330,6 +348,8 @@ def finetune(
                 None,
                 device,
                 not verbose,
+                list(input_shape) if input_shape is not None else None,
+                _dims(dims),
             )
         )
     with _LOCK:  # a model saved under a name already loaded is that name's model from now on

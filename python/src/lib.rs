@@ -42,35 +42,42 @@ fn text(v: &serde_json::Value) -> PyResult<String> {
     serde_json::to_string(v).map_err(|e| NapeError::new_err(e.to_string()))
 }
 
-fn import_options(input_shape: Option<Vec<usize>>, strict: bool) -> ImportOptions {
-    ImportOptions { input_shape, strict, shapes_only: true }
+/// Import options: `dims` binds symbolic dims by name (`--dim`), as a list of pairs.
+fn import_options(
+    input_shape: Option<Vec<usize>>,
+    dims: Option<Vec<(String, usize)>>,
+    strict: bool,
+) -> ImportOptions {
+    ImportOptions { input_shape, dims: dims.unwrap_or_default(), strict, shapes_only: true }
 }
 
 /// `nape inspect --json`'s entry of one ONNX file.
 #[pyfunction]
-#[pyo3(signature = (path, input_shape=None, strict=false))]
+#[pyo3(signature = (path, input_shape=None, strict=false, dims=None))]
 fn inspect_file(
     py: Python<'_>,
     path: PathBuf,
     input_shape: Option<Vec<usize>>,
     strict: bool,
+    dims: Option<Vec<(String, usize)>>,
 ) -> PyResult<String> {
-    let opts = import_options(input_shape, strict);
+    let opts = import_options(input_shape, dims, strict);
     let cg = py.detach(|| nape::onnx::load(&path, &opts)).map_err(py_err)?;
     text(&nape::cli::inspect::summary_json(&path.display().to_string(), &cg))
 }
 
 /// The same of ONNX bytes; `name` stands for the file in the entry and in messages.
 #[pyfunction]
-#[pyo3(signature = (data, name, input_shape=None, strict=false))]
+#[pyo3(signature = (data, name, input_shape=None, strict=false, dims=None))]
 fn inspect_bytes(
     py: Python<'_>,
     data: Vec<u8>,
     name: String,
     input_shape: Option<Vec<usize>>,
     strict: bool,
+    dims: Option<Vec<(String, usize)>>,
 ) -> PyResult<String> {
-    let opts = import_options(input_shape, strict);
+    let opts = import_options(input_shape, dims, strict);
     let cg = py.detach(|| nape::onnx::load_bytes(&data, &name, &opts)).map_err(py_err)?;
     text(&nape::cli::inspect::summary_json(&name, &cg))
 }
@@ -93,7 +100,7 @@ impl Predictor {
 impl Predictor {
     /// Loads model `model` (a name under `models`, else the bundled models, or a path).
     #[new]
-    #[pyo3(signature = (model, models=None, device="cpu", input_shape=None, data=None))]
+    #[pyo3(signature = (model, models=None, device="cpu", input_shape=None, data=None, dims=None))]
     fn new(
         py: Python<'_>,
         model: &str,
@@ -101,10 +108,11 @@ impl Predictor {
         device: &str,
         input_shape: Option<Vec<usize>>,
         data: Option<PathBuf>,
+        dims: Option<Vec<(String, usize)>>,
     ) -> PyResult<Predictor> {
         let dir = nape::predict::resolve_model(model, models.as_deref());
         let device = nape::train::model::device(device).map_err(py_err)?;
-        let opts = ImportOptions { input_shape, ..Default::default() };
+        let opts = ImportOptions { shapes_only: false, ..import_options(input_shape, dims, false) };
         let data = nape::dataset::data_dir(data.as_deref());
         let inner = py
             .detach(|| nape::predict::Predictor::load(&dir, device, opts, &data))
@@ -155,7 +163,9 @@ impl Predictor {
 /// `errors` (name to why), as `nape proxies` computes them (networks in parallel, one
 /// libtorch thread each; with fewer files than cores, each file's proxies on the spare ones).
 #[pyfunction]
-#[pyo3(signature = (paths, names="all", images=None, seed=0, batch=None, data=None))]
+#[pyo3(signature = (paths, names="all", images=None, seed=0, batch=None, data=None,
+    input_shape=None, dims=None))]
+#[allow(clippy::too_many_arguments)]
 fn proxy_scores(
     py: Python<'_>,
     paths: Vec<PathBuf>,
@@ -164,7 +174,10 @@ fn proxy_scores(
     seed: u64,
     batch: Option<usize>,
     data: Option<PathBuf>,
+    input_shape: Option<Vec<usize>>,
+    dims: Option<Vec<(String, usize)>>,
 ) -> PyResult<String> {
+    let opts = ImportOptions { shapes_only: false, ..import_options(input_shape, dims, false) };
     let ps = proxies::select(names).map_err(py_err)?;
     let ps: Vec<&dyn proxies::Proxy> = ps.iter().map(|p| &**p).collect();
     let lanes = (rayon::current_num_threads() / paths.len().max(1)).max(1);
@@ -175,7 +188,7 @@ fn proxy_scores(
     let (budget, total) = (proxies::memory::machine_budget(), proxies::memory::machine_total());
     let file = |i: usize| paths[i].display().to_string();
     let prepare = |i: usize| {
-        let cg = nape::onnx::load(&paths[i], &ImportOptions::default());
+        let cg = nape::onnx::load(&paths[i], &opts);
         proxies::memory::prepare(cg, &ps, (lanes, batch), (budget, total), &file(i))
     };
     let score = |i: usize, cg: nape::Result<nape::graph::Cg>| -> serde_json::Value {
@@ -214,7 +227,7 @@ fn proxy_scores(
 #[pyfunction]
 #[pyo3(signature = (labels, save_as, model, target=None, models=None, epochs=60, lr=3e-4,
     folds=5, heads_only=false, lower_is_better=false, cache=None, runs=None, data=None,
-    device="cpu", quiet=true))]
+    device="cpu", quiet=true, input_shape=None, dims=None))]
 #[allow(clippy::too_many_arguments)]
 fn finetune(
     py: Python<'_>,
@@ -233,6 +246,8 @@ fn finetune(
     data: Option<PathBuf>,
     device: &str,
     quiet: bool,
+    input_shape: Option<Vec<usize>>,
+    dims: Option<Vec<(String, usize)>>,
 ) -> PyResult<String> {
     use nape::train::adapt::{AdaptConfig, Base};
     use nape::train::flows;
@@ -244,6 +259,7 @@ fn finetune(
         cache: cache.unwrap_or_else(|| ".nape-cache".into()),
         models: models.unwrap_or_else(nape::predict::models_dir),
         runs: runs.unwrap_or_else(|| "runs".into()),
+        import: ImportOptions { shapes_only: false, ..import_options(input_shape, dims, false) },
     };
     let device = nape::train::model::device(device).map_err(py_err)?;
     let source = flows::Source::Labels(labels);

@@ -64,6 +64,27 @@ def test_bad_file_raises_onnx_error(tmp_path):
     assert isinstance(e.value, nape.NapeError)
 
 
+def test_an_open_image_size_is_refused_until_bound(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).eval()
+    f = tmp_path / "dynamic.onnx"
+    torch.onnx.export(m, torch.zeros(1, 3, 8, 8), str(f), input_names=["x"], opset_version=17,
+                      dynamo=False, dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    with pytest.raises(nape.OnnxError) as e:
+        nape.inspect(f)
+    assert "'H' (dim 2), 'W' (dim 3) are not fixed" in str(e.value)
+    macs = 4 * 27 * 8 * 8
+    assert nape.inspect(f, dims={"H": 8, "W": 8})["macs"] == macs
+    assert nape.inspect(f, input_shape=[1, 3, 8, 8])["macs"] == macs
+    [item] = nape.predict([f], errors="keep")
+    assert not item["ok"] and item["exit_code"] == 4
+    [bound] = nape.predict([f], input_shape=[1, 3, 8, 8])
+    assert bound["flops"] == nape.inspect(f, dims={"H": 8, "W": 8})["flops"]
+    [scores] = nape.proxies([f], ["params", "synflow"], dims={"H": 8, "W": 8})
+    assert scores["proxies"]["params"] == pytest.approx((4 * 27 + 4) / 1e6)  # in millions
+
+
 def test_a_batch_goes_on_past_a_bad_file(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")

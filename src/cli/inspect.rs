@@ -1,6 +1,6 @@
 //! `nape inspect`: what is in an ONNX file, as nape sees it.
 
-use super::util::{collect_onnx_files, OutputFormat, ShapeArg};
+use super::util::{collect_onnx_files, OutputFormat, ShapeArgs};
 use crate::error::exit;
 use crate::graph::{to_dot, Cg};
 use crate::onnx::{load, ImportOptions};
@@ -27,9 +27,8 @@ pub struct InspectArgs {
     /// Graphviz DOT of the graph (one file only).
     #[arg(long)]
     pub dot: bool,
-    /// Bind the data input to this shape, e.g. 1,3,32,32 (default: the model's, batch 1).
-    #[arg(long)]
-    pub input_shape: Option<ShapeArg>,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     /// Unknown ops are errors (exit code 4) instead of Unknown nodes.
     #[arg(long)]
     pub strict: bool,
@@ -110,11 +109,7 @@ pub fn run(a: &InspectArgs) -> anyhow::Result<i32> {
     if a.dot && files.len() != 1 {
         anyhow::bail!(crate::Error::Usage("--dot takes exactly one file".into()));
     }
-    let opts = ImportOptions {
-        input_shape: a.input_shape.as_ref().map(|s| s.0.clone()),
-        strict: a.strict,
-        shapes_only: true,
-    };
+    let opts = ImportOptions { strict: a.strict, shapes_only: true, ..a.shape.options() };
     let read = |f: &PathBuf| load(f, &opts).map(|cg| if a.canonical { cg.canonical() } else { cg });
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let format = format_of(a);

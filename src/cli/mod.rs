@@ -20,7 +20,7 @@ mod util;
 
 use clap::{Parser, Subcommand};
 
-pub use util::{collect_onnx_files, parse_shape, OutputFormat, ShapeArg};
+pub use util::{collect_onnx_files, parse_shape, OutputFormat, ShapeArg, ShapeArgs};
 
 /// nape: predict how accurate a neural network will be after training, from its ONNX file.
 #[derive(Debug, Parser)]

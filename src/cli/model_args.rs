@@ -23,6 +23,9 @@ pub struct ModelArgs {
     /// cpu, or cuda (falls back to the CPU with a message when CUDA is unavailable).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// How the networks of a labels file are bound.
+    #[command(flatten)]
+    pub shape: super::ShapeArgs,
 }
 
 impl ModelArgs {
@@ -33,6 +36,7 @@ impl ModelArgs {
             cache: self.cache.clone(),
             models: self.models.clone().unwrap_or_else(crate::predict::models_dir),
             runs: self.runs.clone(),
+            import: self.shape.options(),
         }
     }
 

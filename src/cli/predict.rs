@@ -1,9 +1,8 @@
 //! `nape predict`: predicted accuracy and uncertainty of ONNX files (or folders), with what the
 //! model predicts. A file that cannot be read is reported and the batch goes on (exit 5).
 
-use super::util::{collect_onnx_files, OutputFormat, ShapeArg};
+use super::util::{collect_onnx_files, OutputFormat, ShapeArgs};
 use crate::error::exit;
-use crate::onnx::ImportOptions;
 use crate::predict::{Predictor, DEFAULT_MODEL};
 use crate::train::model;
 use std::path::PathBuf;
@@ -26,9 +25,8 @@ pub struct PredictArgs {
     /// CSV with a header.
     #[arg(long)]
     pub csv: bool,
-    /// Bind the data input to this shape, e.g. 1,3,32,32.
-    #[arg(long)]
-    pub input_shape: Option<ShapeArg>,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     /// cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -47,8 +45,7 @@ pub fn run(a: &PredictArgs) -> anyhow::Result<i32> {
     if files.is_empty() {
         return Err(crate::Error::Usage("no .onnx files found in the given paths".into()).into());
     }
-    let input_shape = a.input_shape.as_ref().map(|s| s.0.clone());
-    let opts = ImportOptions { input_shape, ..Default::default() };
+    let opts = a.shape.options();
     let data = crate::dataset::data_dir(a.data.as_deref());
     let dir = crate::predict::resolve_model(&a.model, a.models.as_deref());
     let p = Predictor::load(&dir, model::device(&a.device)?, opts, &data)?;

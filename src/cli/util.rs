@@ -27,6 +27,49 @@ impl std::str::FromStr for ShapeArg {
     }
 }
 
+/// A `--dim NAME=N` value: a symbolic dim's value by its name in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DimArg(pub String, pub usize);
+
+impl std::str::FromStr for DimArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DimArg, String> {
+        let bad = || {
+            format!("'{s}' is not NAME=N: give a dim's name in the file and a positive size, like sequence=128")
+        };
+        let (name, v) = s.rsplit_once('=').ok_or_else(bad)?;
+        match v.trim().parse::<usize>() {
+            Ok(v) if v > 0 && !name.trim().is_empty() => Ok(DimArg(name.trim().to_string(), v)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// How the data inputs of the files are bound: the dims a file leaves symbolic, other than a
+/// leading batch, are refused unless one of these binds them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ShapeArgs {
+    /// Bind the (first) data input to this shape, e.g. 1,3,32,32 (default: the model's, a
+    /// symbolic batch as 1).
+    #[arg(long)]
+    pub input_shape: Option<ShapeArg>,
+    /// Bind a dim the file leaves symbolic by its name, in every data input, e.g. --dim
+    /// height=224 --dim width=224 (repeatable).
+    #[arg(long = "dim", value_name = "NAME=N")]
+    pub dims: Vec<DimArg>,
+}
+
+impl ShapeArgs {
+    /// Import options with these bindings.
+    pub fn options(&self) -> crate::onnx::ImportOptions {
+        crate::onnx::ImportOptions {
+            input_shape: self.input_shape.as_ref().map(|s| s.0.clone()),
+            dims: self.dims.iter().map(|d| (d.0.clone(), d.1)).collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Parses `1,3,32,32` (or `1x3x32x32`) into a shape.
 pub fn parse_shape(s: &str) -> Result<Vec<usize>, String> {
     let dims: Result<Vec<usize>, _> =

@@ -10,9 +10,6 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::{Factoid, InferenceModelExt};
 
-use super::inputs::{datum_type_of, declared_dims, elem_type};
-use super::ImportOptions;
-
 thread_local! {
     static IN_TRACT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -100,66 +97,6 @@ impl Facts {
             None => " (check the input shapes)".into(),
         }
     }
-}
-
-/// The fact a graph input is bound to.
-pub(super) fn bind_input(
-    name: &str,
-    graph: &pb::GraphProto,
-    data_inputs: &[&pb::ValueInfoProto],
-    weight_inputs: &HashMap<&str, Vec<usize>>,
-    opts: &ImportOptions,
-    source: &str,
-) -> Result<InferenceFact> {
-    let invalid = |msg: String| Error::InvalidOnnx { path: source.into(), msg };
-    let shape: Vec<usize> = if let Some(dims) = weight_inputs.get(name) {
-        dims.clone()
-    } else if let Some(vi) = graph.input.iter().find(|v| v.name == name) {
-        let first = data_inputs.first().map(|v| v.name == name).unwrap_or(false);
-        let declared = declared_dims(vi);
-        match (&opts.input_shape, first) {
-            (Some(s), true) => {
-                if !declared.is_empty() && declared.len() != s.len() {
-                    return Err(Error::Shape {
-                        path: source.into(),
-                        msg: format!(
-                            "input '{name}' has rank {} but --input-shape gives rank {} ({s:?})",
-                            declared.len(),
-                            s.len()
-                        ),
-                    });
-                }
-                if declared.iter().zip(s).any(|(d, w)| d.is_some_and(|d| d as usize != *w)) {
-                    return Err(Error::Shape {
-                        path: source.into(),
-                        msg: format!(
-                            "input '{name}' is declared {declared:?} but --input-shape gives {s:?}"
-                        ),
-                    });
-                }
-                s.clone()
-            }
-            _ => {
-                if declared.is_empty() {
-                    return Err(Error::Shape {
-                        path: source.into(),
-                        msg: format!("input '{name}' has no declared shape: pass --input-shape"),
-                    });
-                }
-                declared.iter().map(|d| d.map(|v| v as usize).unwrap_or(1)).collect()
-            }
-        }
-    } else {
-        return Err(invalid(format!("input '{name}' is used but not declared")));
-    };
-    let dt = graph
-        .input
-        .iter()
-        .find(|v| v.name == name)
-        .and_then(elem_type)
-        .and_then(datum_type_of)
-        .unwrap_or(DatumType::F32);
-    Ok(InferenceFact::dt_shape(dt, shape.iter().map(|&d| d.to_dim()).collect::<TVec<_>>()))
 }
 
 /// tract's analysis of the model. The file's value_info helps tract (Swin's exports need it)

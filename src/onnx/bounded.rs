@@ -241,7 +241,7 @@ pub(super) fn decide_ifs(
     while let Some(graph) = model.graph.as_ref().filter(|g| has_if(g)) {
         let inputs = super::inputs::classify(&model, graph, source)?;
         let bind = |name: &str| {
-            super::analyse::bind_input(name, graph, &inputs.data, &inputs.weights, opts, source)
+            super::bind::bind_input(name, graph, &inputs.data, &inputs.weights, opts, source)
         };
         let facts = super::analyse::analyse_twice(&model, &bind, source)?;
         // the conditions the analysis knows, then the graph they came from is changed in place

@@ -2,6 +2,7 @@
 //! graph inputs are data and which are weights (declared under `nape.weight_inputs`, or
 //! recognised by their use).
 
+use super::bind::Dim;
 use super::slots;
 use super::{HashMap, HashSet};
 use crate::error::{Error, Result};
@@ -123,23 +124,8 @@ pub(super) fn datum_type_of(t: i32) -> Option<DatumType> {
 
 /// Declared dims of a value: `Some(v)` for a fixed dimension, `None` for a symbolic one.
 pub(super) fn declared_dims(vi: &pb::ValueInfoProto) -> Vec<Option<i64>> {
-    use pb::tensor_shape_proto::dimension::Value;
-    match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(pb::type_proto::Value::TensorType(t)) => t
-            .shape
-            .as_ref()
-            .map(|s| {
-                s.dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(Value::DimValue(v)) if v > 0 => Some(v),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        None => Vec::new(),
-    }
+    let dims = super::bind::declared(vi).unwrap_or_default();
+    dims.iter().map(|d| if let Dim::Fixed(v) = d { Some(*v as i64) } else { None }).collect()
 }
 
 /// Graph inputs sorted into data and weights.

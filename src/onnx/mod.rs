@@ -13,6 +13,7 @@
 //! by several nodes is counted once, at its first consumer in file order.
 
 mod analyse;
+mod bind;
 mod bounded;
 mod dequant;
 mod external;
@@ -48,13 +49,32 @@ pub(crate) type HashSet<T> = std::collections::HashSet<T, foldhash::fast::Random
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
     /// Shape to bind the (first) data input to, e.g. `[1, 3, 32, 32]`. When `None`, the model's
-    /// declared shape is used with symbolic dimensions set to 1.
+    /// declared shape is used, a leading symbolic dim (the batch) as 1.
     pub input_shape: Option<Vec<usize>>,
+    /// Values of symbolic dims by name (`--dim sequence=128`), for every data input; see
+    /// [`bind`] for how the rest are bound or refused.
+    pub dims: Vec<(String, usize)>,
     /// Unknown ops are errors instead of `OpKind::Unknown` nodes.
     pub strict: bool,
     /// Read the weights' shapes, not their values ([`slim`]): for commands that do not run
     /// the network. The graph, counts and costs are the same.
     pub shapes_only: bool,
+}
+
+impl ImportOptions {
+    /// What the bindings add to a cache's tag: `-shape1x3x224x224-dimsH=224,W=224`, or nothing.
+    pub fn binding_tag(&self) -> String {
+        let mut tag = String::new();
+        if let Some(s) = &self.input_shape {
+            let s: Vec<String> = s.iter().map(usize::to_string).collect();
+            tag.push_str(&format!("-shape{}", s.join("x")));
+        }
+        if !self.dims.is_empty() {
+            let d: Vec<String> = self.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            tag.push_str(&format!("-dims{}", d.join(",")));
+        }
+        tag
+    }
 }
 
 /// Reads an ONNX file into a CG.
@@ -238,7 +258,7 @@ fn build(model: &pb::ModelProto, source: &str, opts: &ImportOptions) -> Result<C
     inputs::sanity_check(graph, source)?;
     let inputs = inputs::classify(model, graph, source)?;
     let bind =
-        |name: &str| analyse::bind_input(name, graph, &inputs.data, &inputs.weights, opts, source);
+        |name: &str| bind::bind_input(name, graph, &inputs.data, &inputs.weights, opts, source);
     let facts = match shapes::analyse(graph, &bind) {
         Some(facts) => facts,
         None => {

@@ -345,7 +345,7 @@ fn concat(n: &pb::NodeProto, ins: &[&Fact]) -> Option<Shape> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{analyse, decode, external, inputs, slim, ImportOptions};
+    use super::super::{analyse, bind, decode, external, inputs, slim, ImportOptions};
     use std::path::{Path, PathBuf};
 
     fn onnx_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -385,7 +385,7 @@ mod tests {
                 let Ok(ins) = inputs::classify(&model, graph, &src) else { continue };
                 let opts = ImportOptions::default();
                 let bind = |name: &str| {
-                    analyse::bind_input(name, graph, &ins.data, &ins.weights, &opts, &src)
+                    bind::bind_input(name, graph, &ins.data, &ins.weights, &opts, &src)
                 };
                 let Some(direct) = super::analyse(graph, &bind) else { continue };
                 answered += 1;

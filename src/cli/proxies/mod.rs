@@ -3,7 +3,7 @@
 //! networks, cached so a rerun computes only what is missing, optionally correlated with the
 //! family's accuracies or the labels.
 
-use super::util::{collect_onnx_files, OutputFormat};
+use super::util::{collect_onnx_files, OutputFormat, ShapeArgs};
 use crate::dataset::cache::Cache;
 use crate::dataset::images::ImageSource;
 use crate::dataset::{self, Record};
@@ -106,6 +106,9 @@ pub struct ProxiesArgs {
     /// Shorthand for --format csv.
     #[arg(long)]
     pub csv: bool,
+    /// How the files' data inputs are bound.
+    #[command(flatten)]
+    pub shape: ShapeArgs,
 }
 
 struct Job {
@@ -133,9 +136,9 @@ enum JobSource {
     Spec(Space, String),
 }
 
-fn build_cg(job: &Job) -> crate::Result<Cg> {
+fn build_cg(job: &Job, opts: &ImportOptions) -> crate::Result<Cg> {
     match &job.source {
-        JobSource::File(p) => load(p, &ImportOptions::default()),
+        JobSource::File(p) => load(p, opts),
         JobSource::Spec(space, spec) => {
             let arch = space.parse_spec(spec)?;
             let opts = BuildOptions { weights: Weights::Inputs, ..Default::default() };
@@ -317,7 +320,9 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
             tracing::debug!("address space capped at {:.1} GB", cap as f64 / 1e9);
         }
     }
-    let tag = cache_tag(a.seed, a.batch, &images.content_key()?, device);
+    // scores of files read at another input shape are other scores
+    let tag = cache_tag(a.seed, a.batch, &images.content_key()?, device)
+        + &a.shape.options().binding_tag();
     let mut cache: Cache<Cached> = Cache::open(&a.cache, &family, &tag)?;
     let unkept = score_missing(a, &ps, &images, &jobs, device, &mut cache)?;
     let rows: Vec<(&Job, Cached)> = jobs
@@ -382,7 +387,8 @@ fn score_missing(
     let total = (device == tch::Device::Cpu).then(memory::machine_total).flatten();
     let prepare = |i: usize| {
         let (job, c) = &missing[i];
-        memory::prepare(build_cg(job), &todo(c), (lanes, a.batch), (budget, total), &job.id)
+        let cg = build_cg(job, &a.shape.options());
+        memory::prepare(cg, &todo(c), (lanes, a.batch), (budget, total), &job.id)
     };
     let run = |i: usize, cg: crate::Result<Cg>| {
         let mut c = missing[i].1.clone();

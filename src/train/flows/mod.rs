@@ -27,7 +27,7 @@ use crate::proxies::FeatureScorer;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// Where data, caches, models and run folders live.
+/// Where data, caches, models and run folders live, and how the files of a labels file are read.
 #[derive(Debug, Clone)]
 pub struct Paths {
     /// Benchmark data (`NAPE_DATA`).
@@ -38,6 +38,8 @@ pub struct Paths {
     pub models: PathBuf,
     /// Run folders.
     pub runs: PathBuf,
+    /// How the data inputs of a labels file's networks are bound (`--input-shape`, `--dim`).
+    pub import: ImportOptions,
 }
 
 /// A run folder `runs/<id>/`.
@@ -226,8 +228,8 @@ impl LabelledSet {
     ) -> Result<LabelledSet> {
         let labels = read_labels(path, target)?;
         let files: Vec<&Path> = labels.records.iter().filter_map(|r| r.file.as_deref()).collect();
-        let opts = ImportOptions::default();
-        let featurised = data::featurise_files(&files, &paths.cache, &opts, proxies, score)?;
+        let featurised =
+            data::featurise_files(&files, &paths.cache, &paths.import, proxies, score)?;
         let mut set = LabelledSet {
             family: labels.family(),
             predicts: format!("{} as labelled in {}", labels.target, path.display()),
