@@ -17,6 +17,7 @@ mod bind;
 mod bounded;
 mod dequant;
 mod external;
+mod fused;
 mod inputs;
 mod lower;
 mod map;
@@ -142,6 +143,7 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<pb::ModelProto> {
     explicit_defaults(&mut model);
     order::dependency_order(&mut model);
     dequant::dequantize(&mut model);
+    fused::expand(&mut model);
     lower::lower(&mut model);
     match &model.graph {
         Some(g) if !g.node.is_empty() || !g.output.is_empty() => Ok(model),

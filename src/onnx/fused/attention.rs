@@ -1,0 +1,108 @@
+//! ONNX's `Attention` (opset 23) as the scaled dot-product attention PyTorch's exporters write
+//! at lower opsets: `softmax(Q s · (Kᵀ s) + mask) · V`, with `s` the square root of the scale
+//! (`1 / sqrt(head size)` unless given) on both sides, the causal mask aligned top-left, and the
+//! 3-D form split into heads and merged back around it.
+
+use super::{attr_i, attr_ints, float_attr, has_output, input, int_attr, Declared, Out};
+use tract_onnx::pb;
+
+/// ONNX's element type of booleans.
+const BOOL: i32 = 9;
+
+/// Writes the expansion of `n` into `out`, its result named `y`; `None` for a form it does not
+/// read: a KV cache (past inputs, present outputs), the scores output, a soft cap, or a 3-D form
+/// whose query and key/value heads differ (grouped-query attention).
+pub(super) fn attention(n: &pb::NodeProto, out: &mut Out, d: &Declared, y: &str) -> Option<()> {
+    let cached = (4..n.input.len()).any(|i| input(n, i).is_some());
+    let more_out = (1..n.output.len()).any(|i| has_output(n, i));
+    let mode = int_attr(n, "qk_matmul_output_mode").unwrap_or(0);
+    if cached || more_out || mode != 0 || float_attr(n, "softcap", 0.0) != 0.0 {
+        return None;
+    }
+    let (q, k, v) = (input(n, 0)?, input(n, 1)?, input(n, 2)?);
+    let heads = match (int_attr(n, "q_num_heads"), int_attr(n, "kv_num_heads")) {
+        (Some(a), Some(b)) if a == b => Some(a),
+        (None, None) => None,
+        _ => return None,
+    };
+    let (q, k, v) = match heads {
+        Some(h) => (split_heads(out, q, h), split_heads(out, k, h), split_heads(out, v, h)),
+        None => (q, k, v),
+    };
+    let s = root_scale(out, n, &q);
+    let kt = out.op("Transpose", vec![k.clone()], vec![attr_ints("perm", &[0, 1, 3, 2])]);
+    let qs = out.op("Mul", vec![q.clone(), s.clone()], vec![]);
+    let ks = out.op("Mul", vec![kt, s], vec![]);
+    let mut scores = out.op("MatMul", vec![qs, ks], vec![]);
+    if let Some(mask) = input(n, 3) {
+        let bias = if d.elem.get(&mask) == Some(&BOOL) { additive(out, mask) } else { mask };
+        scores = out.op("Add", vec![scores, bias], vec![]);
+    }
+    if int_attr(n, "is_causal").unwrap_or(0) != 0 {
+        let bias = causal(out, &q, &k);
+        scores = out.op("Add", vec![scores, bias], vec![]);
+    }
+    let p = out.op("Softmax", vec![scores], vec![attr_i("axis", -1)]);
+    if heads.is_some() {
+        let o = out.op("MatMul", vec![p, v], vec![]);
+        let o = out.op("Transpose", vec![o], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let shape = out.ints(&[0, 0, -1]);
+        out.op_to("Reshape", vec![o, shape], vec![], y);
+    } else {
+        out.op_to("MatMul", vec![p, v], vec![], y);
+    }
+    Some(())
+}
+
+/// `[B, S, H * D]` as `[B, H, S, D]`.
+fn split_heads(out: &mut Out, x: String, heads: i64) -> String {
+    let shape = out.ints(&[0, 0, heads, -1]);
+    let r = out.op("Reshape", vec![x, shape], vec![]);
+    out.op("Transpose", vec![r], vec![attr_ints("perm", &[0, 2, 1, 3])])
+}
+
+/// The square root of the scale, applied to both the query and the keys: `sqrt(scale)`, or
+/// `D^(-1/4)` from the query's head size `D` (a shape computation, folded to a constant).
+fn root_scale(out: &mut Out, n: &pb::NodeProto, q: &str) -> String {
+    if let Some(a) = n.attribute.iter().find(|a| a.name == "scale") {
+        return out.floats(&[1], &[a.f.sqrt()]);
+    }
+    let d = out.op("Shape", vec![q.to_string()], vec![attr_i("start", -1)]);
+    let d = out.op("Cast", vec![d], vec![attr_i("to", 1)]);
+    let p = out.floats(&[], &[-0.25]);
+    out.op("Pow", vec![d, p], vec![])
+}
+
+/// A boolean mask (true: attend) as the additive one: 0 where true, -inf where false.
+fn additive(out: &mut Out, mask: String) -> String {
+    let zero = out.floats(&[], &[0.0]);
+    let ninf = out.floats(&[], &[f32::NEG_INFINITY]);
+    out.op("Where", vec![mask, zero, ninf], vec![])
+}
+
+/// The causal mask of `[S, L]` scores, aligned top-left as ONNX defines it: 0 on and below the
+/// diagonal, -inf above (computed from the shapes, so folded to a constant).
+fn causal(out: &mut Out, q: &str, k: &str) -> String {
+    let rows = |out: &mut Out, x: &str| {
+        let attrs = vec![attr_i("start", -2), attr_i("end", -1)];
+        out.op("Shape", vec![x.to_string()], attrs)
+    };
+    let (s, l) = (rows(out, q), rows(out, k));
+    let sl = out.op("Concat", vec![s, l], vec![attr_i("axis", 0)]);
+    let one = pb::TensorProto {
+        dims: vec![1],
+        data_type: 1,
+        float_data: vec![1.0],
+        ..Default::default()
+    };
+    let value = pb::AttributeProto {
+        name: "value".into(),
+        r#type: pb::attribute_proto::AttributeType::Tensor as i32,
+        t: Some(one),
+        ..Default::default()
+    };
+    let ones = out.op("ConstantOfShape", vec![sl], vec![value]);
+    let lower = out.op("Trilu", vec![ones], vec![attr_i("upper", 0)]);
+    let keep = out.op("Cast", vec![lower], vec![attr_i("to", i64::from(BOOL))]);
+    additive(out, keep)
+}

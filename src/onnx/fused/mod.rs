@@ -1,0 +1,323 @@
+//! Fused ops read as the ops that define them, before tract reads the model, so the counts,
+//! the graph, its features and the network the proxies run are those of the unfused network
+//! that PyTorch's exporters write at lower opsets:
+//! - ONNX's own function ops of opset 23, which `torch.onnx.export(..., opset_version=23)`
+//!   writes: `RMSNormalization` and `Attention` (scaled dot-product attention; its 4-D form, and
+//!   its 3-D form when the query and key/value heads agree);
+//! - ONNX Runtime's fusions (`onnxruntime.transformers.optimizer`, Optimum, Olive):
+//!   `SimplifiedLayerNormalization` (RMS norm), `SkipLayerNormalization`,
+//!   `SkipSimplifiedLayerNormalization`, `BiasGelu`, `FastGelu` and `QuickGelu`.
+//!
+//! A form not listed (a KV cache, a soft cap, the mean and inverse-deviation outputs of a skip
+//! norm, ONNX Runtime's `Attention` with packed weights) is kept, and read as an unknown op.
+
+mod attention;
+#[cfg(test)]
+mod tests;
+
+use super::lower::opset;
+use super::HashMap;
+use std::collections::BTreeMap;
+use tract_onnx::pb;
+
+/// The nodes and constants an expansion writes, each named below its fused node's name.
+struct Out {
+    nodes: Vec<pb::NodeProto>,
+    inits: Vec<pb::TensorProto>,
+    opset: i64,
+    base: String,
+    next: usize,
+}
+
+fn attr_i(name: &str, v: i64) -> pb::AttributeProto {
+    use pb::attribute_proto::AttributeType;
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn attr_f(name: &str, v: f32) -> pb::AttributeProto {
+    use pb::attribute_proto::AttributeType;
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
+}
+
+fn attr_s(name: &str, v: &str) -> pb::AttributeProto {
+    use pb::attribute_proto::AttributeType;
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+    use pb::attribute_proto::AttributeType;
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+impl Out {
+    fn name(&mut self, what: &str) -> String {
+        self.next += 1;
+        format!("{}/nape_{what}_{}", self.base, self.next)
+    }
+
+    /// A node of `op` writing `out`.
+    fn op_to(&mut self, op: &str, input: Vec<String>, attr: Vec<pb::AttributeProto>, out: &str) {
+        let name = self.name(op);
+        self.nodes.push(pb::NodeProto {
+            op_type: op.into(),
+            name,
+            input,
+            output: vec![out.to_string()],
+            attribute: attr,
+            ..Default::default()
+        });
+    }
+
+    /// A node of `op` writing a new name, which it returns.
+    fn op(&mut self, op: &str, input: Vec<String>, attr: Vec<pb::AttributeProto>) -> String {
+        let out = self.name(&format!("{op}_out"));
+        self.op_to(op, input, attr, &out);
+        out
+    }
+
+    fn floats(&mut self, dims: &[i64], data: &[f32]) -> String {
+        let name = self.name("const");
+        let t = pb::TensorProto {
+            name: name.clone(),
+            dims: dims.to_vec(),
+            data_type: 1,
+            ..Default::default()
+        };
+        self.inits.push(pb::TensorProto { float_data: data.to_vec(), ..t });
+        name
+    }
+
+    fn ints(&mut self, data: &[i64]) -> String {
+        let name = self.name("const");
+        let dims = vec![data.len() as i64];
+        let t = pb::TensorProto { name: name.clone(), dims, data_type: 7, ..Default::default() };
+        self.inits.push(pb::TensorProto { int64_data: data.to_vec(), ..t });
+        name
+    }
+
+    /// `ReduceMean` over `axes`, keeping them: axes an input from opset 18, an attribute before.
+    fn reduce_mean(&mut self, x: String, axes: &[i64]) -> String {
+        if self.opset >= 18 {
+            let a = self.ints(axes);
+            self.op("ReduceMean", vec![x, a], vec![attr_i("keepdims", 1)])
+        } else {
+            self.op("ReduceMean", vec![x], vec![attr_i("keepdims", 1), attr_ints("axes", axes)])
+        }
+    }
+
+    /// `x * scale / sqrt(mean(x^2) + eps)` over `axes`, as PyTorch writes `RMSNorm` (`Pow`,
+    /// `ReduceMean`, `Add`, `Sqrt`, `Reciprocal`, `Mul`, `Mul`).
+    fn rms_norm(&mut self, x: String, scale: String, axes: &[i64], eps: f32, out: &str) {
+        let two = self.floats(&[], &[2.0]);
+        let sq = self.op("Pow", vec![x.clone(), two], vec![]);
+        let mean = self.reduce_mean(sq, axes);
+        let e = self.floats(&[], &[eps]);
+        let var = self.op("Add", vec![mean, e], vec![]);
+        let rms = self.op("Sqrt", vec![var], vec![]);
+        let inv = self.op("Reciprocal", vec![rms], vec![]);
+        let normed = self.op("Mul", vec![x, inv], vec![]);
+        self.op_to("Mul", vec![normed, scale], vec![], out);
+    }
+}
+
+/// What the rest of the graph says about a name: its rank and element type, where declared.
+#[derive(Default)]
+struct Declared {
+    rank: HashMap<String, usize>,
+    elem: HashMap<String, i32>,
+}
+
+impl Declared {
+    fn of(graph: &pb::GraphProto) -> Declared {
+        let mut d = Declared::default();
+        for vi in graph.input.iter().chain(&graph.value_info).chain(&graph.output) {
+            if let Some(pb::type_proto::Value::TensorType(t)) =
+                vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+            {
+                d.elem.insert(vi.name.clone(), t.elem_type);
+                if let Some(s) = &t.shape {
+                    d.rank.insert(vi.name.clone(), s.dim.len());
+                }
+            }
+        }
+        for t in &graph.initializer {
+            d.elem.insert(t.name.clone(), t.data_type);
+            d.rank.insert(t.name.clone(), t.dims.len());
+        }
+        d
+    }
+}
+
+fn input(n: &pb::NodeProto, i: usize) -> Option<String> {
+    n.input.get(i).filter(|s| !s.is_empty()).cloned()
+}
+
+fn has_output(n: &pb::NodeProto, i: usize) -> bool {
+    n.output.get(i).is_some_and(|s| !s.is_empty())
+}
+
+fn float_attr(n: &pb::NodeProto, name: &str, default: f32) -> f32 {
+    n.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.f)
+}
+
+fn int_attr(n: &pb::NodeProto, name: &str) -> Option<i64> {
+    super::map::attr_int(n, name)
+}
+
+/// The fused ops this module expands, by domain and op type.
+fn is_fused(n: &pb::NodeProto) -> bool {
+    let onnx = n.domain.is_empty() || n.domain == "ai.onnx";
+    match n.op_type.as_str() {
+        "RMSNormalization" | "Attention" => onnx,
+        "SimplifiedLayerNormalization" => true, // ONNX Runtime registers it in both domains
+        "SkipLayerNormalization"
+        | "SkipSimplifiedLayerNormalization"
+        | "BiasGelu"
+        | "FastGelu"
+        | "QuickGelu" => n.domain == "com.microsoft",
+        _ => false,
+    }
+}
+
+/// Expands every fused op of the model it can, in place, with a note saying how many.
+pub(super) fn expand(model: &mut pb::ModelProto) {
+    let opset = opset(model);
+    let Some(graph) = model.graph.as_mut() else { return };
+    if !graph.node.iter().any(is_fused) {
+        return;
+    }
+    let declared = Declared::of(graph);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut nodes = Vec::with_capacity(graph.node.len() + 16);
+    let mut inits = Vec::new();
+    for (i, n) in std::mem::take(&mut graph.node).into_iter().enumerate() {
+        if !is_fused(&n) {
+            nodes.push(n);
+            continue;
+        }
+        let base = if n.name.is_empty() { format!("nape_fused_{i}") } else { n.name.clone() };
+        let mut out = Out { nodes: Vec::new(), inits: Vec::new(), opset, base, next: 0 };
+        if expand_one(&n, &mut out, &declared).is_some() {
+            *counts.entry(n.op_type.clone()).or_default() += 1;
+            nodes.extend(out.nodes);
+            inits.extend(out.inits);
+        } else {
+            nodes.push(n);
+        }
+    }
+    graph.node = nodes;
+    graph.initializer.extend(inits);
+    if !counts.is_empty() {
+        let ops: Vec<String> = counts.iter().map(|(op, c)| format!("{op} x{c}")).collect();
+        super::add_read_note(
+            model,
+            format!(
+                "fused ops read as the ops that define them ({}): the counts, graph and prediction are the unfused network's",
+                ops.join(", ")
+            ),
+        );
+    }
+}
+
+/// Writes `n`'s expansion into `out`; `None` (and nothing written that is used) when its form
+/// is not one this module reads.
+fn expand_one(n: &pb::NodeProto, out: &mut Out, declared: &Declared) -> Option<()> {
+    let y = n.output.first().filter(|s| !s.is_empty())?.clone();
+    match n.op_type.as_str() {
+        "RMSNormalization" | "SimplifiedLayerNormalization" => {
+            if has_output(n, 1) {
+                return None; // the inverse deviation, read by a training graph
+            }
+            let (x, scale) = (input(n, 0)?, input(n, 1)?);
+            let axes = norm_axes(int_attr(n, "axis").unwrap_or(-1), declared.rank.get(&x))?;
+            out.rms_norm(x, scale, &axes, float_attr(n, "epsilon", 1e-5), &y);
+        }
+        "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization" => skip_norm(n, out, &y)?,
+        "BiasGelu" | "FastGelu" => {
+            let x = input(n, 0)?;
+            let x = match input(n, 1) {
+                Some(b) => out.op("Add", vec![x, b], vec![]),
+                None => x,
+            };
+            let approximate = if n.op_type == "FastGelu" { "tanh" } else { "none" };
+            out.op_to("Gelu", vec![x], vec![attr_s("approximate", approximate)], &y);
+        }
+        "QuickGelu" => {
+            let x = input(n, 0)?;
+            let alpha = out.floats(&[], &[float_attr(n, "alpha", 1.702)]);
+            let ax = out.op("Mul", vec![x.clone(), alpha], vec![]);
+            let gate = out.op("Sigmoid", vec![ax], vec![]);
+            out.op_to("Mul", vec![x, gate], vec![], &y);
+        }
+        _ => attention::attention(n, out, declared, &y)?,
+    }
+    Some(())
+}
+
+/// The axes a normalisation over `axis` and the dims after it reduces: negative ones as they
+/// are; from a non-negative `axis`, only when the input's rank is declared.
+fn norm_axes(axis: i64, rank: Option<&usize>) -> Option<Vec<i64>> {
+    if axis < 0 {
+        return Some((axis..0).collect());
+    }
+    let rank = *rank? as i64;
+    (axis < rank).then(|| (axis..rank).collect())
+}
+
+/// `SkipLayerNormalization(x, skip, gamma, beta, bias)` is `LayerNormalization(x + bias + skip)`
+/// over the last axis (the bias is the `Add` of the `MatMul` before it, which the fusion moved
+/// in); `SkipSimplifiedLayerNormalization(x, skip, gamma, bias)` the RMS norm of the same sum.
+/// The sum's output (the residual stream, output 3) is written when it is read; a norm whose
+/// mean or inverse deviation is read is kept.
+fn skip_norm(n: &pb::NodeProto, out: &mut Out, y: &str) -> Option<()> {
+    if has_output(n, 1) || has_output(n, 2) {
+        return None;
+    }
+    let simplified = n.op_type == "SkipSimplifiedLayerNormalization";
+    let (x, skip, gamma) = (input(n, 0)?, input(n, 1)?, input(n, 2)?);
+    let (beta, bias) = if simplified { (None, input(n, 3)) } else { (input(n, 3), input(n, 4)) };
+    let x = match bias {
+        Some(b) => out.op("Add", vec![x, b], vec![]),
+        None => x,
+    };
+    let sum = match n.output.get(3).filter(|s| !s.is_empty()) {
+        Some(s) => {
+            out.op_to("Add", vec![x, skip], vec![], s);
+            s.clone()
+        }
+        None => out.op("Add", vec![x, skip], vec![]),
+    };
+    let eps = float_attr(n, "epsilon", 1e-5);
+    if simplified {
+        out.rms_norm(sum, gamma, &[-1], eps, y);
+    } else {
+        let attrs = vec![attr_i("axis", -1), attr_f("epsilon", eps)];
+        out.op_to(
+            "LayerNormalization",
+            [vec![sum, gamma], beta.into_iter().collect()].concat(),
+            attrs,
+            y,
+        );
+    }
+    Some(())
+}

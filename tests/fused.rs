@@ -1,0 +1,122 @@
+//! Fused ops read as the ops that define them (tests/corpus/fused, written by
+//! scripts/gen_fused.py): no unknown op, a note, the unfused network's counts, and, run by the
+//! executor, the output ONNX Runtime computes from the fused file.
+
+use nape::graph::Cg;
+use nape::onnx::{load, ImportOptions};
+use std::path::{Path, PathBuf};
+
+/// Every file of the fixture folder but the unfused references.
+const FUSED: [&str; 11] = [
+    "rms23",
+    "simplified_ln",
+    "skip_ln",
+    "skip_simplified",
+    "biasgelu",
+    "fastgelu",
+    "quickgelu",
+    "attention3d",
+    "block23",
+    "bert_ort",
+    "block18",
+];
+
+fn path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/corpus/fused/{name}.onnx"))
+}
+
+fn read(name: &str, shapes_only: bool) -> Cg {
+    let opts = ImportOptions { shapes_only, ..Default::default() };
+    load(&path(name), &opts).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn truth() -> serde_json::Value {
+    let p = path("truth").with_extension("json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|_| panic!("{}", p.display()));
+    serde_json::from_str(&text).expect("truth.json")
+}
+
+#[test]
+fn every_fused_op_is_read_with_a_note_and_no_unknown_op() {
+    for name in FUSED {
+        for shapes_only in [false, true] {
+            let cg = read(name, shapes_only);
+            let s = cg.summary();
+            assert!(s.unknown.is_empty(), "{name}: {:?}", s.unknown);
+            let noted = cg.notes.iter().any(|n| n.contains("fused ops read as the ops"));
+            assert_eq!(noted, name != "block18", "{name}: {:?}", cg.notes);
+        }
+    }
+}
+
+#[test]
+fn opset_23_reads_as_the_same_block_at_opset_18() {
+    let (b18, b23) = (read("block18", true), read("block23", true));
+    let torch = truth()["files"]["block23"]["torch_params"].as_u64().expect("torch_params");
+    let (s18, s23) = (b18.summary(), b23.summary());
+    assert_eq!(s23.params, torch, "RMSNormalization's and Attention's weights, each once");
+    assert_eq!(s23.macs, s18.macs, "the attention's two products and the projections");
+    let kinds = |cg: &Cg| {
+        let mut k = cg.canonical().summary().by_kind;
+        k.remove("Reshape"); // opset 18 writes K's transpose through two reshapes
+        k
+    };
+    assert_eq!(kinds(&b23), kinds(&b18));
+    assert_eq!(b23.canonical().summary().depth, b18.canonical().summary().depth);
+}
+
+#[test]
+fn onnx_runtime_s_fusions_keep_the_unfused_products() {
+    let (plain, fused) = (read("bert", true).summary(), read("bert_ort", true).summary());
+    assert_eq!(fused.macs, plain.macs);
+    assert_eq!(fused.by_kind.get("LayerNorm"), plain.by_kind.get("LayerNorm"));
+    // the residual sums the fusion moved into SkipLayerNormalization are back
+    let adds = |cg: &Cg| cg.summary().by_kind.get("Add").copied().unwrap_or(0);
+    assert!(adds(&read("bert_ort", true)) >= 4, "{:?}", fused.by_kind);
+}
+
+#[cfg(feature = "torch")]
+mod computes {
+    use super::*;
+    use nape::exec::{ExecOptions, Executor, Init, Taps};
+    use tch::{Kind, Tensor};
+
+    fn ours(name: &str, shape: &[i64]) -> Vec<f64> {
+        let cg = read(name, false);
+        let ex =
+            Executor::new(&cg, ExecOptions { train: false, ..Default::default() }, Init::File, 0)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let n: i64 = shape.iter().product();
+        let x: Vec<f32> = (0..n).map(|i| (0.37 * i as f64).sin() as f32).collect();
+        let x = Tensor::from_slice(&x).reshape(shape);
+        let out = tch::no_grad(|| ex.forward(&[x], Taps::default())).expect("forward");
+        let y = out.outputs[0].to_kind(Kind::Double).flatten(0, -1);
+        Vec::<f64>::try_from(&y).expect("f64 values")
+    }
+
+    #[test]
+    fn the_expansions_compute_what_onnx_runtime_computes_from_the_fused_file() {
+        let truth = truth();
+        for name in FUSED {
+            let t = &truth["files"][name];
+            let shape: Vec<i64> = t["input_shape"]
+                .as_array()
+                .expect("input_shape")
+                .iter()
+                .map(|d| d.as_i64().expect("dim"))
+                .collect();
+            let theirs: Vec<f64> = t["ort_output"]
+                .as_array()
+                .expect("output")
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let ours = ours(name, &shape);
+            assert_eq!(ours.len(), theirs.len(), "{name}");
+            let scale = theirs.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let err = ours.iter().zip(&theirs).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
+            eprintln!("{name}: {err:.2e} from ONNX Runtime's output of the file");
+            assert!(err < 1e-4, "{name}: {err:.3e} from ONNX Runtime's output");
+        }
+    }
+}
