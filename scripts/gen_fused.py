@@ -12,7 +12,8 @@
 - one small graph per fused op, written with ``onnx.helper``: ONNX's ``RMSNormalization`` and
   ``Attention`` (3-D, a boolean mask) and ONNX Runtime's ``SimplifiedLayerNormalization``,
   ``SkipLayerNormalization`` (its sum output read), ``SkipSimplifiedLayerNormalization``,
-  ``BiasGelu``, ``FastGelu`` and ``QuickGelu``.
+  ``BiasGelu``, ``FastGelu`` and ``QuickGelu``, and its attentions: ``MultiHeadAttention``
+  (a key padding mask) and ``Attention`` (packed QKV weights; a raw 2-D mask, and causal).
 
 ``truth.json`` holds, for each file, its op types and ONNX Runtime's output on the input
 ``x[i] = sin(0.37 i)`` (float32, ``i`` the flat index), and torch's parameter count where torch
@@ -93,6 +94,25 @@ def small_graphs() -> dict[str, onnx.ModelProto]:
                             kv_num_heads=2)],
         [weight(f"w{c}", H, H) for c in "qkv"] + [numpy_helper.from_array(mask, "mask")],
         {"": 23})
+    # ONNX Runtime's attentions: MultiHeadAttention on projected q, k, v with the projections'
+    # bias and a key padding mask; Attention with packed QKV weights and a raw 2-D mask, and
+    # causal (unidirectional) without one
+    pad = np.ones((B, S), dtype=np.int32)
+    pad[:, -1] = 0
+    out["mha"] = model(
+        [helper.make_node("MatMul", ["x", f"w{c}"], [c]) for c in "qkv"]
+        + [helper.make_node("MultiHeadAttention", ["q", "k", "v", "bias", "pad"], ["y"],
+                            domain=ms, num_heads=2)],
+        [weight(f"w{c}", H, H) for c in "qkv"] + [weight("bias", 3 * H),
+                                                  numpy_helper.from_array(pad, "pad")], MS)
+    out["ms_attention"] = model(
+        [helper.make_node("Attention", ["x", "w", "bias", "pad"], ["y"], domain=ms,
+                          num_heads=2)],
+        [weight("w", H, 3 * H), weight("bias", 3 * H), numpy_helper.from_array(pad, "pad")], MS)
+    out["ms_attention_causal"] = model(
+        [helper.make_node("Attention", ["x", "w", "bias"], ["y"], domain=ms, num_heads=2,
+                          unidirectional=1)],
+        [weight("w", H, 3 * H), weight("bias", 3 * H)], MS)
     return out
 
 

@@ -7,7 +7,7 @@ use nape::onnx::{load, ImportOptions};
 use std::path::{Path, PathBuf};
 
 /// Every file of the fixture folder but the unfused references.
-const FUSED: [&str; 11] = [
+const FUSED: [&str; 14] = [
     "rms23",
     "simplified_ln",
     "skip_ln",
@@ -16,6 +16,9 @@ const FUSED: [&str; 11] = [
     "fastgelu",
     "quickgelu",
     "attention3d",
+    "mha",
+    "ms_attention",
+    "ms_attention_causal",
     "block23",
     "bert_ort",
     "block18",

@@ -1,13 +1,22 @@
 //! ONNX's `Attention` (opset 23) as the scaled dot-product attention PyTorch's exporters write
 //! at lower opsets: `softmax(Q s · (Kᵀ s) + mask) · V`, with `s` the square root of the scale
 //! (`1 / sqrt(head size)` unless given) on both sides, the causal mask aligned top-left, and the
-//! 3-D form split into heads and merged back around it.
+//! 3-D form split into heads and merged back around it; ONNX Runtime's attentions
+//! (`super::ms_attention`) end in the same.
 
 use super::{attr_i, attr_ints, float_attr, has_output, input, int_attr, Declared, Out};
 use tract_onnx::pb;
 
 /// ONNX's element type of booleans.
 const BOOL: i32 = 9;
+
+/// The heads of the 3-D forms, the scale (default `1 / sqrt(head size)`) and causality.
+pub(super) struct Heads {
+    pub q: i64,
+    pub kv: i64,
+    pub scale: Option<f32>,
+    pub causal: bool,
+}
 
 /// Writes the expansion of `n` into `out`, its result named `y`; `None` for a form it does not
 /// read: a KV cache (past inputs, present outputs), the scores output, a soft cap, or a 3-D form
@@ -19,39 +28,65 @@ pub(super) fn attention(n: &pb::NodeProto, out: &mut Out, d: &Declared, y: &str)
     if cached || more_out || mode != 0 || float_attr(n, "softcap", 0.0) != 0.0 {
         return None;
     }
-    let (q, k, v) = (input(n, 0)?, input(n, 1)?, input(n, 2)?);
-    let heads = match (int_attr(n, "q_num_heads"), int_attr(n, "kv_num_heads")) {
-        (Some(a), Some(b)) if a == b => Some(a),
-        (None, None) => None,
-        _ => return None,
-    };
-    let (q, k, v) = match heads {
-        Some(h) => (split_heads(out, q, h), split_heads(out, k, h), split_heads(out, v, h)),
-        None => (q, k, v),
-    };
-    let s = root_scale(out, n, &q);
+    let qkv = [input(n, 0)?, input(n, 1)?, input(n, 2)?];
+    let scale = n.attribute.iter().find(|a| a.name == "scale").map(|a| a.f);
+    let causal = int_attr(n, "is_causal").unwrap_or(0) != 0;
+    let mask =
+        input(n, 3).map(|m| if d.elem.get(&m) == Some(&BOOL) { additive(out, m) } else { m });
+    match (int_attr(n, "q_num_heads"), int_attr(n, "kv_num_heads")) {
+        (Some(q), Some(kv)) => heads_attention(out, Heads { q, kv, scale, causal }, qkv, mask, y),
+        (None, None) => {
+            attend(out, qkv, scale, mask, causal, y);
+            Some(())
+        }
+        _ => None,
+    }
+}
+
+/// Attention on 3-D `[B, S, H * D]` query, key and value: split into heads, attended, merged
+/// back into `y`; `None` when the query and key/value heads differ.
+pub(super) fn heads_attention(
+    out: &mut Out,
+    h: Heads,
+    [q, k, v]: [String; 3],
+    mask: Option<String>,
+    y: &str,
+) -> Option<()> {
+    if h.q != h.kv {
+        return None;
+    }
+    let qkv = [split_heads(out, q, h.q), split_heads(out, k, h.q), split_heads(out, v, h.q)];
+    let o = out.name("attended");
+    attend(out, qkv, h.scale, mask, h.causal, &o);
+    let o = out.op("Transpose", vec![o], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+    let shape = out.ints(&[0, 0, -1]);
+    out.op_to("Reshape", vec![o, shape], vec![], y);
+    Some(())
+}
+
+/// `softmax(Q s · (Kᵀ s) + mask + causal) · V` on `[B, H, S, D]` tensors, into `y`.
+fn attend(
+    out: &mut Out,
+    [q, k, v]: [String; 3],
+    scale: Option<f32>,
+    mask: Option<String>,
+    causal: bool,
+    y: &str,
+) {
+    let s = root_scale(out, scale, &q);
     let kt = out.op("Transpose", vec![k.clone()], vec![attr_ints("perm", &[0, 1, 3, 2])]);
     let qs = out.op("Mul", vec![q.clone(), s.clone()], vec![]);
     let ks = out.op("Mul", vec![kt, s], vec![]);
     let mut scores = out.op("MatMul", vec![qs, ks], vec![]);
-    if let Some(mask) = input(n, 3) {
-        let bias = if d.elem.get(&mask) == Some(&BOOL) { additive(out, mask) } else { mask };
+    if let Some(bias) = mask {
         scores = out.op("Add", vec![scores, bias], vec![]);
     }
-    if int_attr(n, "is_causal").unwrap_or(0) != 0 {
-        let bias = causal(out, &q, &k);
+    if causal {
+        let bias = causal_mask(out, &q, &k);
         scores = out.op("Add", vec![scores, bias], vec![]);
     }
     let p = out.op("Softmax", vec![scores], vec![attr_i("axis", -1)]);
-    if heads.is_some() {
-        let o = out.op("MatMul", vec![p, v], vec![]);
-        let o = out.op("Transpose", vec![o], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-        let shape = out.ints(&[0, 0, -1]);
-        out.op_to("Reshape", vec![o, shape], vec![], y);
-    } else {
-        out.op_to("MatMul", vec![p, v], vec![], y);
-    }
-    Some(())
+    out.op_to("MatMul", vec![p, v], vec![], y);
 }
 
 /// `[B, S, H * D]` as `[B, H, S, D]`.
@@ -63,14 +98,21 @@ fn split_heads(out: &mut Out, x: String, heads: i64) -> String {
 
 /// The square root of the scale, applied to both the query and the keys: `sqrt(scale)`, or
 /// `D^(-1/4)` from the query's head size `D` (a shape computation, folded to a constant).
-fn root_scale(out: &mut Out, n: &pb::NodeProto, q: &str) -> String {
-    if let Some(a) = n.attribute.iter().find(|a| a.name == "scale") {
-        return out.floats(&[1], &[a.f.sqrt()]);
+fn root_scale(out: &mut Out, scale: Option<f32>, q: &str) -> String {
+    if let Some(s) = scale {
+        return out.floats(&[1], &[s.sqrt()]);
     }
-    let d = out.op("Shape", vec![q.to_string()], vec![attr_i("start", -1)]);
+    let d = dim(out, q, -1);
     let d = out.op("Cast", vec![d], vec![attr_i("to", 1)]);
     let p = out.floats(&[], &[-0.25]);
     out.op("Pow", vec![d, p], vec![])
+}
+
+/// Dim `axis` of `x` as a 1-D tensor (`Shape` then `Gather`, which every opset reads alike).
+fn dim(out: &mut Out, x: &str, axis: i64) -> String {
+    let shape = out.op("Shape", vec![x.to_string()], vec![]);
+    let at = out.ints(&[axis]);
+    out.op("Gather", vec![shape, at], vec![attr_i("axis", 0)])
 }
 
 /// A boolean mask (true: attend) as the additive one: 0 where true, -inf where false.
@@ -82,12 +124,8 @@ fn additive(out: &mut Out, mask: String) -> String {
 
 /// The causal mask of `[S, L]` scores, aligned top-left as ONNX defines it: 0 on and below the
 /// diagonal, -inf above (computed from the shapes, so folded to a constant).
-fn causal(out: &mut Out, q: &str, k: &str) -> String {
-    let rows = |out: &mut Out, x: &str| {
-        let attrs = vec![attr_i("start", -2), attr_i("end", -1)];
-        out.op("Shape", vec![x.to_string()], attrs)
-    };
-    let (s, l) = (rows(out, q), rows(out, k));
+fn causal_mask(out: &mut Out, q: &str, k: &str) -> String {
+    let (s, l) = (dim(out, q, -2), dim(out, k, -2));
     let sl = out.op("Concat", vec![s, l], vec![attr_i("axis", 0)]);
     let one = pb::TensorProto {
         dims: vec![1],

@@ -6,12 +6,15 @@
 //!   its 3-D form when the query and key/value heads agree);
 //! - ONNX Runtime's fusions (`onnxruntime.transformers.optimizer`, Optimum, Olive):
 //!   `SimplifiedLayerNormalization` (RMS norm), `SkipLayerNormalization`,
-//!   `SkipSimplifiedLayerNormalization`, `BiasGelu`, `FastGelu` and `QuickGelu`.
+//!   `SkipSimplifiedLayerNormalization`, `BiasGelu`, `FastGelu`, `QuickGelu`,
+//!   `MultiHeadAttention` and `Attention` (with packed QKV weights).
 //!
-//! A form not listed (a KV cache, a soft cap, the mean and inverse-deviation outputs of a skip
-//! norm, ONNX Runtime's `Attention` with packed weights) is kept, and read as an unknown op.
+//! A form not listed (a KV cache, a soft cap, rotary embeddings inside an attention, a mask
+//! given as lengths, the mean and inverse-deviation outputs of a skip norm) is kept, and read
+//! as an unknown op.
 
 mod attention;
+mod ms_attention;
 #[cfg(test)]
 mod tests;
 
@@ -83,6 +86,25 @@ impl Out {
             name,
             input,
             output: vec![out.to_string()],
+            attribute: attr,
+            ..Default::default()
+        });
+    }
+
+    /// A node of `op` writing `outs`.
+    fn op_n(
+        &mut self,
+        op: &str,
+        input: Vec<String>,
+        attr: Vec<pb::AttributeProto>,
+        outs: &[String],
+    ) {
+        let name = self.name(op);
+        self.nodes.push(pb::NodeProto {
+            op_type: op.into(),
+            name,
+            input,
+            output: outs.to_vec(),
             attribute: attr,
             ..Default::default()
         });
@@ -188,13 +210,15 @@ fn int_attr(n: &pb::NodeProto, name: &str) -> Option<i64> {
 fn is_fused(n: &pb::NodeProto) -> bool {
     let onnx = n.domain.is_empty() || n.domain == "ai.onnx";
     match n.op_type.as_str() {
-        "RMSNormalization" | "Attention" => onnx,
+        "RMSNormalization" => onnx,
+        "Attention" => onnx || n.domain == "com.microsoft",
         "SimplifiedLayerNormalization" => true, // ONNX Runtime registers it in both domains
         "SkipLayerNormalization"
         | "SkipSimplifiedLayerNormalization"
         | "BiasGelu"
         | "FastGelu"
-        | "QuickGelu" => n.domain == "com.microsoft",
+        | "QuickGelu"
+        | "MultiHeadAttention" => n.domain == "com.microsoft",
         _ => false,
     }
 }
@@ -269,6 +293,8 @@ fn expand_one(n: &pb::NodeProto, out: &mut Out, declared: &Declared) -> Option<(
             let gate = out.op("Sigmoid", vec![ax], vec![]);
             out.op_to("Mul", vec![x, gate], vec![], &y);
         }
+        "MultiHeadAttention" => ms_attention::multi_head(n, out, declared, &y)?,
+        "Attention" if n.domain == "com.microsoft" => ms_attention::packed(n, out, declared, &y)?,
         _ => attention::attention(n, out, declared, &y)?,
     }
     Some(())

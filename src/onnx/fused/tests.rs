@@ -68,8 +68,9 @@ fn the_forms_it_does_not_read_are_kept_for_the_reader_to_name() {
             ),
             super::attr_i("kv_num_heads", 2),
         ),
-        // ONNX Runtime's Attention: packed weights, another signature
-        node("Attention", ms, &["x", "w", "b"], &["y"]),
+        // ONNX Runtime's Attention with a KV cache, and with a mask of lengths
+        node("Attention", ms, &["x", "w", "b", "", "past"], &["y"]),
+        node("Attention", ms, &["x", "w", "b", "lengths"], &["y"]),
         // the mean of a skip norm read
         node("SkipLayerNormalization", ms, &["x", "s", "g"], &["y", "mean"]),
         // a contrib op in the wrong domain is someone else's op
