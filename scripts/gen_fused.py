@@ -6,9 +6,9 @@
 - ``block18.onnx`` / ``block23.onnx``: one pre-norm decoder block (RMSNorm, causal scaled
   dot-product attention, a GELU MLP), seeded, exported by PyTorch's dynamo exporter at opset 18
   (primitive ops) and 23 (``RMSNormalization``, ``Attention``).
-- ``bert.onnx`` / ``bert_ort.onnx``: a two-layer BERT encoder read from ``inputs_embeds``,
-  exported at opset 17, and the same file after ONNX Runtime's transformer optimizer
-  (``SkipLayerNormalization``, ``FastGelu``/``BiasGelu``, ...).
+- ``bert.onnx`` / ``bert14.onnx`` / ``bert_ort.onnx``: a two-layer BERT encoder read from
+  ``inputs_embeds``, exported at opset 17, at opset 14 (its LayerNorms written out), and the
+  opset-17 file after ONNX Runtime's transformer optimizer (``SkipLayerNormalization``, ...).
 - one small graph per fused op, written with ``onnx.helper``: ONNX's ``RMSNormalization`` and
   ``Attention`` (3-D, a boolean mask) and ONNX Runtime's ``SimplifiedLayerNormalization``,
   ``SkipLayerNormalization`` (its sum output read), ``SkipSimplifiedLayerNormalization``,
@@ -164,11 +164,14 @@ def torch_files(out: Path) -> dict[str, dict]:
     f = out / "bert.onnx"
     torch.onnx.export(bert, (torch.zeros(1, 8, 32),), str(f), opset_version=17, dynamo=False,
                       input_names=["x"], output_names=["y"])
+    # the same network at opset 14, where ONNX has no LayerNormalization: written out
+    torch.onnx.export(bert, (torch.zeros(1, 8, 32),), str(out / "bert14.onnx"), opset_version=14,
+                      dynamo=False, input_names=["x"], output_names=["y"])
     from onnxruntime.transformers.optimizer import optimize_model
     opt = optimize_model(str(f), model_type="bert", num_heads=2, hidden_size=32)
     opt.save_model_to_file(str(out / "bert_ort.onnx"))
     n = sum(p.numel() for p in bert.parameters())
-    meta["bert"] = meta["bert_ort"] = {"torch_params": n}
+    meta["bert"] = meta["bert14"] = meta["bert_ort"] = {"torch_params": n}
     return meta
 
 

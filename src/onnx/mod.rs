@@ -19,6 +19,7 @@ mod dequant;
 mod external;
 mod fused;
 mod inputs;
+mod layernorm;
 mod lower;
 mod map;
 mod map_select;
@@ -144,6 +145,7 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<pb::ModelProto> {
     order::dependency_order(&mut model);
     dequant::dequantize(&mut model);
     fused::expand(&mut model);
+    layernorm::fuse(&mut model);
     lower::lower(&mut model);
     match &model.graph {
         Some(g) if !g.node.is_empty() || !g.output.is_empty() => Ok(model),

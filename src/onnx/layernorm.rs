@@ -1,0 +1,299 @@
+//! LayerNorm written out, as PyTorch exports `nn.LayerNorm` below opset 17 (where ONNX has no
+//! `LayerNormalization`): `ReduceMean`, `Sub`, `Pow` by 2, `ReduceMean`, `Add` of epsilon,
+//! `Sqrt`, `Div`, then `Mul` by the scale and `Add` of the bias. Read as the one
+//! `LayerNormalization` it is, before tract reads the file (as fused activations are read as
+//! one op), so a transformer exported at opset 14 reads as the same graph, with the same counts,
+//! as at opset 17.
+
+use super::HashMap;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+/// The nodes of the file, and what is known of each name: who writes it, who reads it, and the
+/// value of the constants.
+struct Index<'a> {
+    nodes: &'a [pb::NodeProto],
+    readers: HashMap<&'a str, Vec<usize>>,
+    consts: HashMap<&'a str, Tensor>,
+    inits: HashMap<&'a str, &'a pb::TensorProto>,
+    /// Graph inputs (weights held as inputs among them), and `Identity` copies: name -> source.
+    inputs: HashMap<&'a str, ()>,
+    copies: HashMap<&'a str, &'a str>,
+}
+
+impl<'a> Index<'a> {
+    fn of(graph: &'a pb::GraphProto) -> Index<'a> {
+        let mut readers: HashMap<&str, Vec<usize>> = HashMap::default();
+        let mut consts = HashMap::default();
+        let mut copies = HashMap::default();
+        for (i, n) in graph.node.iter().enumerate() {
+            if let (true, [x], [y]) = (n.op_type == "Identity", &n.input[..], &n.output[..]) {
+                copies.insert(y.as_str(), x.as_str());
+            }
+            for x in &n.input {
+                readers.entry(x.as_str()).or_default().push(i);
+            }
+            let value = n.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref());
+            if let (true, Some(t), Some(o)) = (n.op_type == "Constant", value, n.output.first()) {
+                if let Some(v) = super::shapes::initializer(t) {
+                    consts.insert(o.as_str(), v);
+                }
+            }
+        }
+        let inits: HashMap<&str, &pb::TensorProto> =
+            graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        let inputs = graph.input.iter().map(|v| (v.name.as_str(), ())).collect();
+        Index { nodes: &graph.node, readers, consts, inits, inputs, copies }
+    }
+
+    /// Whether `name` holds weights: an initializer, a `Constant`, a graph input, or an
+    /// `Identity` copy of one (exporters write one tensor for parameters of equal values).
+    fn is_weight(&self, name: &str) -> bool {
+        let mut name = name;
+        for _ in 0..8 {
+            if self.inits.contains_key(name)
+                || self.consts.contains_key(name)
+                || self.inputs.contains_key(name)
+            {
+                return true;
+            }
+            match self.copies.get(name) {
+                Some(src) => name = src,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// The only node that reads `name`, if it is of `op`.
+    fn only_reader(&self, name: &str, op: &str) -> Option<usize> {
+        match self.readers.get(name).map(Vec::as_slice) {
+            Some(&[i]) if self.nodes[i].op_type == op => Some(i),
+            _ => None,
+        }
+    }
+
+    /// The value of a constant name (a `Constant`'s output or a small initializer), as f64s.
+    fn values(&self, name: &str) -> Option<Vec<f64>> {
+        let t = match self.consts.get(name) {
+            Some(t) => t.clone(),
+            None => super::shapes::initializer(self.inits.get(name)?)?,
+        };
+        let t = t.cast_to::<f64>().ok()?;
+        Some(t.to_plain_array_view::<f64>().ok()?.iter().copied().collect())
+    }
+
+    fn scalar(&self, name: &str) -> Option<f64> {
+        match self.values(name)?[..] {
+            [v] => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The axes a `ReduceMean` keeping its dims reduces: its attribute, or (opset 18) input.
+    fn mean_axes(&self, n: &pb::NodeProto) -> Option<Vec<i64>> {
+        if super::map::attr_int(n, "keepdims").unwrap_or(1) != 1 {
+            return None;
+        }
+        match (n.attribute.iter().find(|a| a.name == "axes"), n.input.get(1)) {
+            (Some(a), _) => Some(a.ints.clone()),
+            (None, Some(x)) => Some(self.values(x)?.iter().map(|&v| v as i64).collect()),
+            _ => None,
+        }
+    }
+}
+
+/// One LayerNorm found: its input, the members from the first `ReduceMean` to the last node,
+/// the axis, epsilon, the scale and the bias.
+struct Found {
+    x: String,
+    members: Vec<usize>,
+    axis: i64,
+    eps: f64,
+    scale: String,
+    bias: Option<String>,
+}
+
+/// The other input of the binary node `i` than `name`.
+fn other(n: &pb::NodeProto, name: &str) -> Option<String> {
+    match &n.input[..] {
+        [a, b] if a == name => Some(b.clone()),
+        [a, b] if b == name => Some(a.clone()),
+        _ => None,
+    }
+}
+
+/// The LayerNorm whose first `ReduceMean` is node `r1`.
+fn found_at(ix: &Index, r1: usize) -> Option<Found> {
+    let n = &ix.nodes;
+    let (x, mean) = (n[r1].input.first()?, n[r1].output.first()?);
+    let axes = ix.mean_axes(&n[r1])?;
+    let sub = ix.only_reader(mean, "Sub")?;
+    let centred = n[sub].output.first()?;
+    if n[sub].input != [x.clone(), mean.clone()] {
+        return None;
+    }
+    let readers = ix.readers.get(centred.as_str())?;
+    let (&pow, &div) = match readers[..] {
+        [a, b] if n[a].op_type == "Pow" && n[b].op_type == "Div" => (&readers[0], &readers[1]),
+        [a, b] if n[b].op_type == "Pow" && n[a].op_type == "Div" => (&readers[1], &readers[0]),
+        _ => return None,
+    };
+    (n[pow].input.first() == Some(centred) && ix.scalar(n[pow].input.get(1)?)? == 2.0)
+        .then_some(())?;
+    let r2 = ix.only_reader(n[pow].output.first()?, "ReduceMean")?;
+    (ix.mean_axes(&n[r2])? == axes).then_some(())?;
+    let add = ix.only_reader(n[r2].output.first()?, "Add")?;
+    let eps = ix.scalar(&other(&n[add], n[r2].output.first()?)?)?;
+    let sqrt = ix.only_reader(n[add].output.first()?, "Sqrt")?;
+    let std = n[sqrt].output.first()?;
+    (ix.only_reader(std, "Div")? == div && n[div].input == [centred.clone(), std.clone()])
+        .then_some(())?;
+    let mul = ix.only_reader(n[div].output.first()?, "Mul")?;
+    let scale = other(&n[mul], n[div].output.first()?).filter(|s| ix.is_weight(s))?;
+    let mut members = vec![r1, sub, pow, r2, add, sqrt, div, mul];
+    let bias = ix.only_reader(n[mul].output.first()?, "Add").and_then(|a| {
+        let b = other(&n[a], n[mul].output.first()?).filter(|b| ix.is_weight(b))?;
+        members.push(a);
+        Some(b)
+    });
+    let axis = *axes.first()?;
+    let suffix = axis < 0 && axes == (axis..0).collect::<Vec<_>>();
+    suffix.then(|| Found { x: x.clone(), members, axis, eps, scale, bias })
+}
+
+/// Replaces each written-out LayerNorm of the model by one `LayerNormalization`, with a note.
+pub(super) fn fuse(model: &mut pb::ModelProto) {
+    let Some(graph) = model.graph.as_mut() else { return };
+    if !graph.node.iter().any(|n| n.op_type == "ReduceMean") {
+        return;
+    }
+    let ix = Index::of(graph);
+    let found: Vec<Found> = (0..graph.node.len())
+        .filter(|&i| graph.node[i].op_type == "ReduceMean")
+        .filter_map(|i| found_at(&ix, i))
+        .collect();
+    if found.is_empty() {
+        return;
+    }
+    let mut replace: HashMap<usize, pb::NodeProto> = HashMap::default();
+    let mut drop = vec![false; graph.node.len()];
+    for f in &found {
+        let last = *f.members.iter().max().unwrap_or(&0);
+        for &m in &f.members {
+            drop[m] = true;
+        }
+        replace.insert(last, layer_norm(f, &graph.node[*f.members.last().unwrap_or(&0)]));
+    }
+    let nodes = std::mem::take(&mut graph.node);
+    graph.node = nodes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, n)| replace.remove(&i).or((!drop[i]).then_some(n)))
+        .collect();
+    let note = format!(
+        "{} LayerNorms written out as ReduceMean, Sub, Pow, Sqrt, Div, Mul, Add (PyTorch below opset 17) read as LayerNormalization",
+        found.len()
+    );
+    super::add_read_note(model, note);
+}
+
+/// The `LayerNormalization` of `f`, writing what `tail` (its last node) wrote.
+fn layer_norm(f: &Found, tail: &pb::NodeProto) -> pb::NodeProto {
+    use pb::attribute_proto::AttributeType;
+    let mut input = vec![f.x.clone(), f.scale.clone()];
+    input.extend(f.bias.clone());
+    let attr = |name: &str, r#type: AttributeType| pb::AttributeProto {
+        name: name.into(),
+        r#type: r#type as i32,
+        ..Default::default()
+    };
+    let axis = pb::AttributeProto { i: f.axis, ..attr("axis", AttributeType::Int) };
+    let eps = pb::AttributeProto { f: f.eps as f32, ..attr("epsilon", AttributeType::Float) };
+    pb::NodeProto {
+        op_type: "LayerNormalization".into(),
+        name: format!("{}/nape_layer_norm", tail.name),
+        input,
+        output: tail.output.clone(),
+        attribute: vec![axis, eps],
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fuse;
+    use tract_onnx::pb;
+
+    fn node(op: &str, input: &[&str], output: &str) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: input.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    fn scalar(name: &str, v: f32) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            data_type: 1,
+            float_data: vec![v],
+            ..Default::default()
+        }
+    }
+
+    fn axes(mut n: pb::NodeProto, a: &[i64]) -> pb::NodeProto {
+        use pb::attribute_proto::AttributeType;
+        let ints = a.to_vec();
+        let t = AttributeType::Ints as i32;
+        n.attribute.push(pb::AttributeProto {
+            name: "axes".into(),
+            r#type: t,
+            ints,
+            ..Default::default()
+        });
+        n
+    }
+
+    /// PyTorch's LayerNorm below opset 17, over `a1` and `a2`, with `pow` as the exponent; the
+    /// op types after [`fuse`].
+    fn fused(a1: &[i64], a2: &[i64], pow: f32, extra: Option<pb::NodeProto>) -> Vec<String> {
+        let mut nodes = vec![
+            axes(node("ReduceMean", &["x"], "m"), a1),
+            node("Sub", &["x", "m"], "d"),
+            node("Pow", &["d", "two"], "p"),
+            axes(node("ReduceMean", &["p"], "v"), a2),
+            node("Add", &["v", "eps"], "ve"),
+            node("Sqrt", &["ve"], "s"),
+            node("Div", &["d", "s"], "n"),
+            node("Identity", &["w"], "g"),
+            node("Mul", &["n", "g"], "ng"),
+            node("Add", &["ng", "b"], "y"),
+        ];
+        nodes.extend(extra);
+        let inits =
+            vec![scalar("two", pow), scalar("eps", 1e-5), scalar("w", 1.0), scalar("b", 0.0)];
+        let graph = pb::GraphProto { node: nodes, initializer: inits, ..Default::default() };
+        let mut m = pb::ModelProto { graph: Some(graph), ..Default::default() };
+        fuse(&mut m);
+        m.graph.unwrap().node.iter().map(|n| n.op_type.clone()).collect()
+    }
+
+    #[test]
+    fn pytorch_s_written_out_layer_norm_reads_as_one_op() {
+        assert_eq!(fused(&[-1], &[-1], 2.0, None), ["Identity", "LayerNormalization"]);
+        assert_eq!(fused(&[-2, -1], &[-2, -1], 2.0, None), ["Identity", "LayerNormalization"]);
+    }
+
+    #[test]
+    fn anything_else_is_left_as_written() {
+        let left =
+            |ops: Vec<String>| assert!(!ops.contains(&"LayerNormalization".to_string()), "{ops:?}");
+        left(fused(&[-1], &[-1], 3.0, None)); // not a variance
+        left(fused(&[-1], &[-2], 2.0, None)); // two different axes
+        left(fused(&[1], &[1], 2.0, None)); // not the last axes
+        left(fused(&[-1], &[-1], 2.0, Some(node("Relu", &["d"], "r")))); // the centred value read elsewhere
+    }
+}
