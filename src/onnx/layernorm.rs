@@ -200,16 +200,10 @@ pub(super) fn fuse(model: &mut pb::ModelProto) {
 
 /// The `LayerNormalization` of `f`, writing what `tail` (its last node) wrote.
 fn layer_norm(f: &Found, tail: &pb::NodeProto) -> pb::NodeProto {
-    use pb::attribute_proto::AttributeType;
     let mut input = vec![f.x.clone(), f.scale.clone()];
     input.extend(f.bias.clone());
-    let attr = |name: &str, r#type: AttributeType| pb::AttributeProto {
-        name: name.into(),
-        r#type: r#type as i32,
-        ..Default::default()
-    };
-    let axis = pb::AttributeProto { i: f.axis, ..attr("axis", AttributeType::Int) };
-    let eps = pb::AttributeProto { f: f.eps as f32, ..attr("epsilon", AttributeType::Float) };
+    let (axis, eps) =
+        (super::write::int("axis", f.axis), super::write::float("epsilon", f.eps as f32));
     pb::NodeProto {
         op_type: "LayerNormalization".into(),
         name: format!("{}/nape_layer_norm", tail.name),
@@ -226,13 +220,7 @@ mod tests {
     use tract_onnx::pb;
 
     fn node(op: &str, input: &[&str], output: &str) -> pb::NodeProto {
-        pb::NodeProto {
-            op_type: op.into(),
-            name: output.into(),
-            input: input.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            ..Default::default()
-        }
+        super::super::test_node(op, input, output, "")
     }
 
     fn scalar(name: &str, v: f32) -> pb::TensorProto {

@@ -348,6 +348,19 @@ fn prune_dead(cg: &mut Cg) {
     }
 }
 
+/// A node of `op` in `domain` reading `input`, writing `output` (named after it), for tests.
+#[cfg(test)]
+fn test_node(op: &str, input: &[&str], output: &str, domain: &str) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        domain: domain.into(),
+        input: input.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

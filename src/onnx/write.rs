@@ -405,7 +405,8 @@ pub fn value_info(name: &str, shape: &[usize]) -> pb::ValueInfoProto {
     }
 }
 
-fn int(name: &str, v: i64) -> pb::AttributeProto {
+/// An int attribute.
+pub(super) fn int(name: &str, v: i64) -> pb::AttributeProto {
     pb::AttributeProto { name: name.into(), r#type: 2, i: v, ..Default::default() }
 }
 
@@ -418,6 +419,7 @@ fn ints(name: &str, v: &[usize]) -> pb::AttributeProto {
     }
 }
 
-fn float(name: &str, v: f32) -> pb::AttributeProto {
+/// A float attribute.
+pub(super) fn float(name: &str, v: f32) -> pb::AttributeProto {
     pb::AttributeProto { name: name.into(), r#type: 1, f: v, ..Default::default() }
 }

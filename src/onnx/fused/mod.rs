@@ -32,44 +32,14 @@ struct Out {
     next: usize,
 }
 
-fn attr_i(name: &str, v: i64) -> pb::AttributeProto {
-    use pb::attribute_proto::AttributeType;
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Int as i32,
-        i: v,
-        ..Default::default()
-    }
-}
-
-fn attr_f(name: &str, v: f32) -> pb::AttributeProto {
-    use pb::attribute_proto::AttributeType;
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Float as i32,
-        f: v,
-        ..Default::default()
-    }
-}
+use super::write::{float as attr_f, int as attr_i};
 
 fn attr_s(name: &str, v: &str) -> pb::AttributeProto {
-    use pb::attribute_proto::AttributeType;
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::String as i32,
-        s: v.as_bytes().to_vec(),
-        ..Default::default()
-    }
+    pb::AttributeProto { name: name.into(), r#type: 3, s: v.into(), ..Default::default() }
 }
 
 fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
-    use pb::attribute_proto::AttributeType;
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
+    pb::AttributeProto { name: name.into(), r#type: 7, ints: v.to_vec(), ..Default::default() }
 }
 
 impl Out {
