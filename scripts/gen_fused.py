@@ -5,12 +5,13 @@
 
 - ``block18.onnx`` / ``block23.onnx``: one pre-norm decoder block (RMSNorm, causal scaled
   dot-product attention, a GELU MLP), seeded, exported by PyTorch's dynamo exporter at opset 18
-  (primitive ops) and 23 (``RMSNormalization``, ``Attention``).
+  (primitive ops) and 23 (``RMSNormalization``, ``Attention``); ``gqa23.onnx``: causal
+  grouped-query attention (8 query heads, 2 key/value heads) at opset 23.
 - ``bert.onnx`` / ``bert14.onnx`` / ``bert_ort.onnx``: a two-layer BERT encoder read from
   ``inputs_embeds``, exported at opset 17, at opset 14 (its LayerNorms written out), and the
   opset-17 file after ONNX Runtime's transformer optimizer (``SkipLayerNormalization``, ...).
 - one small graph per fused op, written with ``onnx.helper``: ONNX's ``RMSNormalization`` and
-  ``Attention`` (3-D, a boolean mask) and ONNX Runtime's ``SimplifiedLayerNormalization``,
+  ``Attention`` (3-D, a boolean mask; 3-D grouped-query) and ONNX Runtime's ``SimplifiedLayerNormalization``,
   ``SkipLayerNormalization`` (its sum output read), ``SkipSimplifiedLayerNormalization``,
   ``BiasGelu``, ``FastGelu`` and ``QuickGelu``, and its attentions: ``MultiHeadAttention``
   (a key padding mask) and ``Attention`` (packed QKV weights; a raw 2-D mask, and causal).
@@ -113,6 +114,11 @@ def small_graphs() -> dict[str, onnx.ModelProto]:
         [helper.make_node("Attention", ["x", "w", "bias"], ["y"], domain=ms, num_heads=2,
                           unidirectional=1)],
         [weight("w", H, 3 * H), weight("bias", 3 * H)], MS)
+    # grouped-query attention in the 3-D form: four query heads, two key/value heads
+    out["gqa3d"] = model(
+        [helper.make_node("MatMul", ["x", f"w{c}"], [c]) for c in "qkv"]
+        + [helper.make_node("Attention", ["q", "k", "v"], ["y"], q_num_heads=4, kv_num_heads=2)],
+        [weight("wq", H, H), weight("wk", H, H // 2), weight("wv", H, H // 2)], {"": 23})
     return out
 
 
@@ -133,6 +139,22 @@ class Block(torch.nn.Module):
         a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.o(a.transpose(1, 2).reshape(b, s, d))
         return x + self.down(torch.nn.functional.gelu(self.up(self.n2(x))))
+
+
+class Gqa(torch.nn.Module):
+    """Causal grouped-query attention: 8 query heads, 2 key/value heads of width 8."""
+
+    def __init__(self, d: int = 64):
+        super().__init__()
+        self.q, self.kv = torch.nn.Linear(d, d), torch.nn.Linear(d, 32)
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        q = self.q(x).view(b, s, 8, 8).transpose(1, 2)
+        k, v = (t.view(b, s, 2, 8).transpose(1, 2) for t in self.kv(x).split(16, dim=-1))
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                             enable_gqa=True)
+        return a.transpose(1, 2).reshape(b, s, 64)
 
 
 class Bert(torch.nn.Module):
@@ -159,6 +181,11 @@ def torch_files(out: Path) -> dict[str, dict]:
         torch.onnx.export(block, (x,), str(f), opset_version=opset, dynamo=True,
                           input_names=["x"], output_names=["y"], external_data=False)
         meta[f.stem] = {"torch_params": sum(p.numel() for p in block.parameters())}
+    torch.manual_seed(0)
+    gqa = Gqa().eval()
+    torch.onnx.export(gqa, (x,), str(out / "gqa23.onnx"), opset_version=23, dynamo=True,
+                      input_names=["x"], output_names=["y"], external_data=False)
+    meta["gqa23"] = {"torch_params": sum(p.numel() for p in gqa.parameters())}
     torch.manual_seed(0)
     bert = Bert().eval()
     f = out / "bert.onnx"

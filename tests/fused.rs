@@ -7,7 +7,7 @@ use nape::onnx::{load, ImportOptions};
 use std::path::{Path, PathBuf};
 
 /// Every file of the fixture folder but the unfused references.
-const FUSED: [&str; 14] = [
+const FUSED: [&str; 16] = [
     "rms23",
     "simplified_ln",
     "skip_ln",
@@ -16,6 +16,8 @@ const FUSED: [&str; 14] = [
     "fastgelu",
     "quickgelu",
     "attention3d",
+    "gqa3d",
+    "gqa23",
     "mha",
     "ms_attention",
     "ms_attention_causal",
@@ -66,6 +68,16 @@ fn opset_23_reads_as_the_same_block_at_opset_18() {
     };
     assert_eq!(kinds(&b23), kinds(&b18));
     assert_eq!(b23.canonical().summary().depth, b18.canonical().summary().depth);
+}
+
+#[test]
+fn grouped_query_attention_counts_every_query_head_s_products() {
+    let torch = truth()["files"]["gqa23"]["torch_params"].as_u64().expect("torch_params");
+    let s = read("gqa23", true).summary();
+    // the two projections (64 x 64 and 64 x 32, with biases), then per query head (8) of
+    // width 8: Q.K^T and P.V over 16 x 16 positions; the projections' 16 x (64 x 96) MACs
+    assert_eq!(s.params, torch);
+    assert_eq!(s.macs, 16 * 64 * 96 + 2 * 8 * 16 * 16 * 8);
 }
 
 #[test]

@@ -19,8 +19,9 @@ pub(super) struct Heads {
 }
 
 /// Writes the expansion of `n` into `out`, its result named `y`; `None` for a form it does not
-/// read: a KV cache (past inputs, present outputs), the scores output, a soft cap, or a 3-D form
-/// whose query and key/value heads differ (grouped-query attention).
+/// read: a KV cache (past inputs, present outputs), the scores output, a soft cap. Grouped-query
+/// attention is read where the heads are known: the 3-D form's attributes, or the 4-D inputs'
+/// declared dims.
 pub(super) fn attention(n: &pb::NodeProto, out: &mut Out, d: &Declared, y: &str) -> Option<()> {
     let cached = (4..n.input.len()).any(|i| input(n, i).is_some());
     let more_out = (1..n.output.len()).any(|i| has_output(n, i));
@@ -34,47 +35,101 @@ pub(super) fn attention(n: &pb::NodeProto, out: &mut Out, d: &Declared, y: &str)
     let mask =
         input(n, 3).map(|m| if d.elem.get(&m) == Some(&BOOL) { additive(out, m) } else { m });
     match (int_attr(n, "q_num_heads"), int_attr(n, "kv_num_heads")) {
-        (Some(q), Some(kv)) => heads_attention(out, Heads { q, kv, scale, causal }, qkv, mask, y),
-        (None, None) => {
-            attend(out, qkv, scale, mask, causal, y);
-            Some(())
+        (Some(q), Some(kv)) => {
+            heads_attention(out, d, Heads { q, kv, scale, causal }, qkv, mask, y)
         }
+        (None, None) => match (d.dim(&qkv[0], 1), d.dim(&qkv[1], 1)) {
+            (Some(q), Some(kv)) if q != kv => {
+                grouped(out, d, Heads { q, kv, scale, causal }, qkv, mask, y)
+            }
+            _ => {
+                attend(out, qkv, scale, mask, causal, 4, y);
+                Some(())
+            }
+        },
         _ => None,
     }
 }
 
-/// Attention on 3-D `[B, S, H * D]` query, key and value: split into heads, attended, merged
-/// back into `y`; `None` when the query and key/value heads differ.
-pub(super) fn heads_attention(
+/// Grouped-query attention on `[B, Hq, S, D]` queries and `[B, Hkv, L, D]` keys and values
+/// (each key/value head serves `Hq / Hkv` consecutive query heads, as PyTorch's `enable_gqa`
+/// and ONNX define it): the queries as `[B, Hkv, G, S, D]`, the keys and values with a group
+/// axis of 1 that the products broadcast, and the result back as `[B, Hq, S, Dv]`. `None`
+/// when the heads do not divide, or for a mask other than `[S, L]` or `[B, 1, S, L]`.
+fn grouped(
     out: &mut Out,
+    d: &Declared,
     h: Heads,
     [q, k, v]: [String; 3],
     mask: Option<String>,
     y: &str,
 ) -> Option<()> {
-    if h.q != h.kv {
+    if h.kv <= 0 || h.q % h.kv != 0 {
         return None;
     }
-    let qkv = [split_heads(out, q, h.q), split_heads(out, k, h.q), split_heads(out, v, h.q)];
+    let mask = match mask {
+        Some(m) if d.rank.get(&m) == Some(&4) && d.dim(&m, 1) == Some(1) => {
+            let axis = out.ints(&[2]);
+            Some(out.op("Unsqueeze", vec![m, axis], vec![]))
+        }
+        Some(m) if d.rank.get(&m).is_some_and(|r| *r <= 2) => Some(m),
+        Some(_) => return None,
+        None => None,
+    };
+    let batch = dims(out, &q, &[0]);
+    let groups = out.ints(&[h.kv, h.q / h.kv]);
+    let rows = dims(out, &q, &[2, 3]);
+    let shape = out.op("Concat", vec![batch, groups, rows], vec![attr_i("axis", 0)]);
+    let q5 = out.op("Reshape", vec![q.clone(), shape], vec![]);
+    let axis = out.ints(&[2]);
+    let k5 = out.op("Unsqueeze", vec![k, axis.clone()], vec![]);
+    let v5 = out.op("Unsqueeze", vec![v.clone(), axis], vec![]);
     let o = out.name("attended");
-    attend(out, qkv, h.scale, mask, h.causal, &o);
+    attend(out, [q5, k5, v5], h.scale, mask, h.causal, 5, &o);
+    let (lead, width) = (dims(out, &q, &[0, 1, 2]), dims(out, &v, &[3]));
+    let shape = out.op("Concat", vec![lead, width], vec![attr_i("axis", 0)]);
+    out.op_to("Reshape", vec![o, shape], vec![], y);
+    Some(())
+}
+
+/// Attention on 3-D `[B, S, H * D]` query, key and value: split into heads, attended (grouped
+/// where the key/value heads are fewer), merged back into `y`; `None` when they do not divide.
+pub(super) fn heads_attention(
+    out: &mut Out,
+    d: &Declared,
+    h: Heads,
+    [q, k, v]: [String; 3],
+    mask: Option<String>,
+    y: &str,
+) -> Option<()> {
+    let qkv = [split_heads(out, q, h.q), split_heads(out, k, h.kv), split_heads(out, v, h.kv)];
+    let o = out.name("attended");
+    if h.q != h.kv {
+        grouped(out, d, h, qkv, mask, &o)?;
+    } else {
+        attend(out, qkv, h.scale, mask, h.causal, 4, &o);
+    }
     let o = out.op("Transpose", vec![o], vec![attr_ints("perm", &[0, 2, 1, 3])]);
     let shape = out.ints(&[0, 0, -1]);
     out.op_to("Reshape", vec![o, shape], vec![], y);
     Some(())
 }
 
-/// `softmax(Q s · (Kᵀ s) + mask + causal) · V` on `[B, H, S, D]` tensors, into `y`.
+/// `softmax(Q s · (Kᵀ s) + mask + causal) · V` on `[B, H, S, D]` tensors (`rank` 4) or
+/// grouped `[B, Hkv, G, S, D]` ones (5), into `y`.
+#[allow(clippy::too_many_arguments)]
 fn attend(
     out: &mut Out,
     [q, k, v]: [String; 3],
     scale: Option<f32>,
     mask: Option<String>,
     causal: bool,
+    rank: i64,
     y: &str,
 ) {
     let s = root_scale(out, scale, &q);
-    let kt = out.op("Transpose", vec![k.clone()], vec![attr_ints("perm", &[0, 1, 3, 2])]);
+    let perm: Vec<i64> = (0..rank - 2).chain([rank - 1, rank - 2]).collect();
+    let kt = out.op("Transpose", vec![k.clone()], vec![attr_ints("perm", &perm)]);
     let qs = out.op("Mul", vec![q.clone(), s.clone()], vec![]);
     let ks = out.op("Mul", vec![kt, s], vec![]);
     let mut scores = out.op("MatMul", vec![qs, ks], vec![]);
@@ -110,8 +165,13 @@ fn root_scale(out: &mut Out, scale: Option<f32>, q: &str) -> String {
 
 /// Dim `axis` of `x` as a 1-D tensor (`Shape` then `Gather`, which every opset reads alike).
 fn dim(out: &mut Out, x: &str, axis: i64) -> String {
+    dims(out, x, &[axis])
+}
+
+/// Dims `axes` of `x` as a 1-D tensor.
+fn dims(out: &mut Out, x: &str, axes: &[i64]) -> String {
     let shape = out.op("Shape", vec![x.to_string()], vec![]);
-    let at = out.ints(&[axis]);
+    let at = out.ints(axes);
     out.op("Gather", vec![shape, at], vec![attr_i("axis", 0)])
 }
 

@@ -137,6 +137,8 @@ impl Out {
 struct Declared {
     rank: HashMap<String, usize>,
     elem: HashMap<String, i32>,
+    /// The fixed dims (`None` for a symbolic one).
+    dims: HashMap<String, Vec<Option<i64>>>,
 }
 
 impl Declared {
@@ -147,16 +149,24 @@ impl Declared {
                 vi.r#type.as_ref().and_then(|t| t.value.as_ref())
             {
                 d.elem.insert(vi.name.clone(), t.elem_type);
-                if let Some(s) = &t.shape {
-                    d.rank.insert(vi.name.clone(), s.dim.len());
+                if t.shape.is_some() {
+                    let dims = super::inputs::declared_dims(vi);
+                    d.rank.insert(vi.name.clone(), dims.len());
+                    d.dims.insert(vi.name.clone(), dims);
                 }
             }
         }
         for t in &graph.initializer {
             d.elem.insert(t.name.clone(), t.data_type);
             d.rank.insert(t.name.clone(), t.dims.len());
+            d.dims.insert(t.name.clone(), t.dims.iter().map(|&v| Some(v)).collect());
         }
         d
+    }
+
+    /// Dim `i` of `name`, where the file fixes it.
+    fn dim(&self, name: &str, i: usize) -> Option<i64> {
+        self.dims.get(name)?.get(i).copied().flatten()
     }
 }
 

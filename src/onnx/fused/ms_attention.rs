@@ -28,7 +28,7 @@ pub(super) fn multi_head(n: &pb::NodeProto, out: &mut Out, d: &Declared, y: &str
         Some(m) => Some(padding_mask(out, n, m, d)?),
         None => None,
     };
-    heads_attention(out, heads(n)?, [q, k, v], mask, y)
+    heads_attention(out, d, heads(n)?, [q, k, v], mask, y)
 }
 
 /// `Attention(input, weights, bias, mask_index)`; `None` for a KV cache, rotary embeddings, an
@@ -50,7 +50,7 @@ pub(super) fn packed(n: &pb::NodeProto, out: &mut Out, d: &Declared, y: &str) ->
         Some(m) => Some(padding_mask(out, n, m, d)?),
         None => None,
     };
-    heads_attention(out, heads(n)?, [q, k, v], mask, y)
+    heads_attention(out, d, heads(n)?, [q, k, v], mask, y)
 }
 
 fn extra_outputs(n: &pb::NodeProto) -> bool {

@@ -60,11 +60,11 @@ fn the_forms_it_does_not_read_are_kept_for_the_reader_to_name() {
         node("Attention", "", &["q", "k", "v"], &["y", "present_k", "present_v"]),
         // a soft cap
         with_attr(node("Attention", "", &["q", "k", "v"], &["y"]), super::attr_f("softcap", 30.0)),
-        // grouped-query attention in the 3-D form
+        // query heads that the key/value heads do not divide
         with_attr(
             with_attr(
                 node("Attention", "", &["q", "k", "v"], &["y"]),
-                super::attr_i("q_num_heads", 8),
+                super::attr_i("q_num_heads", 3),
             ),
             super::attr_i("kv_num_heads", 2),
         ),
