@@ -60,6 +60,10 @@ fn opset_23_reads_as_the_same_block_at_opset_18() {
     let torch = truth()["files"]["block23"]["torch_params"].as_u64().expect("torch_params");
     let (s18, s23) = (b18.summary(), b23.summary());
     assert_eq!(s23.params, torch, "RMSNormalization's and Attention's weights, each once");
+    for shapes_only in [true, false] {
+        let p = read("block18", shapes_only).summary().params;
+        assert_eq!(p, torch, "opset 18's causal mask (0 and -inf) is a constant, no parameter");
+    }
     assert_eq!(s23.macs, s18.macs, "the attention's two products and the projections");
     let kinds = |cg: &Cg| {
         let mut k = cg.canonical().summary().by_kind;

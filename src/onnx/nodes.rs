@@ -388,9 +388,8 @@ impl<'a> Builder<'a> {
                 continue;
             }
             for src in &s.sources {
-                let Some(origin) = self.statics.get(src).filter(|o| o.float && o.numel > 1) else {
-                    continue;
-                };
+                let counted = |o: &&Static| o.float && o.numel > 1 && !is_mask(o);
+                let Some(origin) = self.statics.get(src).filter(counted) else { continue };
                 // a tensor of constant values (zeros, ones) read again by another node is a
                 // parameter of its own that shares its initial values (ONNX Runtime's optimiser
                 // merges such initializers), as for Identity copies; varied values, or values
@@ -452,6 +451,7 @@ impl<'a> Builder<'a> {
                 param: s.float
                     && s.numel > 1
                     && !s.sources.is_empty()
+                    && !is_mask(s)
                     && slots::is_param_slot(&at.pn.op_type, slot),
                 value: s.value.as_deref().and_then(const_value),
                 name,
@@ -507,6 +507,15 @@ impl<'a> Builder<'a> {
 }
 
 /// Whether a tensor holds more than one distinct value.
+/// Whether a constant holds a mask's fill values: an infinity, a NaN, or a float32 extreme
+/// (`finfo.min`, which Hugging Face fills masks with). No trained parameter reaches them, so a
+/// constant causal mask added to attention scores is no parameter.
+fn is_mask(s: &Static) -> bool {
+    let Some(Ok(c)) = s.value.as_ref().map(|t| t.cast_to::<f32>()) else { return false };
+    let Ok(v) = c.to_plain_array_view::<f32>() else { return false };
+    v.iter().any(|x| !x.is_finite() || x.abs() >= f32::MAX / 2.0)
+}
+
 fn varied(t: &tract_onnx::prelude::Tensor) -> bool {
     let Ok(c) = t.cast_to::<f32>() else { return false };
     let Ok(v) = c.to_plain_array_view::<f32>() else { return false };

@@ -136,6 +136,9 @@ struct Walker<R> {
     /// weight of its shape).
     quantized: HashSet<Vec<u8>>,
     plain: HashSet<Vec<u8>>,
+    /// Names an `Add` reads: their data is kept up to [`KEEP_REREAD`] elements, so that a
+    /// constant mask added to attention scores (0 and -inf) can be told from a parameter.
+    added: HashSet<Vec<u8>>,
 }
 
 /// Tensors read by several nodes keep their data up to this many elements: the merged
@@ -158,13 +161,15 @@ impl<R: Read + Seek> Walker<R> {
             read: HashSet::new(),
             quantized: HashSet::new(),
             plain: HashSet::new(),
+            added: HashSet::new(),
         }
     }
 
     /// Whether the data of the initializer `head` describes is left out.
     fn drops(&self, head: &TensorHead) -> bool {
         let numel = head.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-        let reread = self.reread.contains(&head.name) && numel.is_some_and(|n| n <= KEEP_REREAD);
+        let small = numel.is_some_and(|n| n <= KEEP_REREAD);
+        let reread = small && (self.reread.contains(&head.name) || self.added.contains(&head.name));
         let quantized = !head.external
             && matches!(head.data_type, 2 | 3)
             && numel.is_some_and(|n| n > KEEP_ELEMENTS)
@@ -304,6 +309,9 @@ impl<R: Read + Seek> Walker<R> {
                 let (inputs, op) = node_inputs(&node)?;
                 let (identity, weight_slots) = (op == b"Identity", quantized_weight_slots(&op));
                 for (slot, i) in inputs.into_iter().enumerate() {
+                    if op == b"Add" {
+                        self.added.insert(i.clone());
+                    }
                     if weight_slots.contains(&slot) {
                         self.quantized.insert(i.clone());
                     } else {
