@@ -190,6 +190,8 @@ fn a_symbolic_image_size_is_refused_until_bound_and_a_batch_goes_on() {
         let (code, out, err) = nape(&args);
         assert_eq!(code, 0, "{bind:?}: {err}");
         assert_eq!(macs(&out), [Some(4 * 3 * 9 * 64); 2], "{bind:?}");
+        let bound: serde_json::Value = serde_json::from_str(out.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(bound["input_shapes"]["x"], serde_json::json!([1, 3, 8, 8]), "{bind:?}");
     }
     let (code, _, err) = nape(&["inspect", p.to_str().unwrap(), "--dim", "H"]);
     assert_eq!(code, 2, "a --dim without a size is a usage error: {err}");

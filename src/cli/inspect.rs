@@ -44,12 +44,23 @@ pub struct Brief {
     summary: crate::graph::Summary,
     notes: Vec<String>,
     hash: String,
+    /// The shape each data input was read at (its symbolic dims bound).
+    inputs: Vec<(String, crate::graph::Shape)>,
 }
 
 impl Brief {
     pub fn of(cg: &Cg) -> Brief {
-        Brief { summary: cg.summary(), notes: cg.notes.clone(), hash: graph_hash(cg) }
+        let inputs = input_shapes(cg);
+        Brief { summary: cg.summary(), notes: cg.notes.clone(), hash: graph_hash(cg), inputs }
     }
+}
+
+/// The data inputs of `cg` and the shapes they were read at, in the graph's order.
+fn input_shapes(cg: &Cg) -> Vec<(String, crate::graph::Shape)> {
+    cg.nodes()
+        .filter(|(_, n)| n.kind == crate::graph::OpKind::Input)
+        .map(|(_, n)| (n.name.clone(), n.out_shapes.first().cloned().unwrap_or_default()))
+        .collect()
 }
 
 /// One file's entry in `inspect --json` (and the Python front's `nape.inspect`).
@@ -77,6 +88,7 @@ fn brief_json(file: &str, b: &Brief) -> serde_json::Value {
         "undecided": !b.notes.is_empty(),
         "notes": b.notes,
         "graph_hash": b.hash,
+        "input_shapes": b.inputs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 
@@ -241,6 +253,9 @@ fn write_csv(out: &mut impl Write, results: &[Entry]) -> anyhow::Result<()> {
 fn write_one_table(out: &mut impl Write, f: &str, cg: &Cg) -> anyhow::Result<()> {
     let s = cg.summary();
     writeln!(out, "{f}")?;
+    for (name, shape) in input_shapes(cg) {
+        writeln!(out, "  input        {name} {shape:?}")?;
+    }
     writeln!(out, "  nodes        {} ({} edges)", s.nodes, s.edges)?;
     writeln!(out, "  parameters   {} ({})", s.params, human(s.params))?;
     writeln!(out, "  MACs         {} ({})", s.macs, human(s.macs))?;
