@@ -5,7 +5,8 @@
 
 - ``block18.onnx`` / ``block23.onnx``: one pre-norm decoder block (RMSNorm, causal scaled
   dot-product attention, a GELU MLP), seeded, exported by PyTorch's dynamo exporter at opset 18
-  (primitive ops) and 23 (``RMSNormalization``, ``Attention``); ``gqa23.onnx``: causal
+  (primitive ops; ``block18_ext`` with its weights in a side file, as PyTorch writes by
+  default) and 23 (``RMSNormalization``, ``Attention``); ``gqa23.onnx``: causal
   grouped-query attention (8 query heads, 2 key/value heads) at opset 23.
 - ``bert.onnx`` / ``bert14.onnx`` / ``bert_ort.onnx``: a two-layer BERT encoder read from
   ``inputs_embeds``, exported at opset 17, at opset 14 (its LayerNorms written out), and the
@@ -181,6 +182,11 @@ def torch_files(out: Path) -> dict[str, dict]:
         torch.onnx.export(block, (x,), str(f), opset_version=opset, dynamo=True,
                           input_names=["x"], output_names=["y"], external_data=False)
         meta[f.stem] = {"torch_params": sum(p.numel() for p in block.parameters())}
+    # PyTorch's default: the dynamo exporter at opset 18, weights in a side file
+    f = out / "block18_ext.onnx"
+    torch.onnx.export(block, (x,), str(f), opset_version=18, dynamo=True,
+                      input_names=["x"], output_names=["y"], external_data=True)
+    meta[f.stem] = meta["block18"]
     torch.manual_seed(0)
     gqa = Gqa().eval()
     torch.onnx.export(gqa, (x,), str(out / "gqa23.onnx"), opset_version=23, dynamo=True,

@@ -60,9 +60,11 @@ fn opset_23_reads_as_the_same_block_at_opset_18() {
     let torch = truth()["files"]["block23"]["torch_params"].as_u64().expect("torch_params");
     let (s18, s23) = (b18.summary(), b23.summary());
     assert_eq!(s23.params, torch, "RMSNormalization's and Attention's weights, each once");
-    for shapes_only in [true, false] {
-        let p = read("block18", shapes_only).summary().params;
-        assert_eq!(p, torch, "opset 18's causal mask (0 and -inf) is a constant, no parameter");
+    for (name, shapes_only) in
+        [("block18", true), ("block18", false), ("block18_ext", true), ("block18_ext", false)]
+    {
+        let p = read(name, shapes_only).summary().params;
+        assert_eq!(p, torch, "{name}, shapes only {shapes_only}: opset 18's causal mask (0 and -inf) is a constant, no parameter");
     }
     assert_eq!(s23.macs, s18.macs, "the attention's two products and the projections");
     let kinds = |cg: &Cg| {
@@ -125,7 +127,7 @@ mod computes {
     #[test]
     fn the_expansions_compute_what_onnx_runtime_computes_from_the_fused_file() {
         let truth = truth();
-        for name in FUSED.into_iter().chain(["bert14"]) {
+        for name in FUSED.into_iter().chain(["bert14", "block18_ext"]) {
             let t = &truth["files"][name];
             let shape: Vec<i64> = t["input_shape"]
                 .as_array()

@@ -141,19 +141,22 @@ pub(super) fn load_external(
 }
 
 /// For a shapes-only reading ([`super::slim`]): the external initializers that are weights by
-/// slim's rule are checked where they are (every check of [`locate`], nothing read) and become
-/// typed graph inputs declared as weights, like the weights slim leaves out of the file; the
-/// others are read by [`load_external`].
+/// slim's rule, and whose data slim would not keep for how the nodes read them
+/// ([`super::slim::kept_external`]), are checked where they are (every check of [`locate`],
+/// nothing read) and become typed graph inputs declared as weights, like the weights slim
+/// leaves out of the file; the others are read by [`load_external`].
 pub(super) fn declare_external_weights(
     model: &mut pb::ModelProto,
     dir: Option<&Path>,
     source: &str,
 ) -> Result<()> {
     let Some(graph) = model.graph.as_mut() else { return Ok(()) };
+    let kept = super::slim::kept_external(graph);
     let mut names = Vec::new();
     for t in graph.initializer.iter().filter(|t| t.data_location == Some(EXTERNAL)) {
         let dims: Vec<u64> = t.dims.iter().map(|&d| u64::try_from(d).unwrap_or(0)).collect();
-        if let (Some(dir), true) = (dir, super::slim::is_weight(t.data_type as u64, &dims)) {
+        let weight = super::slim::is_weight(t.data_type as u64, &dims) && !kept.contains(&t.name);
+        if let (Some(dir), true) = (dir, weight) {
             locate(t, dir, source)?;
             names.push(t.name.clone());
         }

@@ -89,6 +89,44 @@ pub(super) fn is_weight(data_type: u64, dims: &[u64]) -> bool {
     FLOAT_TYPES.contains(&data_type) && numel.is_some_and(|n| n > KEEP_ELEMENTS)
 }
 
+/// Whether a tensor's data is kept for how the nodes read it, whatever its size: an `Identity`
+/// copies it (`copied`), or several nodes (`reread`) or an `Add` (`added`) read it, up to
+/// [`KEEP_REREAD`] elements (`numel`).
+fn kept_for_its_readers(copied: bool, reread: bool, added: bool, numel: Option<u64>) -> bool {
+    copied || ((reread || added) && numel.is_some_and(|n| n <= KEEP_REREAD))
+}
+
+/// The initializers of a decoded graph whose data a shapes-only reading keeps for how the
+/// nodes read them ([`kept_for_its_readers`], as the walker decides for data in the file):
+/// for external data, which is declared rather than walked.
+pub(super) fn kept_external(graph: &tract_onnx::pb::GraphProto) -> HashSet<String> {
+    let (mut readers, mut copied, mut added) =
+        (std::collections::HashMap::<&str, usize>::new(), HashSet::new(), HashSet::new());
+    for n in &graph.node {
+        for i in &n.input {
+            *readers.entry(i.as_str()).or_default() += 1;
+            match n.op_type.as_str() {
+                "Identity" => copied.insert(i.as_str()),
+                "Add" => added.insert(i.as_str()),
+                _ => false,
+            };
+        }
+    }
+    let numel = |t: &tract_onnx::pb::TensorProto| {
+        t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(u64::try_from(d).ok()?))
+    };
+    graph
+        .initializer
+        .iter()
+        .filter(|t| {
+            let name = t.name.as_str();
+            let reread = readers.get(name).is_some_and(|&r| r > 1);
+            kept_for_its_readers(copied.contains(name), reread, added.contains(name), numel(t))
+        })
+        .map(|t| t.name.clone())
+        .collect()
+}
+
 /// The inputs of a NodeProto's bytes and its op type (its inputs, field 1, and op type, field
 /// 4, read without decoding the rest).
 fn node_inputs(node: &[u8]) -> std::io::Result<(Vec<Vec<u8>>, Vec<u8>)> {
@@ -168,8 +206,9 @@ impl<R: Read + Seek> Walker<R> {
     /// Whether the data of the initializer `head` describes is left out.
     fn drops(&self, head: &TensorHead) -> bool {
         let numel = head.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-        let small = numel.is_some_and(|n| n <= KEEP_REREAD);
-        let reread = small && (self.reread.contains(&head.name) || self.added.contains(&head.name));
+        let n = &head.name;
+        let read = (self.reread.contains(n), self.added.contains(n));
+        let reread = kept_for_its_readers(false, read.0, read.1, numel);
         let quantized = !head.external
             && matches!(head.data_type, 2 | 3)
             && numel.is_some_and(|n| n > KEEP_ELEMENTS)
