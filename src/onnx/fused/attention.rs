@@ -10,12 +10,14 @@ use tract_onnx::pb;
 /// ONNX's element type of booleans.
 const BOOL: i32 = 9;
 
-/// The heads of the 3-D forms, the scale (default `1 / sqrt(head size)`) and causality.
+/// The heads of the 3-D forms, the scale (default `1 / sqrt(head size)`), causality and the
+/// additive mask.
 pub(super) struct Heads {
     pub q: i64,
     pub kv: i64,
     pub scale: Option<f32>,
     pub causal: bool,
+    pub mask: Option<String>,
 }
 
 /// Writes the expansion of `n` into `out`, its result named `y`; `None` for a form it does not
@@ -36,11 +38,11 @@ pub(super) fn attention(n: &pb::NodeProto, out: &mut Out, d: &Declared, y: &str)
         input(n, 3).map(|m| if d.elem.get(&m) == Some(&BOOL) { additive(out, m) } else { m });
     match (int_attr(n, "q_num_heads"), int_attr(n, "kv_num_heads")) {
         (Some(q), Some(kv)) => {
-            heads_attention(out, d, Heads { q, kv, scale, causal }, qkv, mask, y)
+            heads_attention(out, d, Heads { q, kv, scale, causal, mask }, qkv, y)
         }
         (None, None) => match (d.dim(&qkv[0], 1), d.dim(&qkv[1], 1)) {
             (Some(q), Some(kv)) if q != kv => {
-                grouped(out, d, Heads { q, kv, scale, causal }, qkv, mask, y)
+                grouped(out, d, Heads { q, kv, scale, causal, mask }, qkv, y)
             }
             _ => {
                 attend(out, qkv, scale, mask, causal, 4, y);
@@ -56,18 +58,11 @@ pub(super) fn attention(n: &pb::NodeProto, out: &mut Out, d: &Declared, y: &str)
 /// and ONNX define it): the queries as `[B, Hkv, G, S, D]`, the keys and values with a group
 /// axis of 1 that the products broadcast, and the result back as `[B, Hq, S, Dv]`. `None`
 /// when the heads do not divide, or for a mask other than `[S, L]` or `[B, 1, S, L]`.
-fn grouped(
-    out: &mut Out,
-    d: &Declared,
-    h: Heads,
-    [q, k, v]: [String; 3],
-    mask: Option<String>,
-    y: &str,
-) -> Option<()> {
+fn grouped(out: &mut Out, d: &Declared, h: Heads, [q, k, v]: [String; 3], y: &str) -> Option<()> {
     if h.kv <= 0 || h.q % h.kv != 0 {
         return None;
     }
-    let mask = match mask {
+    let mask = match h.mask {
         Some(m) if d.rank.get(&m) == Some(&4) && d.dim(&m, 1) == Some(1) => {
             let axis = out.ints(&[2]);
             Some(out.op("Unsqueeze", vec![m, axis], vec![]))
@@ -99,15 +94,14 @@ pub(super) fn heads_attention(
     d: &Declared,
     h: Heads,
     [q, k, v]: [String; 3],
-    mask: Option<String>,
     y: &str,
 ) -> Option<()> {
     let qkv = [split_heads(out, q, h.q), split_heads(out, k, h.kv), split_heads(out, v, h.kv)];
     let o = out.name("attended");
     if h.q != h.kv {
-        grouped(out, d, h, qkv, mask, &o)?;
+        grouped(out, d, h, qkv, &o)?;
     } else {
-        attend(out, qkv, h.scale, mask, h.causal, 4, &o);
+        attend(out, qkv, h.scale, h.mask, h.causal, 4, &o);
     }
     let o = out.op("Transpose", vec![o], vec![attr_ints("perm", &[0, 2, 1, 3])]);
     let shape = out.ints(&[0, 0, -1]);

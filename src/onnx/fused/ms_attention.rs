@@ -28,7 +28,7 @@ pub(super) fn multi_head(n: &pb::NodeProto, out: &mut Out, d: &Declared, y: &str
         Some(m) => Some(padding_mask(out, n, m, d)?),
         None => None,
     };
-    heads_attention(out, d, heads(n)?, [q, k, v], mask, y)
+    heads_attention(out, d, heads(n, mask)?, [q, k, v], y)
 }
 
 /// `Attention(input, weights, bias, mask_index)`; `None` for a KV cache, rotary embeddings, an
@@ -50,21 +50,22 @@ pub(super) fn packed(n: &pb::NodeProto, out: &mut Out, d: &Declared, y: &str) ->
         Some(m) => Some(padding_mask(out, n, m, d)?),
         None => None,
     };
-    heads_attention(out, d, heads(n)?, [q, k, v], mask, y)
+    heads_attention(out, d, heads(n, mask)?, [q, k, v], y)
 }
 
 fn extra_outputs(n: &pb::NodeProto) -> bool {
     (1..n.output.len()).any(|i| has_output(n, i))
 }
 
-/// The heads, the scale and causality the node's attributes give.
-fn heads(n: &pb::NodeProto) -> Option<Heads> {
+/// The heads, the scale and causality the node's attributes give, with `mask`.
+fn heads(n: &pb::NodeProto, mask: Option<String>) -> Option<Heads> {
     let scale = n.attribute.iter().find(|a| a.name == "scale").map(|a| a.f).filter(|s| *s != 0.0);
     Some(Heads {
         q: int_attr(n, "num_heads")?,
         kv: int_attr(n, "num_heads")?,
         scale,
         causal: int_attr(n, "unidirectional").unwrap_or(0) != 0,
+        mask,
     })
 }
 
