@@ -175,7 +175,8 @@ struct Walker<R> {
     quantized: HashSet<Vec<u8>>,
     plain: HashSet<Vec<u8>>,
     /// Names an `Add` reads: their data is kept up to [`KEEP_REREAD`] elements, so that a
-    /// constant mask added to attention scores (0 and -inf) can be told from a parameter.
+    /// constant mask added to attention scores (0 and -inf or `finfo.min`) can be told from a
+    /// parameter.
     added: HashSet<Vec<u8>>,
 }
 
