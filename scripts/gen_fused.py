@@ -17,6 +17,9 @@
   ``BiasGelu``, ``FastGelu`` and ``QuickGelu``, and its attentions: ``MultiHeadAttention``
   (a key padding mask) and ``Attention`` (packed QKV weights; a raw 2-D mask, and causal).
 
+- ``nbits_float.onnx`` / ``nbits.onnx`` / ``nbits_sym.onnx``: a two-layer MLP and ONNX Runtime's
+  4-bit ``MatMulNBits`` forms of it (with zero points, and symmetric).
+
 ``truth.json`` holds, for each file, its op types and ONNX Runtime's output on the input
 ``x[i] = sin(0.37 i)`` (float32, ``i`` the flat index), and torch's parameter count where torch
 built it.
@@ -208,12 +211,29 @@ def torch_files(out: Path) -> dict[str, dict]:
     return meta
 
 
+def nbits_files(out: Path) -> dict[str, dict]:
+    """A two-layer MLP and ONNX Runtime's 4-bit forms of it (``MatMulNBits``): zero points per
+    block, and symmetric (none). The first layer's K (16) is below the block (32)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(H, 64), torch.nn.ReLU(), torch.nn.Linear(64, H))
+    f = out / "nbits_float.onnx"
+    torch.onnx.export(mlp.eval(), (torch.zeros(B, S, H),), str(f), opset_version=17,
+                      dynamo=False, input_names=["x"], output_names=["y"])
+    for name, symmetric in (("nbits", False), ("nbits_sym", True)):
+        q = MatMulNBitsQuantizer(onnx.load(str(f)), block_size=32, is_symmetric=symmetric)
+        q.process()
+        q.model.save_model_to_file(str(out / f"{name}.onnx"))
+    n = sum(p.numel() for p in mlp.parameters())
+    return {k: {"torch_params": n} for k in ("nbits_float", "nbits", "nbits_sym")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="tests/corpus/fused", type=Path)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    meta = torch_files(a.out)
+    meta = torch_files(a.out) | nbits_files(a.out)
     for name, m in small_graphs().items():
         if name != "simplified_ln":  # ONNX Runtime's op in ONNX's domain, unknown to the checker
             onnx.checker.check_model(m)

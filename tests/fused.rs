@@ -105,6 +105,26 @@ fn layer_norms_written_out_below_opset_17_read_as_at_opset_17() {
     assert_eq!(at14.canonical().structure_hash(), at17.canonical().structure_hash());
 }
 
+#[test]
+fn four_bit_weights_read_as_the_float_network() {
+    let float = read("nbits_float", true);
+    let torch = truth()["files"]["nbits_float"]["torch_params"].as_u64().expect("torch_params");
+    assert_eq!(float.summary().params, torch);
+    for (name, shapes_only) in
+        [("nbits", true), ("nbits", false), ("nbits_sym", true), ("nbits_sym", false)]
+    {
+        let cg = read(name, shapes_only);
+        let (s, f) = (cg.summary(), float.summary());
+        assert_eq!(
+            (s.params, s.macs, s.flops),
+            (f.params, f.macs, f.flops),
+            "{name} {shapes_only}"
+        );
+        assert_eq!(cg.canonical().structure_hash(), float.canonical().structure_hash(), "{name}");
+        assert!(cg.notes.iter().any(|n| n.contains("MatMulNBits, 2 ops")), "{:?}", cg.notes);
+    }
+}
+
 #[cfg(feature = "torch")]
 mod computes {
     use super::*;
@@ -127,7 +147,8 @@ mod computes {
     #[test]
     fn the_expansions_compute_what_onnx_runtime_computes_from_the_fused_file() {
         let truth = truth();
-        for name in FUSED.into_iter().chain(["bert14", "block18_ext"]) {
+        let more = ["bert14", "block18_ext", "nbits_float", "nbits", "nbits_sym"];
+        for name in FUSED.into_iter().chain(more) {
             let t = &truth["files"][name];
             let shape: Vec<i64> = t["input_shape"]
                 .as_array()

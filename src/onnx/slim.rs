@@ -147,7 +147,7 @@ fn node_inputs(node: &[u8]) -> std::io::Result<(Vec<Vec<u8>>, Vec<u8>)> {
 fn quantized_weight_slots(op: &[u8]) -> &'static [usize] {
     match op {
         b"DequantizeLinear" => &[0],
-        b"ConvInteger" => &[1],
+        b"ConvInteger" | b"MatMulNBits" => &[1],
         b"QLinearConv" => &[3],
         b"MatMulInteger" => &[0, 1],
         b"QLinearMatMul" | b"QGemm" | b"QLinearAdd" | b"QLinearMul" => &[0, 3],

@@ -18,6 +18,7 @@
 //! as it is.
 
 mod dynamic;
+mod nbits;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -28,7 +29,7 @@ use tract_onnx::pb;
 use values::{dequantized, float_tensor, is_integer, values, Values};
 
 fn is_quantized(op: &str) -> bool {
-    matches!(op, "QuantizeLinear" | "DequantizeLinear" | "DynamicQuantizeLinear")
+    matches!(op, "QuantizeLinear" | "DequantizeLinear" | "DynamicQuantizeLinear" | "MatMulNBits")
         || op.starts_with("QLinear")
         || matches!(op, "QGemm" | "ConvInteger" | "MatMulInteger")
 }
@@ -379,6 +380,7 @@ fn rewrite(rw: &mut Rewrite, n: pb::NodeProto) {
         }
         "DynamicQuantizeLinear" => dynamic_quantize(rw, n),
         "ConvInteger" | "MatMulInteger" => integer_product(rw, n),
+        "MatMulNBits" => nbits::matmul_nbits(rw, n),
         "Cast" | "Add" | "Mul" => after_integer_product(rw, n),
         op if op.starts_with("QLinear") || op == "QGemm" => qoperator(rw, n),
         _ => {

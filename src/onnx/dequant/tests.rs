@@ -205,6 +205,7 @@ fn malformed_quantized_nodes_never_panic() {
         "QLinearConcat",
         "QLinearGlobalAveragePool",
         "QLinearSigmoid",
+        "MatMulNBits",
         "Identity",
         "Reshape",
         "Cast",
@@ -255,4 +256,32 @@ fn a_quantized_float_constant_reads_as_the_constant() {
     let s = cg.summary();
     assert_eq!((s.by_kind.get("Add"), s.unknown.len()), (Some(&1), 0), "{:?}", s.by_kind);
     assert!(!cg.notes.iter().any(|n| n.contains("does not read")), "{:?}", cg.notes);
+}
+
+#[test]
+fn a_4_bit_weight_reads_as_its_float_matrix_or_is_declared_by_its_shape() {
+    // K = 4, N = 2, one block of 16 per column: 8 bytes each, low nibble first
+    let mut n = node("MatMulNBits", &["x", "q", "s"], "y", "com.microsoft");
+    n.attribute = vec![int("K", 4), int("N", 2), int("bits", 4), int("block_size", 16)];
+    let column = |a: u8, b: u8| [vec![a, b], vec![0x88; 6]].concat();
+    let q = tensor("q", 2, &[2, 1, 8], [column(0x98, 0xba), column(0x78, 0x56)].concat());
+    let scales = tensor("s", 1, &[2], [0.5f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect());
+    let bytes = file(&[1, 4], vec![n.clone()], vec![q, scales.clone()]);
+    let mut m = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    dequantize(&mut m);
+    let g = m.graph.unwrap();
+    let w = g.initializer.iter().find(|t| t.name == "y/nape_w").expect("a float weight");
+    let w: Vec<f32> =
+        w.raw_data.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    // q - 8 (the default zero point) times the column's scale, as [K, N]
+    assert_eq!(w, [0.0, 0.0, 0.5, -2.0, 1.0, -4.0, 1.5, -6.0]);
+    // bytes of the wrong length: the weight is declared by its shape and still counted
+    let short = tensor("q", 2, &[2, 1, 2], vec![0x98, 0xba, 0x78, 0x56]);
+    let cg = load_bytes(
+        &file(&[1, 4], vec![n], vec![short, scales]),
+        "q.onnx",
+        &ImportOptions::default(),
+    )
+    .expect("reads");
+    assert_eq!(cg.summary().params, 8);
 }
