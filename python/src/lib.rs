@@ -42,13 +42,12 @@ fn text(v: &serde_json::Value) -> PyResult<String> {
     serde_json::to_string(v).map_err(|e| NapeError::new_err(e.to_string()))
 }
 
-/// Import options: `dims` binds symbolic dims by name (`--dim`), as a list of pairs.
+/// Import options binding the inputs as `--input-shape` and `--dim` do (`dims` as pairs).
 fn import_options(
     input_shape: Option<Vec<usize>>,
     dims: Option<Vec<(String, usize)>>,
-    strict: bool,
 ) -> ImportOptions {
-    ImportOptions { input_shape, dims: dims.unwrap_or_default(), strict, shapes_only: true }
+    ImportOptions { input_shape, dims: dims.unwrap_or_default(), ..Default::default() }
 }
 
 /// `nape inspect --json`'s entry of one ONNX file.
@@ -61,7 +60,7 @@ fn inspect_file(
     strict: bool,
     dims: Option<Vec<(String, usize)>>,
 ) -> PyResult<String> {
-    let opts = import_options(input_shape, dims, strict);
+    let opts = ImportOptions { strict, shapes_only: true, ..import_options(input_shape, dims) };
     let cg = py.detach(|| nape::onnx::load(&path, &opts)).map_err(py_err)?;
     text(&nape::cli::inspect::summary_json(&path.display().to_string(), &cg))
 }
@@ -77,7 +76,7 @@ fn inspect_bytes(
     strict: bool,
     dims: Option<Vec<(String, usize)>>,
 ) -> PyResult<String> {
-    let opts = import_options(input_shape, dims, strict);
+    let opts = ImportOptions { strict, shapes_only: true, ..import_options(input_shape, dims) };
     let cg = py.detach(|| nape::onnx::load_bytes(&data, &name, &opts)).map_err(py_err)?;
     text(&nape::cli::inspect::summary_json(&name, &cg))
 }
@@ -112,7 +111,7 @@ impl Predictor {
     ) -> PyResult<Predictor> {
         let dir = nape::predict::resolve_model(model, models.as_deref());
         let device = nape::train::model::device(device).map_err(py_err)?;
-        let opts = ImportOptions { shapes_only: false, ..import_options(input_shape, dims, false) };
+        let opts = import_options(input_shape, dims);
         let data = nape::dataset::data_dir(data.as_deref());
         let inner = py
             .detach(|| nape::predict::Predictor::load(&dir, device, opts, &data))
@@ -177,7 +176,7 @@ fn proxy_scores(
     input_shape: Option<Vec<usize>>,
     dims: Option<Vec<(String, usize)>>,
 ) -> PyResult<String> {
-    let opts = ImportOptions { shapes_only: false, ..import_options(input_shape, dims, false) };
+    let opts = import_options(input_shape, dims);
     let ps = proxies::select(names).map_err(py_err)?;
     let ps: Vec<&dyn proxies::Proxy> = ps.iter().map(|p| &**p).collect();
     let lanes = (rayon::current_num_threads() / paths.len().max(1)).max(1);
@@ -259,7 +258,7 @@ fn finetune(
         cache: cache.unwrap_or_else(|| ".nape-cache".into()),
         models: models.unwrap_or_else(nape::predict::models_dir),
         runs: runs.unwrap_or_else(|| "runs".into()),
-        import: ImportOptions { shapes_only: false, ..import_options(input_shape, dims, false) },
+        import: import_options(input_shape, dims),
     };
     let device = nape::train::model::device(device).map_err(py_err)?;
     let source = flows::Source::Labels(labels);

@@ -7,17 +7,16 @@
 
 use super::HashMap;
 use tract_onnx::pb;
-use tract_onnx::prelude::*;
 
-/// The nodes of the file, and what is known of each name: who writes it, who reads it, and the
-/// value of the constants.
+/// The nodes of the file, and what is known of each name: who reads it, the tensors of the
+/// constants (decoded when a pattern asks for a value), the graph inputs and `Identity` copies.
 struct Index<'a> {
     nodes: &'a [pb::NodeProto],
     readers: HashMap<&'a str, Vec<usize>>,
-    consts: HashMap<&'a str, Tensor>,
+    consts: HashMap<&'a str, &'a pb::TensorProto>,
     inits: HashMap<&'a str, &'a pb::TensorProto>,
     /// Graph inputs (weights held as inputs among them), and `Identity` copies: name -> source.
-    inputs: HashMap<&'a str, ()>,
+    inputs: super::HashSet<&'a str>,
     copies: HashMap<&'a str, &'a str>,
 }
 
@@ -35,14 +34,12 @@ impl<'a> Index<'a> {
             }
             let value = n.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref());
             if let (true, Some(t), Some(o)) = (n.op_type == "Constant", value, n.output.first()) {
-                if let Some(v) = super::shapes::initializer(t) {
-                    consts.insert(o.as_str(), v);
-                }
+                consts.insert(o.as_str(), t);
             }
         }
         let inits: HashMap<&str, &pb::TensorProto> =
             graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
-        let inputs = graph.input.iter().map(|v| (v.name.as_str(), ())).collect();
+        let inputs = graph.input.iter().map(|v| v.name.as_str()).collect();
         Index { nodes: &graph.node, readers, consts, inits, inputs, copies }
     }
 
@@ -53,7 +50,7 @@ impl<'a> Index<'a> {
         for _ in 0..8 {
             if self.inits.contains_key(name)
                 || self.consts.contains_key(name)
-                || self.inputs.contains_key(name)
+                || self.inputs.contains(name)
             {
                 return true;
             }
@@ -75,10 +72,8 @@ impl<'a> Index<'a> {
 
     /// The value of a constant name (a `Constant`'s output or a small initializer), as f64s.
     fn values(&self, name: &str) -> Option<Vec<f64>> {
-        let t = match self.consts.get(name) {
-            Some(t) => t.clone(),
-            None => super::shapes::initializer(self.inits.get(name)?)?,
-        };
+        let proto = self.consts.get(name).or_else(|| self.inits.get(name))?;
+        let t = super::shapes::initializer(proto)?;
         let t = t.cast_to::<f64>().ok()?;
         Some(t.to_plain_array_view::<f64>().ok()?.iter().copied().collect())
     }

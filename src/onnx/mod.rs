@@ -66,16 +66,20 @@ pub struct ImportOptions {
 impl ImportOptions {
     /// What the bindings add to a cache's tag: `-shape1x3x224x224-dimsH=224,W=224`, or nothing.
     pub fn binding_tag(&self) -> String {
-        let mut tag = String::new();
-        if let Some(s) = &self.input_shape {
+        let shape = self.input_shape.as_ref().map(|s| {
             let s: Vec<String> = s.iter().map(usize::to_string).collect();
-            tag.push_str(&format!("-shape{}", s.join("x")));
+            format!("-shape{}", s.join("x"))
+        });
+        shape.unwrap_or_default() + &self.dims_tag()
+    }
+
+    /// What the `--dim` bindings add to a cache's tag: `-dimsH=224,W=224`, or nothing.
+    pub fn dims_tag(&self) -> String {
+        if self.dims.is_empty() {
+            return String::new();
         }
-        if !self.dims.is_empty() {
-            let d: Vec<String> = self.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
-            tag.push_str(&format!("-dims{}", d.join(",")));
-        }
-        tag
+        let d: Vec<String> = self.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        format!("-dims{}", d.join(","))
     }
 }
 

@@ -506,16 +506,21 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Whether a tensor holds more than one distinct value.
 /// Whether a constant holds a mask's fill values: an infinity, a NaN, or a float32 extreme
 /// (`finfo.min`, which Hugging Face fills masks with). No trained parameter reaches them, so a
-/// constant causal mask added to attention scores is no parameter.
+/// constant causal mask added to attention scores is no parameter. Only tensors of at most
+/// [`super::slim::KEEP_REREAD`] values are looked at: the shapes-only reading keeps no larger
+/// one's data, so both readings decide alike, and no weight of a large network is scanned.
 fn is_mask(s: &Static) -> bool {
+    if s.numel > super::slim::KEEP_REREAD {
+        return false;
+    }
     let Some(Ok(c)) = s.value.as_ref().map(|t| t.cast_to::<f32>()) else { return false };
     let Ok(v) = c.to_plain_array_view::<f32>() else { return false };
     v.iter().any(|x| !x.is_finite() || x.abs() >= f32::MAX / 2.0)
 }
 
+/// Whether a tensor holds more than one distinct value.
 fn varied(t: &tract_onnx::prelude::Tensor) -> bool {
     let Ok(c) = t.cast_to::<f32>() else { return false };
     let Ok(v) = c.to_plain_array_view::<f32>() else { return false };

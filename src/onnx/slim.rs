@@ -184,7 +184,7 @@ struct Walker<R> {
 /// initializers of equal values that ONNX Runtime's optimiser writes (norm scales, biases, zero
 /// tokens) are far smaller; a larger one read twice (a tied embedding) counts once, as one
 /// parameter used again.
-const KEEP_REREAD: u64 = 1 << 20;
+pub(super) const KEEP_REREAD: u64 = 1 << 20;
 
 fn malformed() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed protobuf")

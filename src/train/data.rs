@@ -168,10 +168,7 @@ pub fn featurise_files(
     use md5::{Digest, Md5};
     use rayon::prelude::*;
     let shape = opts.input_shape.as_ref().map(|s| format!("{s:?}")).unwrap_or_default();
-    let mut tag = format!("{}-shape{shape}", cache_tag(FILES_FAMILY, "", proxies));
-    if !opts.dims.is_empty() {
-        tag += &ImportOptions { input_shape: None, ..opts.clone() }.binding_tag();
-    }
+    let tag = format!("{}-shape{shape}{}", cache_tag(FILES_FAMILY, "", proxies), opts.dims_tag());
     let mut cache: Cache<Sample> = Cache::open(cache_dir, FILES_FAMILY, &tag)?;
     // without proxies the network never runs: the weights' shapes suffice
     let opts = &ImportOptions { shapes_only: proxies.is_empty(), ..opts.clone() };

@@ -385,9 +385,10 @@ fn score_missing(
     // on the CPU, a network that cannot fit the machine at all is refused, not run into the
     // kernel's OOM killer with the whole batch (a GPU's memory is not the host's)
     let total = (device == tch::Device::Cpu).then(memory::machine_total).flatten();
+    let opts = a.shape.options();
     let prepare = |i: usize| {
         let (job, c) = &missing[i];
-        let cg = build_cg(job, &a.shape.options());
+        let cg = build_cg(job, &opts);
         memory::prepare(cg, &todo(c), (lanes, a.batch), (budget, total), &job.id)
     };
     let run = |i: usize, cg: crate::Result<Cg>| {

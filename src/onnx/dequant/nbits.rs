@@ -77,17 +77,20 @@ fn weight(rw: &Rewrite, n: &pb::NodeProto, l: Layout) -> Option<Vec<f32>> {
     if q.len() != l.n * blocks * blob || scales.len() != l.n * blocks {
         return None;
     }
-    let zp_type = rw.input(n, 3).and_then(|z| rw.consts.get(&z)).map(|t| t.data_type);
+    // zero points: none, or a constant the reading holds (packed integers, or floats)
     let zp = match rw.input(n, 3) {
-        Some(_) => Some(rw.constant(n, 3)?.data),
+        Some(z) => {
+            let t = rw.consts.get(&z)?;
+            Some((values(t)?.data, t.data_type))
+        }
         None => None,
     };
     let zp_row = (blocks * l.bits).div_ceil(8);
     let zero = |col: usize, b: usize| -> Option<f32> {
-        match (&zp, zp_type) {
-            (None, _) => Some((1 << (l.bits - 1)) as f32),
-            (Some(z), Some(1 | 10 | 11 | 16)) => z.get(col * blocks + b).copied(),
-            (Some(z), _) => l.unpack(z.get(col * zp_row..(col + 1) * zp_row)?, b),
+        match &zp {
+            None => Some((1 << (l.bits - 1)) as f32),
+            Some((z, t)) if super::super::is_float_type(*t) => z.get(col * blocks + b).copied(),
+            Some((z, _)) => l.unpack(z.get(col * zp_row..(col + 1) * zp_row)?, b),
         }
     };
     let mut w = vec![0f32; l.k * l.n];

@@ -63,11 +63,11 @@ fn grouped(out: &mut Out, d: &Declared, h: Heads, [q, k, v]: [String; 3], y: &st
         return None;
     }
     let mask = match h.mask {
-        Some(m) if d.rank.get(&m) == Some(&4) && d.dim(&m, 1) == Some(1) => {
+        Some(m) if d.rank(&m) == Some(4) && d.dim(&m, 1) == Some(1) => {
             let axis = out.ints(&[2]);
             Some(out.op("Unsqueeze", vec![m, axis], vec![]))
         }
-        Some(m) if d.rank.get(&m).is_some_and(|r| *r <= 2) => Some(m),
+        Some(m) if d.rank(&m).is_some_and(|r| r <= 2) => Some(m),
         Some(_) => return None,
         None => None,
     };

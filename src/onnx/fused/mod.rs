@@ -132,12 +132,11 @@ impl Out {
     }
 }
 
-/// What the rest of the graph says about a name: its rank and element type, where declared.
+/// What the rest of the graph says about a name: its dims and element type, where declared.
 #[derive(Default)]
 struct Declared {
-    rank: HashMap<String, usize>,
     elem: HashMap<String, i32>,
-    /// The fixed dims (`None` for a symbolic one).
+    /// The dims, `None` for a symbolic one.
     dims: HashMap<String, Vec<Option<i64>>>,
 }
 
@@ -150,18 +149,20 @@ impl Declared {
             {
                 d.elem.insert(vi.name.clone(), t.elem_type);
                 if t.shape.is_some() {
-                    let dims = super::inputs::declared_dims(vi);
-                    d.rank.insert(vi.name.clone(), dims.len());
-                    d.dims.insert(vi.name.clone(), dims);
+                    d.dims.insert(vi.name.clone(), super::inputs::declared_dims(vi));
                 }
             }
         }
         for t in &graph.initializer {
             d.elem.insert(t.name.clone(), t.data_type);
-            d.rank.insert(t.name.clone(), t.dims.len());
             d.dims.insert(t.name.clone(), t.dims.iter().map(|&v| Some(v)).collect());
         }
         d
+    }
+
+    /// The rank of `name`, where the file declares its shape.
+    fn rank(&self, name: &str) -> Option<usize> {
+        self.dims.get(name).map(Vec::len)
     }
 
     /// Dim `i` of `name`, where the file fixes it.
@@ -253,7 +254,7 @@ fn expand_one(n: &pb::NodeProto, out: &mut Out, declared: &Declared) -> Option<(
                 return None; // the inverse deviation, read by a training graph
             }
             let (x, scale) = (input(n, 0)?, input(n, 1)?);
-            let axes = norm_axes(int_attr(n, "axis").unwrap_or(-1), declared.rank.get(&x))?;
+            let axes = norm_axes(int_attr(n, "axis").unwrap_or(-1), declared.rank(&x))?;
             out.rms_norm(x, scale, &axes, float_attr(n, "epsilon", 1e-5), &y);
         }
         "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization" => skip_norm(n, out, &y)?,
@@ -282,11 +283,11 @@ fn expand_one(n: &pb::NodeProto, out: &mut Out, declared: &Declared) -> Option<(
 
 /// The axes a normalisation over `axis` and the dims after it reduces: negative ones as they
 /// are; from a non-negative `axis`, only when the input's rank is declared.
-fn norm_axes(axis: i64, rank: Option<&usize>) -> Option<Vec<i64>> {
+fn norm_axes(axis: i64, rank: Option<usize>) -> Option<Vec<i64>> {
     if axis < 0 {
         return Some((axis..0).collect());
     }
-    let rank = *rank? as i64;
+    let rank = rank? as i64;
     (axis < rank).then(|| (axis..rank).collect())
 }
 

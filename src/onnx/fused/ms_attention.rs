@@ -16,7 +16,7 @@ const MASK_FILTER: f32 = -10000.0;
 pub(super) fn multi_head(n: &pb::NodeProto, out: &mut Out, d: &Declared, y: &str) -> Option<()> {
     let (q, k, v) = (input(n, 0)?, input(n, 1)?, input(n, 2)?);
     // a rank the file does not declare is taken as 3: the packed forms leave key or value out
-    let three_d = [&q, &k, &v].iter().all(|x| d.rank.get(*x).is_none_or(|r| *r == 3));
+    let three_d = [&q, &k, &v].iter().all(|x| d.rank(x).is_none_or(|r| r == 3));
     if !three_d || (5..n.input.len()).any(|i| input(n, i).is_some()) || extra_outputs(n) {
         return None;
     }
@@ -99,7 +99,7 @@ fn split3(out: &mut Out, x: String, sizes: Option<&[i64]>) -> Option<[String; 3]
 /// A raw `[B, L]` mask (1: attend, 0: padding) as the additive bias of `[B, 1, 1, L]` scores:
 /// `(1 - mask) * mask_filter_value`. `None` for other mask forms (lengths, 3-D, 4-D).
 fn padding_mask(out: &mut Out, n: &pb::NodeProto, m: String, d: &Declared) -> Option<String> {
-    if d.rank.get(&m) != Some(&2) {
+    if d.rank(&m) != Some(2) {
         return None;
     }
     let f = out.op("Cast", vec![m], vec![super::attr_i("to", 1)]);

@@ -46,9 +46,9 @@ fn rms_norm_reads_as_pytorch_writes_it_with_the_axes_of_its_opset() {
 fn a_non_negative_axis_needs_the_declared_rank() {
     let n = with_attr(node("RMSNormalization", "", &["x", "g"], &["y"]), super::attr_i("axis", 1));
     assert_eq!(expanded(n, 23).0, ["RMSNormalization"], "the rank of x is not declared");
-    assert_eq!(super::norm_axes(1, Some(&3)), Some(vec![1, 2]));
+    assert_eq!(super::norm_axes(1, Some(3)), Some(vec![1, 2]));
     assert_eq!(super::norm_axes(-2, None), Some(vec![-2, -1]));
-    assert_eq!(super::norm_axes(3, Some(&3)), None);
+    assert_eq!(super::norm_axes(3, Some(3)), None);
 }
 
 #[test]
