@@ -17,6 +17,11 @@
   ``BiasGelu``, ``FastGelu`` and ``QuickGelu``, and its attentions: ``MultiHeadAttention``
   (a key padding mask) and ``Attention`` (packed QKV weights; a raw 2-D mask, and causal).
 
+- ``masked.onnx`` / ``masked_f16.onnx`` / ``masked_bf16.onnx``: the block with a Hugging
+  Face-style additive causal mask of ``[1, 1, 16, 16]`` (0 and ``finfo.min``), in float32,
+  float16 and bfloat16 (weights in a side file, as language models are written). ONNX Runtime
+  does not run bfloat16 on the CPU, so the lower precisions' reference is PyTorch's float32
+  output of the rounded weights (``torch_output``).
 - ``nbits_float.onnx`` / ``nbits.onnx`` / ``nbits_sym.onnx``: a two-layer MLP and ONNX Runtime's
   4-bit ``MatMulNBits`` forms of it (with zero points, and symmetric).
 
@@ -28,6 +33,7 @@ built it.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -145,6 +151,20 @@ class Block(torch.nn.Module):
         return x + self.down(torch.nn.functional.gelu(self.up(self.n2(x))))
 
 
+class MaskedBlock(Block):
+    """The block with its causal mask written out as Hugging Face writes it: an additive
+    ``[1, 1, S, S]`` tensor of 0 and the dtype's ``finfo.min``."""
+
+    def forward(self, x):
+        b, s, d = x.shape
+        mask = torch.full((1, 1, s, s), torch.finfo(x.dtype).min, dtype=x.dtype).triu(1)
+        q, k, v = self.qkv(self.n1(x)).split(d, dim=-1)
+        q, k, v = (t.view(b, s, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.o(a.transpose(1, 2).reshape(b, s, d))
+        return x + self.down(torch.nn.functional.gelu(self.up(self.n2(x))))
+
+
 class Gqa(torch.nn.Module):
     """Causal grouped-query attention: 8 query heads, 2 key/value heads of width 8."""
 
@@ -190,6 +210,18 @@ def torch_files(out: Path) -> dict[str, dict]:
     torch.onnx.export(block, (x,), str(f), opset_version=18, dynamo=True,
                       input_names=["x"], output_names=["y"], external_data=True)
     meta[f.stem] = meta["block18"]
+    torch.manual_seed(0)
+    masked = MaskedBlock().eval()
+    n = sum(p.numel() for p in masked.parameters())
+    for dtype, name in ((torch.float32, "masked"), (torch.float16, "masked_f16"),
+                        (torch.bfloat16, "masked_bf16")):
+        m = copy.deepcopy(masked).to(dtype)
+        torch.onnx.export(m, (x.to(dtype),), str(out / f"{name}.onnx"), opset_version=18,
+                          dynamo=True, input_names=["x"], output_names=["y"],
+                          external_data=dtype == torch.bfloat16)
+        with torch.no_grad():
+            y = m.float()(x)  # the weights as the file holds them, computed in float32
+        meta[name] = {"torch_params": n, "torch_output": [round(float(v), 7) for v in y.ravel()]}
     torch.manual_seed(0)
     gqa = Gqa().eval()
     torch.onnx.export(gqa, (x,), str(out / "gqa23.onnx"), opset_version=23, dynamo=True,
@@ -242,15 +274,16 @@ def main() -> None:
     for f in sorted(a.out.glob("*.onnx")):
         m = onnx.load(str(f))
         shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
-        sess = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
-        y = sess.run(None, {m.graph.input[0].name: sin_input(shape)})[0]
         files[f.stem] = {
             "file": f.name,
             "input_shape": shape,
             "ops": sorted({(n.domain + "." if n.domain else "") + n.op_type for n in m.graph.node}),
-            "ort_output": [round(float(v), 7) for v in y.ravel()],
             **meta.get(f.stem, {}),
         }
+        if m.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT:
+            sess = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+            y = sess.run(None, {m.graph.input[0].name: sin_input(shape)})[0]
+            files[f.stem]["ort_output"] = [round(float(v), 7) for v in y.ravel()]
     truth = {"input": "x[i] = sin(0.37 i) in float32, i the flat index", "files": files}
     (a.out / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
     for k, v in files.items():

@@ -24,7 +24,13 @@ pub use util::{collect_onnx_files, parse_shape, OutputFormat, ShapeArg, ShapeArg
 
 /// nape: predict how accurate a neural network will be after training, from its ONNX file.
 #[derive(Debug, Parser)]
-#[command(name = "nape", version, about, long_about = None)]
+// the reader's digest (build.rs) says which reading of files a cache or a report came from
+#[command(
+    name = "nape",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (reader ", env!("NAPE_READER_DIGEST"), ")"),
+    about,
+    long_about = None
+)]
 pub struct Cli {
     /// More logging on stderr.
     #[arg(short, long, global = true)]

@@ -24,6 +24,13 @@ use std::path::{Path, PathBuf};
 /// The version of nape that writes caches.
 pub const NAPE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// A digest of the code that reads an ONNX file into its graph, features and proxy scores
+/// (`build.rs`). The caches of users' files carry it in their tag: a file is featurised again
+/// by a nape that reads it differently (a count fixed, an op newly read), which the version
+/// alone does not say. The caches of generated families do not: their networks are checked
+/// by the golden files, and the NB-101 proxy cache in `data/` took hours.
+pub const READER_DIGEST: &str = env!("NAPE_READER_DIGEST");
+
 /// The key a cache file is valid for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheKey {

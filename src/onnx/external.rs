@@ -136,6 +136,7 @@ pub(super) fn load_external(
         t.raw_data = bytes;
         t.data_location = None;
         t.external_data.clear();
+        super::widen::tensor(t);
     }
     Ok(())
 }
@@ -173,7 +174,8 @@ pub(super) fn declare_external_weights(
         if let Some(pb::type_proto::Value::TensorType(tt)) =
             vi.r#type.as_mut().and_then(|ty| ty.value.as_mut())
         {
-            tt.elem_type = t.data_type;
+            // bfloat16 is declared as the float32 it is read as (see super::widen)
+            tt.elem_type = if t.data_type == 16 { 1 } else { t.data_type };
         }
         graph.input.push(vi);
     }

@@ -32,6 +32,7 @@ mod slots;
 mod tables;
 mod tract_loop;
 mod tract_ops;
+mod widen;
 pub mod write;
 
 use crate::error::{Error, Result};
@@ -146,6 +147,7 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<pb::ModelProto> {
         msg: format!("protobuf decoding failed ({e})"),
     })?;
     explicit_defaults(&mut model);
+    widen::widen(&mut model);
     order::dependency_order(&mut model);
     dequant::dequantize(&mut model);
     fused::expand(&mut model);

@@ -419,7 +419,9 @@ impl<'a> Builder<'a> {
         let s = self.statics.get(name)?;
         let shape = self.shape_of(name)?;
         let origin = self.statics.get(s.sources.first()?)?;
-        if s.sources.len() != 1 || origin.numel != s.numel {
+        // a causal mask of a square length (16 tokens) has the shape too, but no table holds
+        // a mask's fill values
+        if s.sources.len() != 1 || origin.numel != s.numel || is_mask(origin) {
             return None;
         }
         let scores = at.inputs.iter().flatten().find(|i| self.producer.contains_key(*i))?;
@@ -506,8 +508,8 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Whether a constant holds a mask's fill values: an infinity, a NaN, or a float32 extreme
-/// (`finfo.min`, which Hugging Face fills masks with). No trained parameter reaches them, so a
+/// Whether a constant holds a mask's fill values: an infinity, a NaN, or an extreme of its
+/// float type (`finfo.min`, which Hugging Face fills masks with: -3.4e38, or -65504 in float16). No trained parameter reaches them, so a
 /// constant causal mask added to attention scores is no parameter. Only tensors of at most
 /// [`super::slim::KEEP_REREAD`] values are looked at: the shapes-only reading keeps no larger
 /// one's data, so both readings decide alike, and no weight of a large network is scanned.
@@ -515,9 +517,15 @@ fn is_mask(s: &Static) -> bool {
     if s.numel > super::slim::KEEP_REREAD {
         return false;
     }
-    let Some(Ok(c)) = s.value.as_ref().map(|t| t.cast_to::<f32>()) else { return false };
+    let Some(t) = s.value.as_ref() else { return false };
+    // a float16 file fills its masks with float16's extreme (-65504)
+    let extreme = match t.datum_type() {
+        tract_onnx::prelude::DatumType::F16 => 65504.0f32,
+        _ => f32::MAX,
+    };
+    let Ok(c) = t.cast_to::<f32>() else { return false };
     let Ok(v) = c.to_plain_array_view::<f32>() else { return false };
-    v.iter().any(|x| !x.is_finite() || x.abs() >= f32::MAX / 2.0)
+    v.iter().any(|x| !x.is_finite() || x.abs() >= extreme / 2.0)
 }
 
 /// Whether a tensor holds more than one distinct value.

@@ -3,7 +3,7 @@
 //! (`spaces`), read into a canonical CG and encoded (`features`), cached on disk
 //! (`dataset::cache`) so experiments featurise each network once.
 
-use crate::dataset::cache::Cache;
+use crate::dataset::cache::{Cache, READER_DIGEST};
 use crate::dataset::{self, NaslibSpace, Record, SplitMix64};
 use crate::error::{Error, Result};
 pub use crate::features::sample::{featurise_file, no_proxies, Sample, Scorer, SAMPLE_VERSION};
@@ -168,7 +168,11 @@ pub fn featurise_files(
     use md5::{Digest, Md5};
     use rayon::prelude::*;
     let shape = opts.input_shape.as_ref().map(|s| format!("{s:?}")).unwrap_or_default();
-    let tag = format!("{}-shape{shape}{}", cache_tag(FILES_FAMILY, "", proxies), opts.dims_tag());
+    let tag = format!(
+        "{}-shape{shape}{}-r{READER_DIGEST}",
+        cache_tag(FILES_FAMILY, "", proxies),
+        opts.dims_tag()
+    );
     let mut cache: Cache<Sample> = Cache::open(cache_dir, FILES_FAMILY, &tag)?;
     // without proxies the network never runs: the weights' shapes suffice
     let opts = &ImportOptions { shapes_only: proxies.is_empty(), ..opts.clone() };

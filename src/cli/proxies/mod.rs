@@ -4,7 +4,7 @@
 //! family's accuracies or the labels.
 
 use super::util::{collect_onnx_files, OutputFormat, ShapeArgs};
-use crate::dataset::cache::Cache;
+use crate::dataset::cache::{Cache, READER_DIGEST};
 use crate::dataset::images::ImageSource;
 use crate::dataset::{self, Record};
 use crate::error::{exit, Error};
@@ -320,9 +320,11 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
             tracing::debug!("address space capped at {:.1} GB", cap as f64 / 1e9);
         }
     }
-    // scores of files read at another input shape are other scores
+    // scores of files read at another input shape, or read by other code, are other scores
+    let reader = if family == "files" { format!("-r{READER_DIGEST}") } else { String::new() };
     let tag = cache_tag(a.seed, a.batch, &images.content_key()?, device)
-        + &a.shape.options().binding_tag();
+        + &a.shape.options().binding_tag()
+        + &reader;
     let mut cache: Cache<Cached> = Cache::open(&a.cache, &family, &tag)?;
     let unkept = score_missing(a, &ps, &images, &jobs, device, &mut cache)?;
     let rows: Vec<(&Job, Cached)> = jobs
