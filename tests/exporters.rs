@@ -2,6 +2,7 @@
 //! TorchScript export and its dynamo export of the same NAS-Bench-201 cell give one canonical
 //! graph (the same `graph_hash` and parameter count) and, through the bundled model, the same
 //! prediction. `make exporters-check` runs the same check on 200 NB-201 and 200 NB-101 cells.
+//! A Keras network written by tf2onnx and its PyTorch twin do the same (tests/corpus/keras).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -81,4 +82,47 @@ fn three_exports_give_one_prediction() {
             assert!((p - p0).abs() < 1e-6, "cell {cell}, {form}: {p} against nape's {p0}");
         }
     }
+}
+
+/// The same small network written by Keras through tf2onnx and by PyTorch (tests/corpus/keras,
+/// scripts/gen_keras.py): NHWC input with Keras' normalization layers, a BatchNorm as
+/// `Mul` + `Add`, zero padding as `Pad`s, DenseNet-style concatenations one feature at a time,
+/// a softmax classifier; one canonical graph and one prediction.
+fn keras_pair() -> Vec<String> {
+    let dir = root().join("tests/corpus/keras");
+    ["keras", "torch"].iter().map(|f| dir.join(format!("{f}.onnx")).display().to_string()).collect()
+}
+
+#[test]
+fn keras_through_tf2onnx_reads_as_the_pytorch_export() {
+    let text = nape(&["inspect", "--canonical", "--jsonl", "-q"], &keras_pair());
+    let rows: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for key in ["graph_hash", "params", "macs", "flops", "nodes", "depth", "by_kind"] {
+        assert_eq!(
+            rows[0][key], rows[1][key],
+            "{key}: Keras {} against PyTorch {}",
+            rows[0][key], rows[1][key]
+        );
+    }
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/corpus/keras/truth.json")).expect("truth"),
+    )
+    .expect("json");
+    // both frameworks count the same trainable parameters (BatchNorm's scale and shift)
+    assert_eq!(truth["keras_trainable"], truth["torch_params"]);
+}
+
+#[cfg(feature = "torch")]
+#[test]
+fn keras_through_tf2onnx_gets_the_pytorch_export_s_prediction() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&nape(&["predict", "--json", "-q"], &keras_pair())).expect("json");
+    let p: Vec<f64> = doc["predictions"]
+        .as_array()
+        .expect("predictions")
+        .iter()
+        .map(|r| r["prediction"].as_f64().expect("prediction"))
+        .collect();
+    assert!((p[0] - p[1]).abs() < 1e-6, "Keras {} against PyTorch {}", p[0], p[1]);
 }

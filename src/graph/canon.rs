@@ -10,7 +10,8 @@
 //!   feeds nothing else becomes that node's bias;
 //! - a Zero (an op whose output is all zeros, as NAS-Bench-201's `none`) is cut from every Add
 //!   with another input (`x + 0 = x`), an Add left with one input is spliced out, and nodes
-//!   that no longer reach an output are removed. A cell whose `none` edges cut
+//!   that no longer reach an output are removed (an Add of a constant, such as a position
+//!   embedding, is not one left with one input). A cell whose `none` edges cut
 //!   it off then looks like what it computes, not like a dense cell. A Zero that something
 //!   other than a sum reads loses its input edge (a zero does not depend on its input), and
 //!   what is computed from zeros alone (a constant) is removed as long as the output still
@@ -18,7 +19,10 @@
 //!   canonical graph keeps the zeros and what follows them, with no path from input to output
 //!   (not a valid CG for [`Cg::validate`], which asks every node to be reached from an input;
 //!   features read it).
-//! - one computation written twice is one node, and each op has one spelling (`same.rs`).
+//! - one computation written twice is one node, and each op has one spelling (`same.rs`);
+//! - what other exporters (tf2onnx) write differently is read as PyTorch writes it
+//!   (`foreign.rs`): a BatchNorm as `Mul` + `Add`, zero padding as a `Pad`, an `[N, H, W, C]`
+//!   input and its `Transpose`, a final softmax.
 //!
 //! The raw graph (what `nape inspect` shows) stays faithful to the file; features read the
 //! canonical one.
@@ -32,6 +36,7 @@ impl Cg {
     /// The canonical form of this graph (see the module docs). Node order stays topological.
     pub fn canonical(&self) -> Cg {
         let mut cg = self.clone();
+        cg.read_foreign_writings();
         while let Some((w, victim)) = cg.find_foldable() {
             cg.fold_into(w, victim);
         }
@@ -147,7 +152,8 @@ impl Cg {
             return true;
         }
         let unary = g.node_indices().find_map(|a| {
-            if g[a].kind != OpKind::Add {
+            // an Add of a constant (a position embedding, a shift) has one input edge too
+            if g[a].kind != OpKind::Add || !g[a].operands.is_empty() {
                 return None;
             }
             let ins: Vec<_> = g.edges_directed(a, Direction::Incoming).collect();
@@ -167,11 +173,22 @@ impl Cg {
         true
     }
 
-    /// Removes the nodes from which no Output is reached (Input nodes stay).
+    /// Removes the nodes from which no Output is reached; Input nodes stay, unless another
+    /// input is read (an input nothing reads is not part of the network).
     fn drop_dead(&mut self) {
         let live = self.reached_from(OpKind::Output, Direction::Incoming);
         if live.iter().any(|&l| l) {
             self.remove_unmarked(&live); // (no output at all: nothing to measure against)
+        }
+        let g = &self.graph;
+        let inputs: Vec<NodeIndex> =
+            g.node_indices().filter(|&n| g[n].kind == OpKind::Input).collect();
+        let unread = |n: &&NodeIndex| g.edges_directed(**n, Direction::Outgoing).next().is_none();
+        if inputs.iter().any(|n| !unread(&n)) {
+            let gone: Vec<NodeIndex> = inputs.iter().filter(unread).copied().collect();
+            for n in gone {
+                self.graph.remove_node(n);
+            }
         }
     }
 
@@ -380,5 +397,25 @@ mod tests {
         assert_eq!(a.structure_hash().len(), 32);
         assert_ne!(a.structure_hash(), conv_bn(false).structure_hash());
         assert_eq!(a.canonical().structure_hash(), conv_bn(false).canonical().structure_hash());
+    }
+    #[test]
+    fn an_add_of_a_constant_is_not_an_add_left_with_one_input() {
+        // a position embedding added to the patches: one input edge and a parameter operand
+        let mut cg = conv_bn(false);
+        let relu = cg.graph.node_indices().find(|&n| cg.graph[n].kind == OpKind::Relu).unwrap();
+        let mut add = OpNode::new(OpKind::Add, "pos");
+        add.out_shapes = vec![vec![1, 8, 4, 4]];
+        add.params = 128;
+        add.operands = vec![crate::graph::Operand {
+            slot: 1,
+            name: "pos_embedding".into(),
+            shape: vec![1, 8, 4, 4],
+            param: true,
+            value: None,
+        }];
+        cg.graph[relu] = add;
+        let c = cg.canonical();
+        assert!(c.nodes().any(|(_, n)| n.kind == OpKind::Add));
+        assert_eq!(c.summary().params, 8 * 3 * 9 + 8 + 128);
     }
 }

@@ -8,6 +8,7 @@
 
 mod canon;
 mod export;
+mod foreign;
 mod fuse;
 mod node;
 mod op;

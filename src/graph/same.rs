@@ -6,12 +6,15 @@
 //!   optimiser) write `relu(x)` once where the module computes it once per consumer (as
 //!   NAS-Bench-201's ReLU-Conv-BN edges leaving one node do); nape's own exports write one
 //!   per edge. Merging is the one direction that needs no guess about how many copies there were.
-//! - **One spelling per op.** `Flatten` is a `Reshape`; a mean over every spatial axis that
+//! - **One spelling per op.** `Flatten`, `Squeeze` and `Unsqueeze` are `Reshape`s; a mean over every spatial axis that
 //!   keeps the dimensions (`ReduceMean`, as the dynamo exporter writes `AdaptiveAvgPool2d(1)`)
 //!   is a `GlobalAvgPool`; one that drops them (`x.mean((2, 3))`) is a `GlobalAvgPool` and a
 //!   `Reshape` to `[N, C]`, as `AdaptiveAvgPool2d(1)` + `flatten(1)` are written. Only the kind changes: the costs are already the same. An average
 //!   pool without padding drops `count_include_pad`, which then changes nothing (PyTorch's
-//!   `AvgPool2d` writes 1 by default, NAS-Bench-201's `POOLING` 0).
+//!   `AvgPool2d` writes 1 by default, NAS-Bench-201's `POOLING` 0). A reshape to its own
+//!   input's shape is none, and reshapes in a row are one (tf2onnx writes a squeeze-excitation
+//!   block's `[N, C, 1, 1]` through `[N, C]` and back). A concatenation of a concatenation on
+//!   the same axis is one concatenation of their inputs, and one of a single tensor is none.
 
 use super::{Attrs, Cg, ConstValue, OpKind, OpNode, Operand, Shape, TensorEdge};
 use petgraph::stable_graph::NodeIndex;
@@ -92,12 +95,100 @@ impl Cg {
 
     /// Gives each op its one spelling (see the module docs).
     pub(super) fn unify_spellings(&mut self) {
+        self.spell_each_op();
+        while self.join_reshapes() {}
+        while self.flatten_concat() {}
+    }
+
+    /// A concatenation that reads a concatenation on the same axis reads that one's inputs
+    /// instead (concatenation is associative): a DenseNet concatenates each layer's input
+    /// afresh in PyTorch and one feature at a time in Keras. The inner one stays where
+    /// something else reads it. Whether it changed anything.
+    fn flatten_concat(&mut self) -> bool {
+        let g = &self.graph;
+        let axis = |n: NodeIndex| {
+            let rank = g[n].out_shape().len() as i64;
+            g[n].attrs.axes.first().map(|&a| if a < 0 { a + rank } else { a })
+        };
+        let plain = |n: NodeIndex| g[n].kind == OpKind::Concat && g[n].operands.is_empty();
+        let single = g
+            .node_indices()
+            .find(|&n| plain(n) && g.edges_directed(n, Direction::Incoming).count() == 1);
+        if let Some(n) = single {
+            self.splice_out(n); // a concatenation of one tensor is that tensor
+            return true;
+        }
+        let found = g.node_indices().filter(|&n| plain(n)).find_map(|outer| {
+            g.edges_directed(outer, Direction::Incoming)
+                .find(|e| plain(e.source()) && axis(e.source()) == axis(outer))
+                .map(|e| (outer, e.id()))
+        });
+        let Some((outer, via)) = found else { return false };
+        let inner = self.graph.edge_endpoints(via).expect("edge of this graph").0;
+        let slot = self.graph[via].dst_slot;
+        let mut ins: Vec<(usize, usize, NodeIndex, TensorEdge)> = Vec::new();
+        for e in self.graph.edges_directed(outer, Direction::Incoming).filter(|e| e.id() != via) {
+            ins.push((e.weight().dst_slot, 0, e.source(), e.weight().clone()));
+        }
+        for e in self.graph.edges_directed(inner, Direction::Incoming) {
+            ins.push((slot, e.weight().dst_slot, e.source(), e.weight().clone()));
+        }
+        ins.sort_by_key(|&(s, sub, _, _)| (s, sub));
+        let old: Vec<_> =
+            self.graph.edges_directed(outer, Direction::Incoming).map(|e| e.id()).collect();
+        for id in old {
+            self.graph.remove_edge(id);
+        }
+        let mut shapes = Vec::with_capacity(ins.len());
+        for (k, (_, _, src, e)) in ins.into_iter().enumerate() {
+            shapes.push(e.shape.clone());
+            self.graph.add_edge(src, outer, TensorEdge { dst_slot: k, ..e });
+        }
+        self.graph[outer].in_shapes = shapes;
+        if self.graph.edges_directed(inner, Direction::Outgoing).next().is_none() {
+            self.graph.remove_node(inner);
+        }
+        true
+    }
+
+    /// A reshape to its input's own shape is none, and a reshape of a reshape read by nothing
+    /// else is one reshape (row-major order is kept either way); whether it changed anything.
+    fn join_reshapes(&mut self) -> bool {
+        let g = &self.graph;
+        let reshape = |n: NodeIndex| g[n].kind == OpKind::Reshape;
+        let single_in = |n: NodeIndex| {
+            let mut ins = g.edges_directed(n, Direction::Incoming);
+            match (ins.next(), ins.next()) {
+                (Some(e), None) => Some(e.source()),
+                _ => None,
+            }
+        };
+        let found = g.node_indices().filter(|&n| reshape(n)).find_map(|n| {
+            let p = single_in(n)?;
+            if g[n].in_shapes.first().map(|s| s.as_slice()) == Some(g[n].out_shape()) {
+                return Some((n, None));
+            }
+            let only_n = g.edges_directed(p, Direction::Outgoing).count() == 1;
+            (reshape(p) && only_n && single_in(p).is_some()).then_some((n, Some(p)))
+        });
+        match found {
+            Some((n, None)) => self.splice_out(n),
+            Some((n, Some(p))) => {
+                self.graph[n].in_shapes = self.graph[p].in_shapes.clone();
+                self.splice_out(p);
+            }
+            None => return false,
+        }
+        true
+    }
+
+    fn spell_each_op(&mut self) {
         for n in self.graph.node_indices().collect::<Vec<_>>() {
             if self.graph[n].kind == OpKind::ReduceMean && is_flat_global_mean(&self.graph[n]) {
                 self.split_flat_mean(n);
             }
             let node = &mut self.graph[n];
-            if node.kind == OpKind::Flatten {
+            if matches!(node.kind, OpKind::Flatten | OpKind::Squeeze | OpKind::Unsqueeze) {
                 node.kind = OpKind::Reshape;
                 node.attrs = Attrs::default();
             } else if node.kind == OpKind::ReduceMean && is_global_mean(node) {
@@ -258,5 +349,53 @@ mod tests {
         assert_eq!(cg.graph[m].kind, OpKind::GlobalAvgPool);
         assert_eq!(cg.graph[c].kind, OpKind::ReduceMean);
         assert_eq!(cg.graph[f].kind, OpKind::Reshape);
+    }
+    /// x -> conv1; cat(x, conv1) -> conv2; the last cat of all three, written Keras' way
+    /// (`cat(cat(x, conv1), conv2)`) or PyTorch's (`cat(x, conv1, conv2)`).
+    fn dense_block(incremental: bool) -> Cg {
+        let s = [1, 4, 8, 8];
+        let mut cg = Cg::new("t");
+        let x = node(&mut cg, OpKind::Input, "x", &s, 0);
+        let c1 = node(&mut cg, OpKind::Conv, "c1", &s, 144);
+        let cat1 = node(&mut cg, OpKind::Concat, "cat1", &[1, 8, 8, 8], 0);
+        let c2 = node(&mut cg, OpKind::Conv, "c2", &s, 288);
+        let cat2 = node(&mut cg, OpKind::Concat, "cat2", &[1, 12, 8, 8], 0);
+        let y = node(&mut cg, OpKind::Output, "y", &[1, 12, 8, 8], 0);
+        for n in [cat1, cat2] {
+            cg.graph[n].attrs.axes = vec![1];
+        }
+        edge(&mut cg, x, c1, 0, &s);
+        edge(&mut cg, x, cat1, 0, &s);
+        edge(&mut cg, c1, cat1, 1, &s);
+        edge(&mut cg, cat1, c2, 0, &[1, 8, 8, 8]);
+        if incremental {
+            edge(&mut cg, cat1, cat2, 0, &[1, 8, 8, 8]);
+            edge(&mut cg, c2, cat2, 1, &s);
+        } else {
+            edge(&mut cg, x, cat2, 0, &s);
+            edge(&mut cg, c1, cat2, 1, &s);
+            edge(&mut cg, c2, cat2, 2, &s);
+        }
+        edge(&mut cg, cat2, y, 0, &[1, 12, 8, 8]);
+        cg
+    }
+
+    #[test]
+    fn concatenations_in_a_row_are_one_and_reshapes_back_and_forth_are_none() {
+        let (keras, torch) = (dense_block(true).canonical(), dense_block(false).canonical());
+        assert_eq!(keras.structure_hash(), torch.structure_hash());
+        let s = [1, 8, 1, 1];
+        let mut cg = Cg::new("t");
+        let x = node(&mut cg, OpKind::Input, "x", &s, 0);
+        let flat = node(&mut cg, OpKind::Squeeze, "flat", &[1, 8], 0);
+        let back = node(&mut cg, OpKind::Unsqueeze, "back", &s, 0);
+        let y = node(&mut cg, OpKind::Output, "y", &s, 0);
+        cg.graph[flat].in_shapes = vec![s.to_vec()];
+        cg.graph[back].in_shapes = vec![vec![1, 8]];
+        edge(&mut cg, x, flat, 0, &s);
+        edge(&mut cg, flat, back, 0, &[1, 8]);
+        edge(&mut cg, back, y, 0, &s);
+        let kinds: Vec<_> = cg.canonical().nodes().map(|(_, n)| n.kind.clone()).collect();
+        assert_eq!(kinds, [OpKind::Input, OpKind::Output]);
     }
 }
