@@ -132,7 +132,8 @@ impl Cg {
                 self.splice_out(t);
             }
             let Some(t) = self.only_consumer(input) else { continue };
-            if self.graph[t].kind != OpKind::Transpose || self.single_link(t).is_none() {
+            let transpose = self.graph[t].kind == OpKind::Transpose;
+            if !transpose || self.single_link(t).is_none() || self.graph[t].out_shapes.is_empty() {
                 continue;
             }
             self.graph[input].out_shapes = self.graph[t].out_shapes.clone();
