@@ -54,14 +54,20 @@ impl Cg {
         }
     }
 
-    /// Removes a node of one input, its consumers reading that input instead.
+    /// Removes a node of one input, its consumers reading that input instead (the tensor, its
+    /// name and shape, that the node read: the caller sets what the consumers expect).
     pub(super) fn splice_out(&mut self, n: NodeIndex) {
         let Some(inbound) = self.graph.edges_directed(n, Direction::Incoming).next() else {
             return;
         };
         let (src, inbound) = (inbound.source(), inbound.weight().clone());
         for (t, e) in self.take_consumers(n) {
-            let edge = TensorEdge { src_slot: inbound.src_slot, name: inbound.name.clone(), ..e };
+            let edge = TensorEdge {
+                src_slot: inbound.src_slot,
+                name: inbound.name.clone(),
+                shape: inbound.shape.clone(),
+                ..e
+            };
             self.graph.add_edge(src, t, edge);
         }
         self.graph.remove_node(n);

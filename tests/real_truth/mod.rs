@@ -142,6 +142,8 @@ pub fn read_truth(dir: &Path) -> Vec<Truth> {
 fn parse(path: &Path) -> Result<Counted, String> {
     let opts = ImportOptions { shapes_only: true, ..Default::default() };
     let cg = load(path, &opts).map_err(|e| e.to_string())?;
+    // the graph the features read is a valid graph too
+    cg.canonical().validate().map_err(|e| format!("canonical graph: {e}"))?;
     let s = cg.summary();
     let unknown = s.unknown.keys().cloned().collect();
     Ok(Counted {
