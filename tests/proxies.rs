@@ -260,3 +260,30 @@ fn synflow_says_when_float64_overflows_instead_of_ranking_the_network_last() {
     // the shallow network keeps its score
     assert!(Synflow.score(&input(&tiny_net(), &images)).is_ok_and(|v| v.is_finite()));
 }
+
+/// A Keras file (tests/corpus/keras: NHWC input, Keras' input normalization, two inputs
+/// tf2onnx made of its statistics that nothing reads, a softmax classifier) is scored as the
+/// network it holds: on the normalized `[N, C, H, W]` images every network gets, its loss on
+/// the logits. Before, every data proxy failed ("the graph has more inputs than the 1 given"),
+/// and synflow read a softmax whose sum is 1 whatever the weights.
+#[test]
+fn a_keras_file_is_scored_as_the_network_it_holds() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/keras/keras.onnx");
+    let cg = nape::onnx::load(&path, &ImportOptions::default()).expect("keras.onnx");
+    let net = cg.network_only();
+    let first = net.nodes().find(|(_, n)| n.kind == nape::graph::OpKind::Input).unwrap().1;
+    assert_eq!(first.out_shape(), [1, 3, 32, 32]);
+    assert!(net.nodes().all(|(_, n)| n.kind != nape::graph::OpKind::Softmax));
+    let images = ImageSource::Gaussian { classes: 10 };
+    let names = ["synflow", "snip", "grad_norm", "jacov", "nwot", "zico"];
+    let proxies: Vec<Box<dyn Proxy>> =
+        registry().into_iter().filter(|p| names.contains(&p.name())).collect();
+    let scores = score_all(&proxies, input(&net, &images));
+    for name in names {
+        let v = scores[name].as_ref().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(v.is_finite(), "{name}: {v}");
+    }
+    // synflow's sum of |theta * dR/dtheta| is that of a network, not of probabilities summing to 1
+    assert!(*scores["synflow"].as_ref().unwrap() > 0.0);
+}

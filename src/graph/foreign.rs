@@ -24,6 +24,7 @@ use super::{AttrValue, Cg, ConstValue, OpKind, OpNode, TensorEdge};
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
+use std::borrow::Cow;
 
 impl Cg {
     /// Applies every rule of the module docs until none applies.
@@ -47,11 +48,7 @@ impl Cg {
             node.in_shapes[0] = in_shape;
             self.splice_out(pad);
         }
-        let last: Vec<NodeIndex> =
-            self.graph.node_indices().filter(|&n| self.is_final_softmax(n)).collect();
-        for n in last {
-            self.splice_out(n);
-        }
+        self.drop_final_softmax();
     }
 
     /// Removes a node of one input, its consumers reading that input instead (the tensor, its
@@ -128,14 +125,42 @@ impl Cg {
                 .all(|e| g[e.target()].kind == OpKind::Output)
     }
 
-    /// An input's normalization is dropped, and an input read only by one `Transpose` is read
-    /// as that transpose's output.
-    fn read_input_layout(&mut self) {
+    /// The graph as the proxies run it, without what the file wraps around the network: its
+    /// input in the layout the network computes in, without the file's input normalization or
+    /// inputs nothing reads, its logits without a final softmax (the module docs). So a Keras
+    /// file takes the normalized `[N, C, H, W]` images every network gets, and its loss is on
+    /// logits. The graph itself where there is none of these.
+    pub fn network_only(&self) -> Cow<'_, Cg> {
+        let mut cg = self.clone();
+        let input = cg.read_input_layout();
+        if cg.drop_final_softmax() || input {
+            Cow::Owned(cg)
+        } else {
+            Cow::Borrowed(self)
+        }
+    }
+
+    /// Splices out every softmax read only by outputs; whether there was one.
+    fn drop_final_softmax(&mut self) -> bool {
+        let last: Vec<NodeIndex> =
+            self.graph.node_indices().filter(|&n| self.is_final_softmax(n)).collect();
+        for &n in &last {
+            self.splice_out(n);
+        }
+        !last.is_empty()
+    }
+
+    /// An input's normalization is dropped, an input read only by one `Transpose` is read as
+    /// that transpose's output, and an input nothing reads is removed (when another is read);
+    /// whether anything changed.
+    fn read_input_layout(&mut self) -> bool {
+        let mut changed = self.drop_unread_inputs();
         let inputs: Vec<NodeIndex> =
             self.graph.node_indices().filter(|&n| self.graph[n].kind == OpKind::Input).collect();
         for input in inputs {
             while let Some(t) = self.only_consumer(input).filter(|&t| self.is_normalization(t)) {
                 self.splice_out(t);
+                changed = true;
             }
             let Some(t) = self.only_consumer(input) else { continue };
             let transpose = self.graph[t].kind == OpKind::Transpose;
@@ -150,7 +175,24 @@ impl Cg {
             for id in outs {
                 self.graph[id].shape = shape.clone();
             }
+            changed = true;
         }
+        changed
+    }
+
+    /// Removes the inputs nothing reads, when another input is read; whether there were any.
+    fn drop_unread_inputs(&mut self) -> bool {
+        let g = &self.graph;
+        let inputs = g.node_indices().filter(|&n| g[n].kind == OpKind::Input);
+        let (unread, read): (Vec<NodeIndex>, Vec<NodeIndex>) =
+            inputs.partition(|&n| g.edges_directed(n, Direction::Outgoing).next().is_none());
+        if read.is_empty() || unread.is_empty() {
+            return false;
+        }
+        for n in unread {
+            self.graph.remove_node(n);
+        }
+        true
     }
 
     /// The one node reading `n`, when one node does (through one edge).

@@ -380,7 +380,8 @@ impl FeatureScorer {
     /// The scores of one network.
     pub fn score(&self, cg: &Cg) -> BTreeMap<String, f64> {
         let Some(images) = &self.images else { return BTreeMap::new() };
-        let input = ProxyInput::new(cg, images, 0, Device::Cpu);
+        let cg = cg.network_only();
+        let input = ProxyInput::new(&cg, images, 0, Device::Cpu);
         score_all(&self.proxies, input)
             .into_iter()
             .filter_map(|(k, v)| v.ok().map(|v| (k, v)))

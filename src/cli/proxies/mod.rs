@@ -501,6 +501,8 @@ fn score_job(
             return;
         }
     };
+    // an NHWC input, Keras' input normalization: run as the network computes (graph/foreign.rs)
+    let cg = cg.network_only();
     let input = ProxyInput::new(&cg, images, a.seed, device).with_batch(a.batch);
     let scores = proxies::score_lanes(todo, input, lanes);
     // scores come back by name, and are cached under their proxy's key
