@@ -16,6 +16,10 @@ afresh from the list in PyTorch), global average pooling and a softmax classifie
 twin computes the same function on the logits, with its padding in the convolutions and the
 pool and its input normalized by the data pipeline. `truth.json` holds each framework's
 parameter count (PyTorch's: BatchNorm folded into the convolutions).
+
+`keras_ln.onnx`: a Keras `LayerNormalization` between two dense layers, which tf2onnx writes
+out in TensorFlow's form; `truth.json` holds ONNX Runtime's output of it (onnxruntime in the
+Keras virtualenv too).
 """
 
 from __future__ import annotations
@@ -61,6 +65,34 @@ def keras_file(out: Path) -> dict:
     m.export(str(out / "keras.onnx"), format="onnx", verbose=False)
     return {"keras_params": int(m.count_params()),
             "keras_trainable": int(sum(np.prod(v.shape) for v in m.trainable_weights))}
+
+
+def keras_layer_norm_file(out: Path) -> dict:
+    """Dense, LayerNormalization (random scale and shift), Dense + ReLU on [1, 16, 32]: the
+    LayerNorm as tf2onnx writes it out; ONNX Runtime's output on x[i] = sin(0.37 i)."""
+    import os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import keras
+    import numpy as np
+    import onnxruntime as ort
+    from keras import layers as L
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 32))
+    x = L.Dense(8, activation="relu")(L.LayerNormalization(epsilon=1e-5)(L.Dense(32)(inp)))
+    m = keras.Model(inp, x)
+    rng = np.random.default_rng(0)
+    for layer in m.layers:
+        w = layer.get_weights()
+        if w:
+            layer.set_weights([a + 0.1 * rng.standard_normal(a.shape) for a in w])
+    m(np.zeros((1, 16, 32), dtype="float32"))
+    f = out / "keras_ln.onnx"
+    m.export(str(f), format="onnx", verbose=False)
+    x = np.sin(0.37 * np.arange(16 * 32)).astype(np.float32).reshape(1, 16, 32)
+    sess = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return {"ln_params": int(m.count_params()),
+            "ln_ort_output": [round(float(v), 7) for v in y.ravel()]}
 
 
 def torch_file(out: Path) -> dict:
@@ -109,7 +141,7 @@ def main() -> None:
     truth_path = a.out / "truth.json"
     truth = json.loads(truth_path.read_text()) if truth_path.exists() else {}
     if not a.torch_only:
-        truth |= keras_file(a.out)
+        truth |= keras_file(a.out) | keras_layer_norm_file(a.out)
     if not a.keras_only:
         truth |= torch_file(a.out)
     truth_path.write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")

@@ -153,6 +153,29 @@ fn half_precisions_read_as_the_float32_file_and_a_causal_mask_is_no_parameter() 
     }
 }
 
+fn keras_truth() -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/keras/truth.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).expect("keras truth")).expect("json")
+}
+
+fn keras_ln() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/keras/keras_ln.onnx")
+}
+
+#[test]
+fn tensorflow_s_written_out_layer_norm_reads_as_one() {
+    for shapes_only in [true, false] {
+        let cg = load(&keras_ln(), &ImportOptions { shapes_only, ..Default::default() })
+            .expect("keras_ln.onnx");
+        let s = cg.summary();
+        assert_eq!(s.by_kind.get("LayerNorm"), Some(&1), "{:?}", s.by_kind);
+        for gone in ["Neg", "Reciprocal", "Sqrt", "GlobalAvgPool"] {
+            assert!(!s.by_kind.contains_key(gone), "{gone}: {:?}", s.by_kind);
+        }
+        assert_eq!(s.params, keras_truth()["ln_params"].as_u64().unwrap(), "Keras' count");
+    }
+}
+
 #[cfg(feature = "torch")]
 mod computes {
     use super::*;
@@ -170,6 +193,29 @@ mod computes {
         let out = tch::no_grad(|| ex.forward(&[x], Taps::default())).expect("forward");
         let y = out.outputs[0].to_kind(Kind::Double).flatten(0, -1);
         Vec::<f64>::try_from(&y).expect("f64 values")
+    }
+
+    #[test]
+    fn tensorflow_s_layer_norm_read_as_one_computes_what_onnx_runtime_computes() {
+        let cg = load(&keras_ln(), &ImportOptions::default()).expect("keras_ln.onnx");
+        let ex =
+            Executor::new(&cg, ExecOptions { train: false, ..Default::default() }, Init::File, 0)
+                .expect("executor");
+        let x: Vec<f32> = (0..16 * 32).map(|i| (0.37 * i as f64).sin() as f32).collect();
+        let x = Tensor::from_slice(&x).reshape([1, 16, 32]);
+        let out = tch::no_grad(|| ex.forward(&[x], Taps::default())).expect("forward");
+        let ours = Vec::<f64>::try_from(&out.outputs[0].to_kind(Kind::Double).flatten(0, -1))
+            .expect("f64 values");
+        let theirs: Vec<f64> = keras_truth()["ln_ort_output"]
+            .as_array()
+            .expect("output")
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(ours.len(), theirs.len());
+        let err = ours.iter().zip(&theirs).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("keras_ln: {err:.2e} from ONNX Runtime's output");
+        assert!(err < 1e-4, "{err:.3e}");
     }
 
     #[test]

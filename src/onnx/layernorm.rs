@@ -4,6 +4,12 @@
 //! `LayerNormalization` it is, before tract reads the file (as fused activations are read as
 //! one op), so a transformer exported at opset 14 reads as the same graph, with the same counts,
 //! as at opset 17.
+//!
+//! tf2onnx writes Keras' `LayerNormalization` otherwise, as TensorFlow computes it: the mean
+//! (`GlobalAveragePool`, or `ReduceMean` over the last axes), `Sub`, `Mul` by itself, the mean
+//! of that, `Add` of epsilon, `Sqrt`, `Reciprocal`, `Mul` by the scale, then `x * scale +
+//! (bias - mean * scale)` through `Neg`, two `Mul`s and one or two `Add`s. Read as one
+//! `LayerNormalization` too ([`found_tf_at`]).
 
 use super::HashMap;
 use tract_onnx::pb;
@@ -157,20 +163,102 @@ fn found_at(ix: &Index, r1: usize) -> Option<Found> {
     suffix.then(|| Found { x: x.clone(), members, axis, eps, scale, bias })
 }
 
+/// The node reading `name` of `op` among exactly two readers, and the other one.
+fn pair_of(ix: &Index, name: &str, op: &str, other_op: &str) -> Option<(usize, usize)> {
+    let n = &ix.nodes;
+    match ix.readers.get(name).map(Vec::as_slice)? {
+        &[a, b] if n[a].op_type == op && n[b].op_type == other_op => Some((a, b)),
+        &[a, b] if n[b].op_type == op && n[a].op_type == other_op => Some((b, a)),
+        _ => None,
+    }
+}
+
+/// The axis a mean reduces from: 2 for `GlobalAveragePool` (every axis after `[N, C]`), the
+/// first of a `ReduceMean`'s axes when they are the last ones.
+fn mean_from(ix: &Index, n: &pb::NodeProto) -> Option<i64> {
+    if n.op_type == "GlobalAveragePool" {
+        return Some(2);
+    }
+    let axes = ix.mean_axes(n)?;
+    let axis = *axes.first()?;
+    (axis < 0 && axes == (axis..0).collect::<Vec<_>>()).then_some(axis)
+}
+
+/// The LayerNorm tf2onnx writes (the module docs) whose first mean is node `m1`.
+fn found_tf_at(ix: &Index, m1: usize) -> Option<Found> {
+    let n = &ix.nodes;
+    let (x, mean) = (n[m1].input.first()?, n[m1].output.first()?);
+    let axis = mean_from(ix, &n[m1])?;
+    let (sub, neg) = pair_of(ix, mean, "Sub", "Neg")?;
+    (n[sub].input == [x.clone(), mean.clone()]).then_some(())?;
+    let d = n[sub].output.first()?;
+    // the square reads the centred value twice, and nothing else reads it
+    let sq = *ix.readers.get(d.as_str())?.first()?;
+    let only_sq = ix.readers[d.as_str()].iter().all(|&i| i == sq);
+    (only_sq && n[sq].op_type == "Mul" && n[sq].input == [d.clone(), d.clone()]).then_some(())?;
+    let m2 = *ix.readers.get(n[sq].output.first()?.as_str())?.first()?;
+    (ix.readers[n[sq].output[0].as_str()].len() == 1).then_some(())?;
+    (n[m2].op_type == n[m1].op_type && mean_from(ix, &n[m2]) == Some(axis)).then_some(())?;
+    let add = ix.only_reader(n[m2].output.first()?, "Add")?;
+    let eps = ix.scalar(&other(&n[add], n[m2].output.first()?)?)?;
+    let sqrt = ix.only_reader(n[add].output.first()?, "Sqrt")?;
+    let rec = ix.only_reader(n[sqrt].output.first()?, "Reciprocal")?;
+    let r = n[rec].output.first()?;
+    let sc = ix.only_reader(r, "Mul")?;
+    let scale = other(&n[sc], r).filter(|g| ix.is_weight(g))?;
+    let s = n[sc].output.first()?;
+    let (xs, ms) = pair_of(ix, s, "Mul", "Mul")?;
+    let (xs, ms) = if other(&n[xs], s).as_ref() == Some(x) { (xs, ms) } else { (ms, xs) };
+    let neg_out = n[neg].output.first()?;
+    (other(&n[xs], s).as_ref() == Some(x) && other(&n[ms], s).as_ref() == Some(neg_out))
+        .then_some(())?;
+    (ix.readers.get(neg_out.as_str())?.len() == 1).then_some(())?;
+    let mut members = vec![m1, neg, sub, sq, m2, add, sqrt, rec, sc, xs, ms];
+    let shifted = ix.only_reader(n[ms].output.first()?, "Add")?;
+    let with_bias = other(&n[shifted], n[ms].output.first()?).filter(|b| ix.is_weight(b));
+    let (bias, last) = match with_bias {
+        Some(b) => {
+            members.push(shifted);
+            (Some(b), ix.only_reader(n[shifted].output.first()?, "Add")?)
+        }
+        None => (None, shifted),
+    };
+    let sum_of = |i: usize| other(&n[last], n[i].output.first()?);
+    let joined = if bias.is_some() { shifted } else { ms };
+    (sum_of(joined).as_ref() == n[xs].output.first()).then_some(())?;
+    members.push(last);
+    Some(Found { x: x.clone(), members, axis, eps, scale, bias })
+}
+
+/// Drops the leading ones of the named initializers' dims (tf2onnx's `[1, 1, C]` scale and
+/// shift), as `LayerNormalization` takes them in the normalized shape, `[C]`.
+fn normalized_shape(graph: &mut pb::GraphProto, names: &[String]) {
+    for t in graph.initializer.iter_mut().filter(|t| names.contains(&t.name)) {
+        let lead =
+            t.dims.iter().take_while(|&&d| d == 1).count().min(t.dims.len().saturating_sub(1));
+        t.dims.drain(..lead);
+    }
+}
+
 /// Replaces each written-out LayerNorm of the model by one `LayerNormalization`, with a note.
 pub(super) fn fuse(model: &mut pb::ModelProto) {
     let Some(graph) = model.graph.as_mut() else { return };
-    if !graph.node.iter().any(|n| n.op_type == "ReduceMean") {
+    let is_mean =
+        |n: &pb::NodeProto| matches!(n.op_type.as_str(), "ReduceMean" | "GlobalAveragePool");
+    if !graph.node.iter().any(is_mean) {
         return;
     }
     let ix = Index::of(graph);
     let found: Vec<Found> = (0..graph.node.len())
-        .filter(|&i| graph.node[i].op_type == "ReduceMean")
-        .filter_map(|i| found_at(&ix, i))
+        .filter(|&i| is_mean(&graph.node[i]))
+        .filter_map(|i| found_at(&ix, i).or_else(|| found_tf_at(&ix, i)))
         .collect();
     if found.is_empty() {
         return;
     }
+    let weights: Vec<String> =
+        found.iter().flat_map(|f| [Some(f.scale.clone()), f.bias.clone()]).flatten().collect();
+    normalized_shape(graph, &weights);
     let mut replace: HashMap<usize, pb::NodeProto> = HashMap::default();
     let mut drop = vec![false; graph.node.len()];
     for f in &found {
@@ -187,7 +275,7 @@ pub(super) fn fuse(model: &mut pb::ModelProto) {
         .filter_map(|(i, n)| replace.remove(&i).or((!drop[i]).then_some(n)))
         .collect();
     let note = format!(
-        "{} LayerNorms written out as ReduceMean, Sub, Pow, Sqrt, Div, Mul, Add (PyTorch below opset 17) read as LayerNormalization",
+        "{} LayerNorms written out (PyTorch below opset 17: ReduceMean, Sub, Pow, Sqrt, Div, Mul, Add; tf2onnx: mean, Sub, Mul, Sqrt, Reciprocal, Mul, Neg, Add) read as LayerNormalization",
         found.len()
     );
     super::add_read_note(model, note);
@@ -278,5 +366,49 @@ mod tests {
         left(fused(&[-1], &[-2], 2.0, None)); // two different axes
         left(fused(&[1], &[1], 2.0, None)); // not the last axes
         left(fused(&[-1], &[-1], 2.0, Some(node("Relu", &["d"], "r")))); // the centred value read elsewhere
+    }
+    /// tf2onnx's Keras LayerNorm (the module docs), with or without the shift.
+    fn tf_fused(mean: &str, with_bias: bool) -> Vec<String> {
+        let mean_of = |x: &str, y: &str| {
+            let n = node(mean, &[x], y);
+            if mean == "ReduceMean" {
+                axes(n, &[-1])
+            } else {
+                n
+            }
+        };
+        let mut nodes = vec![
+            mean_of("x", "m"),
+            node("Neg", &["m"], "nm"),
+            node("Sub", &["x", "m"], "d"),
+            node("Mul", &["d", "d"], "sq"),
+            mean_of("sq", "v"),
+            node("Add", &["v", "eps"], "ve"),
+            node("Sqrt", &["ve"], "s"),
+            node("Reciprocal", &["s"], "r"),
+            node("Mul", &["r", "w"], "sc"),
+            node("Mul", &["x", "sc"], "xs"),
+            node("Mul", &["nm", "sc"], "ms"),
+        ];
+        if with_bias {
+            nodes.push(node("Add", &["ms", "b"], "shift"));
+            nodes.push(node("Add", &["xs", "shift"], "y"));
+        } else {
+            nodes.push(node("Add", &["xs", "ms"], "y"));
+        }
+        let inits = vec![scalar("eps", 1e-3), scalar("w", 1.0), scalar("b", 0.5)];
+        let graph = pb::GraphProto { node: nodes, initializer: inits, ..Default::default() };
+        let mut m = pb::ModelProto { graph: Some(graph), ..Default::default() };
+        fuse(&mut m);
+        m.graph.unwrap().node.iter().map(|n| n.op_type.clone()).collect()
+    }
+
+    #[test]
+    fn tf2onnx_s_written_out_layer_norm_reads_as_one_op() {
+        for mean in ["GlobalAveragePool", "ReduceMean"] {
+            for bias in [true, false] {
+                assert_eq!(tf_fused(mean, bias), ["LayerNormalization"], "{mean} {bias}");
+            }
+        }
     }
 }
