@@ -166,9 +166,9 @@ fn found_at(ix: &Index, r1: usize) -> Option<Found> {
 /// The node reading `name` of `op` among exactly two readers, and the other one.
 fn pair_of(ix: &Index, name: &str, op: &str, other_op: &str) -> Option<(usize, usize)> {
     let n = &ix.nodes;
-    match ix.readers.get(name).map(Vec::as_slice)? {
-        &[a, b] if n[a].op_type == op && n[b].op_type == other_op => Some((a, b)),
-        &[a, b] if n[b].op_type == op && n[a].op_type == other_op => Some((b, a)),
+    match *ix.readers.get(name).map(Vec::as_slice)? {
+        [a, b] if n[a].op_type == op && n[b].op_type == other_op => Some((a, b)),
+        [a, b] if n[b].op_type == op && n[a].op_type == other_op => Some((b, a)),
         _ => None,
     }
 }
@@ -328,6 +328,14 @@ mod tests {
         n
     }
 
+    /// The op types of a graph of `nodes` and `inits` after [`fuse`].
+    fn op_types_after_fuse(nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>) -> Vec<String> {
+        let graph = pb::GraphProto { node: nodes, initializer: inits, ..Default::default() };
+        let mut m = pb::ModelProto { graph: Some(graph), ..Default::default() };
+        fuse(&mut m);
+        m.graph.unwrap().node.iter().map(|n| n.op_type.clone()).collect()
+    }
+
     /// PyTorch's LayerNorm below opset 17, over `a1` and `a2`, with `pow` as the exponent; the
     /// op types after [`fuse`].
     fn fused(a1: &[i64], a2: &[i64], pow: f32, extra: Option<pb::NodeProto>) -> Vec<String> {
@@ -346,10 +354,7 @@ mod tests {
         nodes.extend(extra);
         let inits =
             vec![scalar("two", pow), scalar("eps", 1e-5), scalar("w", 1.0), scalar("b", 0.0)];
-        let graph = pb::GraphProto { node: nodes, initializer: inits, ..Default::default() };
-        let mut m = pb::ModelProto { graph: Some(graph), ..Default::default() };
-        fuse(&mut m);
-        m.graph.unwrap().node.iter().map(|n| n.op_type.clone()).collect()
+        op_types_after_fuse(nodes, inits)
     }
 
     #[test]
@@ -397,10 +402,7 @@ mod tests {
             nodes.push(node("Add", &["xs", "ms"], "y"));
         }
         let inits = vec![scalar("eps", 1e-3), scalar("w", 1.0), scalar("b", 0.5)];
-        let graph = pb::GraphProto { node: nodes, initializer: inits, ..Default::default() };
-        let mut m = pb::ModelProto { graph: Some(graph), ..Default::default() };
-        fuse(&mut m);
-        m.graph.unwrap().node.iter().map(|n| n.op_type.clone()).collect()
+        op_types_after_fuse(nodes, inits)
     }
 
     #[test]
