@@ -151,25 +151,16 @@ impl Cg {
             g.remove_edge(e);
             return true;
         }
-        let unary = g.node_indices().find_map(|a| {
+        let unary = g.node_indices().find(|&a| {
             // an Add of a constant (a position embedding, a shift) has one input edge too
             if g[a].kind != OpKind::Add || !g[a].operands.is_empty() {
-                return None;
+                return false;
             }
             let ins: Vec<_> = g.edges_directed(a, Direction::Incoming).collect();
-            match ins.as_slice() {
-                [e] if e.weight().shape.as_slice() == g[a].out_shape() => {
-                    Some((a, e.source(), e.weight().clone()))
-                }
-                _ => None,
-            }
+            matches!(ins.as_slice(), [e] if e.weight().shape.as_slice() == g[a].out_shape())
         });
-        let Some((a, src, inbound)) = unary else { return false };
-        for (t, e) in self.take_consumers(a) {
-            let edge = TensorEdge { src_slot: inbound.src_slot, name: inbound.name.clone(), ..e };
-            self.graph.add_edge(src, t, edge);
-        }
-        self.graph.remove_node(a);
+        let Some(a) = unary else { return false };
+        self.splice_out(a);
         true
     }
 
@@ -180,16 +171,7 @@ impl Cg {
         if live.iter().any(|&l| l) {
             self.remove_unmarked(&live); // (no output at all: nothing to measure against)
         }
-        let g = &self.graph;
-        let inputs: Vec<NodeIndex> =
-            g.node_indices().filter(|&n| g[n].kind == OpKind::Input).collect();
-        let unread = |n: &&NodeIndex| g.edges_directed(**n, Direction::Outgoing).next().is_none();
-        if inputs.iter().any(|n| !unread(&n)) {
-            let gone: Vec<NodeIndex> = inputs.iter().filter(unread).copied().collect();
-            for n in gone {
-                self.graph.remove_node(n);
-            }
-        }
+        self.drop_unread_inputs();
     }
 
     fn fold_into(&mut self, w: NodeIndex, victim: NodeIndex) {

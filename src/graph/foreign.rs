@@ -72,13 +72,7 @@ impl Cg {
 
     /// The node's one input edge's source, and its one consumer, when it has exactly those.
     fn single_link(&self, n: NodeIndex) -> Option<(NodeIndex, NodeIndex)> {
-        let g = &self.graph;
-        let mut ins = g.edges_directed(n, Direction::Incoming);
-        let mut outs = g.edges_directed(n, Direction::Outgoing);
-        match (ins.next(), ins.next(), outs.next(), outs.next()) {
-            (Some(i), None, Some(o), None) => Some((i.source(), o.target())),
-            _ => None,
-        }
+        Some((self.single_producer(n)?, self.single_consumer(n)?))
     }
 
     /// A `Mul` by a per-channel parameter vector whose one consumer is an `Add` of one.
@@ -132,12 +126,17 @@ impl Cg {
     /// logits. The graph itself where there is none of these.
     pub fn network_only(&self) -> Cow<'_, Cg> {
         let mut cg = self.clone();
-        let input = cg.read_input_layout();
-        if cg.drop_final_softmax() || input {
+        if cg.keep_network_only() {
             Cow::Owned(cg)
         } else {
             Cow::Borrowed(self)
         }
+    }
+
+    /// [`Cg::network_only`] in place, on a graph the caller owns; whether anything changed.
+    pub fn keep_network_only(&mut self) -> bool {
+        let input = self.read_input_layout();
+        self.drop_final_softmax() || input
     }
 
     /// Splices out every softmax read only by outputs; whether there was one.
@@ -158,11 +157,11 @@ impl Cg {
         let inputs: Vec<NodeIndex> =
             self.graph.node_indices().filter(|&n| self.graph[n].kind == OpKind::Input).collect();
         for input in inputs {
-            while let Some(t) = self.only_consumer(input).filter(|&t| self.is_normalization(t)) {
+            while let Some(t) = self.single_consumer(input).filter(|&t| self.is_normalization(t)) {
                 self.splice_out(t);
                 changed = true;
             }
-            let Some(t) = self.only_consumer(input) else { continue };
+            let Some(t) = self.single_consumer(input) else { continue };
             let transpose = self.graph[t].kind == OpKind::Transpose;
             if !transpose || self.single_link(t).is_none() || self.graph[t].out_shapes.is_empty() {
                 continue;
@@ -181,7 +180,7 @@ impl Cg {
     }
 
     /// Removes the inputs nothing reads, when another input is read; whether there were any.
-    fn drop_unread_inputs(&mut self) -> bool {
+    pub(super) fn drop_unread_inputs(&mut self) -> bool {
         let g = &self.graph;
         let inputs = g.node_indices().filter(|&n| g[n].kind == OpKind::Input);
         let (unread, read): (Vec<NodeIndex>, Vec<NodeIndex>) =
@@ -193,15 +192,6 @@ impl Cg {
             self.graph.remove_node(n);
         }
         true
-    }
-
-    /// The one node reading `n`, when one node does (through one edge).
-    fn only_consumer(&self, n: NodeIndex) -> Option<NodeIndex> {
-        let mut outs = self.graph.edges_directed(n, Direction::Outgoing);
-        match (outs.next(), outs.next()) {
-            (Some(e), None) => Some(e.target()),
-            _ => None,
-        }
     }
 
     /// Whether `n`, reading an input, normalizes it (Keras' `Rescaling` and `Normalization`

@@ -22,15 +22,6 @@ impl Cg {
         fused
     }
 
-    fn single_consumer(&self, n: NodeIndex) -> Option<NodeIndex> {
-        let mut outs = self.graph.edges_directed(n, Direction::Outgoing);
-        let first = outs.next()?;
-        if outs.next().is_some() {
-            return None;
-        }
-        Some(first.target())
-    }
-
     fn act_preds(&self, n: NodeIndex) -> Vec<(NodeIndex, usize)> {
         self.inputs_of(n).into_iter().map(|(s, e)| (s, e.src_slot)).collect()
     }

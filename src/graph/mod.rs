@@ -154,6 +154,24 @@ impl Cg {
         self.graph.node_count() == 0
     }
 
+    /// The node `n` reads, when it reads one tensor through one edge.
+    pub(crate) fn single_producer(&self, n: NodeIndex) -> Option<NodeIndex> {
+        let mut ins = self.graph.neighbors_directed(n, Direction::Incoming);
+        match (ins.next(), ins.next()) {
+            (Some(p), None) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The node reading `n`, when one node reads it through one edge.
+    pub(crate) fn single_consumer(&self, n: NodeIndex) -> Option<NodeIndex> {
+        let mut outs = self.graph.neighbors_directed(n, Direction::Outgoing);
+        match (outs.next(), outs.next()) {
+            (Some(c), None) => Some(c),
+            _ => None,
+        }
+    }
+
     /// Predecessors of `n` ordered by destination slot.
     pub fn inputs_of(&self, n: NodeIndex) -> Vec<(NodeIndex, &TensorEdge)> {
         let mut v: Vec<_> = self

@@ -156,20 +156,13 @@ impl Cg {
     fn join_reshapes(&mut self) -> bool {
         let g = &self.graph;
         let reshape = |n: NodeIndex| g[n].kind == OpKind::Reshape;
-        let single_in = |n: NodeIndex| {
-            let mut ins = g.edges_directed(n, Direction::Incoming);
-            match (ins.next(), ins.next()) {
-                (Some(e), None) => Some(e.source()),
-                _ => None,
-            }
-        };
         let found = g.node_indices().filter(|&n| reshape(n)).find_map(|n| {
-            let p = single_in(n)?;
+            let p = self.single_producer(n)?;
             if g[n].in_shapes.first().map(|s| s.as_slice()) == Some(g[n].out_shape()) {
                 return Some((n, None));
             }
             let only_n = g.edges_directed(p, Direction::Outgoing).count() == 1;
-            (reshape(p) && only_n && single_in(p).is_some()).then_some((n, Some(p)))
+            (reshape(p) && only_n && self.single_producer(p).is_some()).then_some((n, Some(p)))
         });
         match found {
             Some((n, None)) => self.splice_out(n),

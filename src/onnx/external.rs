@@ -174,8 +174,7 @@ pub(super) fn declare_external_weights(
         if let Some(pb::type_proto::Value::TensorType(tt)) =
             vi.r#type.as_mut().and_then(|ty| ty.value.as_mut())
         {
-            // bfloat16 is declared as the float32 it is read as (see super::widen)
-            tt.elem_type = if t.data_type == 16 { 1 } else { t.data_type };
+            tt.elem_type = super::widen::read_as(t.data_type);
         }
         graph.input.push(vi);
     }

@@ -158,9 +158,8 @@ fn found_at(ix: &Index, r1: usize) -> Option<Found> {
         members.push(a);
         Some(b)
     });
-    let axis = *axes.first()?;
-    let suffix = axis < 0 && axes == (axis..0).collect::<Vec<_>>();
-    suffix.then(|| Found { x: x.clone(), members, axis, eps, scale, bias })
+    let axis = last_axes_from(&axes)?;
+    Some(Found { x: x.clone(), members, axis, eps, scale, bias })
 }
 
 /// The node reading `name` of `op` among exactly two readers, and the other one.
@@ -179,7 +178,11 @@ fn mean_from(ix: &Index, n: &pb::NodeProto) -> Option<i64> {
     if n.op_type == "GlobalAveragePool" {
         return Some(2);
     }
-    let axes = ix.mean_axes(n)?;
+    last_axes_from(&ix.mean_axes(n)?)
+}
+
+/// The first of `axes` when they are the last axes (`[-2, -1]`), as a LayerNorm's `axis`.
+fn last_axes_from(axes: &[i64]) -> Option<i64> {
     let axis = *axes.first()?;
     (axis < 0 && axes == (axis..0).collect::<Vec<_>>()).then_some(axis)
 }

@@ -520,7 +520,7 @@ fn is_mask(s: &Static) -> bool {
     let Some(t) = s.value.as_ref() else { return false };
     // a float16 file fills its masks with float16's extreme (-65504)
     let extreme = match t.datum_type() {
-        tract_onnx::prelude::DatumType::F16 => 65504.0f32,
+        tract_onnx::prelude::DatumType::F16 => tract_onnx::prelude::f16::MAX.to_f32(),
         _ => f32::MAX,
     };
     let Ok(c) = t.cast_to::<f32>() else { return false };

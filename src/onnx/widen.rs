@@ -53,15 +53,22 @@ fn attribute(a: &mut pb::AttributeProto) -> bool {
     any
 }
 
+/// The element type `data_type` is read as: float32 for bfloat16, itself otherwise.
+pub(super) fn read_as(data_type: i32) -> i32 {
+    if data_type == BFLOAT16 {
+        FLOAT
+    } else {
+        data_type
+    }
+}
+
 /// A tensor type's element type, bfloat16 made float32.
 fn value_type(ty: Option<&mut pb::TypeProto>) -> bool {
     let Some(pb::type_proto::Value::TensorType(t)) = ty.and_then(|t| t.value.as_mut()) else {
         return false;
     };
     let bf16 = t.elem_type == BFLOAT16;
-    if bf16 {
-        t.elem_type = FLOAT;
-    }
+    t.elem_type = read_as(t.elem_type);
     bf16
 }
 

@@ -136,9 +136,15 @@ enum JobSource {
     Spec(Space, String),
 }
 
+/// The graph of a job as its proxies run it: a file's without what the file wraps around the
+/// network (an NHWC input, Keras' input normalization, a final softmax: `Cg::network_only`), so
+/// the memory estimate and the scores see one graph.
 fn build_cg(job: &Job, opts: &ImportOptions) -> crate::Result<Cg> {
     match &job.source {
-        JobSource::File(p) => load(p, opts),
+        JobSource::File(p) => load(p, opts).map(|mut cg| {
+            cg.keep_network_only();
+            cg
+        }),
         JobSource::Spec(space, spec) => {
             let arch = space.parse_spec(spec)?;
             let opts = BuildOptions { weights: Weights::Inputs, ..Default::default() };
@@ -501,8 +507,6 @@ fn score_job(
             return;
         }
     };
-    // an NHWC input, Keras' input normalization: run as the network computes (graph/foreign.rs)
-    let cg = cg.network_only();
     let input = ProxyInput::new(&cg, images, a.seed, device).with_batch(a.batch);
     let scores = proxies::score_lanes(todo, input, lanes);
     // scores come back by name, and are cached under their proxy's key
