@@ -281,3 +281,29 @@ fn weighted_output_taps_carry_their_weight_s_fan_in() {
     assert_eq!(fan_ins, [Some(27), Some(4), Some(4)], "{got:?}");
     assert!(fwd.relu_out.iter().all(|t| t.fan_in.is_none()));
 }
+
+/// The small network of tests/corpus/opsets (scripts/gen_opsets.py) as PyTorch writes it at
+/// opsets 17 and 9, as ONNX's converter writes that at opset 7 (`Upsample`'s scales an
+/// attribute), and with `auto_pad`, and the Caffe-era `legacy.onnx` (two `LRN`s): the executor
+/// computes ONNX Runtime's output of each.
+#[test]
+fn executor_computes_onnx_runtime_s_output_at_older_opsets_and_with_auto_pad() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/opsets");
+    let text = std::fs::read_to_string(dir.join("truth.json")).expect("tests/corpus/opsets");
+    let truth: serde_json::Value = serde_json::from_str(&text).expect("truth.json");
+    let input: Vec<f32> = (0..3 * 32 * 32).map(|i| (0.37 * i as f32).sin()).collect();
+    for name in ["op17", "op9", "op7", "auto_pad", "legacy"] {
+        let theirs: Vec<f32> = truth["files"][name]["ort_output"]
+            .as_array()
+            .expect("ort_output")
+            .iter()
+            .map(|v| v.as_f64().expect("number") as f32)
+            .collect();
+        let path = dir.join(format!("{name}.onnx"));
+        let bytes = std::fs::read(&path).expect("read");
+        let want = (input.clone(), vec![1, theirs.len()], theirs);
+        let d = compare_expected(&bytes, &path.display().to_string(), want).expect(name);
+        eprintln!("{name}: {d:.2e} from ONNX Runtime's output");
+        assert!(d < TOL, "{name}: relative difference {d:.2e}");
+    }
+}

@@ -2,7 +2,8 @@
 //! TorchScript export and its dynamo export of the same NAS-Bench-201 cell give one canonical
 //! graph (the same `graph_hash` and parameter count) and, through the bundled model, the same
 //! prediction. `make exporters-check` runs the same check on 200 NB-201 and 200 NB-101 cells.
-//! A Keras network written by tf2onnx and its PyTorch twin do the same (tests/corpus/keras).
+//! A Keras network written by tf2onnx and its PyTorch twin do the same (tests/corpus/keras), as
+//! do one network's exports at opsets 17, 9 and 7 and with `auto_pad` (tests/corpus/opsets).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -125,4 +126,61 @@ fn keras_through_tf2onnx_gets_the_pytorch_export_s_prediction() {
         .map(|r| r["prediction"].as_f64().expect("prediction"))
         .collect();
     assert!((p[0] - p[1]).abs() < 1e-6, "Keras {} against PyTorch {}", p[0], p[1]);
+}
+
+/// One small network as PyTorch writes it at opset 17 and at opset 9, as ONNX's converter
+/// writes that at opset 7, and the opset-17 file with `auto_pad` (tests/corpus/opsets,
+/// scripts/gen_opsets.py): a `ceil_mode` max pool or end pads, a padded average pool or a `Pad`
+/// before it, a `Pad` of nothing, `chunk` as `Slice`s or one `Split`, `Resize` or `Upsample`.
+fn opset_files() -> Vec<String> {
+    let dir = root().join("tests/corpus/opsets");
+    ["op17", "op9", "op7", "auto_pad"]
+        .iter()
+        .map(|f| dir.join(format!("{f}.onnx")).display().to_string())
+        .collect()
+}
+
+#[test]
+fn older_opsets_and_auto_pad_read_as_today_s_export() {
+    let text = nape(&["inspect", "--canonical", "--jsonl", "-q"], &opset_files());
+    let rows: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 4);
+    for row in &rows[1..] {
+        for key in ["graph_hash", "params", "macs", "flops", "nodes", "depth", "by_kind"] {
+            assert_eq!(row[key], rows[0][key], "{}: {key}", row["file"]);
+        }
+    }
+}
+
+#[cfg(feature = "torch")]
+#[test]
+fn older_opsets_and_auto_pad_get_today_s_prediction() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&nape(&["predict", "--json", "-q"], &opset_files())).expect("json");
+    let rows = doc["predictions"].as_array().expect("predictions");
+    let p0 = rows[0]["prediction"].as_f64().expect("prediction");
+    for r in &rows[1..] {
+        let p = r["prediction"].as_f64().expect("prediction");
+        assert!((p - p0).abs() < 1e-6, "{}: {p} against opset 17's {p0}", r["file"]);
+    }
+}
+
+/// A file written as the Caffe-era networks of the ONNX model zoo are (tests/corpus/opsets/
+/// legacy.onnx: opset 7, IR 3, every weight also a graph input): its two `LRN`s are LRNs, not
+/// unknown ops, and its parameters are the weights, BatchNorm's scale and shift.
+#[test]
+fn a_caffe_era_file_reads_with_its_local_response_norms() {
+    let file = root().join("tests/corpus/opsets/legacy.onnx").display().to_string();
+    let row: serde_json::Value =
+        serde_json::from_str(nape(&["inspect", "--jsonl", "-q", "--strict"], &[file]).trim())
+            .expect("json");
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/corpus/opsets/truth.json")).expect("truth"),
+    )
+    .expect("json");
+    assert_eq!(row["params"], truth["files"]["legacy"]["params"]);
+    assert_eq!(row["by_kind"]["LRN"], 2, "{}", row["by_kind"]);
+    let inputs = row["input_shapes"].as_object().map(|m| m.len());
+    assert_eq!(inputs, Some(1), "the weights are no inputs: {}", row["input_shapes"]);
 }

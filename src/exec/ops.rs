@@ -239,6 +239,7 @@ fn normalisation(
             one(y.map_err(e)?)
         }
         "LayerNormalization" => one(layer_norm(node, x()?, args)?),
+        "LRN" => one(lrn(node, x()?)?),
         "GroupNormalization" => one(group_norm(node, x()?, args)?),
         "InstanceNormalization" => {
             let eps = node.attr_float("epsilon", 1e-5);
@@ -269,6 +270,28 @@ fn layer_norm(node: &OpNode, x: &Tensor, args: &[Option<Tensor>]) -> R<Tensor> {
     let w = expand(opt(args, 1)).map_err(e)?;
     let b = expand(opt(args, 2)).map_err(e)?;
     x.f_layer_norm(shape.as_slice(), w.as_ref(), b.as_ref(), eps, false).map_err(e)
+}
+
+/// ONNX LRN: `x / (bias + alpha / size * sum of squares)^beta`, the sum over channels
+/// `c - floor((size - 1) / 2)` to `c + ceil((size - 1) / 2)` (none beyond the ends), as
+/// PyTorch's `local_response_norm`: the squares as `[N, 1, C, rest]`, averaged over a window of
+/// `size` channels with zeros padded (so the mean is the sum over `size`).
+fn lrn(node: &OpNode, x: &Tensor) -> R<Tensor> {
+    let size = node.attr_int("size", 1).max(1);
+    let alpha = node.attr_float("alpha", 1e-4);
+    let (beta, bias) = (node.attr_float("beta", 0.75), node.attr_float("bias", 1.0));
+    let dims = x.size();
+    if dims.len() < 3 {
+        return Err(format!("LRN needs an [N, C, ...] input, not {dims:?}"));
+    }
+    let rest: i64 = dims[2..].iter().product();
+    let squares = x.f_square().map_err(e)?.f_reshape([dims[0], 1, dims[1], rest]).map_err(e)?;
+    let (before, after) = ((size - 1) / 2, size - 1 - (size - 1) / 2);
+    let padded = squares.f_constant_pad_nd([0, 0, before, after]).map_err(e)?;
+    let mean =
+        padded.f_avg_pool2d([size, 1], [1, 1], [0, 0], false, true, None::<i64>).map_err(e)?;
+    let div = (mean * alpha + bias).f_pow_tensor_scalar(beta).map_err(e)?;
+    x.f_div(&div.f_reshape(dims.as_slice()).map_err(e)?).map_err(e)
 }
 
 /// ONNX GroupNormalization: opset 18 gives one scale per group, opset 21 one per channel.

@@ -22,7 +22,9 @@
 //! - one computation written twice is one node, and each op has one spelling (`same.rs`);
 //! - what other exporters (tf2onnx) write differently is read as PyTorch writes it
 //!   (`foreign.rs`): a BatchNorm as `Mul` + `Add`, zero padding as a `Pad`, an `[N, H, W, C]`
-//!   input and its `Transpose`, a final softmax.
+//!   input and its `Transpose`, a final softmax;
+//! - what PyTorch writes differently at opsets 9 and earlier is read as it writes it today
+//!   (`opsets.rs`): a max pool's end pads, a `Split` as its `Slice`s.
 //!
 //! The raw graph (what `nape inspect` shows) stays faithful to the file; features read the
 //! canonical one.
@@ -45,6 +47,7 @@ impl Cg {
         while cg.drop_zero_or_unary_add() {}
         cg.drop_dead();
         cg.unify_spellings();
+        cg.read_older_opsets();
         cg.merge_duplicates();
         // removal keeps topological order (StableGraph keeps indices); compact them
         let _ = cg.sort();

@@ -8,9 +8,10 @@
 //!   as one BatchNorm of both vectors' parameters, which then folds like any other. A scale
 //!   alone (a layer scale, learned) stays a `Mul`.
 //! - **zero padding as its own op**: Keras' `ZeroPadding2D` before a strided convolution is a
-//!   `Pad` (constant 0 on the spatial axes only); it becomes the convolution's padding, or a
+//!   `Pad` (constant 0 on the spatial axes only); it becomes the convolution's padding, a
 //!   max pool's where a ReLU comes before it (ResNet's and DenseNet's stems): zeros around
-//!   non-negative values change no window's maximum.
+//!   non-negative values change no window's maximum, or an average pool's that counts its
+//!   padding (PyTorch's own writing at opset 9). A `Pad` of nothing is none.
 //! - **the input in its layout, and normalized**: `[N, H, W, C]`, read by one `Transpose` to
 //!   `[N, C, H, W]`: the input is read in the layout the network computes in. Before it, Keras'
 //!   `Rescaling` and `Normalization` layers (a `Mul` by 1/255, a `Sub` and a `Div` per
@@ -39,13 +40,18 @@ impl Cg {
             node.operands.clear();
             self.splice_out(add);
         }
-        while let Some((pad, conv, pads)) = self.find_zero_pad() {
+        while let Some((pad, target, pads)) = self.find_zero_pad() {
             let in_shape = self.graph[pad].in_shapes.first().cloned().unwrap_or_default();
-            let node = &mut self.graph[conv];
-            let n = pads.len() / 2;
-            let own = |i: usize| node.attrs.padding.get(i).copied().unwrap_or(0);
-            node.attrs.padding = (0..2 * n).map(|i| own(i) + pads[i]).collect();
-            node.in_shapes[0] = in_shape;
+            if let Some(t) = target {
+                let node = &mut self.graph[t];
+                let n = pads.len() / 2;
+                let own = |i: usize| node.attrs.padding.get(i).copied().unwrap_or(0);
+                node.attrs.padding = (0..2 * n).map(|i| own(i) + pads[i]).collect();
+                if node.kind == OpKind::AvgPool {
+                    node.attrs.values.insert("count_include_pad".into(), 1.0);
+                }
+                node.in_shapes[0] = in_shape;
+            }
             self.splice_out(pad);
         }
         self.drop_final_softmax();
@@ -91,23 +97,44 @@ impl Cg {
         })
     }
 
-    /// A zero `Pad` of the spatial axes whose one consumer is a convolution: the pad, the
-    /// convolution and the pads as a convolution's (begins, then ends, of the spatial axes).
-    fn find_zero_pad(&self) -> Option<(NodeIndex, NodeIndex, Vec<usize>)> {
+    /// A zero `Pad` of the spatial axes: the pad, the one consumer that takes it as its own
+    /// padding (none where it pads nothing) and the pads as a convolution's (begins, then
+    /// ends, of the spatial axes).
+    fn find_zero_pad(&self) -> Option<(NodeIndex, Option<NodeIndex>, Vec<usize>)> {
         let g = &self.graph;
         g.node_indices().find_map(|pad| {
             if g[pad].kind != OpKind::Pad {
                 return None;
             }
-            let (src, conv) = self.single_link(pad)?;
-            // zeros around what a ReLU made non-negative change no window's maximum
-            let max_of_relu = g[conv].kind == OpKind::MaxPool
-                && matches!(g[src].kind, OpKind::Relu | OpKind::Relu6);
-            if !(g[conv].kind == OpKind::Conv || max_of_relu) || g[conv].in_shapes.len() != 1 {
-                return None;
+            let pads = zero_spatial_pads(&g[pad])?;
+            if pads.iter().all(|&p| p == 0) && self.single_producer(pad).is_some() {
+                return Some((pad, None, pads));
             }
-            zero_spatial_pads(&g[pad]).map(|pads| (pad, conv, pads))
+            let (src, t) = self.single_link(pad)?;
+            self.takes_zero_padding(src, t).then_some((pad, Some(t), pads))
         })
+    }
+
+    /// Whether `t`, reading `src`'s output padded with zeros, computes the same with the
+    /// padding as its own: a convolution; a max pool after a ReLU (zeros around non-negative
+    /// values change no window's maximum); an average pool that counts its padding in each
+    /// window's size (or has none) and has no `ceil_mode` (PyTorch at opset 9 writes
+    /// `AvgPool2d(3, 1, padding=1)` as a `Pad` and an unpadded pool).
+    fn takes_zero_padding(&self, src: NodeIndex, t: NodeIndex) -> bool {
+        let node = &self.graph[t];
+        if node.in_shapes.len() != 1 {
+            return false;
+        }
+        match node.kind {
+            OpKind::Conv => true,
+            OpKind::MaxPool => matches!(self.graph[src].kind, OpKind::Relu | OpKind::Relu6),
+            OpKind::AvgPool => {
+                let counts = node.attrs.values.get("count_include_pad") == Some(&1.0)
+                    || node.attrs.padding.iter().all(|&p| p == 0);
+                counts && node.attr_int("ceil_mode", 0) == 0
+            }
+            _ => false,
+        }
     }
 
     /// Whether `n` is a softmax read only by graph outputs.

@@ -12,6 +12,7 @@ mod foreign;
 mod fuse;
 mod node;
 mod op;
+mod opsets;
 mod same;
 
 pub use canon::fnv1a;

@@ -124,6 +124,9 @@ pub enum OpKind {
     Mod,
     /// Runs a subgraph up to a number of times (ONNX `Loop`); its body's work is not counted.
     Loop,
+    /// Local response normalization across channels (ONNX `LRN`: AlexNet, GoogLeNet and the
+    /// other Caffe-era networks of the ONNX model zoo).
+    Lrn,
     /// An ONNX operator outside the vocabulary, by its ONNX op type.
     Unknown(String),
 }
@@ -210,6 +213,7 @@ pub const ALL_KINDS: &[OpKind] = &[
     OpKind::Round,
     OpKind::Mod,
     OpKind::Loop,
+    OpKind::Lrn,
 ];
 
 impl OpKind {
@@ -297,6 +301,7 @@ impl OpKind {
             Round => "Round",
             Mod => "Mod",
             Loop => "Loop",
+            Lrn => "LRN",
             Unknown(s) => s,
         }
     }

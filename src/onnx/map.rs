@@ -41,6 +41,7 @@ fn kind_of(op: &str) -> OpKind {
         "LayerNormalization" => LayerNorm,
         "GroupNormalization" => GroupNorm,
         "InstanceNormalization" => InstanceNorm,
+        "LRN" => Lrn,
         "Relu" => Relu,
         "Clip" => Clip,
         "LeakyRelu" | "PRelu" => LeakyRelu,
@@ -325,7 +326,11 @@ fn conv(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<(), String> {
     attrs.kernel = kernel.clone();
     attrs.stride = ints_or(pn, "strides", 1, spatial);
     attrs.dilation = ints_or(pn, "dilations", 1, spatial);
-    attrs.padding = ints_or(pn, "pads", 0, 2 * spatial);
+    attrs.padding = if op == "Conv" {
+        pads_of(pn, d, &kernel, &attrs.stride, &attrs.dilation)
+    } else {
+        ints_or(pn, "pads", 0, 2 * spatial)
+    };
     attrs.groups = Some(groups);
     let bias = ctx.statics.iter().any(|(sl, _)| *sl == 2)
         || pn.input.get(2).is_some_and(|s| !s.is_empty());
@@ -346,6 +351,39 @@ fn conv(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<(), String> {
     Ok(())
 }
 
+/// The pads of a convolution or pool (all begins, then all ends): as written, or as its
+/// `auto_pad` makes them from the shapes (`SAME_UPPER` puts an odd total's extra pad at the
+/// end, `SAME_LOWER` at the start; `VALID` pads nothing), so a file written with `auto_pad`
+/// (older converters' `padding="same"`) reads as one written with pads.
+fn pads_of(
+    pn: &pb::NodeProto,
+    d: &Dims,
+    kernel: &[usize],
+    stride: &[usize],
+    dil: &[usize],
+) -> Vec<usize> {
+    let n = kernel.len();
+    let auto = attr(pn, "auto_pad").map_or(&b"NOTSET"[..], |a| a.s.as_slice());
+    let shapes_known = d.in0.len() == n + 2 && d.out.len() == n + 2;
+    match auto {
+        b"VALID" => vec![0; 2 * n],
+        b"SAME_UPPER" | b"SAME_LOWER" if shapes_known => {
+            let (mut begins, mut ends) = (vec![0; n], vec![0; n]);
+            for i in 0..n {
+                let (s, dl) =
+                    (stride.get(i).copied().unwrap_or(1), dil.get(i).copied().unwrap_or(1));
+                let reach = (d.out[2 + i].max(1) - 1) * s + (kernel[i].max(1) - 1) * dl + 1;
+                let total = reach.saturating_sub(d.in0[2 + i]);
+                let (less, more) = (total / 2, total - total / 2);
+                (begins[i], ends[i]) =
+                    if auto == b"SAME_UPPER" { (less, more) } else { (more, less) };
+            }
+            begins.into_iter().chain(ends).collect()
+        }
+        _ => ints_or(pn, "pads", 0, 2 * n),
+    }
+}
+
 /// Pools and reductions: kernel, strides, axes; FLOPs per element read. `Ok(false)` when `ctx`'s op is not one of them.
 fn pooling(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> {
     let (pn, op) = (ctx.pn, ctx.pn.op_type.as_str());
@@ -356,10 +394,10 @@ fn pooling(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> {
             let spatial = in0.len().saturating_sub(2);
             let kernel = to_usizes(&attr_ints(pn, "kernel_shape"));
             attrs.stride = ints_or(pn, "strides", 1, spatial);
-            attrs.padding = ints_or(pn, "pads", 0, 2 * spatial);
-            let d = to_usizes(&attr_ints(pn, "dilations"));
-            if d.iter().any(|&x| x != 1) {
-                attrs.dilation = d; // all ones is the default, whether written or not
+            let dilation = ints_or(pn, "dilations", 1, spatial);
+            attrs.padding = pads_of(pn, d, &kernel, &attrs.stride, &dilation);
+            if dilation.iter().any(|&x| x != 1) {
+                attrs.dilation = dilation; // all ones is the default, whether written or not
             }
             if let Some(c) = attr_int(pn, "count_include_pad") {
                 attrs.values.insert("count_include_pad".into(), c as f64);
@@ -455,6 +493,15 @@ fn elementwise(ctx: &NodeCtx, d: &Dims, m: &mut Mapped) -> Result<bool, String> 
                 attrs.groups = Some(g as usize);
             }
             *flops = 5 * out_elems;
+        }
+        "LRN" => {
+            // a square, a sum over `size` channels, a scale and shift, a power and a division
+            let size = attr_int(pn, "size").unwrap_or(1).max(1) as u64;
+            attrs.kernel = vec![size as usize];
+            for a in pn.attribute.iter().filter(|a| a.r#type == 1) {
+                attrs.values.insert(a.name.clone(), a.f as f64);
+            }
+            *flops = (size + 4) * out_elems;
         }
         "Clip" => {
             let lo = attr(pn, "min").map(|a| a.f as f64).or_else(|| scalar_at(ctx, 1));

@@ -110,6 +110,7 @@ const UNARY: &[&str] = &[
     "BatchNormalization",
     "LayerNormalization",
     "InstanceNormalization",
+    "LRN",
     "Clip",
 ];
 const BINARY: &[&str] = &["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu"];

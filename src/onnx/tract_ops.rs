@@ -1,5 +1,6 @@
 //! Shape rules for ONNX ops tract's parser does not know, registered on the parser nape's
-//! analysis uses, so the analysis flows through them (PyTorch's `fold` exports as `Col2Im`).
+//! analysis uses, so the analysis flows through them (PyTorch's `fold` exports as `Col2Im`;
+//! its interpolation, up to opset 9, as `Upsample`).
 //! tract cannot run them: typing one is an error naming it (nape's executor runs them).
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
@@ -17,6 +18,11 @@ pub(super) fn parser() -> tract_onnx::Onnx {
 fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Col2Im", |_: &ParsingContext, _: &NodeProto| Ok((expand(Col2Im), vec![])));
     reg.insert("Size", |_: &ParsingContext, _: &NodeProto| Ok((expand(Size), vec![])));
+    reg.insert("Upsample", |_: &ParsingContext, node: &NodeProto| {
+        let scales = node.get_attr_opt_vec::<f32>("scales")?;
+        let scales = scales.map(|v| v.iter().map(|f| f.to_bits()).collect());
+        Ok((expand(Upsample { scales }), vec![]))
+    });
     reg.insert("Unsqueeze", |ctx: &ParsingContext, node: &NodeProto| {
         if ctx.onnx_operator_set_version < 13 {
             let axes = node.get_attr_vec::<i64>("axes")?.into_iter().map(|a| a as isize).collect();
@@ -74,6 +80,65 @@ impl Expansion for Col2Im {
         _inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
         bail!("{prefix}: tract cannot run Col2Im (nape's executor can)")
+    }
+}
+
+/// ONNX `Upsample` (opsets 7 to 9; `Resize` from opset 10, and tract knows only that): each
+/// dim of the input times its scale, rounded down. The scales are an attribute up to opset 8
+/// (kept here as `f32` bits) and a constant input from opset 9.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct Upsample {
+    scales: Option<Vec<u32>>,
+}
+
+/// `floor(dim x scale)` for each dim, which must be known.
+fn upsampled(shape: &[TDim], scales: &[f32]) -> TractResult<TVec<TDim>> {
+    if scales.len() != shape.len() {
+        bail!("Upsample: {} scales for a rank-{} input", scales.len(), shape.len());
+    }
+    let dims = shape
+        .iter()
+        .zip(scales)
+        .map(|(d, &k)| Ok(TDim::from((d.to_i64()? as f64 * f64::from(k)).floor() as i64)));
+    dims.collect()
+}
+
+impl Expansion for Upsample {
+    fn name(&self) -> StaticName {
+        "Upsample".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+        s.equals(&outputs[0].rank, &inputs[0].rank)?;
+        if let Some(bits) = &self.scales {
+            let scales: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+            return s.given(&inputs[0].shape, move |s, shape| {
+                s.equals(&outputs[0].shape, ShapeFactoid::from(upsampled(&shape, &scales)?))
+            });
+        }
+        check_input_arity(inputs, 2)?;
+        s.given_2(&inputs[0].shape, &inputs[1].value, move |s, shape, scales| {
+            let scales = scales.cast_to::<f32>()?;
+            let scales: Vec<f32> = scales.to_plain_array_view::<f32>()?.iter().copied().collect();
+            let dims = upsampled(&shape, &scales)?;
+            s.equals(&outputs[0].shape, ShapeFactoid::from(dims))
+        })
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        _model: &mut TypedModel,
+        _inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        bail!("{prefix}: tract cannot run Upsample (nape's executor can)")
     }
 }
 
