@@ -8,6 +8,21 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::*;
 
+/// The `wire` of an op whose shapes tract's analysis reads and which only nape's executor runs:
+/// typing it is an error naming the op.
+macro_rules! run_by_nape_only {
+    ($op:literal) => {
+        fn wire(
+            &self,
+            prefix: &str,
+            _: &mut TypedModel,
+            _: &[OutletId],
+        ) -> TractResult<TVec<OutletId>> {
+            bail!("{prefix}: tract cannot run {} (nape's executor can)", $op)
+        }
+    };
+}
+
 /// tract's ONNX parser with nape's extra shape rules.
 pub(super) fn parser() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
@@ -73,14 +88,7 @@ impl Expansion for Col2Im {
         )
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        _model: &mut TypedModel,
-        _inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        bail!("{prefix}: tract cannot run Col2Im (nape's executor can)")
-    }
+    run_by_nape_only!("Col2Im");
 }
 
 /// ONNX `Upsample` (opsets 7 to 9; `Resize` from opset 10, and tract knows only that): each
@@ -132,14 +140,7 @@ impl Expansion for Upsample {
         })
     }
 
-    fn wire(
-        &self,
-        prefix: &str,
-        _model: &mut TypedModel,
-        _inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        bail!("{prefix}: tract cannot run Upsample (nape's executor can)")
-    }
+    run_by_nape_only!("Upsample");
 }
 
 /// ONNX `Size`: the element count, as an int64 scalar whose value the analysis knows once the
