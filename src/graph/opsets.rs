@@ -15,7 +15,6 @@
 
 use super::{Cg, ConstValue, OpKind, OpNode, Operand, TensorEdge};
 use petgraph::stable_graph::NodeIndex;
-use petgraph::Direction;
 use std::sync::Arc;
 
 impl Cg {
@@ -37,11 +36,9 @@ impl Cg {
     /// Replaces a `Split` of one input by one `Slice` per output something reads (starts, ends
     /// and axis as the `Slice`'s constant operands, so two parts of one shape stay two).
     fn split_as_slices(&mut self, n: NodeIndex) {
-        let Some((src, inbound)) = self.single_producer(n).and_then(|p| {
-            let e = self.graph.edges_directed(n, Direction::Incoming).next()?;
-            Some((p, e.weight().clone()))
-        }) else {
-            return;
+        let (src, inbound) = match self.inputs_of(n)[..] {
+            [(src, e)] => (src, e.clone()),
+            _ => return,
         };
         let split = self.graph[n].clone();
         let rank = inbound.shape.len() as i64;
@@ -90,6 +87,13 @@ fn slice_of(split: &OpNode, i: usize, shape: &[usize], [start, end, axis]: [i64;
     s
 }
 
+/// How far a sliding window's last position reaches along one axis, from the first padded
+/// row: `out` windows of `kernel` taps `dilation` apart, `stride` apart (what `auto_pad` and
+/// `ceil_mode` pad up to).
+pub fn window_reach(out: usize, kernel: usize, stride: usize, dilation: usize) -> usize {
+    (out.max(1) - 1) * stride + (kernel.max(1) - 1) * dilation + 1
+}
+
 /// A max pool's pads with each end pad as far as its last window reaches past the input and
 /// the begin pad (none where it stays inside); `None` where the shapes do not say.
 fn max_pool_padding(node: &OpNode) -> Option<Vec<usize>> {
@@ -103,7 +107,7 @@ fn max_pool_padding(node: &OpNode) -> Option<Vec<usize>> {
     for i in 0..n {
         let stride = a.stride.get(i).copied().unwrap_or(1);
         let dilation = a.dilation.get(i).copied().unwrap_or(1);
-        let reach = (out[2 + i] - 1) * stride + (a.kernel[i].max(1) - 1) * dilation + 1;
+        let reach = window_reach(out[2 + i], a.kernel[i], stride, dilation);
         pads[n + i] = reach.saturating_sub(ins[2 + i] + pads[i]);
     }
     Some(pads)

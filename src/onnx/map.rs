@@ -372,7 +372,7 @@ fn pads_of(
             for i in 0..n {
                 let (s, dl) =
                     (stride.get(i).copied().unwrap_or(1), dil.get(i).copied().unwrap_or(1));
-                let reach = (d.out[2 + i].max(1) - 1) * s + (kernel[i].max(1) - 1) * dl + 1;
+                let reach = crate::graph::window_reach(d.out[2 + i], kernel[i], s, dl);
                 let total = reach.saturating_sub(d.in0[2 + i]);
                 let (less, more) = (total / 2, total - total / 2);
                 (begins[i], ends[i]) =
