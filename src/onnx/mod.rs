@@ -22,6 +22,7 @@ mod inputs;
 mod layernorm;
 mod lower;
 mod map;
+mod map_compute;
 mod map_select;
 mod nodes;
 mod order;
