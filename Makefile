@@ -35,7 +35,7 @@ export NAPE_DATA
 
 CARGO_ENV = LIBTORCH="$$(cat $(TORCH_VENV)/.libtorch)"
 
-.PHONY: help setup demo test python bench-python bench-proxies device-kit check fmt clippy bench bench-read exporters-check quantized-check corpus corpus-check zoo-check pytorchcv-check mix lofo golden fuzz clean notebooks
+.PHONY: help setup demo test python bench-python bench-proxies device-kit check fmt clippy bench bench-read exporters-check quantized-check corpus corpus-check spaces-check zoo-check pytorchcv-check mix lofo golden fuzz clean notebooks
 
 help:
 	@echo "make demo   - install, build, run nape on the bundled networks"
@@ -45,6 +45,7 @@ help:
 	@echo "make golden - regenerate golden CG files from tests/corpus"
 	@echo "make corpus - export the real-world ONNX corpus to NAPE_CORPUS (about 5 GB of Python torch)"
 	@echo "make corpus-check - nape against the corpus truth: the per-family table"
+	@echo "make spaces-check - the unlabelled DARTS and ResNet-macro spaces of the corpus: read, counted, predicted, in domain"
 	@echo "make exporters-check - 200 NB-201 + 200 NB-101 cells, three exporters: one graph hash, one prediction"
 	@echo "make quantized-check - torchvision's classifiers quantized (QDQ, QOperator, dynamic) and in float16: read as the float network?"
 	@echo "make bench-read - nape inspect against onnx.load + infer_shapes on the same files"
@@ -173,6 +174,18 @@ corpus: $(EXPORT_STAMP) $(PYTORCHCV_STAMP)
 	    --families timm --embedded-max-params 30000000
 	nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_corpus.py --out "$(NAPE_CORPUS)" \
 	    --families pytorchcv_cifar10,pytorchcv_in1k --no-embedded
+	nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_corpus.py --out "$(NAPE_CORPUS)" --families darts
+	nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_corpus.py --out "$(NAPE_CORPUS)" \
+	    --families resnet_macro --no-embedded
+	nice -n 10 $(EXPORT_VENV)/bin/python scripts/export_corpus.py --out "$(NAPE_CORPUS)" \
+	    --families darts,resnet_macro --exporters dynamo --suffix _dynamo --limit 30 --no-embedded
+
+# the two unlabelled search spaces of the held-back kinds (DARTS cells at 32 px, TransNAS-Bench's
+# ResNet-like macro skeleton at 224 px): read, counted, predicted, in domain? one graph per
+# exporter? (docs/universal.md, "Two search spaces of the held-back kinds")
+spaces-check: setup
+	$(CARGO_ENV) cargo build --release --workspace --bins
+	python3 scripts/spaces_check.py --nape ./target/release/nape --corpus "$(NAPE_CORPUS)"
 
 # zero-shot on real ImageNet classifiers: the torchvision zoo of the corpus, labelled with the
 # top-1 torchvision ships in its weights' meta, ranked by the NB-101-only model (docs/predictor.md;

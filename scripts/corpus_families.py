@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 FAMILIES = ("torchvision_cls", "hf", "torchvision_seg", "torchvision_det", "timm", "pytorchcv_in1k",
-            "pytorchcv_cifar10")
+            "pytorchcv_cifar10", "darts", "resnet_macro")
 
 
 @dataclasses.dataclass
@@ -270,6 +270,25 @@ def pytorchcv_in1k(_args) -> list[Case]:
 def pytorchcv_cifar10(_args) -> list[Case]:
     """CIFAR-10 classifiers (32x32), labelled with top-1 accuracy."""
     return [_pytorchcv_case(r, "top1") for r in _pytorchcv_rows("cifar10")]
+
+
+# --------------------------------------------------------------------------------------------
+# two unlabelled search spaces of the held-back kinds (corpus_spaces.py): coverage, counts
+# --------------------------------------------------------------------------------------------
+
+SPACE_COUNT = 150
+
+
+def darts(_args) -> list[Case]:
+    import corpus_spaces
+
+    return corpus_spaces.cases("darts", SPACE_COUNT, Case)
+
+
+def resnet_macro(_args) -> list[Case]:
+    import corpus_spaces
+
+    return corpus_spaces.cases("resnet_macro", SPACE_COUNT, Case)
 
 
 def cases(family: str, args) -> list[Case]:
