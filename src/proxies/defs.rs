@@ -443,6 +443,23 @@ fn zico_layer(a: &Tensor, b: &Tensor) -> TchResult<f64> {
     ratio.f_sum(Kind::Double)?.f_double_value(&[])
 }
 
+/// Why epsinas has no value when its outputs under the constant `w` span `[lo, hi]`, and what
+/// to do: the two constants are the search space's setting, not the network's.
+fn epsinas_undefined(w: f64, lo: f64, hi: f64) -> String {
+    let what = if !(lo.is_finite() && hi.is_finite()) {
+        "overflow (not finite)".to_string()
+    } else if lo == 0.0 && hi == 0.0 {
+        "are all 0 (the activations vanish through the network's depth)".to_string()
+    } else {
+        format!("are all {lo:e}")
+    };
+    format!(
+        "epsinas is undefined: under the constant weight {w:e} the outputs {what}; the two \
+         constants are set per search space (--epsinas-weights W1 W2; the paper's: 1e-7 1 for \
+         NB-201, 1e-4 10 for NB-101)"
+    )
+}
+
 /// epsinas: one batch of 256 images, labels unused; the network with every weight the
 /// constant w (biases 0), for w in `weights` (NB-201: 1e-7 and 1; NB-101: 1e-4 and 10); each
 /// output min-max normalised, exact zeros set to NaN; eps = nanmean|p1 - p2| / nanmean(p1, p2).
@@ -498,6 +515,9 @@ impl Proxy for Epsinas {
         let (lo, hi) =
             v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         let span = hi - lo;
+        if !(span > 0.0 && span.is_finite()) {
+            return Err(input.fail(epsinas_undefined(w, lo, hi)));
+        }
         Ok(v.iter()
             .map(|&x| {
                 let p = if span > 0.0 { (x - lo) / span } else { f64::NAN };
@@ -531,5 +551,19 @@ impl Proxy for Epsinas {
             ));
         }
         Ok(eps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epsinas_undefined;
+
+    #[test]
+    fn epsinas_says_which_constant_failed_and_what_to_do() {
+        let m = epsinas_undefined(1e-7, 0.0, 0.0);
+        assert!(m.contains("1e-7") && m.contains("vanish"), "{m}");
+        assert!(m.contains("--epsinas-weights"), "{m}");
+        assert!(epsinas_undefined(1.0, f64::NEG_INFINITY, f64::INFINITY).contains("overflow"));
+        assert!(epsinas_undefined(10.0, 2.5, 2.5).contains("are all 2.5e0"));
     }
 }
