@@ -14,6 +14,7 @@ use nape::proxies::{
 };
 use nape::spaces::nb201::{Arch, Dataset};
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 use tch::Device;
 
 /// The CIFAR-10 NB-201 network of cell `spec`, as a CG.
@@ -286,4 +287,54 @@ fn a_keras_file_is_scored_as_the_network_it_holds() {
     }
     // synflow's sum of |theta * dR/dtheta| is that of a network, not of probabilities summing to 1
     assert!(*scores["synflow"].as_ref().unwrap() > 0.0);
+}
+
+/// `nape proxies FILE --json --images gaussian` (with `extra` arguments): each proxy's value,
+/// and what the run wrote on stderr.
+fn proxies_of(file: &std::path::Path, extra: &[&str]) -> (BTreeMap<String, f64>, String) {
+    let cache = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nape"))
+        .args(["proxies", "--names", "all", "--json", "--images", "gaussian", "--cache"])
+        .arg(cache.path())
+        .args(extra)
+        .arg(file)
+        .output()
+        .expect("run nape");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{}: {err}", file.display());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let net = &doc["networks"][0];
+    assert_eq!(net["errors"].as_object().map_or(0, |e| e.len()), 0, "{net}");
+    let values = net["proxies"].as_object().expect("proxies");
+    (values.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect(), err)
+}
+
+/// An eval-mode export (every BatchNorm folded into its convolution) scored with `--restore-bn`
+/// is the same network's training-mode export: all 14 proxies to 1e-6. Without it the proxies
+/// score the network without normalisation (snip a tenth of the network's), and the run says so.
+#[test]
+fn an_eval_mode_export_restored_scores_as_its_training_mode_export() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/folded");
+    let folded = |f: &str| {
+        let cg = nape::onnx::load(&dir.join(f), &ImportOptions::default()).expect(f);
+        cg.folded_convs().len()
+    };
+    // stem, two in the block, its projection, the depthwise one; not the squeeze-excitation's
+    // two on a 1 x 1 map, nor the head, the last weighted layer
+    assert_eq!((folded("train.onnx"), folded("eval.onnx"), folded("eval_dynamo.onnx")), (0, 5, 5));
+    let (train, _) = proxies_of(&dir.join("train.onnx"), &[]);
+    assert_eq!(train.len(), 14, "{train:?}");
+    let (restored, _) = proxies_of(&dir.join("eval.onnx"), &["--restore-bn"]);
+    for (name, want) in &train {
+        let got = restored[name];
+        assert!((got - want).abs() <= 1e-6 * want.abs().max(1e-12), "{name}: {got} against {want}");
+    }
+    let (as_held, err) = proxies_of(&dir.join("eval.onnx"), &[]);
+    assert!(as_held["snip"] < 0.5 * train["snip"], "{} against {}", as_held["snip"], train["snip"]);
+    assert!(err.contains("--restore-bn") && err.contains("5 of its 8 convolutions"), "{err}");
+    // nothing to restore in the training-mode file; the dynamo export is the same network
+    // (its parameters drawn in its own node order)
+    assert_eq!(proxies_of(&dir.join("train.onnx"), &["--restore-bn"]).0, train);
+    let (dynamo, _) = proxies_of(&dir.join("eval_dynamo.onnx"), &["--restore-bn"]);
+    assert_eq!(dynamo["params"], train["params"]);
 }

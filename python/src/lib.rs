@@ -163,7 +163,7 @@ impl Predictor {
 /// libtorch thread each; with fewer files than cores, each file's proxies on the spare ones).
 #[pyfunction]
 #[pyo3(signature = (paths, names="all", images=None, seed=0, batch=None, data=None,
-    input_shape=None, dims=None))]
+    input_shape=None, dims=None, restore_bn=false))]
 #[allow(clippy::too_many_arguments)]
 fn proxy_scores(
     py: Python<'_>,
@@ -175,6 +175,7 @@ fn proxy_scores(
     data: Option<PathBuf>,
     input_shape: Option<Vec<usize>>,
     dims: Option<Vec<(String, usize)>>,
+    restore_bn: bool,
 ) -> PyResult<String> {
     let opts = import_options(input_shape, dims);
     let ps = proxies::select(names).map_err(py_err)?;
@@ -187,7 +188,10 @@ fn proxy_scores(
     let (budget, total) = (proxies::memory::machine_budget(), proxies::memory::machine_total());
     let file = |i: usize| paths[i].display().to_string();
     let prepare = |i: usize| {
-        let cg = nape::onnx::load(&paths[i], &opts);
+        let cg = nape::onnx::load(&paths[i], &opts).map(|mut cg| {
+            proxies::scored_network(&mut cg, restore_bn);
+            cg
+        });
         proxies::memory::prepare(cg, &ps, (lanes, batch), (budget, total), &file(i))
     };
     let score = |i: usize, cg: nape::Result<nape::graph::Cg>| -> serde_json::Value {

@@ -109,6 +109,23 @@ def test_proxies_equal_the_cli(cli):
             assert g["proxies"][n] == pytest.approx(w["proxies"][n], rel=1e-9), n
 
 
+def test_proxies_score_the_network_a_file_holds_as_the_cli_does(cli):
+    # a Keras file through tf2onnx (NHWC input, its normalization's statistics as inputs) and an
+    # eval-mode export with its BatchNorms folded, restored: the CLI's graphs, the CLI's values
+    corpus = ROOT / "tests" / "corpus"
+    files = [corpus / "keras" / "keras.onnx", corpus / "folded" / "eval.onnx"]
+    names = ["synflow", "snip", "nwot"]
+    got = nape.proxies(files, names, images="gaussian", restore_bn=True)
+    want = cli("proxies", "--names", ",".join(names), "--images", "gaussian", "--json",
+               "--restore-bn", "--cache", ROOT / "runs" / "pytest-proxies", *files)
+    for g, w in zip(got, want["networks"]):
+        assert g["errors"] == {} and w["errors"] == {}, (g, w)
+        for n in names:
+            assert g["proxies"][n] == pytest.approx(w["proxies"][n], rel=1e-9), n
+    folded, = nape.proxies(files[1:], ["snip"], images="gaussian")
+    assert folded["proxies"]["snip"] < 0.5 * got[1]["proxies"]["snip"]
+
+
 def test_a_network_the_machine_cannot_hold_is_refused_not_run():
     # a batch of 10^12 images: estimated far above twice the machine, so refused before any
     # allocation, with the remedy in the message (as `nape proxies` does)

@@ -14,6 +14,7 @@ mod node;
 mod op;
 mod opsets;
 mod same;
+mod unfold;
 
 pub use canon::fnv1a;
 pub use export::{to_dot, CgJson, EdgeJson, NodeJson, CG_SCHEMA_VERSION};

@@ -285,6 +285,18 @@ pub(crate) fn score_by_parts(p: &dyn Proxy, input: &ProxyInput) -> Result<f64> {
     p.combine(input, parts)
 }
 
+/// A file's graph as its proxies run it: the network the file holds, without what it wraps
+/// around it (`Cg::keep_network_only`); with `restore_bn`, the BatchNorms an eval-mode export
+/// folded into its convolutions put back (`Cg::restore_batchnorms`). How many were put back.
+pub fn scored_network(cg: &mut Cg, restore_bn: bool) -> usize {
+    cg.keep_network_only();
+    if restore_bn {
+        cg.restore_batchnorms()
+    } else {
+        0
+    }
+}
+
 /// Every proxy nape computes, in NASLib's order, with default settings.
 pub fn registry() -> Vec<Box<dyn Proxy>> {
     vec![

@@ -58,6 +58,11 @@ pub struct ProxiesArgs {
     /// Regularised SWAP: mu and sigma in thousands of parameters (adds `swap_reg`).
     #[arg(long, num_args = 2, value_names = ["MU", "SIGMA"])]
     pub swap_reg: Option<Vec<f64>>,
+    /// Score files exported in eval mode as the network PyTorch built: a BatchNorm (training
+    /// mode, scale 1, shift 0) put back after each convolution whose bias is, by where it
+    /// sits, a BatchNorm the export folded into it (docs/proxies.md, "Eval-mode exports").
+    #[arg(long)]
+    pub restore_bn: bool,
     /// epsinas' two constant weights (NB-201: 1e-7 1; NB-101: 1e-4 10).
     #[arg(long, num_args = 2, value_names = ["W1", "W2"])]
     pub epsinas_weights: Option<Vec<f64>>,
@@ -139,10 +144,20 @@ enum JobSource {
 /// The graph of a job as its proxies run it: a file's without what the file wraps around the
 /// network (an NHWC input, Keras' input normalization, a final softmax: `Cg::network_only`), so
 /// the memory estimate and the scores see one graph.
-fn build_cg(job: &Job, opts: &ImportOptions) -> crate::Result<Cg> {
+/// With `restore_bn`, a file's folded BatchNorms are put back (`Cg::restore_batchnorms`);
+/// without, a file that seems to have some is counted in `folded`.
+fn build_cg(
+    job: &Job,
+    opts: &ImportOptions,
+    restore_bn: bool,
+    folded: &Folded,
+) -> crate::Result<Cg> {
     match &job.source {
         JobSource::File(p) => load(p, opts).map(|mut cg| {
-            cg.keep_network_only();
+            proxies::scored_network(&mut cg, restore_bn);
+            if !restore_bn {
+                folded.saw(&cg, &job.id);
+            }
             cg
         }),
         JobSource::Spec(space, spec) => {
@@ -150,6 +165,40 @@ fn build_cg(job: &Job, opts: &ImportOptions) -> crate::Result<Cg> {
             let opts = BuildOptions { weights: Weights::Inputs, ..Default::default() };
             let bytes = arch.build(&opts)?.to_bytes();
             load_bytes(&bytes, &format!("{}:{spec}", space.name()), &ImportOptions::default())
+        }
+    }
+}
+
+/// The files scored without `--restore-bn` whose convolutions seem to hold folded BatchNorms
+/// (`Cg::folded_convs`): how many, and the first, for one warning at the end.
+#[derive(Default)]
+struct Folded(std::sync::Mutex<(usize, Option<FirstFolded>)>);
+
+/// A file's id, its convolutions that seem folded, and all its convolutions.
+type FirstFolded = (String, usize, usize);
+
+impl Folded {
+    fn saw(&self, cg: &Cg, id: &str) {
+        let folded = cg.folded_convs().len();
+        if folded == 0 {
+            return;
+        }
+        let convs = cg.graph.node_weights().filter(|n| n.onnx_op == "Conv").count();
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.0 += 1;
+        seen.1.get_or_insert((id.to_string(), folded, convs));
+    }
+
+    fn warn(&self) {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let (n, Some((first, folded, convs))) = &*seen {
+            tracing::warn!(
+                "{n} file(s) scored without BatchNorm where an eval-mode export seems to have \
+                 folded it into the convolutions (the first: {first}, {folded} of its {convs} \
+                 convolutions carry a bias no normalisation reads); the proxies scored the \
+                 network the file holds, not the one PyTorch built: --restore-bn scores that \
+                 one (docs/proxies.md, \"Eval-mode exports\")"
+            );
         }
     }
 }
@@ -328,6 +377,7 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
     }
     // scores of files read at another input shape, or read by other code, are other scores
     let reader = if family == "files" { format!("-r{READER_DIGEST}") } else { String::new() };
+    let reader = if a.restore_bn { reader + "-bn" } else { reader };
     let tag = cache_tag(a.seed, a.batch, &images.content_key()?, device)
         + &a.shape.options().binding_tag()
         + &reader;
@@ -394,9 +444,10 @@ fn score_missing(
     // kernel's OOM killer with the whole batch (a GPU's memory is not the host's)
     let total = (device == tch::Device::Cpu).then(memory::machine_total).flatten();
     let opts = a.shape.options();
+    let folded = Folded::default();
     let prepare = |i: usize| {
         let (job, c) = &missing[i];
-        let cg = build_cg(job, &opts);
+        let cg = build_cg(job, &opts, a.restore_bn, &folded);
         memory::prepare(cg, &todo(c), (lanes, a.batch), (budget, total), &job.id)
     };
     let run = |i: usize, cg: crate::Result<Cg>| {
@@ -424,6 +475,7 @@ fn score_missing(
         cache.save()?;
     }
     bar.finish_and_clear();
+    folded.warn();
     if scored > 0 {
         let secs = t0.elapsed().as_secs_f64();
         // wall time per network, and the threads' time each took (the cost on one core)
