@@ -21,6 +21,10 @@ weight also a graph input): `LRN` after a convolution and after a BatchNorm (wit
 `spatial` attribute), a grouped convolution, a `Sum` of three tensors, `Dropout`, `Flatten`,
 `Gemm` with `transB` and a softmax; `truth.json` holds its parameter count (BatchNorm's scale
 and shift, not its statistics) and ONNX Runtime's output of the same input.
+
+`experimental.onnx` (opset 9) has the Caffe2-era ops ONNX dropped at opset 10 or defines by a
+function: `ImageScaler`, `Crop` (by border, and by scale), `Scale`, `MeanVarianceNormalization`
+and `LpNormalization` (p = 2 and 1); `truth.json` holds its count and ONNX Runtime's output.
 """
 
 from __future__ import annotations
@@ -122,6 +126,38 @@ def legacy(rng: np.random.Generator) -> tuple[onnx.ModelProto, int]:
     return model, counted
 
 
+def experimental(rng: np.random.Generator) -> tuple[onnx.ModelProto, int]:
+    """The opset-9 file of the Caffe2-era ops (experimental in ONNX until opset 10, or defined
+    by a function): `ImageScaler`, `Crop` by border and by scale, `Scale`,
+    `MeanVarianceNormalization`, `LpNormalization` with p = 2 and p = 1; its parameter count
+    (the initializers; `ImageScaler`'s scale and bias are attributes)."""
+    from onnx import TensorProto, helper as h, numpy_helper as nh
+
+    def w(name, *shape):
+        return nh.from_array(rng.standard_normal(shape).astype(np.float32) * 0.2, name)
+    inits = [w("c1w", 8, 3, 3, 3), w("c1b", 8), w("c2w", 8, 8, 1, 1), w("c2b", 8), w("fw", 10, 8),
+             w("fb", 10)]
+    n = h.make_node
+    nodes = [n("ImageScaler", ["x"], ["s"], scale=0.5, bias=[0.1, -0.2, 0.3]),
+             n("Conv", ["s", "c1w", "c1b"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             n("Relu", ["c1"], ["r1"]),
+             n("MeanVarianceNormalization", ["r1"], ["m1"]),
+             n("Crop", ["m1"], ["k1"], border=[1, 2, 3, 4]),
+             n("Scale", ["k1"], ["s1"], scale=2.0),
+             n("Conv", ["s1", "c2w", "c2b"], ["c2"], kernel_shape=[1, 1]),
+             n("LpNormalization", ["c2"], ["l2"], axis=1, p=2),
+             n("Crop", ["l2"], ["k2"], border=[2, 2, 0, 0], scale=[16, 16]),
+             n("GlobalAveragePool", ["k2"], ["g"]),
+             n("Flatten", ["g"], ["f"], axis=1),
+             n("LpNormalization", ["f"], ["l1"], axis=1, p=1),
+             n("Gemm", ["l1", "fw", "fb"], ["y"], transB=1)]
+    x = h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])
+    g = h.make_graph(nodes, "experimental", [x],
+                     [h.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 9)], ir_version=4)
+    return model, sum(int(np.prod(t.dims)) for t in inits)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("tests/corpus/opsets"))
@@ -142,6 +178,7 @@ def main() -> None:
     files["op7"] = onnx.version_converter.convert_version(files["op9"], 7)
     files["auto_pad"] = same_upper(files["op17"])
     files["legacy"], truth_legacy = legacy(np.random.default_rng(0))
+    files["experimental"], truth_experimental = experimental(np.random.default_rng(1))
     truth = {"params": sum(p.numel() for p in net.parameters()), "input_shape": [1, 3, 32, 32],
              "torch_output": [round(float(v), 7) for v in y.flatten()], "files": {}}
     for name, model in files.items():
@@ -150,15 +187,17 @@ def main() -> None:
         path.write_bytes(model.SerializeToString(deterministic=True))
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = sess.run(None, {"x": x.numpy()})[0]
-        err = float(np.max(np.abs(got - y.numpy()))) if name != "legacy" else 0.0
+        own = name in ("legacy", "experimental")  # not the PyTorch network
+        err = 0.0 if own else float(np.max(np.abs(got - y.numpy())))
         assert err < 1e-4, (name, err)
         ops = sorted({n.op_type for n in model.graph.node})
         opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         truth["files"][name] = {"opset": opset, "ops": ops,
                                 "ort_output": [round(float(v), 7) for v in got.flatten()]}
-        against = "" if name == "legacy" else f", ONNX Runtime {err:.1e} from PyTorch"
+        against = "" if own else f", ONNX Runtime {err:.1e} from PyTorch"
         print(f"{path}: opset {opset}, {path.stat().st_size} bytes{against}, ops {ops}")
     truth["files"]["legacy"]["params"] = truth_legacy
+    truth["files"]["experimental"]["params"] = truth_experimental
     (out / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
 
 

@@ -292,7 +292,7 @@ fn executor_computes_onnx_runtime_s_output_at_older_opsets_and_with_auto_pad() {
     let text = std::fs::read_to_string(dir.join("truth.json")).expect("tests/corpus/opsets");
     let truth: serde_json::Value = serde_json::from_str(&text).expect("truth.json");
     let input: Vec<f32> = (0..3 * 32 * 32).map(|i| (0.37 * i as f32).sin()).collect();
-    for name in ["op17", "op9", "op7", "auto_pad", "legacy"] {
+    for name in ["op17", "op9", "op7", "auto_pad", "legacy", "experimental"] {
         let theirs: Vec<f32> = truth["files"][name]["ort_output"]
             .as_array()
             .expect("ort_output")

@@ -184,3 +184,30 @@ fn a_caffe_era_file_reads_with_its_local_response_norms() {
     let inputs = row["input_shapes"].as_object().map(|m| m.len());
     assert_eq!(inputs, Some(1), "the weights are no inputs: {}", row["input_shapes"]);
 }
+
+/// The Caffe2-era ops ONNX dropped at opset 10 or defines by a function (tests/corpus/opsets/
+/// experimental.onnx: `ImageScaler`, `Crop`, `Scale`, `MeanVarianceNormalization`,
+/// `LpNormalization`) read as the ops they are made of, under `--strict`: the parameters are the
+/// weights (`ImageScaler`'s scale and bias are attributes), and the input scaling is left out
+/// of the canonical graph as any input normalization is. Before, `ImageScaler`, `Crop` and
+/// `Scale` stopped the shape analysis and the other two were unknown ops.
+#[test]
+fn caffe2_era_ops_read_as_what_they_compute() {
+    let file = root().join("tests/corpus/opsets/experimental.onnx").display().to_string();
+    let read = |flags: &[&str]| -> serde_json::Value {
+        let mut args = vec!["inspect", "--jsonl", "-q", "--strict"];
+        args.extend_from_slice(flags);
+        serde_json::from_str(nape(&args, std::slice::from_ref(&file)).trim()).expect("json")
+    };
+    let (raw, canonical) = (read(&[]), read(&["--canonical"]));
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/corpus/opsets/truth.json")).expect("truth"),
+    )
+    .expect("json");
+    assert_eq!(raw["params"], truth["files"]["experimental"]["params"]);
+    assert_eq!(raw["unknown_ops"], serde_json::json!({}), "{raw}");
+    assert_eq!(raw["by_kind"]["Slice"], 2, "the two crops: {}", raw["by_kind"]);
+    // the ImageScaler's Mul and Add are the input's normalization
+    let muls = |row: &serde_json::Value| row["by_kind"]["Mul"].as_u64().unwrap_or(0);
+    assert_eq!(muls(&raw) - muls(&canonical), 1, "{} / {}", raw["by_kind"], canonical["by_kind"]);
+}

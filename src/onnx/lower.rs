@@ -2,7 +2,7 @@
 //! reads the model, so the rest of the pipeline (shapes, costs, execution) needs nothing new:
 //! `ReduceL2(x) = Sqrt(ReduceSum(x * x))` (Swin V2's cosine attention), `ReduceSumSquare(x) =
 //! ReduceSum(x * x)`, `ReduceL1(x) = ReduceSum(Abs(x))`, `IsNaN(x) = Not(Equal(x, x))`
-//! (Hugging Face's attention masking).
+//! (Hugging Face's attention masking); and the Caffe-era ops of `lower_legacy.rs`.
 
 use tract_onnx::pb;
 
@@ -37,6 +37,12 @@ pub(super) fn lower(model: &mut pb::ModelProto) {
         }
         let base = if n.name.is_empty() { format!("nape_lowered_{i}") } else { n.name.clone() };
         let t = |s: &str| format!("{base}/{s}");
+        if super::lower_legacy::is_legacy(&n.op_type) {
+            let (more, inits) = super::lower_legacy::lower(&n, opset, &base);
+            nodes.extend(more);
+            extra_inits.extend(inits);
+            continue;
+        }
         let x = n.input[0].clone();
         let y = n.output[0].clone();
         if n.op_type == "IsNaN" {
@@ -82,6 +88,7 @@ pub(super) fn lower(model: &mut pb::ModelProto) {
 
 fn is_lowered(op: &str) -> bool {
     matches!(op, "ReduceL2" | "ReduceL1" | "ReduceSumSquare" | "IsNaN")
+        || super::lower_legacy::is_legacy(op)
 }
 
 #[cfg(test)]

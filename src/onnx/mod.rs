@@ -21,6 +21,7 @@ mod fused;
 mod inputs;
 mod layernorm;
 mod lower;
+mod lower_legacy;
 mod map;
 mod map_compute;
 mod map_select;
