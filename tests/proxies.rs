@@ -289,13 +289,15 @@ fn a_keras_file_is_scored_as_the_network_it_holds() {
     assert!(*scores["synflow"].as_ref().unwrap() > 0.0);
 }
 
-/// `nape proxies FILE --json --images gaussian` (with `extra` arguments): each proxy's value,
-/// and what the run wrote on stderr.
+/// `nape proxies FILE --json --images gaussian` (with `extra` arguments, `--names all` unless
+/// they name some): each proxy's value, and what the run wrote on stderr.
 fn proxies_of(file: &std::path::Path, extra: &[&str]) -> (BTreeMap<String, f64>, String) {
     let cache = tempfile::tempdir().unwrap();
+    let names: &[&str] = if extra.contains(&"--names") { &[] } else { &["--names", "all"] };
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_nape"))
-        .args(["proxies", "--names", "all", "--json", "--images", "gaussian", "--cache"])
+        .args(["proxies", "--json", "--images", "gaussian", "--cache"])
         .arg(cache.path())
+        .args(names)
         .args(extra)
         .arg(file)
         .output()
@@ -309,32 +311,40 @@ fn proxies_of(file: &std::path::Path, extra: &[&str]) -> (BTreeMap<String, f64>,
     (values.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap())).collect(), err)
 }
 
-/// An eval-mode export (every BatchNorm folded into its convolution) scored with `--restore-bn`
-/// is the same network's training-mode export: all 14 proxies to 1e-6. Without it the proxies
-/// score the network without normalisation (snip a tenth of the network's), and the run says so.
+/// An eval-mode export (every BatchNorm folded into its convolution) scores as the same
+/// network's training-mode export: its BatchNorms are put back where the exporter's names say
+/// it folded them, and all 14 proxies agree to 1e-6. With `--folded-bn keep` the proxies score
+/// the network without normalisation (snip a tenth of the network's). A file whose names do
+/// not say (tf2onnx's own biases) gets a warning naming `--folded-bn guess`.
 #[test]
-fn an_eval_mode_export_restored_scores_as_its_training_mode_export() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/folded");
-    let folded = |f: &str| {
+fn an_eval_mode_export_scores_as_its_training_mode_export() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let folded = |f: &str, guess: bool| {
         let cg = nape::onnx::load(&dir.join(f), &ImportOptions::default()).expect(f);
-        cg.folded_convs().len()
+        cg.folded_convs(guess).len()
     };
-    // stem, two in the block, its projection, the depthwise one; not the squeeze-excitation's
-    // two on a 1 x 1 map, nor the head, the last weighted layer
-    assert_eq!((folded("train.onnx"), folded("eval.onnx"), folded("eval_dynamo.onnx")), (0, 5, 5));
-    let (train, _) = proxies_of(&dir.join("train.onnx"), &[]);
+    // stem, two in the block, its projection, the depthwise one, by name (TorchScript's
+    // `onnx::Conv_N`, dynamo's `.weight_bias`); not the squeeze-excitation's nor the head's
+    let files = ["folded/train.onnx", "folded/eval.onnx", "folded/eval_dynamo.onnx"];
+    assert_eq!(files.map(|f| folded(f, false)), [0, 5, 5]);
+    assert_eq!(files.map(|f| folded(f, true)), [0, 5, 5]);
+    let (train, _) = proxies_of(&dir.join(files[0]), &[]);
     assert_eq!(train.len(), 14, "{train:?}");
-    let (restored, _) = proxies_of(&dir.join("eval.onnx"), &["--restore-bn"]);
+    let (restored, err) = proxies_of(&dir.join(files[1]), &[]);
     for (name, want) in &train {
         let got = restored[name];
         assert!((got - want).abs() <= 1e-6 * want.abs().max(1e-12), "{name}: {got} against {want}");
     }
-    let (as_held, err) = proxies_of(&dir.join("eval.onnx"), &[]);
+    assert!(!err.contains("folded"), "every folded bias is named: {err}");
+    let (as_held, _) = proxies_of(&dir.join(files[1]), &["--folded-bn", "keep"]);
     assert!(as_held["snip"] < 0.5 * train["snip"], "{} against {}", as_held["snip"], train["snip"]);
-    assert!(err.contains("--restore-bn") && err.contains("5 of its 8 convolutions"), "{err}");
-    // nothing to restore in the training-mode file; the dynamo export is the same network
+    // nothing to put back in the training-mode file; the dynamo export is the same network
     // (its parameters drawn in its own node order)
-    assert_eq!(proxies_of(&dir.join("train.onnx"), &["--restore-bn"]).0, train);
-    let (dynamo, _) = proxies_of(&dir.join("eval_dynamo.onnx"), &["--restore-bn"]);
+    assert_eq!(proxies_of(&dir.join(files[0]), &["--folded-bn", "guess"]).0, train);
+    let (dynamo, _) = proxies_of(&dir.join(files[2]), &[]);
     assert_eq!(dynamo["params"], train["params"]);
+    // tf2onnx names its folded biases after the BatchNorm; its own biases it names otherwise
+    assert_eq!((folded("keras/keras.onnx", false), folded("keras/keras.onnx", true)), (2, 4));
+    let (_, err) = proxies_of(&dir.join("keras/keras.onnx"), &["--names", "snip"]);
+    assert!(err.contains("--folded-bn guess") && err.contains("2 of its 5 convolutions"), "{err}");
 }

@@ -279,14 +279,16 @@ def proxies(
     progress: Optional[bool] = None,
     input_shape: Optional[Sequence[int]] = None,
     dims: Optional[Mapping[str, int]] = None,
-    restore_bn: bool = False,
+    folded_bn: str = "restore",
 ) -> List[Dict[str, Any]]:
     """Zero-cost proxy scores of ONNX files, as ``nape proxies`` computes them: one dict per
     file with ``proxies`` (name to value) and ``errors`` (name to why a proxy is undefined on
     it). ``images``: an IDX file, a CIFAR-10 batch, a folder of images, or "gaussian"
     (default: Fashion-MNIST from the data folder). ``input_shape`` and ``dims`` bind the
-    networks' inputs as in ``inspect``. ``restore_bn``: score a file exported in eval mode as
-    the network PyTorch built, its folded BatchNorms put back (``nape proxies --restore-bn``)."""
+    networks' inputs as in ``inspect``. ``folded_bn``: "restore" (default) puts back the
+    BatchNorms an eval-mode export folded into its convolutions where the exporter's names say
+    so, "guess" also where they say nothing, "keep" scores the file's graph as it is
+    (``nape proxies --folded-bn``)."""
     if not isinstance(names, str):
         names = ",".join(names)
     files = _files(paths)
@@ -296,7 +298,7 @@ def proxies(
     def call(part: List[str]) -> str:
         shape = list(input_shape) if input_shape is not None else None
         return _nape.proxy_scores(part, names, imgs, seed, batch, dat, shape, _dims(dims),
-                                  restore_bn)
+                                  folded_bn)
 
     return _finish(_chunked(call, files, "nape proxies", progress), errors)
 

@@ -163,7 +163,7 @@ impl Predictor {
 /// libtorch thread each; with fewer files than cores, each file's proxies on the spare ones).
 #[pyfunction]
 #[pyo3(signature = (paths, names="all", images=None, seed=0, batch=None, data=None,
-    input_shape=None, dims=None, restore_bn=false))]
+    input_shape=None, dims=None, folded_bn="restore"))]
 #[allow(clippy::too_many_arguments)]
 fn proxy_scores(
     py: Python<'_>,
@@ -175,10 +175,12 @@ fn proxy_scores(
     data: Option<PathBuf>,
     input_shape: Option<Vec<usize>>,
     dims: Option<Vec<(String, usize)>>,
-    restore_bn: bool,
+    folded_bn: &str,
 ) -> PyResult<String> {
     let opts = import_options(input_shape, dims);
     let ps = proxies::select(names).map_err(py_err)?;
+    let folded_bn: proxies::FoldedBn =
+        folded_bn.parse().map_err(pyo3::exceptions::PyValueError::new_err)?;
     let ps: Vec<&dyn proxies::Proxy> = ps.iter().map(|p| &**p).collect();
     let lanes = (rayon::current_num_threads() / paths.len().max(1)).max(1);
     let data = nape::dataset::data_dir(data.as_deref());
@@ -189,7 +191,7 @@ fn proxy_scores(
     let file = |i: usize| paths[i].display().to_string();
     let prepare = |i: usize| {
         let cg = nape::onnx::load(&paths[i], &opts).map(|mut cg| {
-            proxies::scored_network(&mut cg, restore_bn);
+            proxies::scored_network(&mut cg, folded_bn);
             cg
         });
         proxies::memory::prepare(cg, &ps, (lanes, batch), (budget, total), &file(i))

@@ -111,19 +111,21 @@ def test_proxies_equal_the_cli(cli):
 
 def test_proxies_score_the_network_a_file_holds_as_the_cli_does(cli):
     # a Keras file through tf2onnx (NHWC input, its normalization's statistics as inputs) and an
-    # eval-mode export with its BatchNorms folded, restored: the CLI's graphs, the CLI's values
+    # eval-mode export with its BatchNorms folded, put back: the CLI's graphs, the CLI's values
     corpus = ROOT / "tests" / "corpus"
     files = [corpus / "keras" / "keras.onnx", corpus / "folded" / "eval.onnx"]
     names = ["synflow", "snip", "nwot"]
-    got = nape.proxies(files, names, images="gaussian", restore_bn=True)
+    got = nape.proxies(files, names, images="gaussian")
     want = cli("proxies", "--names", ",".join(names), "--images", "gaussian", "--json",
-               "--restore-bn", "--cache", ROOT / "runs" / "pytest-proxies", *files)
+               "--cache", ROOT / "runs" / "pytest-proxies", *files)
     for g, w in zip(got, want["networks"]):
         assert g["errors"] == {} and w["errors"] == {}, (g, w)
         for n in names:
             assert g["proxies"][n] == pytest.approx(w["proxies"][n], rel=1e-9), n
-    folded, = nape.proxies(files[1:], ["snip"], images="gaussian")
-    assert folded["proxies"]["snip"] < 0.5 * got[1]["proxies"]["snip"]
+    kept, = nape.proxies(files[1:], ["snip"], images="gaussian", folded_bn="keep")
+    assert kept["proxies"]["snip"] < 0.5 * got[1]["proxies"]["snip"]
+    with pytest.raises(ValueError, match="restore, guess, keep"):
+        nape.proxies(files[1:], ["snip"], images="gaussian", folded_bn="maybe")
 
 
 def test_a_network_the_machine_cannot_hold_is_refused_not_run():

@@ -21,6 +21,7 @@ pub use export::{to_dot, CgJson, EdgeJson, NodeJson, CG_SCHEMA_VERSION};
 pub use node::{AttrValue, Attrs, ConstValue, OpNode, Operand};
 pub use op::{OpKind, ALL_KINDS};
 pub use opsets::window_reach;
+pub use unfold::{bias_origin, BiasOrigin};
 
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::NodeIndexable;

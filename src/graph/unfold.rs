@@ -1,17 +1,22 @@
 //! BatchNorm put back where an eval-mode export folded it away, for running the network as it
-//! was built (`nape proxies --restore-bn`).
+//! was built (`nape proxies`, `--folded-bn`).
 //!
 //! PyTorch's eval-mode ONNX export (TorchScript and dynamo alike) folds every BatchNorm into
 //! the convolution before it, which gains a bias. The proxies' reference code scores the
 //! network as built, its BatchNorms in training mode; run as such a file holds it, a deep
 //! network has no normalisation, and its gradients and activation codes are another network's
-//! (a ResNet-18: snip 2.35 against 414, docs/proxies.md). Which biased convolutions had a
-//! BatchNorm is not in the file, so [`Cg::folded_convs`] takes those where networks put one: a
-//! `Conv` with a bias, over a map larger than 1 x 1 (not a squeeze-excitation or a pooled
-//! head), that no normalisation reads, and that some weighted layer follows (not the last
-//! layer of a path, such as SqueezeNet's classifier or a segmentation head).
-//! [`Cg::restore_batchnorms`] gives each of them back the network PyTorch built: the
-//! convolution without its bias (`bias=False`, as before a BatchNorm), then a BatchNorm of
+//! (a ResNet-18: snip 2.35 against 414, docs/proxies.md).
+//!
+//! Which biases are folded BatchNorms, the exporters say by their names ([`bias_origin`]): a
+//! bias computed at export is named `onnx::Conv_N` by TorchScript and `<layer>.weight_bias` by
+//! dynamo, and tf2onnx names it after the BatchNorm (`.../batch_normalization/...`); a bias
+//! the network has as a parameter keeps the parameter's name (`features.0.bias`: VGG's,
+//! SqueezeNet's, a squeeze-excitation's). Where the name says neither, the structure can only
+//! suggest it ([`Cg::folded_convs`] with `guess`): a convolution over a map larger than 1 x 1
+//! that some weighted layer follows.
+//!
+//! [`Cg::restore_batchnorms`] gives each folded convolution back the network PyTorch built:
+//! the convolution without its bias (`bias=False`, as before a BatchNorm), then a BatchNorm of
 //! scale 1 and shift 0 over its channels, so the parameters, their order and the proxies'
 //! seeded weights are those of the same network exported in training mode.
 
@@ -21,10 +26,38 @@ use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 use petgraph::Direction;
 use std::collections::HashMap;
 
+/// What the name of a convolution's bias says of where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BiasOrigin {
+    /// Computed at export from a BatchNorm folded into the convolution.
+    Folded,
+    /// A parameter of the network (`<layer>.bias`).
+    Parameter,
+    /// The name says neither.
+    Unnamed,
+}
+
+/// Where a bias named `name` came from (module docs).
+pub fn bias_origin(name: &str) -> BiasOrigin {
+    let lower = name.to_ascii_lowercase();
+    if name.starts_with("onnx::")
+        || name.ends_with(".weight_bias")
+        || lower.contains("batch_norm")
+        || lower.contains("batchnorm")
+    {
+        BiasOrigin::Folded
+    } else if name.ends_with(".bias") || name.ends_with("/bias") {
+        BiasOrigin::Parameter
+    } else {
+        BiasOrigin::Unnamed
+    }
+}
+
 impl Cg {
-    /// The convolutions whose bias is, by where it sits, a folded BatchNorm (module docs), in
-    /// node order.
-    pub fn folded_convs(&self) -> Vec<NodeIndex> {
+    /// The convolutions whose bias is a folded BatchNorm, in node order: those whose bias's
+    /// name says so, and with `guess` those whose name says nothing but whose place suggests it
+    /// (module docs). None that a normalisation already reads.
+    pub fn folded_convs(&self, guess: bool) -> Vec<NodeIndex> {
         let g = &self.graph;
         let mut weighted_after = vec![false; petgraph::visit::NodeIndexable::node_bound(g)];
         let order: Vec<NodeIndex> = g.node_indices().collect();
@@ -39,25 +72,31 @@ impl Cg {
                 matches!(g[s].kind, BatchNorm | InstanceNorm | GroupNorm | LayerNorm)
             })
         };
+        let suggested = |node: &OpNode, n: NodeIndex| {
+            let out = node.out_shape();
+            out.len() >= 3 && out[2..].iter().product::<usize>() > 1 && weighted_after[n.index()]
+        };
         order
             .into_iter()
             .filter(|&n| {
                 let node = &g[n];
-                let out = node.out_shape();
-                node.onnx_op == "Conv"
-                    && node.operands.iter().any(|o| o.slot == 2 && o.param)
-                    && out.len() >= 3
-                    && out[2..].iter().product::<usize>() > 1
-                    && !normalised(n)
-                    && weighted_after[n.index()]
+                let Some(bias) = node.operands.iter().find(|o| o.slot == 2 && o.param) else {
+                    return false;
+                };
+                let folded = match bias_origin(&bias.name) {
+                    BiasOrigin::Folded => true,
+                    BiasOrigin::Parameter => false,
+                    BiasOrigin::Unnamed => guess && suggested(node, n),
+                };
+                node.onnx_op == "Conv" && node.out_shape().len() >= 3 && folded && !normalised(n)
             })
             .collect()
     }
 
     /// Puts a BatchNorm back after every convolution of [`Cg::folded_convs`] (module docs);
     /// how many. Node order stays topological, each BatchNorm right after its convolution.
-    pub fn restore_batchnorms(&mut self) -> usize {
-        let folded = self.folded_convs();
+    pub fn restore_batchnorms(&mut self, guess: bool) -> usize {
+        let folded = self.folded_convs(guess);
         if folded.is_empty() {
             return 0;
         }
@@ -165,11 +204,12 @@ mod tests {
     }
 
     #[test]
-    fn each_biased_convolution_gets_its_batchnorm_back_in_order() {
+    fn each_folded_convolution_gets_its_batchnorm_back_in_order() {
         let mut cg = folded_net();
         let before = cg.summary();
-        assert_eq!(cg.folded_convs().len(), 2);
-        assert_eq!(cg.restore_batchnorms(), 2);
+        assert!(cg.folded_convs(false).is_empty(), "the names say nothing");
+        assert_eq!(cg.folded_convs(true).len(), 2);
+        assert_eq!(cg.restore_batchnorms(true), 2);
         let kinds: Vec<&str> = cg.graph.node_weights().map(|n| n.kind.as_str()).collect();
         let want = ["Input", "Conv", "BatchNorm", "Relu", "Conv", "BatchNorm", "Relu", "Linear"];
         assert_eq!(&kinds[..8], want);
@@ -178,20 +218,48 @@ mod tests {
         assert!(conv.operands.iter().all(|o| o.slot != 2) && conv.attrs.bias == Some(false));
         // a bias of 4 becomes a BatchNorm of 8: the training-mode network's count
         assert_eq!(cg.summary().params, before.params + 2 * 4);
-        assert_eq!(cg.restore_batchnorms(), 0, "nothing left to restore");
+        assert_eq!(cg.restore_batchnorms(true), 0, "nothing left to restore");
     }
 
     #[test]
-    fn a_normalised_convolution_and_the_last_weighted_layer_keep_their_bias() {
+    fn without_a_name_the_last_weighted_layer_and_a_normalised_one_keep_their_bias() {
         let mut cg = folded_net();
         // c2 -> fc becomes c2 -> r2 -> output: c2 is the last weighted layer of its path
         let fc = cg.graph.node_indices().find(|&n| cg.graph[n].name == "fc").unwrap();
         cg.splice_out(fc);
         let c1 = cg.graph.node_indices().find(|&n| cg.graph[n].name == "c1").unwrap();
-        assert_eq!(cg.folded_convs(), vec![c1]);
+        assert_eq!(cg.folded_convs(true), vec![c1]);
         // and a conv that a BatchNorm reads already has its own
         let r1 = cg.graph.node_indices().find(|&n| cg.graph[n].name == "r1").unwrap();
         cg.graph[r1].kind = OpKind::BatchNorm;
-        assert!(cg.folded_convs().is_empty());
+        assert!(cg.folded_convs(true).is_empty());
+    }
+
+    #[test]
+    fn the_exporters_names_decide_where_they_say() {
+        use BiasOrigin::*;
+        for (name, origin) in [
+            ("onnx::Conv_64", Folded),                                    // TorchScript
+            ("stem.0.0.weight_bias", Folded),                             // dynamo
+            ("functional_1/batch_normalization_1/batchnorm/sub", Folded), // tf2onnx
+            ("features.0.bias", Parameter),
+            ("conv1/bias", Parameter),
+            ("functional_1/conv2d_2_1/Squeeze", Unnamed),
+            ("c1.2", Unnamed),
+        ] {
+            assert_eq!(bias_origin(name), origin, "{name}");
+        }
+        let mut cg = folded_net();
+        for node in cg.graph.node_weights_mut() {
+            for o in &mut node.operands {
+                if o.slot == 2 {
+                    o.name =
+                        if node.name == "c1" { "onnx::Conv_7".into() } else { "c2.bias".into() };
+                }
+            }
+        }
+        let c1 = cg.graph.node_indices().find(|&n| cg.graph[n].name == "c1").unwrap();
+        assert_eq!(cg.folded_convs(false), vec![c1]);
+        assert_eq!(cg.folded_convs(true), vec![c1], "a parameter's name is not guessed over");
     }
 }

@@ -451,7 +451,7 @@ fn epsinas_undefined(w: f64, lo: f64, hi: f64) -> String {
     } else if lo == 0.0 && hi == 0.0 {
         "are all 0 (the activations vanish through the network's depth)".to_string()
     } else {
-        format!("are all {lo:e}")
+        format!("are all {lo:.4e}")
     };
     format!(
         "epsinas is undefined: under the constant weight {w:e} the outputs {what}; the two \
@@ -564,6 +564,6 @@ mod tests {
         assert!(m.contains("1e-7") && m.contains("vanish"), "{m}");
         assert!(m.contains("--epsinas-weights"), "{m}");
         assert!(epsinas_undefined(1.0, f64::NEG_INFINITY, f64::INFINITY).contains("overflow"));
-        assert!(epsinas_undefined(10.0, 2.5, 2.5).contains("are all 2.5e0"));
+        assert!(epsinas_undefined(10.0, 2.5, 2.5).contains("are all 2.5000e0"));
     }
 }

@@ -285,15 +285,40 @@ pub(crate) fn score_by_parts(p: &dyn Proxy, input: &ProxyInput) -> Result<f64> {
     p.combine(input, parts)
 }
 
+/// What the proxies make of the BatchNorms an eval-mode export folded into its convolutions
+/// (`Cg::restore_batchnorms`, docs/proxies.md "Eval-mode exports").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FoldedBn {
+    /// Put back those the exporter's names say it folded (the default).
+    #[default]
+    Restore,
+    /// And those whose names say nothing but whose place suggests a BatchNorm.
+    Guess,
+    /// Score the file's graph as it is.
+    Keep,
+}
+
+impl std::str::FromStr for FoldedBn {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "restore" => Ok(FoldedBn::Restore),
+            "guess" => Ok(FoldedBn::Guess),
+            "keep" => Ok(FoldedBn::Keep),
+            _ => Err(format!("'{s}' is not one of restore, guess, keep")),
+        }
+    }
+}
+
 /// A file's graph as its proxies run it: the network the file holds, without what it wraps
-/// around it (`Cg::keep_network_only`); with `restore_bn`, the BatchNorms an eval-mode export
-/// folded into its convolutions put back (`Cg::restore_batchnorms`). How many were put back.
-pub fn scored_network(cg: &mut Cg, restore_bn: bool) -> usize {
+/// around it (`Cg::keep_network_only`), its folded BatchNorms put back as `folded` says. How
+/// many were put back.
+pub fn scored_network(cg: &mut Cg, folded: FoldedBn) -> usize {
     cg.keep_network_only();
-    if restore_bn {
-        cg.restore_batchnorms()
-    } else {
-        0
+    match folded {
+        FoldedBn::Restore => cg.restore_batchnorms(false),
+        FoldedBn::Guess => cg.restore_batchnorms(true),
+        FoldedBn::Keep => 0,
     }
 }
 

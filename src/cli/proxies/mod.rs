@@ -58,11 +58,13 @@ pub struct ProxiesArgs {
     /// Regularised SWAP: mu and sigma in thousands of parameters (adds `swap_reg`).
     #[arg(long, num_args = 2, value_names = ["MU", "SIGMA"])]
     pub swap_reg: Option<Vec<f64>>,
-    /// Score files exported in eval mode as the network PyTorch built: a BatchNorm (training
-    /// mode, scale 1, shift 0) put back after each convolution whose bias is, by where it
-    /// sits, a BatchNorm the export folded into it (docs/proxies.md, "Eval-mode exports").
-    #[arg(long)]
-    pub restore_bn: bool,
+    /// The BatchNorms an eval-mode export folded into its convolutions: `restore` puts back
+    /// those the exporter's names say it folded (PyTorch's exporters, tf2onnx), so a file scores
+    /// as the network PyTorch built; `guess` also those whose names say nothing but whose place
+    /// suggests one; `keep` scores the file's graph as it is (docs/proxies.md, "Eval-mode
+    /// exports").
+    #[arg(long, default_value = "restore", value_name = "restore|guess|keep")]
+    pub folded_bn: proxies::FoldedBn,
     /// epsinas' two constant weights (NB-201: 1e-7 1; NB-101: 1e-4 10).
     #[arg(long, num_args = 2, value_names = ["W1", "W2"])]
     pub epsinas_weights: Option<Vec<f64>>,
@@ -144,19 +146,19 @@ enum JobSource {
 /// The graph of a job as its proxies run it: a file's without what the file wraps around the
 /// network (an NHWC input, Keras' input normalization, a final softmax: `Cg::network_only`), so
 /// the memory estimate and the scores see one graph.
-/// With `restore_bn`, a file's folded BatchNorms are put back (`Cg::restore_batchnorms`);
-/// without, a file that seems to have some is counted in `folded`.
+/// A file's folded BatchNorms are put back as `folded_bn` says (`proxies::scored_network`);
+/// those it leaves that seem folded are counted in `seen`.
 fn build_cg(
     job: &Job,
     opts: &ImportOptions,
-    restore_bn: bool,
-    folded: &Folded,
+    folded_bn: proxies::FoldedBn,
+    seen: &Folded,
 ) -> crate::Result<Cg> {
     match &job.source {
         JobSource::File(p) => load(p, opts).map(|mut cg| {
-            proxies::scored_network(&mut cg, restore_bn);
-            if !restore_bn {
-                folded.saw(&cg, &job.id);
+            proxies::scored_network(&mut cg, folded_bn);
+            if folded_bn != proxies::FoldedBn::Keep {
+                seen.saw(&cg, &job.id);
             }
             cg
         }),
@@ -169,8 +171,9 @@ fn build_cg(
     }
 }
 
-/// The files scored without `--restore-bn` whose convolutions seem to hold folded BatchNorms
-/// (`Cg::folded_convs`): how many, and the first, for one warning at the end.
+/// The files whose convolutions still seem to hold folded BatchNorms after `--folded-bn
+/// restore` (their biases' names say nothing; `Cg::folded_convs` with `guess`): how many, and
+/// the first, for one warning at the end.
 #[derive(Default)]
 struct Folded(std::sync::Mutex<(usize, Option<FirstFolded>)>);
 
@@ -179,7 +182,7 @@ type FirstFolded = (String, usize, usize);
 
 impl Folded {
     fn saw(&self, cg: &Cg, id: &str) {
-        let folded = cg.folded_convs().len();
+        let folded = cg.folded_convs(true).len();
         if folded == 0 {
             return;
         }
@@ -193,11 +196,10 @@ impl Folded {
         let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let (n, Some((first, folded, convs))) = &*seen {
             tracing::warn!(
-                "{n} file(s) scored without BatchNorm where an eval-mode export seems to have \
-                 folded it into the convolutions (the first: {first}, {folded} of its {convs} \
-                 convolutions carry a bias no normalisation reads); the proxies scored the \
-                 network the file holds, not the one PyTorch built: --restore-bn scores that \
-                 one (docs/proxies.md, \"Eval-mode exports\")"
+                "{n} file(s) have convolutions whose bias may be a BatchNorm an eval-mode export \
+                 folded into them, but whose names do not say so (the first: {first}, {folded} \
+                 of its {convs} convolutions); they were scored without BatchNorm there: \
+                 --folded-bn guess puts one back (docs/proxies.md, \"Eval-mode exports\")"
             );
         }
     }
@@ -377,7 +379,11 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
     }
     // scores of files read at another input shape, or read by other code, are other scores
     let reader = if family == "files" { format!("-r{READER_DIGEST}") } else { String::new() };
-    let reader = if a.restore_bn { reader + "-bn" } else { reader };
+    let reader = match a.folded_bn {
+        proxies::FoldedBn::Restore => reader,
+        proxies::FoldedBn::Guess => reader + "-bn-guess",
+        proxies::FoldedBn::Keep => reader + "-bn-keep",
+    };
     let tag = cache_tag(a.seed, a.batch, &images.content_key()?, device)
         + &a.shape.options().binding_tag()
         + &reader;
@@ -447,7 +453,7 @@ fn score_missing(
     let folded = Folded::default();
     let prepare = |i: usize| {
         let (job, c) = &missing[i];
-        let cg = build_cg(job, &opts, a.restore_bn, &folded);
+        let cg = build_cg(job, &opts, a.folded_bn, &folded);
         memory::prepare(cg, &todo(c), (lanes, a.batch), (budget, total), &job.id)
     };
     let run = |i: usize, cg: crate::Result<Cg>| {
