@@ -414,10 +414,11 @@ impl FeatureScorer {
         Ok(FeatureScorer { proxies, images: Some(images) })
     }
 
-    /// The scores of one network.
+    /// The scores of one network, as `nape proxies` scores its file ([`scored_network`]).
     pub fn score(&self, cg: &Cg) -> BTreeMap<String, f64> {
         let Some(images) = &self.images else { return BTreeMap::new() };
-        let cg = cg.network_only();
+        let mut cg = cg.clone();
+        scored_network(&mut cg, FoldedBn::Restore);
         let input = ProxyInput::new(&cg, images, 0, Device::Cpu);
         score_all(&self.proxies, input)
             .into_iter()
