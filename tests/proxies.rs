@@ -343,8 +343,16 @@ fn an_eval_mode_export_scores_as_its_training_mode_export() {
     assert_eq!(proxies_of(&dir.join(files[0]), &["--folded-bn", "guess"]).0, train);
     let (dynamo, _) = proxies_of(&dir.join(files[2]), &[]);
     assert_eq!(dynamo["params"], train["params"]);
-    // tf2onnx names its folded biases after the BatchNorm; its own biases it names otherwise
+    // tf2onnx names its folded biases after the BatchNorm, and the BatchNorms it writes as a
+    // Mul and an Add; its own biases it names otherwise
     assert_eq!((folded("keras/keras.onnx", false), folded("keras/keras.onnx", true)), (2, 4));
+    let mut keras = nape::onnx::load(&dir.join("keras/keras.onnx"), &ImportOptions::default())
+        .expect("keras.onnx");
+    assert_eq!(nape::proxies::scored_network(&mut keras, nape::proxies::FoldedBn::Restore), 2 + 3);
+    let kinds =
+        |cg: &Cg, kind: nape::graph::OpKind| cg.nodes().filter(|(_, n)| n.kind == kind).count();
+    assert_eq!(kinds(&keras, nape::graph::OpKind::BatchNorm), 5);
+    assert_eq!(kinds(&keras, nape::graph::OpKind::Mul), 0, "the affine pairs are BatchNorms");
     let (_, err) = proxies_of(&dir.join("keras/keras.onnx"), &["--names", "snip"]);
     assert!(err.contains("--folded-bn guess") && err.contains("2 of its 5 convolutions"), "{err}");
 }

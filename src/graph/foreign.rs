@@ -83,9 +83,17 @@ impl Cg {
 
     /// A `Mul` by a per-channel parameter vector whose one consumer is an `Add` of one.
     fn find_affine(&self) -> Option<(NodeIndex, NodeIndex)> {
+        self.find_affine_where(|_| true)
+    }
+
+    /// [`Cg::find_affine`] among the `Mul`s that `keep` takes.
+    pub(super) fn find_affine_where(
+        &self,
+        keep: impl Fn(&OpNode) -> bool,
+    ) -> Option<(NodeIndex, NodeIndex)> {
         let g = &self.graph;
         g.node_indices().find_map(|mul| {
-            if g[mul].kind != OpKind::Mul || !per_channel(&g[mul]) {
+            if g[mul].kind != OpKind::Mul || !per_channel(&g[mul]) || !keep(&g[mul]) {
                 return None;
             }
             let (_, add) = self.single_link(mul)?;

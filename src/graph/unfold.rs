@@ -18,7 +18,9 @@
 //! [`Cg::restore_batchnorms`] gives each folded convolution back the network PyTorch built:
 //! the convolution without its bias (`bias=False`, as before a BatchNorm), then a BatchNorm of
 //! scale 1 and shift 0 over its channels, so the parameters, their order and the proxies'
-//! seeded weights are those of the same network exported in training mode.
+//! seeded weights are those of the same network exported in training mode. A BatchNorm that
+//! tf2onnx writes in inference form, a per-channel `Mul` and `Add` named after it, becomes the
+//! BatchNorm it was.
 
 use super::{Cg, OpKind, OpNode, Operand, TensorEdge};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
@@ -93,12 +95,15 @@ impl Cg {
             .collect()
     }
 
-    /// Puts a BatchNorm back after every convolution of [`Cg::folded_convs`] (module docs);
-    /// how many. Node order stays topological, each BatchNorm right after its convolution.
+    /// Puts a BatchNorm back after every convolution of [`Cg::folded_convs`], and in place of
+    /// every BatchNorm written as a per-channel `Mul` and `Add` (tf2onnx's inference form,
+    /// named after the BatchNorm; with `guess`, any such pair); how many. Node order stays
+    /// topological, each BatchNorm right after its convolution or where its `Mul` was.
     pub fn restore_batchnorms(&mut self, guess: bool) -> usize {
+        let affine = self.restore_affine_batchnorms(guess);
         let folded = self.folded_convs(guess);
         if folded.is_empty() {
-            return 0;
+            return affine;
         }
         let old = std::mem::take(&mut self.graph);
         let mut g = StableDiGraph::with_capacity(old.node_count() + folded.len(), 0);
@@ -122,8 +127,55 @@ impl Cg {
             g.add_edge(from[&e.source()], into[&e.target()], e.weight().clone());
         }
         self.graph = g;
-        folded.len()
+        affine + folded.len()
     }
+
+    /// Each per-channel `Mul` + `Add` that is a BatchNorm in inference form (its `Mul` named
+    /// after one, or any with `guess`) becomes the BatchNorm it was, in training mode; how many.
+    fn restore_affine_batchnorms(&mut self, guess: bool) -> usize {
+        let named = |n: &OpNode| {
+            let lower = n.name.to_ascii_lowercase();
+            guess || lower.contains("batch_norm") || lower.contains("batchnorm")
+        };
+        let mut count = 0;
+        while let Some((mul, add)) = self.find_affine_where(named) {
+            self.splice_out(add);
+            let node = &self.graph[mul];
+            let out = node.out_shape().to_vec();
+            let bn = batchnorm(&node.name, &out);
+            self.graph[mul] = bn;
+            count += 1;
+        }
+        count
+    }
+}
+
+/// A training-mode BatchNorm named `name` over a tensor of shape `out` (channels on axis 1):
+/// scale and shift as parameters, running statistics without values (PyTorch's at
+/// construction), 2 FLOPs per element as the reader counts one.
+fn batchnorm(name: &str, out: &[usize]) -> OpNode {
+    let (channels, elems) = (out[1], out.iter().product::<usize>() as u64);
+    let operand = |slot: usize, what: &str, param: bool| Operand {
+        slot,
+        name: format!("{name}.{what}"),
+        shape: vec![channels],
+        param,
+        value: None,
+    };
+    let mut bn = OpNode::new(OpKind::BatchNorm, name);
+    bn.onnx_op = "BatchNormalization".into();
+    bn.in_shapes = vec![out.to_vec()];
+    bn.out_shapes = vec![out.to_vec()];
+    bn.params = 2 * channels as u64;
+    bn.flops = 2 * elems;
+    bn.act_slots = vec![0];
+    bn.operands = vec![
+        operand(1, "weight", true),
+        operand(2, "bias", true),
+        operand(3, "running_mean", false),
+        operand(4, "running_var", false),
+    ];
+    bn
 }
 
 /// A convolution whose bias was a folded BatchNorm, as it was built: without the bias, then the
@@ -136,26 +188,7 @@ fn unfold(mut conv: OpNode) -> (OpNode, OpNode, TensorEdge) {
     conv.flops = conv.flops.saturating_sub(elems);
     conv.attrs.bias = Some(false);
     let name = format!("{}/BatchNorm (restored)", conv.name);
-    let operand = |slot: usize, what: &str, param: bool| Operand {
-        slot,
-        name: format!("{name}.{what}"),
-        shape: vec![channels],
-        param,
-        value: None,
-    };
-    let mut bn = OpNode::new(OpKind::BatchNorm, name.clone());
-    bn.onnx_op = "BatchNormalization".into();
-    bn.in_shapes = vec![out.clone()];
-    bn.out_shapes = vec![out.clone()];
-    bn.params = 2 * channels as u64;
-    bn.flops = 2 * elems; // as the reader counts a BatchNormalization
-    bn.act_slots = vec![0];
-    bn.operands = vec![
-        operand(1, "weight", true),
-        operand(2, "bias", true),
-        operand(3, "running_mean", false),
-        operand(4, "running_var", false),
-    ];
+    let bn = batchnorm(&name, &out);
     let edge = TensorEdge { src_slot: 0, dst_slot: 0, shape: out, name: format!("{name}.input") };
     (conv, bn, edge)
 }
