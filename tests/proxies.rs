@@ -356,3 +356,23 @@ fn an_eval_mode_export_scores_as_its_training_mode_export() {
     let (_, err) = proxies_of(&dir.join("keras/keras.onnx"), &["--names", "snip"]);
     assert!(err.contains("--folded-bn guess") && err.contains("2 of its 5 convolutions"), "{err}");
 }
+
+/// An NB-201 cell PyTorch exported in eval mode (tests/corpus/exporters: its BatchNorms folded,
+/// the biases named `onnx::Conv_N`) scores as nape's own file of the cell, which keeps them, to
+/// 1e-6; but nwot, grasp and FLOPs: TorchScript writes once the `ReLU` that two of the cell's
+/// convolutions read, nape twice, and nwot sums over ReLU layers (docs/proxies.md).
+#[test]
+fn pytorch_s_eval_mode_export_of_a_cell_scores_as_nape_s_own_file() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/exporters/nb201");
+    let names = "params,synflow,snip,grad_norm,jacov,fisher,swap,zico,epsinas,l2_norm,plain";
+    let (own, _) = proxies_of(&dir.join("nape/0.onnx"), &["--names", names]);
+    let (exported, _) = proxies_of(&dir.join("torchscript/0.onnx"), &["--names", names]);
+    assert_eq!(own.len(), 11, "{own:?}");
+    for (name, want) in &own {
+        let got = exported[name];
+        assert!((got - want).abs() <= 1e-6 * want.abs().max(1e-12), "{name}: {got} against {want}");
+    }
+    let args = ["--names", "snip", "--folded-bn", "keep"];
+    let (kept, _) = proxies_of(&dir.join("torchscript/0.onnx"), &args);
+    assert!((kept["snip"] - own["snip"]).abs() > 0.1 * own["snip"].abs(), "{kept:?}");
+}

@@ -449,7 +449,7 @@ fn epsinas_undefined(w: f64, lo: f64, hi: f64) -> String {
     let what = if !(lo.is_finite() && hi.is_finite()) {
         "overflow (not finite)".to_string()
     } else if lo == 0.0 && hi == 0.0 {
-        "are all 0 (the activations vanish through the network's depth)".to_string()
+        "are all 0 (nothing reaches them: vanished through the depth, or cut by ReLUs)".to_string()
     } else {
         format!("are all {lo:.4e}")
     };
@@ -561,7 +561,7 @@ mod tests {
     #[test]
     fn epsinas_says_which_constant_failed_and_what_to_do() {
         let m = epsinas_undefined(1e-7, 0.0, 0.0);
-        assert!(m.contains("1e-7") && m.contains("vanish"), "{m}");
+        assert!(m.contains("1e-7") && m.contains("are all 0"), "{m}");
         assert!(m.contains("--epsinas-weights"), "{m}");
         assert!(epsinas_undefined(1.0, f64::NEG_INFINITY, f64::INFINITY).contains("overflow"));
         assert!(epsinas_undefined(10.0, 2.5, 2.5).contains("are all 2.5000e0"));
