@@ -92,12 +92,13 @@ fn is_lowered(op: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use crate::onnx::{load_bytes, ImportOptions};
     use prost::Message;
     use tract_onnx::pb;
 
-    fn value(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+    /// A float input of shape `dims` (also for `lower_legacy`'s tests).
+    pub(in crate::onnx) fn value(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
         use pb::tensor_shape_proto::{dimension::Value, Dimension};
         let dim = dims
             .iter()

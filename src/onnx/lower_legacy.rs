@@ -11,6 +11,8 @@
 //! So the input normalization an `ImageScaler` is reads as any other (`Cg::canonical` leaves
 //! it out, as it leaves out Keras' `Rescaling`), and the executor runs them all.
 
+use super::map::{attr_int, attr_ints};
+use super::rewrite::{attr_ints as ints_attribute, float_attr, floats_attr, Out};
 use tract_onnx::pb;
 
 /// Whether `op` is one of the ops this module rewrites.
@@ -24,193 +26,77 @@ pub(super) fn lower(
     opset: i64,
     base: &str,
 ) -> (Vec<pb::NodeProto>, Vec<pb::TensorProto>) {
-    let mut b = Builder { base: base.to_string(), opset, nodes: vec![], inits: vec![] };
+    let mut out = Out::new(opset, base.to_string());
     let (x, y) = (n.input[0].clone(), n.output[0].clone());
     match n.op_type.as_str() {
         "ImageScaler" => {
             let bias = floats_attr(n, "bias");
-            let scaled = if bias.is_empty() { y.clone() } else { b.name("scaled") };
-            let s = b.constant("scale", vec![], vec![float_attr(n, "scale", 1.0)]);
-            b.op("Mul", vec![x, s], &scaled);
-            if !bias.is_empty() {
-                let c = b.constant("bias", vec![1, bias.len() as i64, 1, 1], bias);
-                b.op("Add", vec![scaled, c], &y);
+            let s = out.constant(&[], &[float_attr(n, "scale", 1.0)]);
+            if bias.is_empty() {
+                out.op_to("Mul", vec![x, s], vec![], &y);
+            } else {
+                let scaled = out.op("Mul", vec![x, s], vec![]);
+                let c = out.constant(&[1, bias.len() as i64, 1, 1], &bias);
+                out.op_to("Add", vec![scaled, c], vec![], &y);
             }
         }
         "Scale" => {
-            let s = b.constant("scale", vec![], vec![float_attr(n, "scale", 1.0)]);
-            b.op("Mul", vec![x, s], &y);
+            let s = out.constant(&[], &[float_attr(n, "scale", 1.0)]);
+            out.op_to("Mul", vec![x, s], vec![], &y);
         }
-        "Crop" => crop(&mut b, n, x, &y),
+        "Crop" => crop(&mut out, n, x, &y),
         "MeanVarianceNormalization" => {
             let axes =
-                Some(ints_attr(n, "axes")).filter(|a| !a.is_empty()).unwrap_or(vec![0, 2, 3]);
-            let mean = b.reduce("ReduceMean", x.clone(), &axes, "mean");
-            let sq = b.fresh_op("Mul", vec![x.clone(), x.clone()], "sq");
-            let mean_sq = b.reduce("ReduceMean", sq, &axes, "mean_sq");
-            let sq_mean = b.fresh_op("Mul", vec![mean.clone(), mean.clone()], "sq_mean");
-            let var = b.fresh_op("Sub", vec![mean_sq, sq_mean], "var");
-            let std = b.fresh_op("Sqrt", vec![var], "std");
-            let eps = b.constant("eps", vec![], vec![1e-9]);
-            let den = b.fresh_op("Add", vec![std, eps], "den");
-            let num = b.fresh_op("Sub", vec![x, mean], "centred");
-            b.op("Div", vec![num, den], &y);
+                Some(attr_ints(n, "axes")).filter(|a| !a.is_empty()).unwrap_or(vec![0, 2, 3]);
+            let mean = out.reduce("ReduceMean", x.clone(), &axes);
+            let sq = out.op("Mul", vec![x.clone(), x.clone()], vec![]);
+            let mean_sq = out.reduce("ReduceMean", sq, &axes);
+            let sq_mean = out.op("Mul", vec![mean.clone(), mean.clone()], vec![]);
+            let var = out.op("Sub", vec![mean_sq, sq_mean], vec![]);
+            let std = out.op("Sqrt", vec![var], vec![]);
+            let eps = out.floats(&[], &[1e-9]);
+            let den = out.op("Add", vec![std, eps], vec![]);
+            let num = out.op("Sub", vec![x, mean], vec![]);
+            out.op_to("Div", vec![num, den], vec![], &y);
         }
         _ => {
             // LpNormalization
-            let axis = n.attribute.iter().find(|a| a.name == "axis").map_or(-1, |a| a.i);
-            let p = n.attribute.iter().find(|a| a.name == "p").map_or(2, |a| a.i);
-            let norm = if p == 1 {
-                let abs = b.fresh_op("Abs", vec![x.clone()], "abs");
-                b.reduce("ReduceSum", abs, &[axis], "norm")
+            let axis = attr_int(n, "axis").unwrap_or(-1);
+            let norm = if attr_int(n, "p").unwrap_or(2) == 1 {
+                let abs = out.op("Abs", vec![x.clone()], vec![]);
+                out.reduce("ReduceSum", abs, &[axis])
             } else {
-                let sq = b.fresh_op("Mul", vec![x.clone(), x.clone()], "sq");
-                let sum = b.reduce("ReduceSum", sq, &[axis], "sum");
-                b.fresh_op("Sqrt", vec![sum], "norm")
+                let sq = out.op("Mul", vec![x.clone(), x.clone()], vec![]);
+                let sum = out.reduce("ReduceSum", sq, &[axis]);
+                out.op("Sqrt", vec![sum], vec![])
             };
-            b.op("Div", vec![x, norm], &y);
+            out.op_to("Div", vec![x, norm], vec![], &y);
         }
     }
-    (b.nodes, b.inits)
+    (out.nodes, out.inits)
 }
 
 /// `Crop` as a `Slice` of axes 2 and 3: from (top, left) to `border`'s (bottom, right) from the
-/// end, or over `scale`'s (height, width) when it is given.
-fn crop(b: &mut Builder, n: &pb::NodeProto, x: String, y: &str) {
-    let border = ints_attr(n, "border");
+/// end, or over `scale`'s (height, width) when it is given; its bounds inputs from opset 10,
+/// attributes before.
+fn crop(out: &mut Out, n: &pb::NodeProto, x: String, y: &str) {
+    let border = attr_ints(n, "border");
     let at = |i: usize| border.get(i).copied().unwrap_or(0);
     let (left, top, right, bottom) = (at(0), at(1), at(2), at(3));
-    let starts = vec![top, left];
-    let ends = match ints_attr(n, "scale")[..] {
+    let starts = [top, left];
+    let ends: Vec<i64> = match attr_ints(n, "scale")[..] {
         [h, w] => vec![top + h, left + w],
         _ => [bottom, right].iter().map(|&e| if e > 0 { -e } else { i64::MAX }).collect(),
     };
-    let mut slice = pb::NodeProto {
-        op_type: "Slice".into(),
-        name: b.name("Slice_0"),
-        input: vec![x],
-        output: vec![y.to_string()],
-        ..Default::default()
-    };
-    let axes = vec![2, 3];
-    if b.opset >= 10 {
-        for (what, v) in [("starts", starts), ("ends", ends), ("axes", axes)] {
-            let t = b.ints(what, v);
-            slice.input.push(t);
-        }
+    let bounds = [("starts", &starts[..]), ("ends", &ends[..]), ("axes", &[2, 3][..])];
+    if out.opset >= 10 {
+        let mut input = vec![x];
+        input.extend(bounds.iter().map(|(_, v)| out.ints(v)));
+        out.op_to("Slice", input, vec![], y);
     } else {
-        for (what, v) in [("starts", starts), ("ends", ends), ("axes", axes)] {
-            slice.attribute.push(ints_attribute(what, v));
-        }
+        let attrs = bounds.iter().map(|(name, v)| ints_attribute(name, v)).collect();
+        out.op_to("Slice", vec![x], attrs, y);
     }
-    b.nodes.push(slice);
-}
-
-/// Writes the rewritten nodes and their constants, each named under `base`.
-struct Builder {
-    base: String,
-    opset: i64,
-    nodes: Vec<pb::NodeProto>,
-    inits: Vec<pb::TensorProto>,
-}
-
-impl Builder {
-    fn name(&self, what: &str) -> String {
-        format!("{}/{what}", self.base)
-    }
-
-    /// A node of `op` writing `out`.
-    fn op(&mut self, op: &str, input: Vec<String>, out: &str) {
-        let name = format!("{}/{op}_{}", self.base, self.nodes.len());
-        self.nodes.push(pb::NodeProto {
-            op_type: op.into(),
-            name,
-            input,
-            output: vec![out.to_string()],
-            ..Default::default()
-        });
-    }
-
-    /// A node of `op` writing a new tensor named `what`; its name.
-    fn fresh_op(&mut self, op: &str, input: Vec<String>, what: &str) -> String {
-        let out = self.name(what);
-        self.op(op, input, &out);
-        out
-    }
-
-    /// A reduction over `axes` keeping its dims (axes an attribute before the opset that made
-    /// them an input: 13 for `ReduceSum`, 18 for the others); its output's name.
-    fn reduce(&mut self, op: &str, x: String, axes: &[i64], what: &str) -> String {
-        let out = self.fresh_op(op, vec![x], what);
-        let as_input = self.opset >= if op == "ReduceSum" { 13 } else { 18 };
-        let axes_input = as_input.then(|| self.ints(&format!("{what}_axes"), axes.to_vec()));
-        let node = self.nodes.last_mut().expect("just pushed");
-        node.attribute.push(pb::AttributeProto {
-            name: "keepdims".into(),
-            r#type: pb::attribute_proto::AttributeType::Int as i32,
-            i: 1,
-            ..Default::default()
-        });
-        match axes_input {
-            Some(t) => node.input.push(t),
-            None => node.attribute.push(ints_attribute("axes", axes.to_vec())),
-        }
-        out
-    }
-
-    /// A float constant, as a `Constant` node: the op's attributes, not trained parameters
-    /// (docs/costs.md counts no `Constant` node's values); its name.
-    fn constant(&mut self, what: &str, dims: Vec<i64>, values: Vec<f32>) -> String {
-        let name = self.name(what);
-        let t = pb::TensorProto { dims, data_type: 1, float_data: values, ..Default::default() };
-        self.nodes.push(pb::NodeProto {
-            op_type: "Constant".into(),
-            name: format!("{name}_constant"),
-            output: vec![name.clone()],
-            attribute: vec![pb::AttributeProto {
-                name: "value".into(),
-                r#type: pb::attribute_proto::AttributeType::Tensor as i32,
-                t: Some(t),
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        name
-    }
-
-    /// An int64 vector constant; its name.
-    fn ints(&mut self, what: &str, values: Vec<i64>) -> String {
-        let name = self.name(what);
-        self.inits.push(pb::TensorProto {
-            name: name.clone(),
-            dims: vec![values.len() as i64],
-            data_type: 7,
-            int64_data: values,
-            ..Default::default()
-        });
-        name
-    }
-}
-
-fn ints_attribute(name: &str, ints: Vec<i64>) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints,
-        ..Default::default()
-    }
-}
-
-fn ints_attr(n: &pb::NodeProto, name: &str) -> Vec<i64> {
-    n.attribute.iter().find(|a| a.name == name).map(|a| a.ints.clone()).unwrap_or_default()
-}
-
-fn floats_attr(n: &pb::NodeProto, name: &str) -> Vec<f32> {
-    n.attribute.iter().find(|a| a.name == name).map(|a| a.floats.clone()).unwrap_or_default()
-}
-
-fn float_attr(n: &pb::NodeProto, name: &str, default: f32) -> f32 {
-    n.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.f)
 }
 
 #[cfg(test)]
@@ -225,20 +111,7 @@ mod tests {
         attrs: Vec<pb::AttributeProto>,
         opset: i64,
     ) -> crate::Result<crate::graph::Cg> {
-        use pb::tensor_shape_proto::{dimension::Value, Dimension};
-        let dims = [1, 4, 6, 6]
-            .map(|d| Dimension { value: Some(Value::DimValue(d)), ..Default::default() });
-        let x = pb::ValueInfoProto {
-            name: "x".into(),
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: 1,
-                    shape: Some(pb::TensorShapeProto { dim: dims.to_vec() }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let x = crate::onnx::lower::tests::value("x", &[1, 4, 6, 6]);
         let n = pb::NodeProto {
             op_type: op.into(),
             input: vec!["x".into()],

@@ -27,6 +27,7 @@ mod map_compute;
 mod map_select;
 mod nodes;
 mod order;
+mod rewrite;
 pub mod run;
 mod shapes;
 pub mod slim;

@@ -19,110 +19,20 @@ mod ms_attention;
 mod tests;
 
 use super::lower::opset;
+use super::rewrite::{attr_ints, attr_s, float_attr, Out};
+use super::write::{float as attr_f, int as attr_i};
 use super::HashMap;
 use std::collections::BTreeMap;
 use tract_onnx::pb;
 
-/// The nodes and constants an expansion writes, each named below its fused node's name.
-struct Out {
-    nodes: Vec<pb::NodeProto>,
-    inits: Vec<pb::TensorProto>,
-    opset: i64,
-    base: String,
-    next: usize,
-}
-
-use super::write::{float as attr_f, int as attr_i};
-
-fn attr_s(name: &str, v: &str) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: 3, s: v.into(), ..Default::default() }
-}
-
-fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: 7, ints: v.to_vec(), ..Default::default() }
-}
-
+/// The RMS norm the fused ops of this module are made of.
 impl Out {
-    fn name(&mut self, what: &str) -> String {
-        self.next += 1;
-        format!("{}/nape_{what}_{}", self.base, self.next)
-    }
-
-    /// A node of `op` writing `out`.
-    fn op_to(&mut self, op: &str, input: Vec<String>, attr: Vec<pb::AttributeProto>, out: &str) {
-        let name = self.name(op);
-        self.nodes.push(pb::NodeProto {
-            op_type: op.into(),
-            name,
-            input,
-            output: vec![out.to_string()],
-            attribute: attr,
-            ..Default::default()
-        });
-    }
-
-    /// A node of `op` writing `outs`.
-    fn op_n(
-        &mut self,
-        op: &str,
-        input: Vec<String>,
-        attr: Vec<pb::AttributeProto>,
-        outs: &[String],
-    ) {
-        let name = self.name(op);
-        self.nodes.push(pb::NodeProto {
-            op_type: op.into(),
-            name,
-            input,
-            output: outs.to_vec(),
-            attribute: attr,
-            ..Default::default()
-        });
-    }
-
-    /// A node of `op` writing a new name, which it returns.
-    fn op(&mut self, op: &str, input: Vec<String>, attr: Vec<pb::AttributeProto>) -> String {
-        let out = self.name(&format!("{op}_out"));
-        self.op_to(op, input, attr, &out);
-        out
-    }
-
-    fn floats(&mut self, dims: &[i64], data: &[f32]) -> String {
-        let name = self.name("const");
-        let t = pb::TensorProto {
-            name: name.clone(),
-            dims: dims.to_vec(),
-            data_type: 1,
-            ..Default::default()
-        };
-        self.inits.push(pb::TensorProto { float_data: data.to_vec(), ..t });
-        name
-    }
-
-    fn ints(&mut self, data: &[i64]) -> String {
-        let name = self.name("const");
-        let dims = vec![data.len() as i64];
-        let t = pb::TensorProto { name: name.clone(), dims, data_type: 7, ..Default::default() };
-        self.inits.push(pb::TensorProto { int64_data: data.to_vec(), ..t });
-        name
-    }
-
-    /// `ReduceMean` over `axes`, keeping them: axes an input from opset 18, an attribute before.
-    fn reduce_mean(&mut self, x: String, axes: &[i64]) -> String {
-        if self.opset >= 18 {
-            let a = self.ints(axes);
-            self.op("ReduceMean", vec![x, a], vec![attr_i("keepdims", 1)])
-        } else {
-            self.op("ReduceMean", vec![x], vec![attr_i("keepdims", 1), attr_ints("axes", axes)])
-        }
-    }
-
     /// `x * scale / sqrt(mean(x^2) + eps)` over `axes`, as PyTorch writes `RMSNorm` (`Pow`,
     /// `ReduceMean`, `Add`, `Sqrt`, `Reciprocal`, `Mul`, `Mul`).
     fn rms_norm(&mut self, x: String, scale: String, axes: &[i64], eps: f32, out: &str) {
         let two = self.floats(&[], &[2.0]);
         let sq = self.op("Pow", vec![x.clone(), two], vec![]);
-        let mean = self.reduce_mean(sq, axes);
+        let mean = self.reduce("ReduceMean", sq, axes);
         let e = self.floats(&[], &[eps]);
         let var = self.op("Add", vec![mean, e], vec![]);
         let rms = self.op("Sqrt", vec![var], vec![]);
@@ -179,10 +89,6 @@ fn has_output(n: &pb::NodeProto, i: usize) -> bool {
     n.output.get(i).is_some_and(|s| !s.is_empty())
 }
 
-fn float_attr(n: &pb::NodeProto, name: &str, default: f32) -> f32 {
-    n.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.f)
-}
-
 fn int_attr(n: &pb::NodeProto, name: &str) -> Option<i64> {
     super::map::attr_int(n, name)
 }
@@ -221,7 +127,7 @@ pub(super) fn expand(model: &mut pb::ModelProto) {
             continue;
         }
         let base = if n.name.is_empty() { format!("nape_fused_{i}") } else { n.name.clone() };
-        let mut out = Out { nodes: Vec::new(), inits: Vec::new(), opset, base, next: 0 };
+        let mut out = Out::new(opset, base);
         if expand_one(&n, &mut out, &declared).is_some() {
             *counts.entry(n.op_type.clone()).or_default() += 1;
             nodes.extend(out.nodes);
