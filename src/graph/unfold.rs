@@ -39,14 +39,15 @@ pub enum BiasOrigin {
     Unnamed,
 }
 
+/// Whether `name` is a BatchNorm's (tf2onnx names what it writes for one after it).
+fn names_a_batchnorm(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.contains("batch_norm") || lower.contains("batchnorm")
+}
+
 /// Where a bias named `name` came from (module docs).
 pub fn bias_origin(name: &str) -> BiasOrigin {
-    let lower = name.to_ascii_lowercase();
-    if name.starts_with("onnx::")
-        || name.ends_with(".weight_bias")
-        || lower.contains("batch_norm")
-        || lower.contains("batchnorm")
-    {
+    if name.starts_with("onnx::") || name.ends_with(".weight_bias") || names_a_batchnorm(name) {
         BiasOrigin::Folded
     } else if name.ends_with(".bias") || name.ends_with("/bias") {
         BiasOrigin::Parameter
@@ -133,10 +134,7 @@ impl Cg {
     /// Each per-channel `Mul` + `Add` that is a BatchNorm in inference form (its `Mul` named
     /// after one, or any with `guess`) becomes the BatchNorm it was, in training mode; how many.
     fn restore_affine_batchnorms(&mut self, guess: bool) -> usize {
-        let named = |n: &OpNode| {
-            let lower = n.name.to_ascii_lowercase();
-            guess || lower.contains("batch_norm") || lower.contains("batchnorm")
-        };
+        let named = |n: &OpNode| guess || names_a_batchnorm(&n.name);
         let mut count = 0;
         while let Some((mul, add)) = self.find_affine_where(named) {
             self.splice_out(add);
