@@ -183,9 +183,13 @@ corpus: $(EXPORT_STAMP) $(PYTORCHCV_STAMP)
 # the two unlabelled search spaces of the held-back kinds (DARTS cells at 32 px, TransNAS-Bench's
 # ResNet-like macro skeleton at 224 px): read, counted, predicted, in domain? one graph per
 # exporter? (docs/universal.md, "Two search spaces of the held-back kinds")
+SPACES := darts resnet_macro
 spaces-check: setup
 	$(CARGO_ENV) cargo build --release --workspace --bins
 	python3 scripts/spaces_check.py --nape ./target/release/nape --corpus "$(NAPE_CORPUS)"
+	for s in $(SPACES); do OMP_NUM_THREADS=1 python3 scripts/compare_exports.py \
+	  --nape ./target/release/nape "$(NAPE_CORPUS)/$$s" "$(NAPE_CORPUS)/$${s}_dynamo" || exit 1; done
+	NAPE_CORPUS_FAMILIES=darts,darts_dynamo,resnet_macro,resnet_macro_dynamo $(MAKE) --no-print-directory corpus-check
 
 # zero-shot on real ImageNet classifiers: the torchvision zoo of the corpus, labelled with the
 # top-1 torchvision ships in its weights' meta, ranked by the NB-101-only model (docs/predictor.md;

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """nape on the unlabelled search-space families of the corpus (``darts``, ``resnet_macro``;
-``corpus_spaces.py``): is every file read, counted as torch counts it, and predicted; how does
-the prediction relate to the counts; what is its in-domain score; and does another exporter's
-file of the same network (``<family>_dynamo``) read as the same graph, with the same prediction.
+``corpus_spaces.py``): is every file read and predicted, how does the prediction relate to the
+counts, and what is its in-domain score. (`make spaces-check` also runs the counts against
+torch's, as `make corpus-check` does, and compares each ``<family>_dynamo`` twin with
+``compare_exports.py``.)
 
     scripts/spaces_check.py --nape target/release/nape --corpus /work/corpus [--families F,G] [--model M]
 
@@ -36,8 +37,8 @@ def nape_json(nape: str, args: list[str]) -> tuple[str, float, int]:
     return run.stdout, time.time() - t0, run.returncode
 
 
-def inspect(nape: str, files: list[str], canonical: bool = False) -> dict[str, dict]:
-    out, _, _ = nape_json(nape, ["inspect", "--jsonl", *(["--canonical"] if canonical else []), *files])
+def inspect(nape: str, files: list[str]) -> dict[str, dict]:
+    out, _, _ = nape_json(nape, ["inspect", "--jsonl", *files])
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return {Path(r["file"]).name: r for r in rows}
 
@@ -51,10 +52,6 @@ def predict(nape: str, files: list[str]) -> tuple[dict[str, dict], float, int]:
     return {Path(p["file"]).name: p for p in preds}, secs, rc
 
 
-def off(count: int, truth: int) -> bool:
-    return abs(count - truth) > 0.01 * truth
-
-
 def check_family(nape: str, fam: Path) -> None:
     truth = read_truth(fam)
     files = sorted(str(fam / f) for f in truth)
@@ -62,11 +59,8 @@ def check_family(nape: str, fam: Path) -> None:
     broken = sorted(f for f in truth if not seen.get(f, {}).get("ok"))
     unknown = sorted(f for f, r in seen.items() if r.get("unknown_ops"))
     ok = [f for f in truth if f not in broken]
-    params = sorted(f for f in ok if off(seen[f]["params"], truth[f]["file_params"]))
-    macs = sorted(f for f in ok if off(seen[f]["macs"], truth[f]["macs"]))
-    print(f"{fam.name}: {len(truth)} files; not read {len(broken)}, with unknown ops {len(unknown)}, "
-          f"#params of the file off by > 1% {len(params)}, MACs off by > 1% {len(macs)}")
-    for f in (broken + unknown + params + macs)[:5]:
+    print(f"{fam.name}: {len(truth)} files; not read {len(broken)}, with unknown ops {len(unknown)}")
+    for f in (broken + unknown)[:5]:
         print(f"  {f}: {seen.get(f, {}).get('error') or seen.get(f)}")
     preds, secs, rc = predict(nape, files)
     got = [f for f in ok if preds.get(f, {}).get("prediction") is not None]
@@ -85,20 +79,6 @@ def check_family(nape: str, fam: Path) -> None:
           + f"; #params with FLOPs {spearman(col['params'], col['flops']):.3f}")
 
 
-def check_exporters(nape: str, fam: Path, other: Path) -> None:
-    names = sorted(read_truth(other))
-    a = inspect(nape, [str(fam / n) for n in names], canonical=True)
-    b = inspect(nape, [str(other / n) for n in names], canonical=True)
-    pa, _, _ = predict(nape, [str(fam / n) for n in names])
-    pb, _, _ = predict(nape, [str(other / n) for n in names])
-    same = [n for n in names if a.get(n, {}).get("graph_hash") == b.get(n, {}).get("graph_hash") is not None]
-    both = [n for n in names if pa.get(n, {}).get("prediction") is not None
-            and pb.get(n, {}).get("prediction") is not None]
-    gap = max((abs(pa[n]["prediction"] - pb[n]["prediction"]) for n in both), default=float("nan"))
-    print(f"{other.name} against {fam.name}: {len(same)} / {len(names)} the same canonical graph, "
-          f"largest prediction difference {gap:.2e} over {len(both)}")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nape", default="target/release/nape")
@@ -109,11 +89,7 @@ def main() -> int:
     if args.model:
         MODEL.extend(["--model", args.model])
     for name in args.families.split(","):
-        fam = args.corpus / name
-        check_family(args.nape, fam)
-        other = args.corpus / f"{name}_dynamo"
-        if (other / "truth.jsonl").exists():
-            check_exporters(args.nape, fam, other)
+        check_family(args.nape, args.corpus / name)
     return 0
 
 
