@@ -282,13 +282,13 @@ SPACE_COUNT = 150
 def darts(_args) -> list[Case]:
     import corpus_spaces
 
-    return corpus_spaces.cases("darts", SPACE_COUNT, Case)
+    return corpus_spaces.cases("darts", SPACE_COUNT, Case, _image)
 
 
 def resnet_macro(_args) -> list[Case]:
     import corpus_spaces
 
-    return corpus_spaces.cases("resnet_macro", SPACE_COUNT, Case)
+    return corpus_spaces.cases("resnet_macro", SPACE_COUNT, Case, _image)
 
 
 def cases(family: str, args) -> list[Case]:

@@ -162,19 +162,16 @@ def macro_codes() -> list[tuple[int, ...]]:
     return out
 
 
-def _image(size):
-    return lambda: (torch.randn(1, 3, size, size),)
-
-
-def cases(family: str, count: int, case_type) -> list:
-    """150 (``count``) networks of ``family``, the same ones on every run."""
+def cases(family: str, count: int, case_type, image) -> list:
+    """``count`` networks of ``family``, the same ones on every run, as ``case_type``s fed by
+    ``image(size)`` (``corpus_families``' Case and input)."""
     if family == "darts":
-        return [case_type(f"darts_{i:03d}", (lambda g=g: DartsNetwork(g)), _image(32), ["input"],
+        return [case_type(f"darts_{i:03d}", (lambda g=g: DartsNetwork(g)), image(32), ["input"],
                           {"genotype": g, "space": "DARTS (NB-301 sampling), C=32, 8 cells"})
                 for i, g in enumerate(darts_genotypes(count))]
     codes = macro_codes()
     picked = sorted(random.Random(101).sample(range(len(codes)), count))
     return [case_type("macro_" + "".join(map(str, codes[i])), (lambda c=codes[i]: MacroNetwork(c)),
-                      _image(224), ["input"],
+                      image(224), ["input"],
                       {"codes": list(codes[i]), "space": f"TNB-101 macro skeleton, {len(codes)} codes"})
             for i in picked]
