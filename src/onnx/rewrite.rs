@@ -23,6 +23,22 @@ pub(super) fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto { name: name.into(), r#type: 7, ints: v.to_vec(), ..Default::default() }
 }
 
+/// The `value` attribute of a `Constant` or `ConstantOfShape`: a float tensor.
+pub(super) fn attr_value(dims: &[i64], data: &[f32]) -> pb::AttributeProto {
+    let t = pb::TensorProto {
+        dims: dims.to_vec(),
+        data_type: 1,
+        float_data: data.to_vec(),
+        ..Default::default()
+    };
+    pb::AttributeProto {
+        name: "value".into(),
+        r#type: pb::attribute_proto::AttributeType::Tensor as i32,
+        t: Some(t),
+        ..Default::default()
+    }
+}
+
 /// A float attribute of `n`, or `default`.
 pub(super) fn float_attr(n: &pb::NodeProto, name: &str, default: f32) -> f32 {
     n.attribute.iter().find(|a| a.name == name).map_or(default, |a| a.f)
@@ -53,15 +69,7 @@ impl Out {
         attr: Vec<pb::AttributeProto>,
         out: &str,
     ) {
-        let name = self.name(op);
-        self.nodes.push(pb::NodeProto {
-            op_type: op.into(),
-            name,
-            input,
-            output: vec![out.to_string()],
-            attribute: attr,
-            ..Default::default()
-        });
+        self.op_n(op, input, attr, &[out.to_string()]);
     }
 
     /// A node of `op` writing `outs`.
@@ -121,18 +129,7 @@ impl Out {
     /// count takes for trained parameters (docs/costs.md); its name.
     pub(super) fn constant(&mut self, dims: &[i64], data: &[f32]) -> String {
         let name = self.name("const");
-        let t = pb::TensorProto {
-            dims: dims.to_vec(),
-            data_type: 1,
-            float_data: data.to_vec(),
-            ..Default::default()
-        };
-        let value = pb::AttributeProto {
-            name: "value".into(),
-            r#type: pb::attribute_proto::AttributeType::Tensor as i32,
-            t: Some(t),
-            ..Default::default()
-        };
+        let value = attr_value(dims, data);
         self.op_to("Constant", vec![], vec![value], &name);
         name
     }

@@ -4,6 +4,7 @@
 //! 3-D form split into heads and merged back around it; ONNX Runtime's attentions
 //! (`super::ms_attention`) end in the same.
 
+use super::super::rewrite::attr_value;
 use super::{attr_i, attr_ints, float_attr, has_output, input, int_attr, Declared, Out};
 use tract_onnx::pb;
 
@@ -181,19 +182,7 @@ fn additive(out: &mut Out, mask: String) -> String {
 fn causal_mask(out: &mut Out, q: &str, k: &str) -> String {
     let (s, l) = (dim(out, q, -2), dim(out, k, -2));
     let sl = out.op("Concat", vec![s, l], vec![attr_i("axis", 0)]);
-    let one = pb::TensorProto {
-        dims: vec![1],
-        data_type: 1,
-        float_data: vec![1.0],
-        ..Default::default()
-    };
-    let value = pb::AttributeProto {
-        name: "value".into(),
-        r#type: pb::attribute_proto::AttributeType::Tensor as i32,
-        t: Some(one),
-        ..Default::default()
-    };
-    let ones = out.op("ConstantOfShape", vec![sl], vec![value]);
+    let ones = out.op("ConstantOfShape", vec![sl], vec![attr_value(&[1], &[1.0])]);
     let lower = out.op("Trilu", vec![ones], vec![attr_i("upper", 0)]);
     let keep = out.op("Cast", vec![lower], vec![attr_i("to", i64::from(BOOL))]);
     additive(out, keep)
