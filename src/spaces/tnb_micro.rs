@@ -21,10 +21,11 @@
 //! 0 and concatenated with themselves to double the channels (PyTorch allocates new zeros).
 //!
 //! Spec strings are net codes (`64-41414-1_13_302`) or just the cell code (`1_13_302`, with
-//! the micro skeleton `64-41414`), or the 6-tuple of NAS-Bench-Suite-Zero's records, e.g.
-//! `(1, 1, 3, 3, 0, 2)`, which lists the same op codes in the same order (edges (0,1), (0,2),
-//! (1,2), (0,3), (1,3), (2,3)). Only layer types 1, 3 and 4 are supported (type 2, a channel
-//! change without a stride, is not used by the micro space).
+//! the micro skeleton `64-41414`), or the 6-tuple of NAS-Bench-Suite-Zero's records of the
+//! benchmark's tasks, e.g. `(1, 1, 3, 3, 0, 2)`, which lists the same op codes in the same order
+//! (edges (0,1), (0,2), (1,2), (0,3), (1,3), (2,3)); its records of NASLib's own trainings use
+//! NASLib's ids and edge order instead ([`Arch::from_naslib_tuple`]). Only layer types 1, 3 and
+//! 4 are supported (type 2, a channel change without a stride, is not used by the micro space).
 
 use super::{bad_spec, relu_conv_bn, Space};
 use crate::error::{Error, Result};
@@ -62,6 +63,19 @@ impl Op {
             1 => Op::Identity,
             2 => Op::Conv1x1,
             3 => Op::Conv3x3,
+            _ => return None,
+        })
+    }
+
+    /// The op of an id of NASLib's own TransNAS-Bench-101 micro space (its `OP_NAMES`:
+    /// Identity, Zero, ReLUConvBN3x3, ReLUConvBN1x1), which NASLib's trainings on other
+    /// datasets record instead of the benchmark's codes ([`Arch::from_naslib_tuple`]).
+    pub fn from_naslib_id(id: u8) -> Option<Op> {
+        Some(match id {
+            0 => Op::Identity,
+            1 => Op::Zero,
+            2 => Op::Conv3x3,
+            3 => Op::Conv1x1,
             _ => return None,
         })
     }
@@ -209,6 +223,25 @@ impl Arch {
             })?;
         }
         Ok(Arch::micro(ops))
+    }
+
+    /// The micro-skeleton architecture of a tuple in NASLib's own convention: op ids per
+    /// [`Op::from_naslib_id`] over edges (1,2), (1,3), (1,4), (2,3), (2,4), (3,4) (NASLib's
+    /// `EDGE_LIST`, nodes numbered from 1), NAS-Bench-201's tuple convention. NASLib's own
+    /// trainings (NAS-Bench-Suite-Zero's SVHN, Spherical CIFAR-100 and NinaPro records of this
+    /// space) are recorded so; the benchmark's tasks list the codes ([`Arch::from_codes`]).
+    pub fn from_naslib_tuple(t: &[u8]) -> Result<Arch> {
+        let spec = format!("{t:?}");
+        if t.len() != 6 {
+            return Err(bad_spec(Space::TnbMicro, &spec, "expected 6 op ids"));
+        }
+        let op = |i: usize| {
+            Op::from_naslib_id(t[i]).ok_or_else(|| {
+                bad_spec(Space::TnbMicro, &spec, format!("NASLib op id {} is not 0-3", t[i]))
+            })
+        };
+        // NASLib order (0,1),(0,2),(0,3),(1,2),(1,3),(2,3) -> code order (0,1),(0,2),(1,2),...
+        Ok(Arch::micro([op(0)?, op(1)?, op(3)?, op(2)?, op(4)?, op(5)?]))
     }
 
     /// The cell code, e.g. `1_13_302` (also used as the record id).
@@ -421,6 +454,17 @@ mod tests {
         assert_eq!(a.op(1, 2), Some(Op::Conv3x3));
         assert_eq!(a.op(0, 3), Some(Op::Conv3x3));
         assert_eq!(a.op(2, 3), Some(Op::Conv1x1));
+    }
+
+    #[test]
+    fn naslib_tuples_name_ops_and_edges_in_naslib_order() {
+        // NASLib: (1,2) Identity, (1,3) Identity, (1,4) 3x3, (2,3) Zero, (2,4) 1x1, (3,4) 1x1
+        let a = Arch::from_naslib_tuple(&[0, 0, 2, 1, 3, 3]).unwrap();
+        assert_eq!(a.cell_code(), "1_10_322");
+        assert_eq!(a.op(0, 3), Some(Op::Conv3x3));
+        assert_eq!(a.op(1, 2), Some(Op::Zero));
+        assert!(Arch::from_naslib_tuple(&[0, 0, 4, 1, 3, 3]).is_err());
+        assert!(Arch::from_naslib_tuple(&[0, 0, 2]).is_err());
     }
 
     #[test]
