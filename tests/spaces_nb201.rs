@@ -96,3 +96,29 @@ fn naslib_tuples_map_to_the_same_cells_as_the_csv() {
     }
     assert_eq!(compared, 3 * 15_625);
 }
+
+/// The `nb201` family (what `nape eval` and `nape finetune` read) carries every label of the data
+/// folder: NAS-Bench-Suite-Zero's SVHN, Spherical CIFAR-100 and NinaPro accuracies of 199 cells
+/// each are targets beside the table's, on the cells whose published parameter counts they
+/// come with (the same counts as those cells' CIFAR-10 networks, ranked identically).
+#[test]
+fn the_family_has_the_nas_bench_360_labels_on_their_cells() {
+    let dir = data_dir(None);
+    let family = or_fail(nape::train::data::load_family(&dir, "nb201"));
+    assert_eq!(family.len(), 15_625);
+    assert_eq!(family.require("cifar10_test_ep200").len(), 15_625);
+    for dataset in ["svhn", "scifar100", "ninapro"] {
+        let recs = family.require(&format!("{dataset}_val_accuracy"));
+        assert_eq!(recs.len(), 199, "{dataset}");
+        let (ours, published): (Vec<f64>, Vec<f64>) = recs
+            .records
+            .iter()
+            .map(|r| {
+                let built = Arch::parse(&r.spec).unwrap().build(Dataset::Cifar10, Weights::Inputs);
+                (built.unwrap().params as f64, r.proxies[&format!("{dataset}_params")])
+            })
+            .unzip();
+        let rho = nape::metrics::spearman(&ours, &published);
+        assert!(rho > 0.999, "{dataset}: published counts rank the cells at {rho}");
+    }
+}

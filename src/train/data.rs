@@ -4,7 +4,7 @@
 //! (`dataset::cache`) so experiments featurise each network once.
 
 use crate::dataset::cache::{Cache, READER_DIGEST};
-use crate::dataset::{self, NaslibSpace, Record, SplitMix64};
+use crate::dataset::{self, Record, SplitMix64};
 use crate::error::{Error, Result};
 pub use crate::features::sample::{featurise_file, no_proxies, Sample, Scorer, SAMPLE_VERSION};
 use crate::features::{FEATURES_VERSION, GLOBAL_DIM, NODE_DIM, TOKEN_VOCAB};
@@ -60,13 +60,11 @@ pub fn build_options(_family: &str, _target: &str) -> BuildOptions {
     BuildOptions::default()
 }
 
-/// The labelled records of a family.
+/// The labelled records of a family, with every label and published proxy score the data
+/// folder has for it ([`dataset::load_space`]: NB-201's table with NAS-Bench-Suite-Zero's
+/// records joined, so its SVHN, Spherical CIFAR-100 and NinaPro labels are targets too).
 pub fn load_family(data_dir: &Path, family: &str) -> Result<dataset::Dataset> {
-    match space_of(family)? {
-        Space::Nb101 => dataset::load_nb101(data_dir),
-        Space::Nb201 => dataset::load_nb201(data_dir),
-        Space::TnbMicro => dataset::load_naslib_zc(data_dir, NaslibSpace::TnbMicro),
-    }
+    dataset::load_space(space_of(family)?, data_dir)
 }
 
 /// Featurises one spec of `space`, with the proxy scores `scorer` gives its network.
