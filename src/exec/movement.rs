@@ -166,7 +166,9 @@ fn channels_last(x: &Tensor, pool: impl Fn(&Tensor) -> TchResult<Tensor>) -> Tch
     // gradient, which merges C with H and so copies it back to NCHW (a channels-last gradient would move the
     // convolutions and normalisations before the pool onto other kernels, whose sums round
     // differently)
-    let x = x.f_view([size[0], -1])?.f_view(size.as_slice())?;
+    // (a reshape: a view of a contiguous input, a copy of a sliced one, e.g. NASNet's shifted
+    // path `x[:, :, 1:, 1:]`, which no view can merge)
+    let x = x.f_reshape([size[0], -1])?.f_view(size.as_slice())?;
     let nhwc = x.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])?;
     // the same round trip on the way out, the other way: the pool's gradient arrives as an
     // NHWC copy, so its backward runs the channels-last kernel too (libtorch picks the pool
@@ -546,5 +548,18 @@ mod tests {
             assert!(y0.equal(&y1), "{name}: values differ");
             assert!(g0.equal(&g1), "{name}: gradients differ");
         }
+    }
+
+    /// A sliced input (NASNet shifts a path by one pixel, `x[:, :, 1:, 1:]`, before its average
+    /// pool) is not contiguous: the channels-last route pools it as it pools its copy.
+    #[test]
+    fn channels_last_pools_take_a_sliced_input() {
+        tch::manual_seed(5);
+        let base = Tensor::randn([2, 16, 9, 9], (Kind::Float, tch::Device::Cpu));
+        let x = base.narrow(2, 1, 8).narrow(3, 1, 8);
+        assert!(!x.is_contiguous());
+        let pool = |x: &Tensor| x.f_avg_pool2d([1, 1], [2, 2], [0, 0], false, false, None::<i64>);
+        let y = channels_last(&x, pool).expect("a sliced input pools");
+        assert!(y.equal(&pool(&x.contiguous()).unwrap()));
     }
 }
