@@ -161,6 +161,45 @@ fn tiny_net() -> Cg {
     from_proto(&m.model, "tiny", &ImportOptions::default()).expect("tiny net")
 }
 
+/// A proxy that panics the way tch does when libtorch refuses an allocation (its infallible
+/// calls unwrap the error).
+struct RefusedAllocation;
+
+impl Proxy for RefusedAllocation {
+    fn name(&self) -> &'static str {
+        "refused"
+    }
+    fn needs(&self) -> nape::proxies::Needs {
+        nape::proxies::Needs::Graph
+    }
+    fn score(&self, _: &ProxyInput) -> nape::Result<f64> {
+        panic!(
+            "called `Result::unwrap()` on an `Err` value: Torch(\"[enforce fail at \
+             alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried \
+             to allocate 437133312 bytes. Error code 12 (Cannot allocate memory)\\nframe #0: c10\")"
+        )
+    }
+}
+
+/// A panic inside one proxy (tch unwrapping libtorch's out-of-memory error, say) is that
+/// proxy's error on that network: the others score, on one lane and on two, and the message
+/// says memory ran out, so the cache does not keep it.
+#[test]
+fn a_proxy_that_panics_fails_alone() {
+    let cg = tiny_net();
+    let images = ImageSource::Gaussian { classes: 10 };
+    let proxies: Vec<Box<dyn Proxy>> = vec![Box::new(Params), Box::new(RefusedAllocation)];
+    let refs: Vec<&dyn Proxy> = proxies.iter().map(|p| &**p).collect();
+    for lanes in [1, 2] {
+        let s = score_lanes(&refs, input(&cg, &images), lanes);
+        assert!(s["params"].is_ok(), "{lanes} lanes: {:?}", s["params"]);
+        let e = s["refused"].as_ref().expect_err("the panic is an error");
+        assert!(e.contains("refused: libtorch: [enforce fail"), "{e}");
+        assert!(!e.contains("frame #0"), "one line: {e}");
+        assert!(nape::proxies::memory::is_out_of_memory(e), "{e}");
+    }
+}
+
 #[test]
 fn every_proxy_is_bit_identical_across_runs_with_one_seed() {
     let cg = tiny_net();

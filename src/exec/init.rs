@@ -24,7 +24,9 @@ pub enum Init {
     File,
 }
 
-/// The values of one parameter under `init` (not `Abs`/`File`, which the executor handles).
+/// The values of one parameter under `init` (not `Abs`/`File`, which the executor handles),
+/// or the allocation error when there is no memory for them: a run capped in address space
+/// (`proxies::memory::cap_address_space`) must fail this network's proxies, not abort.
 pub(super) fn values(
     init: Init,
     role: Role,
@@ -32,25 +34,30 @@ pub(super) fn values(
     numel: i64,
     seed: u64,
     index: u64,
-) -> Vec<f64> {
+) -> Result<Vec<f64>, std::collections::TryReserveError> {
     let n = numel.max(0) as usize;
+    let mut out = Vec::new();
+    // one more than n: Box-Muller draws in pairs (the buffer then never grows)
+    out.try_reserve_exact(n + 1)?;
     let mut rng = SplitMix64(
         seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x5851_F42D_4C95_7F2D),
     );
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    let mut uniform = |lo: f64, hi: f64| -> Vec<f64> {
-        (0..n).map(|_| lo + (hi - lo) * unit(&mut rng)).collect()
-    };
     match (init, role) {
-        (Init::Constant(_), Role::Bias | Role::NormShift) => vec![0.0; n],
-        (Init::Constant(c), _) => vec![c; n],
-        (_, Role::NormScale) => vec![1.0; n],
-        (_, Role::NormShift) => vec![0.0; n],
-        (Init::Gaussian, Role::Bias) => vec![0.0; n],
-        (Init::Gaussian, Role::Weight | Role::TransposedWeight) => normals(&mut rng, n, 1.0),
-        (_, Role::Weight | Role::TransposedWeight | Role::Bias) => uniform(-bound, bound),
-        (_, Role::Other) => normals(&mut rng, n, 0.02),
+        (Init::Constant(_), Role::Bias | Role::NormShift) => out.resize(n, 0.0),
+        (Init::Constant(c), _) => out.resize(n, c),
+        (_, Role::NormScale) => out.resize(n, 1.0),
+        (_, Role::NormShift) => out.resize(n, 0.0),
+        (Init::Gaussian, Role::Bias) => out.resize(n, 0.0),
+        (Init::Gaussian, Role::Weight | Role::TransposedWeight) => {
+            normals(&mut out, &mut rng, n, 1.0)
+        }
+        (_, Role::Weight | Role::TransposedWeight | Role::Bias) => {
+            out.extend((0..n).map(|_| -bound + 2.0 * bound * unit(&mut rng)))
+        }
+        (_, Role::Other) => normals(&mut out, &mut rng, n, 0.02),
     }
+    Ok(out)
 }
 
 /// A uniform number in [0, 1) with 53 random bits.
@@ -58,9 +65,8 @@ fn unit(rng: &mut SplitMix64) -> f64 {
     (rng.next() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// `n` draws of `N(0, std^2)` (Box-Muller).
-fn normals(rng: &mut SplitMix64, n: usize, std: f64) -> Vec<f64> {
-    let mut out = Vec::with_capacity(n + 1);
+/// `n` draws of `N(0, std^2)` (Box-Muller) into `out` (empty, room for `n + 1`).
+fn normals(out: &mut Vec<f64>, rng: &mut SplitMix64, n: usize, std: f64) {
     while out.len() < n {
         let u1 = unit(rng).max(f64::MIN_POSITIVE);
         let u2 = unit(rng);
@@ -70,7 +76,6 @@ fn normals(rng: &mut SplitMix64, n: usize, std: f64) -> Vec<f64> {
         out.push(r * sin);
     }
     out.truncate(n);
-    out
 }
 
 /// `(t.sin(), t.cos())`, bit for bit, in one call to glibc's `sincos`, which shares the
@@ -98,9 +103,9 @@ mod tests {
 
     #[test]
     fn default_weights_respect_the_kaiming_bound_and_are_seeded() {
-        let a = values(Init::Default, Role::Weight, 27, 1000, 7, 0);
-        let b = values(Init::Default, Role::Weight, 27, 1000, 7, 0);
-        let c = values(Init::Default, Role::Weight, 27, 1000, 8, 0);
+        let a = values(Init::Default, Role::Weight, 27, 1000, 7, 0).unwrap();
+        let b = values(Init::Default, Role::Weight, 27, 1000, 7, 0).unwrap();
+        let c = values(Init::Default, Role::Weight, 27, 1000, 8, 0).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
         let bound = 1.0 / 27f64.sqrt();
@@ -112,12 +117,15 @@ mod tests {
 
     #[test]
     fn gaussian_weights_are_standard_normal_and_biases_zero() {
-        let w = values(Init::Gaussian, Role::Weight, 9, 20_000, 1, 3);
+        let w = values(Init::Gaussian, Role::Weight, 9, 20_000, 1, 3).unwrap();
         let mean = w.iter().sum::<f64>() / w.len() as f64;
         let var = w.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / w.len() as f64;
         assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
-        assert!(values(Init::Gaussian, Role::Bias, 9, 5, 1, 3).iter().all(|&v| v == 0.0));
-        assert!(values(Init::Gaussian, Role::NormScale, 9, 5, 1, 3).iter().all(|&v| v == 1.0));
+        assert!(values(Init::Gaussian, Role::Bias, 9, 5, 1, 3).unwrap().iter().all(|&v| v == 0.0));
+        assert!(values(Init::Gaussian, Role::NormScale, 9, 5, 1, 3)
+            .unwrap()
+            .iter()
+            .all(|&v| v == 1.0));
     }
 
     #[test]
@@ -137,8 +145,11 @@ mod tests {
 
     #[test]
     fn constant_init_sets_weights_and_zeroes_biases() {
-        assert_eq!(values(Init::Constant(1e-7), Role::Weight, 3, 2, 0, 0), vec![1e-7; 2]);
-        assert_eq!(values(Init::Constant(1e-7), Role::NormScale, 3, 2, 0, 0), vec![1e-7; 2]);
-        assert_eq!(values(Init::Constant(1e-7), Role::Bias, 3, 2, 0, 0), vec![0.0; 2]);
+        assert_eq!(values(Init::Constant(1e-7), Role::Weight, 3, 2, 0, 0).unwrap(), vec![1e-7; 2]);
+        assert_eq!(
+            values(Init::Constant(1e-7), Role::NormScale, 3, 2, 0, 0).unwrap(),
+            vec![1e-7; 2]
+        );
+        assert_eq!(values(Init::Constant(1e-7), Role::Bias, 3, 2, 0, 0).unwrap(), vec![0.0; 2]);
     }
 }

@@ -280,9 +280,8 @@ impl<'a> Executor<'a> {
 
     /// (Re)initialises every parameter (see [`Init`]).
     pub fn init(&mut self, init: Init, seed: u64) -> Result<()> {
-        let (kind, device) = (self.kind(), self.opts.device);
-        let values: HashMap<&str, &Operand> = self
-            .cg
+        let (kind, device, cg) = (self.kind(), self.opts.device, self.cg);
+        let values: HashMap<&str, &Operand> = cg
             .graph
             .node_weights()
             .flat_map(|n| n.operands.iter())
@@ -290,28 +289,39 @@ impl<'a> Executor<'a> {
             .map(|o| (o.name.as_str(), o))
             .collect();
         for (i, p) in self.params.iter_mut().enumerate() {
+            // the first line: libtorch's messages go on with its C++ frames
+            let fail = |msg: String| Error::Run {
+                path: cg.source.clone(),
+                msg: format!(
+                    "parameter '{}' of node '{}': {}",
+                    p.name,
+                    p.node,
+                    msg.lines().next().unwrap_or_default()
+                ),
+            };
             let data: Vec<f64> = match init {
                 Init::File => match values.get(p.name.as_str()).and_then(|o| o.value.as_ref()) {
                     Some(ConstValue::Float(v)) => v.iter().map(|&x| x as f64).collect(),
                     _ => {
-                        return Err(Error::Run {
-                            path: self.cg.source.clone(),
-                            msg: format!(
-                                "parameter '{}' of node '{}' has no values in the file (exported without weights); use another initialisation",
-                                p.name, p.node
-                            ),
-                        })
+                        return Err(fail("no values in the file (exported without weights); use another initialisation".into()))
                     }
                 },
                 Init::Abs => {
-                    let t = p.tensor.abs().detach();
-                    p.tensor = t.set_requires_grad(true);
+                    let t = p.tensor.f_abs().map_err(|e| fail(e.to_string()))?;
+                    p.tensor = t.detach().set_requires_grad(true);
                     continue;
                 }
-                _ => init::values(init, p.role, p.fan_in, p.tensor.numel() as i64, seed, i as u64),
+                // an allocation that fails (a run capped in address space) fails this
+                // network's proxies, where Rust would abort the whole run
+                _ => init::values(init, p.role, p.fan_in, p.tensor.numel() as i64, seed, i as u64)
+                    .map_err(|e| fail(format!("can't allocate memory for its values ({e})")))?,
             };
             let shape = p.tensor.size();
-            let t = Tensor::from_slice(&data).to_kind(kind).reshape(&shape).to_device(device);
+            let t = Tensor::f_from_slice(&data)
+                .and_then(|t| t.f_to_kind(kind))
+                .and_then(|t| t.f_reshape(&shape))
+                .and_then(|t| t.f_to_device(device))
+                .map_err(|e| fail(e.to_string()))?;
             p.tensor = t.set_requires_grad(true);
         }
         Ok(())

@@ -10,55 +10,41 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::{Factoid, InferenceModelExt};
 
-thread_local! {
-    static IN_TRACT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Runs tract on user input. tract can panic on malformed models (an `unwrap` deep in an op's
-/// rules); such a panic becomes an `InvalidOnnx` error for this file instead of a crash. The
-/// panic hook stays silent inside this region only, so nape's own bugs still report loudly.
+/// rules); such a panic becomes an `InvalidOnnx` error for this file instead of a crash
+/// ([`crate::error::catch_panic`]).
 pub(super) fn guarded<T>(source: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !IN_TRACT.with(|c| c.get()) {
-                previous(info);
-            }
-        }));
-    });
-    IN_TRACT.with(|c| c.set(true));
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    IN_TRACT.with(|c| c.set(false));
-    match r {
-        Ok(r) => r,
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown cause".into());
-            let first = msg.lines().next().unwrap_or("").trim();
-            Err(Error::InvalidOnnx {
-                path: source.into(),
-                msg: format!("the model is malformed (tract failed: {first})"),
-            })
-        }
-    }
+    crate::error::catch_panic(f).unwrap_or_else(|first| {
+        Err(Error::InvalidOnnx {
+            path: source.into(),
+            msg: format!("the model is malformed (tract failed: {first})"),
+        })
+    })
 }
 
-/// A constant's values as the executor keeps them (floats as f32, integers and booleans as i64).
-pub(super) fn const_value(t: &Tensor) -> Option<ConstValue> {
+/// A constant's values as the executor keeps them (floats as f32, integers and booleans as i64),
+/// `None` for one it cannot convert, or the allocation error when there is no memory for the
+/// copy (a weight of hundreds of megabytes, read while `nape proxies` runs capped in address
+/// space): the file's error then, where Rust would abort the whole run.
+pub(super) fn const_value(t: &Tensor) -> std::result::Result<Option<ConstValue>, String> {
+    fn copy<T: Copy>(
+        view: tract_ndarray::ArrayViewD<'_, T>,
+    ) -> std::result::Result<Vec<T>, String> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(view.len()).map_err(|e| {
+            format!("can't allocate memory for a constant of {} values ({e})", view.len())
+        })?;
+        v.extend(view.iter().copied());
+        Ok(v)
+    }
     if t.datum_type().is_float() {
-        let c = t.cast_to::<f32>().ok()?;
-        Some(ConstValue::Float(Arc::new(
-            c.to_plain_array_view::<f32>().ok()?.iter().copied().collect(),
-        )))
+        let Ok(c) = t.cast_to::<f32>() else { return Ok(None) };
+        let Ok(view) = c.to_plain_array_view::<f32>() else { return Ok(None) };
+        Ok(Some(ConstValue::Float(Arc::new(copy(view)?))))
     } else {
-        let c = t.cast_to::<i64>().ok()?;
-        Some(ConstValue::Int(Arc::new(
-            c.to_plain_array_view::<i64>().ok()?.iter().copied().collect(),
-        )))
+        let Ok(c) = t.cast_to::<i64>() else { return Ok(None) };
+        let Ok(view) = c.to_plain_array_view::<i64>() else { return Ok(None) };
+        Ok(Some(ConstValue::Int(Arc::new(copy(view)?))))
     }
 }
 
@@ -188,7 +174,8 @@ pub(super) fn fill_folded(
     for n in cg.graph.node_weights_mut() {
         for op in n.operands.iter_mut().filter(|o| o.value.is_none()) {
             if let Some(v) = values.get(&op.name) {
-                op.value = const_value(v);
+                // a constant too large to copy now stays without a value, as one not computed
+                op.value = const_value(v).ok().flatten();
             }
         }
     }

@@ -283,7 +283,7 @@ impl<'a> Builder<'a> {
                 pn.op_type
             );
         }
-        let operands = self.operands(at, &static_slots);
+        let operands = self.operands(at, &static_slots)?;
         let params = self.claim_params(at, &static_slots);
         let mut node = OpNode::new(mapped.kind, at.name.clone());
         node.act_slots = act_inputs.iter().map(|(s, _)| *s).collect();
@@ -432,7 +432,7 @@ impl<'a> Builder<'a> {
         from_scores.then(|| tables::table_size(&shape)).flatten()
     }
 
-    fn operands(&mut self, at: &At, static_slots: &[usize]) -> Vec<Operand> {
+    fn operands(&mut self, at: &At, static_slots: &[usize]) -> Result<Vec<Operand>> {
         let mut operands = Vec::with_capacity(static_slots.len());
         for &slot in static_slots {
             let name = at.inputs[slot].clone().unwrap_or_default();
@@ -455,12 +455,15 @@ impl<'a> Builder<'a> {
                     && !s.sources.is_empty()
                     && !is_mask(s)
                     && slots::is_param_slot(&at.pn.op_type, slot),
-                value: s.value.as_deref().and_then(const_value),
+                value: match s.value.as_deref().map(const_value).transpose() {
+                    Ok(v) => v.flatten(),
+                    Err(msg) => return Err(at.err(self.source, msg)),
+                },
                 name,
                 shape,
             });
         }
-        operands
+        Ok(operands)
     }
 
     /// Values of the Identity copies counted as parameters of their own, which the file does

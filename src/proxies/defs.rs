@@ -281,7 +281,7 @@ impl Proxy for Nwot {
         for (t, m) in distinct_taps(&fwd.relu_in) {
             let bits = t.value.f_gt(0.0).and_then(|c| code_bytes(&c)).map_err(f)?;
             // m ReLUs on one input: m times one term, exact (integers below 2^53)
-            add_agreements(&mut k, &bits, n as usize, m as f64);
+            add_agreements(&mut k, &bits, n as usize, m as f64).map_err(f)?;
         }
         let k = Tensor::from_slice(&k).reshape([n, n]).to_device(input.device);
         let (_, logabs) = Tensor::f_linalg_slogdet(&k).map_err(f)?;
@@ -375,7 +375,7 @@ impl Proxy for Swap {
                 );
             }
             let bits = Tensor::f_cat(&codes, 1).and_then(|m| code_bytes(&m)).map_err(f)?;
-            counts.push(distinct_columns(&bits, x.size()[0] as usize) as f64);
+            counts.push(distinct_columns(&bits, x.size()[0] as usize).map_err(f)? as f64);
         }
         Ok(counts)
     }

@@ -87,7 +87,9 @@ pub fn score_lanes(proxies: &[&dyn Proxy], input: ProxyInput, lanes: usize) -> S
                                 out.lock().unwrap_or_else(|e| e.into_inner()).extend(scores);
                             }
                             Some(i) => {
-                                let r = job.proxy.score_part(&input, i);
+                                let r = super::guarded(&input, job.proxy.name(), || {
+                                    job.proxy.score_part(&input, i)
+                                });
                                 let key = (job.proxy.name().to_string(), i);
                                 parts.lock().unwrap_or_else(|e| e.into_inner()).insert(key, r);
                             }

@@ -367,7 +367,19 @@ pub fn score_all(proxies: &[Box<dyn Proxy>], input: ProxyInput) -> Scores {
 /// One proxy's score of one network, keyed by its name; a failure (or a value that is not
 /// finite) is kept as its message.
 pub fn score_one(p: &dyn Proxy, input: &ProxyInput) -> Scores {
-    finite(p, input, p.score(input))
+    finite(p, input, guarded(input, p.name(), || p.score(input)))
+}
+
+/// A proxy's work with a panic made its error, so one network's failure does not end a run:
+/// tch's infallible calls unwrap libtorch's errors, an allocation refused under the run's
+/// address-space cap among them (the message keeps "can't allocate memory", so the cache
+/// does not keep it, [`memory::is_out_of_memory`]).
+pub(crate) fn guarded<T>(
+    input: &ProxyInput,
+    what: &str,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    crate::error::catch_panic(f).unwrap_or_else(|msg| Err(input.fail(format!("{what}: {msg}"))))
 }
 
 /// A proxy's result keyed by its name, a value that is not finite made an error.
