@@ -137,8 +137,9 @@ fn proxies_published_scores_the_published_cells_beside_their_scores() {
     assert_eq!(code, Some(0), "{err}");
     let row: Vec<&str> =
         out.lines().find(|l| l.starts_with("params")).expect(&out).split_whitespace().collect();
-    // proxy, n, val_acc_ep108, published
+    // proxy, n, val_acc_ep108 (on the labelled ones among them: "0.646[n=26]"), published
     assert_eq!(row.len(), 4, "{out}");
+    assert!(row[2].contains("[n="), "fewer labelled than scored: {out}");
     assert!(row[1].parse::<usize>().unwrap() > 100, "{out}");
     assert_eq!(row[3], "1.000", "params against NASLib's counts: {out}");
     let (code, _, err) = nape("nb201", &[]);

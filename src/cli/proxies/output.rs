@@ -173,7 +173,8 @@ fn with_count(cell: &str, pairs: usize, row: usize) -> String {
     if pairs == row || cell == "-" {
         cell.to_string()
     } else {
-        format!("{cell} (n={pairs})")
+        // one token, so a table read by whitespace keeps its columns
+        format!("{cell}[n={pairs}]")
     }
 }
 
@@ -198,7 +199,7 @@ mod tests {
     #[test]
     fn a_cell_on_fewer_networks_than_its_row_says_how_many() {
         assert_eq!(with_count("0.751", 300, 300), "0.751");
-        assert_eq!(with_count("0.714", 4, 300), "0.714 (n=4)");
+        assert_eq!(with_count("0.714", 4, 300), "0.714[n=4]");
         assert_eq!(with_count("-", 2, 300), "-");
     }
 }
