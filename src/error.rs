@@ -3,41 +3,6 @@
 
 use std::path::PathBuf;
 
-thread_local! {
-    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f`; a panic inside it comes back as its message's first line instead of unwinding
-/// further, and the panic hook stays silent while `f` runs (nape's own panics elsewhere still
-/// report loudly). For code that panics on what it cannot handle: tract on malformed models,
-/// tch's calls that unwrap libtorch's errors (among them an allocation refused under a run's
-/// address-space cap, `proxies::memory::cap_address_space`).
-pub fn catch_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !QUIET.with(|c| c.get()) {
-                previous(info);
-            }
-        }));
-    });
-    let outer = QUIET.with(|c| c.replace(true));
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    QUIET.with(|c| c.set(outer));
-    r.map_err(|payload| {
-        let msg = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown cause".into());
-        // libtorch's message, as `unwrap` quotes it (its line breaks escaped)
-        let msg = msg.split_once("Torch(\"").map_or(msg.clone(), |(_, m)| format!("libtorch: {m}"));
-        let first = msg.lines().next().unwrap_or("").split("\\n").next().unwrap_or("");
-        first.trim().to_string()
-    })
-}
-
 /// Everything that can go wrong in nape's library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -211,6 +176,49 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     }
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
+}
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`; a panic inside it comes back as its message's first line instead of unwinding
+/// further, and the panic hook stays silent while `f` runs (nape's own panics elsewhere still
+/// report loudly). For code that panics on what it cannot handle: tract on malformed models,
+/// tch's calls that unwrap libtorch's errors (among them an allocation refused under a run's
+/// address-space cap, `proxies::memory::cap_address_space`).
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    install_quiet_hook();
+    let outer = QUIET.with(|c| c.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|c| c.set(outer));
+    r.map_err(|payload| panic_line(payload.as_ref()))
+}
+
+/// Once per process: the panic hook says nothing while [`catch_panic`] runs on this thread.
+fn install_quiet_hook() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|c| c.get()) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// A panic's message, one line: libtorch's as `unwrap` quotes it (`Torch("...")`, its line
+/// breaks escaped) without its C++ frames.
+fn panic_line(payload: &(dyn std::any::Any + Send)) -> String {
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown cause".into());
+    let msg = msg.split_once("Torch(\"").map_or(msg.clone(), |(_, m)| format!("libtorch: {m}"));
+    let first = msg.lines().next().unwrap_or("").split("\\n").next().unwrap_or("");
+    first.trim().to_string()
 }
 
 #[cfg(test)]

@@ -289,15 +289,9 @@ impl<'a> Executor<'a> {
             .map(|o| (o.name.as_str(), o))
             .collect();
         for (i, p) in self.params.iter_mut().enumerate() {
-            // the first line: libtorch's messages go on with its C++ frames
             let fail = |msg: String| Error::Run {
                 path: cg.source.clone(),
-                msg: format!(
-                    "parameter '{}' of node '{}': {}",
-                    p.name,
-                    p.node,
-                    msg.lines().next().unwrap_or_default()
-                ),
+                msg: format!("parameter '{}' of node '{}': {msg}", p.name, p.node),
             };
             let data: Vec<f64> = match init {
                 Init::File => match values.get(p.name.as_str()).and_then(|o| o.value.as_ref()) {
@@ -307,7 +301,7 @@ impl<'a> Executor<'a> {
                     }
                 },
                 Init::Abs => {
-                    let t = p.tensor.f_abs().map_err(|e| fail(e.to_string()))?;
+                    let t = p.tensor.f_abs().map_err(|err| fail(ops::e(err)))?;
                     p.tensor = t.detach().set_requires_grad(true);
                     continue;
                 }
@@ -321,7 +315,7 @@ impl<'a> Executor<'a> {
                 .and_then(|t| t.f_to_kind(kind))
                 .and_then(|t| t.f_reshape(&shape))
                 .and_then(|t| t.f_to_device(device))
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|err| fail(ops::e(err)))?;
             p.tensor = t.set_requires_grad(true);
         }
         Ok(())
