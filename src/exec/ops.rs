@@ -215,6 +215,12 @@ fn weighted(
             one(y)
         }
         "MatMul" => one(x()?.f_matmul(arg(args, 1)?).map_err(e)?),
+        "Einsum" => {
+            // numpy's notation, which torch reads too (without the spaces ONNX allows)
+            let eq: String = node.attr_str("equation").unwrap_or("").split_whitespace().collect();
+            let xs: Vec<&Tensor> = args.iter().flatten().collect();
+            one(Tensor::f_einsum(&eq, &xs, None::<&[i64]>).map_err(e)?)
+        }
         _ => Ok(None),
     }
 }
@@ -568,4 +574,29 @@ fn conv(node: &OpNode, args: &[Option<Tensor>], transposed: bool, ctx: &Ctx) -> 
         y = y.f_narrow(2 + i as i64, begin, len).map_err(e)?;
     }
     Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{AttrValue, OpKind};
+
+    /// ONNX's Einsum in numpy's notation, spaces and an ellipsis included (MaxViT's attention
+    /// is written so): the batched matrix product it names.
+    #[test]
+    fn einsum_computes_the_product_its_equation_names() {
+        let mut node = OpNode::new(OpKind::Linear, "attn");
+        node.onnx_op = "Einsum".into();
+        let ctx = Ctx { kind: Kind::Float, device: Device::Cpu, cg_batch: 2, batch: 2 };
+        let opts = (Kind::Float, Device::Cpu);
+        let (q, k) = (Tensor::randn([2, 3, 4, 5], opts), Tensor::randn([2, 3, 6, 5], opts));
+        let want = q.matmul(&k.transpose(-2, -1));
+        for eq in ["bhid,bhjd->bhij", "... i d , ... j d -> ... i j"] {
+            node.onnx_attrs.insert("equation".into(), AttrValue::Str(eq.into()));
+            let args = [Some(q.shallow_clone()), Some(k.shallow_clone())];
+            let y = eval(&node, &args, &ctx, false).expect("einsum runs").remove(0);
+            let worst = (&y - &want).abs().max().double_value(&[]);
+            assert!(worst < 1e-5, "{eq}: {worst}");
+        }
+    }
 }
