@@ -307,3 +307,39 @@ fn executor_computes_onnx_runtime_s_output_at_older_opsets_and_with_auto_pad() {
         assert!(d < TOL, "{name}: relative difference {d:.2e}");
     }
 }
+
+/// A ViT in miniature exported at batch 1 (tests/corpus/batch1, scripts/gen_batch1.py): its
+/// attention's head split is a Reshape to `[17, 2, 8]` (tokens, batch x heads, head dim).
+/// Run at batch 3, the executor runs the file's graph one sample at a time (no BatchNorm
+/// mixes the samples), and computes PyTorch's output of the network itself on that batch,
+/// and the gradient of the outputs' sum with respect to the input, through the samples.
+#[test]
+fn a_batch_1_attention_file_runs_a_larger_batch_as_the_network_does() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/batch1");
+    let text = std::fs::read_to_string(dir.join("truth.json")).expect("tests/corpus/batch1");
+    let truth: serde_json::Value = serde_json::from_str(&text).expect("truth.json");
+    let floats = |k: &str| -> Vec<f32> {
+        let v = truth[k].as_array().unwrap_or_else(|| panic!("truth.json has no {k}"));
+        v.iter().map(|v| v.as_f64().expect("number") as f32).collect()
+    };
+    let file = dir.join("attention.onnx");
+    let cg = nape::onnx::load(&file, &ImportOptions::default()).expect("attention.onnx");
+    assert_eq!(cg.batch(), 1);
+    let ex = Executor::new(&cg, ExecOptions { train: false, ..Default::default() }, Init::File, 0)
+        .expect("executor");
+    assert!(ex.runs_per_sample(3) && !ex.runs_per_sample(1));
+    let input: Vec<f32> = (0..3 * 3 * 16 * 16).map(|i| (0.37 * i as f32).sin()).collect();
+    let x = Tensor::from_slice(&input).reshape([3, 3, 16, 16]).set_requires_grad(true);
+    let fwd = ex.forward(&[x.shallow_clone()], Taps::default()).expect("forward at batch 3");
+    let y = &fwd.outputs[0];
+    assert_eq!(y.size(), [3, 5]);
+    let worst = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let out = worst(&values(y), &floats("output"));
+    assert!(out < 1e-5, "output differs from PyTorch's by {out}");
+    let g = Tensor::f_run_backward(&[&y.sum(Kind::Float)], &[&x], false, false).expect("backward");
+    let grad = worst(&values(&g[0]), &floats("grad_input"));
+    assert!(grad < 1e-5, "input gradient differs from PyTorch's by {grad}");
+    // the batch-1 run of each sample is the same network
+    let one = ex.forward(&[x.narrow(0, 1, 1)], Taps::default()).expect("forward at batch 1");
+    assert_eq!(values(&one.outputs[0]), values(&y.narrow(0, 1, 1)));
+}

@@ -17,11 +17,13 @@ mod init;
 mod movement;
 mod ops;
 mod recurrent;
+mod samples;
 
 /// A libtorch call's result.
 pub(crate) type TchResult<T> = std::result::Result<T, tch::TchError>;
 
 pub use init::Init;
+pub use samples::join_samples;
 
 use crate::error::{Error, Result};
 use crate::graph::{Cg, ConstValue, OpKind, OpNode, Operand};
@@ -106,6 +108,10 @@ pub struct Tap {
     /// For a conv/linear output: its weight's fan-in as PyTorch computes it (the weights
     /// feeding one output channel); `None` for a ReLU tap.
     pub fan_in: Option<usize>,
+    /// Where a batch ran one sample at a time ([`Executor::forward`]): the samples' tensors
+    /// that `value` joins, the ones the loss depends on (a gradient is taken with respect to
+    /// them and joined as they are, [`join_samples`]); empty otherwise.
+    pub parts: Vec<Tensor>,
 }
 
 /// The result of a forward pass.
@@ -329,7 +335,18 @@ impl<'a> Executor<'a> {
     }
 
     /// Runs the graph on `inputs` (one tensor per Input node, in graph order; batch size free).
+    /// A graph bound at batch 1 whose samples nothing mixes runs a larger batch one sample at
+    /// a time ([`Executor::runs_per_sample`]).
     pub fn forward(&self, inputs: &[Tensor], taps: Taps) -> Result<Forward> {
+        let batch = inputs.first().map(|t| t.size().first().copied().unwrap_or(1)).unwrap_or(1);
+        if self.runs_per_sample(batch) {
+            return samples::forward(self, inputs, taps, batch);
+        }
+        self.forward_batch(inputs, taps)
+    }
+
+    /// [`Executor::forward`] on the whole batch at once.
+    fn forward_batch(&self, inputs: &[Tensor], taps: Taps) -> Result<Forward> {
         let cg = self.cg;
         let mut values: HashMap<(NodeIndex, usize), Tensor> = HashMap::new();
         let mut remaining = self.uses.clone();
@@ -365,6 +382,7 @@ impl<'a> Executor<'a> {
                                 node: node.name.clone(),
                                 value: x.shallow_clone(),
                                 fan_in: None,
+                                parts: Vec::new(),
                             });
                         }
                     }
@@ -405,7 +423,12 @@ impl<'a> Executor<'a> {
     /// Keeps `y`, the first output of `node`, where `taps` asks for it: a ReLU's output, or
     /// the output of a node with a conv/linear weight.
     fn tap_output(&self, node: &OpNode, y: &Tensor, taps: Taps, fwd: &mut Forward) {
-        let tap = |fan_in| Tap { node: node.name.clone(), value: y.shallow_clone(), fan_in };
+        let tap = |fan_in| Tap {
+            node: node.name.clone(),
+            value: y.shallow_clone(),
+            fan_in,
+            parts: Vec::new(),
+        };
         if taps.relu_out && node.kind == OpKind::Relu {
             fwd.relu_out.push(tap(None));
         }

@@ -9,7 +9,7 @@
 
 use super::{ProxyInput, Reads};
 use crate::error::Result;
-use crate::exec::{Executor, Role, Taps};
+use crate::exec::{join_samples, Executor, Role, Tap, Taps};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::exec::TchResult;
@@ -106,7 +106,8 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
     let taps = Taps { weighted_out: reads.act_grads, ..Default::default() };
     let fwd = ex.forward(&[x.shallow_clone()], taps)?;
     let fan_ins: Vec<usize> = fwd.weighted_out.iter().map(|t| t.fan_in.unwrap_or(1)).collect();
-    let acts: Vec<Tensor> = fwd.weighted_out.into_iter().map(|t| t.value).collect();
+    let taps = fwd.weighted_out;
+    let acts: Vec<&Tensor> = taps.iter().map(|t| &t.value).collect();
     let y = first_output(fwd.outputs, input)?;
     let loss = cross_entropy(&y, &labels, input)?;
     let ws = weights(ex);
@@ -116,7 +117,7 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
         // backward; the graph kept for the Jacobian's
         let keep = reads.hessian_grad || reads.input_jacobian;
         let wrt: Vec<&Tensor> =
-            ws.iter().copied().chain(acts.iter().filter(|_| reads.act_grads)).collect();
+            ws.iter().copied().chain(taps.iter().flat_map(differentiated)).collect();
         let mut g = if wrt.is_empty() {
             Vec::new()
         } else {
@@ -124,7 +125,7 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
                 .map_err(|e| tch_err(input, "backward", e))?
         };
         let ga = g.split_off(ws.len());
-        (g, ga)
+        (g, tap_grads(&taps, ga).map_err(|e| input.fail(format!("fisher: {e}")))?)
     } else {
         (Vec::new(), Vec::new())
     };
@@ -158,6 +159,31 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
     Ok(pass)
 }
 
+/// The tensors whose gradients are a tap's: the samples' tensors where the batch ran one
+/// sample at a time, else the tap's own.
+fn differentiated(t: &Tap) -> Vec<&Tensor> {
+    if t.parts.is_empty() {
+        vec![&t.value]
+    } else {
+        t.parts.iter().collect()
+    }
+}
+
+/// Each tap's gradient from `grads`, [`differentiated`]'s order: the samples' joined.
+fn tap_grads(taps: &[Tap], grads: Vec<Tensor>) -> std::result::Result<Vec<Tensor>, String> {
+    let mut grads = grads.into_iter();
+    let mut out = Vec::with_capacity(taps.len());
+    for t in taps {
+        if t.parts.is_empty() {
+            out.extend(grads.next());
+        } else {
+            let parts: Vec<Tensor> = grads.by_ref().take(t.parts.len()).collect();
+            out.push(join_samples(&parts.iter().collect::<Vec<_>>())?);
+        }
+    }
+    Ok(out)
+}
+
 fn grad_sums(ws: &[&Tensor], gw: &[Tensor]) -> TchResult<GradSums> {
     Ok(GradSums {
         snip: sum_terms(ws, gw, |w, g| w.f_mul(g)?.f_abs())?,
@@ -169,7 +195,7 @@ fn grad_sums(ws: &[&Tensor], gw: &[Tensor]) -> TchResult<GradSums> {
 /// Fisher (channel mode): per conv/linear output a with gradient g, per channel
 /// 0.5 * mean_n (sum_spatial a * g)^2; each channel's value counted once per weight of that
 /// channel (its layer's fan-in), as the reference broadcasts it to the weights before summing.
-fn fisher(acts: &[Tensor], grads: &[Tensor], fan_ins: &[usize]) -> TchResult<f64> {
+fn fisher(acts: &[&Tensor], grads: &[Tensor], fan_ins: &[usize]) -> TchResult<f64> {
     let mut total = 0f64;
     for ((a, g), &fan_in) in acts.iter().zip(grads).zip(fan_ins) {
         let ag = a.f_mul(g)?;
