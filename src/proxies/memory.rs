@@ -239,12 +239,23 @@ pub fn prepare(
     }
 }
 
+/// The size from which a block gets a mapping of its own, unmapped when it is freed: 256 MiB.
+/// A heap that maps nothing keeps the extent of its largest use, pinned by any small block
+/// left at its top, and under the address-space cap ([`cap_address_space`]) that extent is
+/// what runs out: after a batch of ImageNet networks it spanned 8.4 GB with 65 MB in use, and
+/// oneDNN, which maps the code of the kernels it compiles, could no longer create a
+/// convolution for ResNet-18 ("could not create a primitive", docs/proxies.md "Memory"). The
+/// cells' blocks stay below it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MAPPED_FROM: libc::c_int = 256 << 20;
+
 /// Makes glibc's malloc, which libtorch allocates with, keep what a network frees for the next
 /// tensors instead of handing it to the kernel, which would have to fault and clear every page
 /// again: one arena for every thread (the lanes and workers reuse each other's freed tensors),
-/// no `mmap` for large blocks (glibc maps every block over 32 MB afresh, and an NB-101 cell's
-/// activations at batch 256 are 128 MB each), and no trimming on free below 2 GiB (the largest
-/// threshold an `int` holds; -1, never, was no faster). The scheduler counts what
+/// `mmap` only for blocks of [`MAPPED_FROM`] and more (glibc maps every block over 32 MB
+/// afresh, and an NB-101 cell's activations at batch 256 are 128 MB each), and no trimming on
+/// free below 2 GiB (the largest threshold an `int` holds; -1, never, was no faster). The
+/// scheduler counts what
 /// is so kept and hands it back with [`release_freed`] when a network waits for it
 /// ([`super::schedule`]). Measured (docs/proxies.md "Memory"): the 14 on four NB-101 cells, two
 /// workers, 340 s with 166 s in the kernel and 71 M page faults before, 222 s, 49 s and 4.7 M
@@ -258,7 +269,7 @@ pub fn keep_freed() -> bool {
     unsafe {
         let settings = [
             (libc::M_ARENA_MAX, 1),
-            (libc::M_MMAP_MAX, 0),
+            (libc::M_MMAP_THRESHOLD, MAPPED_FROM),
             (libc::M_TRIM_THRESHOLD, libc::c_int::MAX),
         ];
         let taken = settings.iter().all(|&(param, value)| libc::mallopt(param, value) == 1);
@@ -328,8 +339,8 @@ mod tests {
         // 40 MB: above the mmap threshold glibc sets itself (at most 32 MB), so without
         // keep_freed it is mapped alone and unmapped when freed; below a thread arena's heap
         // (64 MB), which maps a larger block whatever the settings (this test runs on a thread
-        // of the test harness). Once mmap is off, mapped bytes can only fall, whatever other
-        // tests allocate meanwhile.
+        // of the test harness). Mapped bytes grow only by blocks of MAPPED_FROM and more,
+        // which no other unit test allocates.
         assert!(keep_freed(), "glibc refused a setting");
         // SAFETY: mallinfo2 only reads malloc's statistics.
         let mapped = || unsafe { libc::mallinfo2() }.hblkhd;
@@ -338,6 +349,11 @@ mod tests {
         let during = mapped();
         assert_eq!(t.sum(tch::Kind::Double).double_value(&[]), (10 << 20) as f64);
         assert!(during <= before, "mapped {before} bytes before, {during} with the tensor");
+        // a block of MAPPED_FROM gets a mapping of its own
+        let big = tch::Tensor::ones([MAPPED_FROM as i64 / 4], (tch::Kind::Float, tch::Device::Cpu));
+        let with_big = mapped();
+        assert_eq!(big.size(), [MAPPED_FROM as i64 / 4]);
+        assert!(with_big >= during + MAPPED_FROM as usize, "{during} then {with_big}");
     }
 
     #[test]

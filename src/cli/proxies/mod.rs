@@ -11,19 +11,19 @@ use crate::error::{exit, Error};
 use crate::exec::device::{resolve, DeviceChoice};
 use crate::graph::Cg;
 use crate::onnx::{load, load_bytes, write::Weights, ImportOptions};
-use crate::proxies::schedule::{self, Plan};
-use crate::proxies::{self, memory, Proxy, ProxyInput, Swap};
+use crate::proxies::{self, memory, Proxy, Swap};
 use crate::spaces::{BuildOptions, Space};
-use cached::{cache_tag, Cached, Unkept};
+use cached::{cache_tag, Cached};
 use folded::Folded;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 
 mod cached;
 mod folded;
 mod output;
 mod published;
+mod scoring;
 use output::{print_correlations, print_rows, report_errors, write_records};
+use scoring::score_missing;
 
 /// Arguments of `nape proxies`.
 #[derive(Debug, clap::Args)]
@@ -384,93 +384,6 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
     })
 }
 
-/// How many networks a run scores between saves of its cache (an interrupted run resumes
-/// there, so it loses at most this many networks' work): the scheduler's window, so that what
-/// is saved is a prefix of the sample but for the last window.
-const SAVE_EVERY: usize = schedule::WINDOW;
-
-/// Scores, in parallel, every job whose cached entry lacks one of the proxies `ps`, saving the
-/// cache after every [`SAVE_EVERY`] networks. Networks run together while their estimated
-/// peaks fit in the memory budget ([`proxies::schedule`]). Returns the errors it did not cache.
-fn score_missing(
-    a: &ProxiesArgs,
-    ps: &[Box<dyn Proxy>],
-    images: &ImageSource,
-    jobs: &[Job],
-    device: tch::Device,
-    cache: &mut Cache<Cached>,
-) -> anyhow::Result<Unkept> {
-    let keys: Vec<String> = ps.iter().map(|p| p.key()).collect();
-    let missing = missing(jobs, cache, &keys);
-    let todo = |c: &Cached| -> Vec<&dyn Proxy> {
-        ps.iter().zip(&keys).filter(|(_, k)| c.lacks(k)).map(|(p, _)| &**p).collect()
-    };
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let (intra, lanes) = split_threads(threads, missing.len(), a.intra_op);
-    tch::set_num_threads(intra as i32);
-    let budget = memory_budget(a, device);
-    let plan = Plan { workers: (threads / intra).max(1), budget, window: SAVE_EVERY };
-    let bar = progress(missing.len(), jobs.len() - missing.len())?;
-    let t0 = std::time::Instant::now();
-    // on the CPU, a network that cannot fit the machine at all is refused, not run into the
-    // kernel's OOM killer with the whole batch (a GPU's memory is not the host's)
-    let total = (device == tch::Device::Cpu).then(memory::machine_total).flatten();
-    let opts = a.shape.options();
-    let folded = Folded::default();
-    let prepare = |i: usize| {
-        let (job, c) = &missing[i];
-        let cg = build_cg(job, &opts, a.folded_bn, &folded);
-        memory::prepare(cg, &todo(c), (lanes, a.batch), (budget, total), &job.id)
-    };
-    let run = |i: usize, cg: crate::Result<Cg>| {
-        let mut c = missing[i].1.clone();
-        score_job(cg, &todo(&c), images, a, (device, lanes), &mut c);
-        c
-    };
-    let mut scored = 0usize;
-    let mut unkept = Unkept::new();
-    schedule::run(missing.len(), plan, prepare, run, |i, mut c| -> anyhow::Result<()> {
-        let job = missing[i].0;
-        let out_of_memory = c.split_out_of_memory();
-        if !out_of_memory.is_empty() {
-            unkept.insert(job.id.clone(), out_of_memory);
-        }
-        cache.insert(&job.id, &job.key, c);
-        bar.inc(1);
-        scored += 1;
-        if scored.is_multiple_of(SAVE_EVERY) {
-            cache.save()?;
-        }
-        Ok(())
-    })?;
-    if !scored.is_multiple_of(SAVE_EVERY) {
-        cache.save()?;
-    }
-    bar.finish_and_clear();
-    folded.warn();
-    if scored > 0 {
-        let secs = t0.elapsed().as_secs_f64();
-        // wall time per network, and the threads' time each took (the cost on one core)
-        let (wall, cost) = (secs / scored as f64, secs * threads as f64 / scored as f64);
-        eprintln!(
-            "scored {scored} networks in {secs:.1} s ({wall:.2} s each on {threads} threads, {cost:.2} thread-s each)"
-        );
-    }
-    Ok(unkept)
-}
-
-/// Each job whose cache entry lacks one of the proxy keys `keys`, with what the entry holds.
-fn missing<'j>(jobs: &'j [Job], cache: &Cache<Cached>, keys: &[String]) -> Vec<(&'j Job, Cached)> {
-    jobs.iter()
-        .filter_map(|j| {
-            let c = cache.get(&j.id, &j.key).cloned().unwrap_or_else(Cached::empty);
-            keys.iter().any(|k| c.lacks(k)).then_some((j, c))
-        })
-        .collect()
-}
-
 /// The device `--device` names, with a warning when it falls back to another.
 fn device_of(a: &ProxiesArgs) -> anyhow::Result<tch::Device> {
     let choice: DeviceChoice = a.device.parse().map_err(Error::Usage)?;
@@ -479,91 +392,4 @@ fn device_of(a: &ProxiesArgs) -> anyhow::Result<tch::Device> {
         tracing::warn!("{w}");
     }
     Ok(device)
-}
-
-/// The memory budget that bounds how many networks run at once: `--memory`, or the host's
-/// available memory on the CPU (a GPU's is not watched).
-fn memory_budget(a: &ProxiesArgs, device: tch::Device) -> Option<u64> {
-    match a.memory {
-        Some(gb) => Some((gb * (1u64 << 30) as f64) as u64),
-        None => (device == tch::Device::Cpu).then(memory::machine_budget).flatten(),
-    }
-}
-
-/// The progress bar of a run that scores `todo` networks, `cached` more found in the cache.
-fn progress(todo: usize, cached: usize) -> anyhow::Result<ProgressBar> {
-    let bar = ProgressBar::new(todo as u64);
-    bar.set_draw_target(ProgressDrawTarget::stderr());
-    bar.set_style(ProgressStyle::with_template(
-        "{msg} [{bar:30}] {pos}/{len} {elapsed} eta {eta}",
-    )?);
-    bar.set_message(format!("proxies ({cached} networks cached)"));
-    Ok(bar)
-}
-
-/// How `threads` are used on `networks` networks: libtorch threads per lane (`intra_op`, by
-/// default 1) and lanes per network. Networks run in parallel first (a CPU's best use,
-/// docs/proxies.md, Threads); threads left over when there are fewer networks than threads go
-/// to lanes, each network's proxies spread over them ([`proxies::score_lanes`]).
-fn split_threads(threads: usize, networks: usize, intra_op: Option<usize>) -> (usize, usize) {
-    let threads = threads.max(1);
-    let intra = intra_op.unwrap_or(1).clamp(1, threads);
-    let workers = threads / intra;
-    (intra, (workers / networks.clamp(1, workers)).max(1))
-}
-
-/// Scores the proxies `todo` of one network into `c`, on `lanes` threads of `device` (a
-/// network that could not be built is every proxy's error).
-fn score_job(
-    cg: crate::Result<Cg>,
-    todo: &[&dyn Proxy],
-    images: &ImageSource,
-    a: &ProxiesArgs,
-    (device, lanes): (tch::Device, usize),
-    c: &mut Cached,
-) {
-    let cg = match cg {
-        Ok(cg) => cg,
-        Err(e) => {
-            // the message alone: the report names the network
-            let msg = e.into_message();
-            for p in todo {
-                c.errors.insert(p.key(), msg.clone());
-            }
-            return;
-        }
-    };
-    let input = ProxyInput::new(&cg, images, a.seed, device).with_batch(a.batch);
-    let scores = proxies::score_lanes(todo, input, lanes);
-    // scores come back by name, and are cached under their proxy's key
-    let key = |name: String| todo.iter().find(|p| p.name() == name).map_or(name, |p| p.key());
-    for (k, v) in scores {
-        let k = key(k);
-        match v {
-            Ok(v) => {
-                c.errors.remove(&k);
-                c.values.insert(k, v);
-            }
-            Err(e) => {
-                c.errors.insert(k, e);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spare_threads_go_to_lanes_after_networks() {
-        // (threads, networks, --intra-op) -> (libtorch threads, lanes per network)
-        assert_eq!(split_threads(2, 100, None), (1, 1));
-        assert_eq!(split_threads(2, 1, None), (1, 2));
-        assert_eq!(split_threads(8, 3, None), (1, 2));
-        assert_eq!(split_threads(2, 1, Some(2)), (2, 1));
-        assert_eq!(split_threads(8, 1, Some(2)), (2, 4));
-        assert_eq!(split_threads(2, 0, Some(9)), (2, 1));
-        assert_eq!(split_threads(0, 5, None), (1, 1));
-    }
 }
