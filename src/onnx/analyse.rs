@@ -12,12 +12,17 @@ use tract_onnx::tract_hir::infer::{Factoid, InferenceModelExt};
 
 /// Runs tract on user input. tract can panic on malformed models (an `unwrap` deep in an op's
 /// rules); such a panic becomes an `InvalidOnnx` error for this file instead of a crash
-/// ([`crate::error::catch_panic`]).
+/// ([`crate::error::catch_panic`]). A panic on an allocation that failed (tract's "failed to
+/// allocate", a large weight read while `nape proxies` runs capped in address space) says the
+/// machine ran out of memory, not that the file is malformed.
 pub(super) fn guarded<T>(source: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     crate::error::catch_panic(f).unwrap_or_else(|first| {
-        Err(Error::InvalidOnnx {
-            path: source.into(),
-            msg: format!("the model is malformed (tract failed: {first})"),
+        Err(if first.contains("failed to allocate") {
+            let msg = format!("out of memory while reading the file (tract: {first})");
+            Error::Run { path: source.into(), msg }
+        } else {
+            let msg = format!("the model is malformed (tract failed: {first})");
+            Error::InvalidOnnx { path: source.into(), msg }
         })
     })
 }
@@ -218,4 +223,19 @@ pub(super) fn fold_constants(
         .and_then(|r| r.run(inputs))
         .map_err(tract_err)?;
     Ok(names.iter().cloned().zip(outs.into_iter().map(|t| t.into_arc_tensor())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_allocation_in_tract_is_out_of_memory_not_a_malformed_file() {
+        let oom = || panic!("failed to allocate Layout {{ size: 8433216, align: 64 (1 << 6) }}");
+        let e = guarded::<()>("big.onnx", oom).unwrap_err();
+        assert!(matches!(e, Error::Run { .. }) && e.to_string().contains("out of memory"), "{e}");
+        let e = guarded::<()>("bad.onnx", || panic!("called `Option::unwrap()` on a `None` value"));
+        let e = e.unwrap_err();
+        assert!(matches!(e, Error::InvalidOnnx { .. }) && e.to_string().contains("malformed"));
+    }
 }
