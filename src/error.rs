@@ -178,6 +178,16 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// An empty vector with room for `n` values, or, where the allocator refuses, a message that
+/// says memory ran out ("can't allocate memory for ...", `what` naming the values), so a large
+/// buffer fails the one file or network that needs it where Rust would abort the whole run on
+/// a failed allocation (a run capped in address space, `proxies::memory::cap_address_space`).
+pub fn try_vec<T>(n: usize, what: impl FnOnce() -> String) -> std::result::Result<Vec<T>, String> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|e| format!("can't allocate memory for {} ({e})", what()))?;
+    Ok(v)
+}
+
 thread_local! {
     static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

@@ -34,11 +34,10 @@ pub(super) fn values(
     numel: i64,
     seed: u64,
     index: u64,
-) -> Result<Vec<f64>, std::collections::TryReserveError> {
+) -> Result<Vec<f64>, String> {
     let n = numel.max(0) as usize;
-    let mut out = Vec::new();
     // one more than n: Box-Muller draws in pairs (the buffer then never grows)
-    out.try_reserve_exact(n + 1)?;
+    let mut out = crate::error::try_vec(n + 1, || "its values".into())?;
     let mut rng = SplitMix64(
         seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x5851_F42D_4C95_7F2D),
     );

@@ -23,7 +23,7 @@ mod samples;
 pub(crate) type TchResult<T> = std::result::Result<T, tch::TchError>;
 
 pub use init::Init;
-pub use samples::join_samples;
+pub use samples::tap_grads;
 
 use crate::error::{Error, Result};
 use crate::graph::{Cg, ConstValue, OpKind, OpNode, Operand};
@@ -110,7 +110,7 @@ pub struct Tap {
     pub fan_in: Option<usize>,
     /// Where a batch ran one sample at a time ([`Executor::forward`]): the samples' tensors
     /// that `value` joins, the ones the loss depends on (a gradient is taken with respect to
-    /// them and joined as they are, [`join_samples`]); empty otherwise.
+    /// them and joined as they are, [`tap_grads`]); empty otherwise.
     pub parts: Vec<Tensor>,
 }
 
@@ -314,7 +314,7 @@ impl<'a> Executor<'a> {
                 // an allocation that fails (a run capped in address space) fails this
                 // network's proxies, where Rust would abort the whole run
                 _ => init::values(init, p.role, p.fan_in, p.tensor.numel() as i64, seed, i as u64)
-                    .map_err(|e| fail(format!("can't allocate memory for its values ({e})")))?,
+                    .map_err(fail)?,
             };
             let shape = p.tensor.size();
             let t = Tensor::f_from_slice(&data)

@@ -20,10 +20,40 @@ impl Executor<'_> {
     /// bound at batch 1 and no BatchNorm of it computes batch statistics.
     pub fn runs_per_sample(&self, batch: i64) -> bool {
         let batch_stats = self.opts.keep_bn && self.opts.train;
-        let mixes =
-            batch_stats && self.cg.graph.node_weights().any(|n| n.kind == OpKind::BatchNorm);
-        batch > 1 && self.cg_batch == 1 && !mixes
+        // the cheap conditions first: the graph is read only for a batch-1 graph run larger
+        batch > 1
+            && self.cg_batch == 1
+            && !(batch_stats && self.cg.graph.node_weights().any(|n| n.kind == OpKind::BatchNorm))
     }
+}
+
+impl Tap {
+    /// The tensors a gradient with respect to this tap is taken for: the samples' tensors
+    /// where the batch ran one sample at a time, else the tap's own ([`tap_grads`] joins
+    /// them back).
+    pub fn differentiated(&self) -> Vec<&Tensor> {
+        if self.parts.is_empty() {
+            vec![&self.value]
+        } else {
+            self.parts.iter().collect()
+        }
+    }
+}
+
+/// Each tap's gradient from `grads`, the gradients with respect to the taps'
+/// [`Tap::differentiated`] tensors in order: a sample-by-sample tap's joined as its value is.
+pub fn tap_grads(taps: &[Tap], grads: Vec<Tensor>) -> std::result::Result<Vec<Tensor>, String> {
+    let mut grads = grads.into_iter();
+    let mut out = Vec::with_capacity(taps.len());
+    for t in taps {
+        if t.parts.is_empty() {
+            out.extend(grads.next());
+        } else {
+            let parts: Vec<Tensor> = grads.by_ref().take(t.parts.len()).collect();
+            out.push(join_samples(&parts.iter().collect::<Vec<_>>())?);
+        }
+    }
+    Ok(out)
 }
 
 /// [`Executor::forward`] one sample at a time: each output and each tap joined across the
@@ -80,7 +110,7 @@ fn join_taps(
 /// the sample's (size 1, as a batch-first network's), else along a new first dimension (a
 /// scalar, or a `[tokens, 1, dim]` whose batch the exporter put second). A gradient taken with
 /// respect to the samples' tensors is joined the same way.
-pub fn join_samples(parts: &[&Tensor]) -> std::result::Result<Tensor, String> {
+fn join_samples(parts: &[&Tensor]) -> std::result::Result<Tensor, String> {
     let leading = parts.iter().all(|t| t.dim() > 0 && t.size()[0] == 1);
     let joined = if leading { Tensor::f_cat(parts, 0) } else { Tensor::f_stack(parts, 0) };
     joined.map_err(super::ops::e)

@@ -35,10 +35,8 @@ pub(super) fn const_value(t: &Tensor) -> std::result::Result<Option<ConstValue>,
     fn copy<T: Copy>(
         view: tract_ndarray::ArrayViewD<'_, T>,
     ) -> std::result::Result<Vec<T>, String> {
-        let mut v = Vec::new();
-        v.try_reserve_exact(view.len()).map_err(|e| {
-            format!("can't allocate memory for a constant of {} values ({e})", view.len())
-        })?;
+        let mut v =
+            crate::error::try_vec(view.len(), || format!("a constant of {} values", view.len()))?;
         v.extend(view.iter().copied());
         Ok(v)
     }

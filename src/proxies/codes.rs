@@ -9,11 +9,9 @@ use tch::{Device, Kind, TchError, Tensor};
 /// are hundreds of megabytes, and a Rust allocation that fails aborts the whole run where this
 /// fails one network's proxy (a run's address space is capped, `memory::cap_address_space`).
 fn zeroed<T: Clone + Default>(n: usize) -> TchResult<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|e| {
-        let bytes = n.saturating_mul(std::mem::size_of::<T>());
-        TchError::Torch(format!("can't allocate memory: {bytes} bytes of activation codes ({e})"))
-    })?;
+    let bytes = || n.saturating_mul(std::mem::size_of::<T>());
+    let mut v = crate::error::try_vec(n, || format!("{} bytes of activation codes", bytes()))
+        .map_err(TchError::Torch)?;
     v.resize(n, T::default());
     Ok(v)
 }

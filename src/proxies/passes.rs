@@ -9,7 +9,7 @@
 
 use super::{ProxyInput, Reads};
 use crate::error::Result;
-use crate::exec::{join_samples, Executor, Role, Tap, Taps};
+use crate::exec::{tap_grads, Executor, Role, Taps};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::exec::TchResult;
@@ -117,7 +117,7 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
         // backward; the graph kept for the Jacobian's
         let keep = reads.hessian_grad || reads.input_jacobian;
         let wrt: Vec<&Tensor> =
-            ws.iter().copied().chain(taps.iter().flat_map(differentiated)).collect();
+            ws.iter().copied().chain(taps.iter().flat_map(|t| t.differentiated())).collect();
         let mut g = if wrt.is_empty() {
             Vec::new()
         } else {
@@ -157,31 +157,6 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
         pass.grads = Some(Ok(Rc::new(gw.iter().map(Tensor::detach).collect())));
     }
     Ok(pass)
-}
-
-/// The tensors whose gradients are a tap's: the samples' tensors where the batch ran one
-/// sample at a time, else the tap's own.
-fn differentiated(t: &Tap) -> Vec<&Tensor> {
-    if t.parts.is_empty() {
-        vec![&t.value]
-    } else {
-        t.parts.iter().collect()
-    }
-}
-
-/// Each tap's gradient from `grads`, [`differentiated`]'s order: the samples' joined.
-fn tap_grads(taps: &[Tap], grads: Vec<Tensor>) -> std::result::Result<Vec<Tensor>, String> {
-    let mut grads = grads.into_iter();
-    let mut out = Vec::with_capacity(taps.len());
-    for t in taps {
-        if t.parts.is_empty() {
-            out.extend(grads.next());
-        } else {
-            let parts: Vec<Tensor> = grads.by_ref().take(t.parts.len()).collect();
-            out.push(join_samples(&parts.iter().collect::<Vec<_>>())?);
-        }
-    }
-    Ok(out)
 }
 
 fn grad_sums(ws: &[&Tensor], gw: &[Tensor]) -> TchResult<GradSums> {

@@ -36,7 +36,8 @@ pub(super) fn score_missing(
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let (intra, lanes) = split_threads(threads, missing(jobs, cache, &keys).len(), a.intra_op);
+    let networks = jobs.iter().filter(|j| lacks_any(cache, j, &keys)).count();
+    let (intra, lanes) = split_threads(threads, networks, a.intra_op);
     let at_once = Threads { intra, lanes, workers: (threads / intra).max(1) };
     again_alone(jobs, at_once, |these, t| {
         let todo = missing(these.iter().copied(), cache, &keys);
@@ -154,11 +155,17 @@ fn missing<'j>(
     keys: &[String],
 ) -> Vec<(&'j Job, Cached)> {
     jobs.into_iter()
-        .filter_map(|j| {
-            let c = cache.get(&j.id, &j.key).cloned().unwrap_or_else(Cached::empty);
-            keys.iter().any(|k| c.lacks(k)).then_some((j, c))
-        })
+        .filter(|j| lacks_any(cache, j, keys))
+        .map(|j| (j, cache.get(&j.id, &j.key).cloned().unwrap_or_else(Cached::empty)))
         .collect()
+}
+
+/// Whether `j`'s cache entry lacks one of the proxy keys `keys` (read in place, not copied).
+fn lacks_any(cache: &Cache<Cached>, j: &Job, keys: &[String]) -> bool {
+    match cache.get(&j.id, &j.key) {
+        Some(c) => keys.iter().any(|k| c.lacks(k)),
+        None => !keys.is_empty(),
+    }
 }
 
 /// The memory budget that bounds how many networks run at once: `--memory`, or the host's
