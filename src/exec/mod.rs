@@ -12,6 +12,7 @@
 //! ([`device::resolve`]). It builds nothing from tract: tract is only the loader's shape
 //! analyser, and the agreement of the two on the same weights is tested (`tests/exec.rs`).
 
+mod batchnorm;
 pub mod device;
 mod init;
 mod movement;
@@ -359,6 +360,7 @@ impl<'a> Executor<'a> {
             device: self.opts.device,
             cg_batch: self.cg_batch,
             batch,
+            recording: batchnorm::grad_mode(),
         };
         for &n in &self.order {
             let node = &cg.graph[n];

@@ -18,6 +18,8 @@ pub(super) struct Ctx {
     pub device: Device,
     pub cg_batch: i64,
     pub batch: i64,
+    /// Whether autograd records the ops (false inside `tch::no_grad`).
+    pub recording: bool,
 }
 
 pub(super) fn e(err: tch::TchError) -> String {
@@ -229,7 +231,7 @@ fn weighted(
 fn normalisation(
     node: &OpNode,
     args: &[Option<Tensor>],
-    _ctx: &Ctx,
+    ctx: &Ctx,
     train: bool,
 ) -> R<Option<Vec<Tensor>>> {
     let x = || arg(args, 0);
@@ -237,6 +239,11 @@ fn normalisation(
         "BatchNormalization" => {
             let eps = node.attr_float("epsilon", 1e-5);
             let (w, b) = (opt(args, 1), opt(args, 2));
+            if train {
+                if let Some(y) = super::batchnorm::train_forward(x()?, w, b, eps, ctx.recording) {
+                    return one(y);
+                }
+            }
             let y = if train {
                 x()?.f_batch_norm(w, b, None::<&Tensor>, None::<&Tensor>, true, 0.1, eps, false)
             } else {
@@ -587,7 +594,8 @@ mod tests {
     fn einsum_computes_the_product_its_equation_names() {
         let mut node = OpNode::new(OpKind::Linear, "attn");
         node.onnx_op = "Einsum".into();
-        let ctx = Ctx { kind: Kind::Float, device: Device::Cpu, cg_batch: 2, batch: 2 };
+        let ctx =
+            Ctx { kind: Kind::Float, device: Device::Cpu, cg_batch: 2, batch: 2, recording: true };
         let opts = (Kind::Float, Device::Cpu);
         let (q, k) = (Tensor::randn([2, 3, 4, 5], opts), Tensor::randn([2, 3, 6, 5], opts));
         let want = q.matmul(&k.transpose(-2, -1));
