@@ -45,6 +45,12 @@ fn proxy_table(out: &mut impl Write) -> anyhow::Result<()> {
     let refs: Vec<&dyn crate::proxies::Proxy> = proxies.iter().map(|p| &**p).collect();
     let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
     writeln!(out, "\nzero-cost proxies, ms per network (libtorch on 1 thread; each proxy alone, their sum, all together sharing one network build and loss pass, and the same on {lanes} lanes, one per core)")?;
+    let bn = if crate::exec::batch_norm_kernel_agrees() {
+        "nape's kernel (libtorch's bits, checked at start)"
+    } else {
+        "libtorch's (nape's kernel differed from it on this machine)"
+    };
+    writeln!(out, "BatchNorm's batch statistics outside autograd: {bn}")?;
     write!(out, "{:<16}", "network")?;
     for p in &proxies {
         write!(out, " {:>9}", p.name())?;

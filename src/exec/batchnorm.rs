@@ -190,8 +190,9 @@ fn param(p: Option<&Tensor>, c: usize) -> Option<Option<&[f32]>> {
     }
 }
 
-/// Whether this kernel gives libtorch's bits on this machine (checked once per process).
-fn agrees() -> bool {
+/// Whether this kernel gives libtorch's bits on this machine (checked once per process), and
+/// so runs the training-mode BatchNorms outside autograd.
+pub fn agrees() -> bool {
     static AGREES: OnceLock<bool> = OnceLock::new();
     *AGREES.get_or_init(|| tch::no_grad(check))
 }

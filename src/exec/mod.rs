@@ -23,6 +23,7 @@ mod samples;
 /// A libtorch call's result.
 pub(crate) type TchResult<T> = std::result::Result<T, tch::TchError>;
 
+pub use batchnorm::agrees as batch_norm_kernel_agrees;
 pub use init::Init;
 pub use samples::tap_grads;
 
