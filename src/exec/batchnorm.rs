@@ -261,6 +261,8 @@ mod tests {
             (vec![1, 8, 2, 1], 1e-5),
             (vec![16, 64, 8, 8], 1e-5),
             (vec![2, 3, 4], 0.0),
+            (vec![4, 1, 5, 5], 1e-5),
+            (vec![3, 5, 2, 3, 4], 1e-5),
         ] {
             let c = shape[1];
             // a mean far from zero against the spread: the deviations' rounding matters
