@@ -14,6 +14,7 @@
 //! that fuses a multiply-add) every call goes to libtorch. It is used only where autograd
 //! records nothing, on contiguous float32 CPU tensors: the forwards of swap, nwot and epsinas.
 
+use crate::dataset::SplitMix64;
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 
@@ -147,17 +148,18 @@ pub(super) fn grad_mode() -> bool {
 }
 
 /// Training-mode BatchNorm of `x` (`[N, C, ...]`) by this module's kernel, or `None` where it
-/// does not apply: autograd would record it (`recording`, and a tensor that requires grad),
-/// not contiguous float32 on the CPU, or the kernel disagrees with libtorch on this machine.
+/// does not apply: autograd would record it (a tensor that requires grad, and `recording()`,
+/// asked only then), not contiguous float32 on the CPU, or the kernel disagrees with libtorch
+/// on this machine.
 pub(super) fn train_forward(
     x: &Tensor,
     weight: Option<&Tensor>,
     bias: Option<&Tensor>,
     eps: f64,
-    recording: bool,
+    recording: impl FnOnce() -> bool,
 ) -> Option<Tensor> {
     let graded = |t: Option<&Tensor>| t.is_some_and(Tensor::requires_grad);
-    let tracked = recording && (x.requires_grad() || graded(weight) || graded(bias));
+    let tracked = (x.requires_grad() || graded(weight) || graded(bias)) && recording();
     if tracked || x.dim() < 2 || !agrees() {
         return None;
     }
@@ -199,14 +201,15 @@ pub fn agrees() -> bool {
 
 /// Compares the kernel with libtorch's training-mode BatchNorm on a few shapes: odd channel
 /// counts and spatial sizes (the vector loops' tails), values of several scales. Its values
-/// come from a local generator: libtorch's own would move every later draw of the process.
+/// come from nape's own generator: libtorch's global one would move every later draw of the
+/// process.
 fn check() -> bool {
     let shapes: [&[i64]; 3] = [&[3, 13, 7, 5], &[4, 16, 8, 8], &[2, 9, 33]];
-    let mut draws = Draws(0x9E37_79B9_7F4A_7C15);
+    let mut rng = SplitMix64(0x9E37_79B9_7F4A_7C15);
     shapes.iter().all(|&shape| {
         let c = shape[1];
-        let x = draws.uniform(shape, 6.0, 0.7);
-        let (w, b) = (draws.uniform(&[c], 2.0, 0.0), draws.uniform(&[c], 2.0, 0.0));
+        let x = uniform(&mut rng, shape, 6.0, 0.7);
+        let (w, b) = (uniform(&mut rng, &[c], 2.0, 0.0), uniform(&mut rng, &[c], 2.0, 0.0));
         let theirs = x.batch_norm(
             Some(&w),
             Some(&b),
@@ -224,23 +227,13 @@ fn check() -> bool {
     })
 }
 
-/// Uniform float32 values from a xorshift generator of its own.
-struct Draws(u64);
-
-impl Draws {
-    /// A tensor of `shape`, uniform on `shift +- scale / 2`.
-    fn uniform(&mut self, shape: &[i64], scale: f32, shift: f32) -> Tensor {
-        let len: i64 = shape.iter().product();
-        let v: Vec<f32> = (0..len)
-            .map(|_| {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale + shift
-            })
-            .collect();
-        Tensor::from_slice(&v).reshape(shape)
-    }
+/// A tensor of `shape`, uniform on `shift +- scale / 2`, from `rng`.
+fn uniform(rng: &mut SplitMix64, shape: &[i64], scale: f32, shift: f32) -> Tensor {
+    let len: i64 = shape.iter().product();
+    let v: Vec<f32> = (0..len)
+        .map(|_| ((rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale + shift)
+        .collect();
+    Tensor::from_slice(&v).reshape(shape)
 }
 
 #[cfg(test)]
@@ -254,7 +247,7 @@ mod tests {
     #[test]
     fn the_kernel_gives_libtorchs_bits() {
         assert!(check(), "the kernel disagrees with libtorch on its own check");
-        let mut draws = Draws(7);
+        let mut rng = SplitMix64(7);
         for (shape, eps) in [
             (vec![64i64, 16, 32, 32], 1e-5),
             (vec![7, 17, 3, 3], 1e-3),
@@ -266,8 +259,8 @@ mod tests {
         ] {
             let c = shape[1];
             // a mean far from zero against the spread: the deviations' rounding matters
-            let x = draws.uniform(&shape, 0.02, -5.0);
-            let (w, b) = (draws.uniform(&[c], 1.0, 0.5), draws.uniform(&[c], 2.0, 0.0));
+            let x = uniform(&mut rng, &shape, 0.02, -5.0);
+            let (w, b) = (uniform(&mut rng, &[c], 1.0, 0.5), uniform(&mut rng, &[c], 2.0, 0.0));
             for (wo, bo) in [(Some(&w), Some(&b)), (None, None)] {
                 let ours = run(&x, wo, bo, eps).expect("applies");
                 assert!(ours.equal(&libtorch(&x, wo, bo, eps)), "{shape:?} eps {eps}");
@@ -292,7 +285,7 @@ mod tests {
         let y = m.linear("fc", &f, 5);
         let cg = from_proto(&m.finish(&y).model, "cnn", &ImportOptions::default()).expect("cg");
         let ex = Executor::new(&cg, ExecOptions::default(), Init::Default, 11).expect("executor");
-        let x = Draws(3).uniform(&[8, 3, 10, 10], 4.0, 0.0);
+        let x = uniform(&mut SplitMix64(3), &[8, 3, 10, 10], 4.0, 0.0);
         let taps = Taps { relu_in: true, ..Default::default() };
         assert!(grad_mode() && !tch::no_grad(grad_mode));
         let tracked = ex.forward(&[x.shallow_clone()], taps).expect("libtorch's BatchNorm");
@@ -317,8 +310,8 @@ mod tests {
         assert!(run(&flat.view([4, 3, 1, 1]), None, None, 1e-5).is_none(), "1x1 likewise");
         // autograd: declined only where it would record the op
         let w = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        assert!(train_forward(&x, Some(&w), None, 1e-5, true).is_none(), "recorded");
-        assert!(train_forward(&x, Some(&w), None, 1e-5, false).is_some(), "under no_grad");
-        assert!(train_forward(&x, Some(&w.detach()), None, 1e-5, true).is_some(), "constants");
+        assert!(train_forward(&x, Some(&w), None, 1e-5, || true).is_none(), "recorded");
+        assert!(train_forward(&x, Some(&w), None, 1e-5, || false).is_some(), "under no_grad");
+        assert!(train_forward(&x, Some(&w.detach()), None, 1e-5, || true).is_some(), "constants");
     }
 }

@@ -340,7 +340,7 @@ impl<'a> Executor<'a> {
     /// A graph bound at batch 1 whose samples nothing mixes runs a larger batch one sample at
     /// a time ([`Executor::runs_per_sample`]).
     pub fn forward(&self, inputs: &[Tensor], taps: Taps) -> Result<Forward> {
-        let batch = inputs.first().map(|t| t.size().first().copied().unwrap_or(1)).unwrap_or(1);
+        let batch = leading_batch(inputs);
         if self.runs_per_sample(batch) {
             return samples::forward(self, inputs, taps, batch);
         }
@@ -355,13 +355,13 @@ impl<'a> Executor<'a> {
         let mut fwd = Forward::default();
         let mut next_input = 0usize;
         let mut relus: HashMap<Key, Tensor> = HashMap::new();
-        let batch = inputs.first().map(|t| t.size().first().copied().unwrap_or(1)).unwrap_or(1);
+        let batch = leading_batch(inputs);
         let ctx = ops::Ctx {
             kind: self.kind(),
             device: self.opts.device,
             cg_batch: self.cg_batch,
             batch,
-            recording: batchnorm::grad_mode(),
+            recording: Default::default(),
         };
         for &n in &self.order {
             let node = &cg.graph[n];
@@ -588,6 +588,11 @@ fn node_error(cg: &Cg, n: NodeIndex, msg: String) -> Error {
         },
         msg: format!("cannot run: {msg}"),
     }
+}
+
+/// The batch size of a forward's inputs: the first input's leading dimension (1 for none).
+fn leading_batch(inputs: &[Tensor]) -> i64 {
+    inputs.first().map(|t| t.size().first().copied().unwrap_or(1)).unwrap_or(1)
 }
 
 /// Parameters of an executor as a map of name to values (for tests and debugging).

@@ -18,8 +18,15 @@ pub(super) struct Ctx {
     pub device: Device,
     pub cg_batch: i64,
     pub batch: i64,
-    /// Whether autograd records the ops (false inside `tch::no_grad`).
-    pub recording: bool,
+    /// Whether autograd records the ops (false inside `tch::no_grad`): probed once per
+    /// forward, when a training-mode BatchNorm first needs to know ([`Ctx::recording`]).
+    pub recording: std::cell::OnceCell<bool>,
+}
+
+impl Ctx {
+    pub fn recording(&self) -> bool {
+        *self.recording.get_or_init(super::batchnorm::grad_mode)
+    }
 }
 
 pub(super) fn e(err: tch::TchError) -> String {
@@ -240,7 +247,9 @@ fn normalisation(
             let eps = node.attr_float("epsilon", 1e-5);
             let (w, b) = (opt(args, 1), opt(args, 2));
             if train {
-                if let Some(y) = super::batchnorm::train_forward(x()?, w, b, eps, ctx.recording) {
+                if let Some(y) =
+                    super::batchnorm::train_forward(x()?, w, b, eps, || ctx.recording())
+                {
                     return one(y);
                 }
             }
@@ -594,8 +603,13 @@ mod tests {
     fn einsum_computes_the_product_its_equation_names() {
         let mut node = OpNode::new(OpKind::Linear, "attn");
         node.onnx_op = "Einsum".into();
-        let ctx =
-            Ctx { kind: Kind::Float, device: Device::Cpu, cg_batch: 2, batch: 2, recording: true };
+        let ctx = Ctx {
+            kind: Kind::Float,
+            device: Device::Cpu,
+            cg_batch: 2,
+            batch: 2,
+            recording: Default::default(),
+        };
         let opts = (Kind::Float, Device::Cpu);
         let (q, k) = (Tensor::randn([2, 3, 4, 5], opts), Tensor::randn([2, 3, 6, 5], opts));
         let want = q.matmul(&k.transpose(-2, -1));

@@ -255,9 +255,8 @@ const MAPPED_FROM: libc::c_int = 256 << 20;
 /// `mmap` only for blocks of [`MAPPED_FROM`] and more (glibc maps every block over 32 MB
 /// afresh, and an NB-101 cell's activations at batch 256 are 128 MB each), and no trimming on
 /// free below 2 GiB (the largest threshold an `int` holds; -1, never, was no faster). The
-/// scheduler counts what
-/// is so kept and hands it back with [`release_freed`] when a network waits for it
-/// ([`super::schedule`]). Measured (docs/proxies.md "Memory"): the 14 on four NB-101 cells, two
+/// scheduler counts what is so kept and hands it back with [`release_freed`] when a network
+/// waits for it ([`super::schedule`]). Measured (docs/proxies.md "Memory"): the 14 on four NB-101 cells, two
 /// workers, 340 s with 166 s in the kernel and 71 M page faults before, 222 s, 49 s and 4.7 M
 /// after; NB-201 cells unchanged; values byte-identical. Call it first in a command that runs
 /// proxies, before any thread allocates: glibc fixes its arena limit when threads start, and a
