@@ -1,8 +1,10 @@
 //! Weight initialisation schemes, generated in Rust from a seed so that a network's weights
-//! do not depend on libtorch's global generator or on which thread builds it.
+//! do not depend on libtorch's global generator or on which thread builds it; and what they
+//! read of each parameter: its role and its fan-in.
 
 use super::Role;
 use crate::dataset::SplitMix64;
+use crate::graph::{OpNode, Operand};
 
 /// How parameters are initialised.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,6 +24,52 @@ pub enum Init {
     Abs,
     /// The values stored in the file (an error for files exported without weights).
     File,
+}
+
+/// The role a static operand plays at `slot` of `node`, if it is a parameter.
+pub(super) fn role_of(node: &OpNode, op: &Operand) -> Role {
+    match (node.onnx_op.as_str(), op.slot) {
+        ("Conv", 1) => Role::Weight,
+        ("ConvTranspose", 1) => Role::TransposedWeight,
+        ("Conv" | "ConvTranspose" | "Gemm", 2) => Role::Bias,
+        ("Gemm" | "MatMul", _) => Role::Weight,
+        (
+            "BatchNormalization"
+            | "LayerNormalization"
+            | "GroupNormalization"
+            | "InstanceNormalization",
+            1,
+        ) => Role::NormScale,
+        (
+            "BatchNormalization"
+            | "LayerNormalization"
+            | "GroupNormalization"
+            | "InstanceNormalization",
+            2,
+        ) => Role::NormShift,
+        _ => Role::Other,
+    }
+}
+
+/// PyTorch's fan-in of a weight: dimension 1 times the receptive field for convolutions, the
+/// input features for linear layers.
+pub(super) fn fan_in(node: &OpNode, op: &Operand) -> usize {
+    let s = &op.shape;
+    match node.onnx_op.as_str() {
+        "Conv" | "ConvTranspose" => {
+            s.get(1).copied().unwrap_or(1) * s.iter().skip(2).product::<usize>().max(1)
+        }
+        "Gemm" => {
+            let trans_b = node.attr_int("transB", 0) != 0;
+            if op.slot == 1 && trans_b {
+                s.get(1).copied().unwrap_or(1)
+            } else {
+                s.first().copied().unwrap_or(1)
+            }
+        }
+        "MatMul" if s.len() >= 2 => s[s.len() - 2],
+        _ => s.iter().skip(1).product::<usize>().max(1),
+    }
 }
 
 /// The values of one parameter under `init` (not `Abs`/`File`, which the executor handles),

@@ -16,6 +16,7 @@ mod batchnorm;
 pub mod device;
 mod init;
 mod movement;
+mod norms;
 mod ops;
 mod recurrent;
 mod samples;
@@ -25,6 +26,7 @@ pub(crate) type TchResult<T> = std::result::Result<T, tch::TchError>;
 
 pub use batchnorm::agrees as batch_norm_kernel_agrees;
 pub use init::Init;
+use init::{fan_in, role_of};
 pub use samples::tap_grads;
 
 use crate::error::{Error, Result};
@@ -142,52 +144,6 @@ pub struct Executor<'a> {
     cg_batch: i64,
     /// How many consumers read each node output (to free activations early).
     uses: HashMap<(NodeIndex, usize), usize>,
-}
-
-/// The role a static operand plays at `slot` of `node`, if it is a parameter.
-fn role_of(node: &OpNode, op: &Operand) -> Role {
-    match (node.onnx_op.as_str(), op.slot) {
-        ("Conv", 1) => Role::Weight,
-        ("ConvTranspose", 1) => Role::TransposedWeight,
-        ("Conv" | "ConvTranspose" | "Gemm", 2) => Role::Bias,
-        ("Gemm" | "MatMul", _) => Role::Weight,
-        (
-            "BatchNormalization"
-            | "LayerNormalization"
-            | "GroupNormalization"
-            | "InstanceNormalization",
-            1,
-        ) => Role::NormScale,
-        (
-            "BatchNormalization"
-            | "LayerNormalization"
-            | "GroupNormalization"
-            | "InstanceNormalization",
-            2,
-        ) => Role::NormShift,
-        _ => Role::Other,
-    }
-}
-
-/// PyTorch's fan-in of a weight: dimension 1 times the receptive field for convolutions, the
-/// input features for linear layers.
-fn fan_in(node: &OpNode, op: &Operand) -> usize {
-    let s = &op.shape;
-    match node.onnx_op.as_str() {
-        "Conv" | "ConvTranspose" => {
-            s.get(1).copied().unwrap_or(1) * s.iter().skip(2).product::<usize>().max(1)
-        }
-        "Gemm" => {
-            let trans_b = node.attr_int("transB", 0) != 0;
-            if op.slot == 1 && trans_b {
-                s.get(1).copied().unwrap_or(1)
-            } else {
-                s.first().copied().unwrap_or(1)
-            }
-        }
-        "MatMul" if s.len() >= 2 => s[s.len() - 2],
-        _ => s.iter().skip(1).product::<usize>().max(1),
-    }
 }
 
 impl<'a> Executor<'a> {
