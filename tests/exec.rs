@@ -5,7 +5,7 @@
 #![cfg(feature = "torch")]
 
 use nape::dataset::SplitMix64;
-use nape::exec::{ExecOptions, Executor, Init, Taps};
+use nape::exec::{no_grad, ExecOptions, Executor, Init, Taps};
 use nape::graph::{Cg, OpKind};
 use nape::onnx::run::{run_reference, with_weights, NamedTensor};
 use nape::onnx::{load_bytes, write::Weights, ImportOptions};
@@ -41,7 +41,7 @@ fn compare(bytes: &[u8], source: &str, batch_override: Option<usize>) -> Result<
         xs.push(Tensor::from_slice(&data).reshape(&dims));
         named.push((n.name.clone(), shape, data));
     }
-    let fwd = tch::no_grad(|| ex.forward(&xs, Taps::default())).map_err(|e| e.to_string())?;
+    let fwd = no_grad(|| ex.forward(&xs, Taps::default())).map_err(|e| e.to_string())?;
     let reference = run_reference(&bytes, source, &named).map_err(|e| e.to_string())?;
     if fwd.outputs.len() != reference.len() {
         return Err(format!("{} outputs vs tract's {}", fwd.outputs.len(), reference.len()));
@@ -120,7 +120,7 @@ fn compare_expected(
     let x = cg.graph.node_weights().find(|n| n.kind == OpKind::Input).ok_or("no input")?;
     let dims: Vec<i64> = x.out_shape().iter().map(|&d| d as i64).collect();
     let xs = [Tensor::from_slice(&input).reshape(&dims)];
-    let fwd = tch::no_grad(|| ex.forward(&xs, Taps::default())).map_err(|e| e.to_string())?;
+    let fwd = no_grad(|| ex.forward(&xs, Taps::default())).map_err(|e| e.to_string())?;
     let ours = fwd.outputs.first().ok_or("no output")?;
     let ours_shape: Vec<usize> = ours.size().iter().map(|&d| d as usize).collect();
     if ours_shape != shape {
@@ -236,7 +236,7 @@ fn relus_on_one_input_run_once_without_gradients() {
     let ex = Executor::new(&cg, ExecOptions::default(), Init::Default, 5).expect("executor");
     let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
     let taps = Taps { relu_out: true, ..Default::default() };
-    let plain = tch::no_grad(|| ex.forward(&[x.shallow_clone()], taps)).expect("no_grad forward");
+    let plain = no_grad(|| ex.forward(&[x.shallow_clone()], taps)).expect("no_grad forward");
     let graded = ex.forward(&[x.shallow_clone()], taps).expect("forward");
     let distinct = |fwd: &nape::exec::Forward| {
         let mut ptrs: Vec<usize> =
@@ -274,7 +274,7 @@ fn weighted_output_taps_carry_their_weight_s_fan_in() {
     let ex = Executor::new(&cg, ExecOptions::default(), Init::Default, 5).expect("executor");
     let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
     let taps = Taps { weighted_out: true, relu_out: true, ..Default::default() };
-    let fwd = tch::no_grad(|| ex.forward(&[x], taps)).expect("forward");
+    let fwd = no_grad(|| ex.forward(&[x], taps)).expect("forward");
     let got: Vec<(String, Option<usize>)> =
         fwd.weighted_out.iter().map(|t| (t.node.clone(), t.fan_in)).collect();
     let fan_ins: Vec<Option<usize>> = got.iter().map(|g| g.1).collect();

@@ -190,7 +190,7 @@ mod computes {
         let n: i64 = shape.iter().product();
         let x: Vec<f32> = (0..n).map(|i| (0.37 * i as f64).sin() as f32).collect();
         let x = Tensor::from_slice(&x).reshape(shape);
-        let out = tch::no_grad(|| ex.forward(&[x], Taps::default())).expect("forward");
+        let out = nape::exec::no_grad(|| ex.forward(&[x], Taps::default())).expect("forward");
         let y = out.outputs[0].to_kind(Kind::Double).flatten(0, -1);
         Vec::<f64>::try_from(&y).expect("f64 values")
     }
@@ -203,7 +203,7 @@ mod computes {
                 .expect("executor");
         let x: Vec<f32> = (0..16 * 32).map(|i| (0.37 * i as f64).sin() as f32).collect();
         let x = Tensor::from_slice(&x).reshape([1, 16, 32]);
-        let out = tch::no_grad(|| ex.forward(&[x], Taps::default())).expect("forward");
+        let out = nape::exec::no_grad(|| ex.forward(&[x], Taps::default())).expect("forward");
         let ours = Vec::<f64>::try_from(&out.outputs[0].to_kind(Kind::Double).flatten(0, -1))
             .expect("f64 values");
         let theirs: Vec<f64> = keras_truth()["ln_ort_output"]

@@ -98,7 +98,7 @@ mod computes {
                 .unwrap_or_else(|e| panic!("{form}: {e}"));
         let x: Vec<f32> = (0..3 * 32 * 32).map(|i| (0.37 * i as f32).sin()).collect();
         let x = Tensor::from_slice(&x).reshape([1, 3, 32, 32]);
-        let out = tch::no_grad(|| ex.forward(&[x], Taps::default())).expect("forward");
+        let out = nape::exec::no_grad(|| ex.forward(&[x], Taps::default())).expect("forward");
         let y = out.outputs[0].to_kind(Kind::Double).flatten(0, -1);
         Vec::<f64>::try_from(&y).expect("f64 values")
     }

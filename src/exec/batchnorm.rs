@@ -141,10 +141,13 @@ fn values(t: &Tensor) -> Option<&[f32]> {
     Some(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, len) })
 }
 
-/// Whether autograd records the ops run now: tch can set the grad mode but not read it.
+/// Whether autograd records the ops run now: tch can set the grad mode but not read it. A
+/// probe that cannot be allocated answers yes (libtorch's own BatchNorm then runs).
 pub(super) fn grad_mode() -> bool {
-    let probe = Tensor::zeros([], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-    probe.f_mul_scalar(1.0).map(|t| t.requires_grad()).unwrap_or(true)
+    let probe = Tensor::f_zeros([], (Kind::Float, Device::Cpu));
+    probe
+        .and_then(|p| p.f_set_requires_grad(true)?.f_mul_scalar(1.0))
+        .map_or(true, |t| t.requires_grad())
 }
 
 /// Training-mode BatchNorm of `x` (`[N, C, ...]`) by this module's kernel, or `None` where it
@@ -176,7 +179,9 @@ fn run(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> 
     }
     let xs = values(x)?;
     let (w, b) = (param(weight, c)?, param(bias, c)?);
-    let out = Tensor::empty(size.as_slice(), (Kind::Float, Device::Cpu));
+    // fallible: tch's infallible calls panic when an allocation fails (a run's address space
+    // is capped); libtorch's own BatchNorm then says so as an error
+    let out = Tensor::f_empty(size.as_slice(), (Kind::Float, Device::Cpu)).ok()?;
     // SAFETY: `out` was just made contiguous float32 on the CPU with as many elements as `x`,
     // and nothing else refers to it yet.
     let ys = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, xs.len()) };
@@ -196,7 +201,7 @@ fn param(p: Option<&Tensor>, c: usize) -> Option<Option<&[f32]>> {
 /// so runs the training-mode BatchNorms outside autograd.
 pub fn agrees() -> bool {
     static AGREES: OnceLock<bool> = OnceLock::new();
-    *AGREES.get_or_init(|| tch::no_grad(check))
+    *AGREES.get_or_init(|| super::no_grad(check))
 }
 
 /// Compares the kernel with libtorch's training-mode BatchNorm on a few shapes: odd channel
@@ -287,9 +292,9 @@ mod tests {
         let ex = Executor::new(&cg, ExecOptions::default(), Init::Default, 11).expect("executor");
         let x = uniform(&mut SplitMix64(3), &[8, 3, 10, 10], 4.0, 0.0);
         let taps = Taps { relu_in: true, ..Default::default() };
-        assert!(grad_mode() && !tch::no_grad(grad_mode));
+        assert!(grad_mode() && !crate::exec::no_grad(grad_mode));
         let tracked = ex.forward(&[x.shallow_clone()], taps).expect("libtorch's BatchNorm");
-        let kernel = tch::no_grad(|| ex.forward(&[x], taps)).expect("this kernel");
+        let kernel = crate::exec::no_grad(|| ex.forward(&[x], taps)).expect("this kernel");
         assert!(tracked.outputs[0].requires_grad() && !kernel.outputs[0].requires_grad());
         assert!(kernel.outputs[0].equal(&tracked.outputs[0]));
         assert_eq!(kernel.relu_in.len(), 2);

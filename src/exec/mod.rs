@@ -29,6 +29,17 @@ pub use init::Init;
 use init::{fan_in, role_of};
 pub use samples::tap_grads;
 
+/// `f` without autograd, the grad mode restored however `f` ends. `tch::no_grad` restores it
+/// only when `f` returns: a panic inside, caught as one proxy's error on one network
+/// ([`crate::proxies::guarded`]), left the worker thread without gradients, and every later
+/// gradient proxy on that thread failed ("element 0 of tensors does not require grad"), an
+/// error cached as the networks' own (a long `--batch 8` run over ImageNet files, 2026-12-06).
+/// clippy.toml forbids `tch::no_grad`.
+pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
+    let _restore = tch::no_grad_guard();
+    f()
+}
+
 use crate::error::{Error, Result};
 use crate::graph::{Cg, ConstValue, OpKind, OpNode, Operand};
 use petgraph::stable_graph::NodeIndex;
@@ -561,4 +572,22 @@ pub fn param_values(ex: &Executor) -> BTreeMap<String, Vec<f64>> {
             (p.name.clone(), v)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside [`no_grad`], caught as a proxy's error is, leaves gradients on for what
+    /// the thread runs next (`tch::no_grad` left them off).
+    #[test]
+    fn a_panic_without_gradients_leaves_them_on() {
+        assert!(batchnorm::grad_mode());
+        let caught = crate::error::catch_panic(|| no_grad(|| panic!("an allocation failed")));
+        assert!(caught.is_err());
+        assert!(batchnorm::grad_mode(), "gradients stayed off after the panic");
+        let w = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let y = (&w * 2.0).sum(Kind::Float);
+        assert!(y.requires_grad() && !no_grad(|| (&w * 2.0).requires_grad()));
+    }
 }

@@ -18,7 +18,7 @@ pub(super) struct Ctx {
     pub device: Device,
     pub cg_batch: i64,
     pub batch: i64,
-    /// Whether autograd records the ops (false inside `tch::no_grad`): probed once per
+    /// Whether autograd records the ops (false inside [`super::no_grad`]): probed once per
     /// forward, when a training-mode BatchNorm first needs to know ([`Ctx::recording`]).
     pub recording: std::cell::OnceCell<bool>,
 }

@@ -5,7 +5,7 @@ use super::memory::Pass;
 use super::passes::{cross_entropy, first_output, sum_terms, tch_err, weights};
 use super::{score_by_parts, Needs, Proxy, ProxyInput, Reads};
 use crate::error::Result;
-use crate::exec::{ExecOptions, Executor, Init, Taps};
+use crate::exec::{no_grad, ExecOptions, Executor, Init, Taps};
 use crate::spaces::torchstat_flops;
 use tch::{Kind, Tensor};
 
@@ -271,7 +271,7 @@ impl Proxy for Nwot {
     fn score(&self, input: &ProxyInput) -> Result<f64> {
         let ex = input.default_executor()?;
         let (x, _) = input.batch(128, ex.kind())?;
-        let fwd = tch::no_grad(|| ex.forward(&[x], Taps { relu_in: true, ..Default::default() }))?;
+        let fwd = no_grad(|| ex.forward(&[x], Taps { relu_in: true, ..Default::default() }))?;
         if fwd.relu_in.is_empty() {
             return Err(input.fail("nwot needs ReLU activations; the network has none".into()));
         }
@@ -353,7 +353,7 @@ impl Proxy for Swap {
             if r > first {
                 ex.init(Init::Gaussian, seed(r))?;
             }
-            let fwd = tch::no_grad(|| {
+            let fwd = no_grad(|| {
                 ex.forward(&[x.shallow_clone()], Taps { relu_out: true, ..Default::default() })
             })?;
             // units x samples sign patterns, packed into bit keys per unit
@@ -510,7 +510,7 @@ impl Proxy for Epsinas {
         let ex = input.executor(ExecOptions::default(), Init::Constant(w))?;
         let (x, _) = input.batch(256, ex.kind())?;
         let f = |e| tch_err(input, "epsinas", e);
-        let y = tch::no_grad(|| logits(&ex, &x, input))?.to_kind(Kind::Double).flatten(0, -1);
+        let y = no_grad(|| logits(&ex, &x, input))?.to_kind(Kind::Double).flatten(0, -1);
         let v: Vec<f64> = Vec::<f64>::try_from(&y).map_err(f)?;
         let (lo, hi) =
             v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));

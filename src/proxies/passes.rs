@@ -9,7 +9,7 @@
 
 use super::{ProxyInput, Reads};
 use crate::error::Result;
-use crate::exec::{tap_grads, Executor, Role, Taps};
+use crate::exec::{no_grad, tap_grads, Executor, Role, Taps};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::exec::TchResult;
@@ -132,8 +132,7 @@ fn run(input: &ProxyInput, reads: Reads) -> Result<LossPass> {
     let mut pass = LossPass { reads, ..Default::default() };
     if reads.weight_grads {
         pass.sums = Some(
-            tch::no_grad(|| grad_sums(&ws, &gw))
-                .map_err(|e| tch_err(input, "snip", e).into_message()),
+            no_grad(|| grad_sums(&ws, &gw)).map_err(|e| tch_err(input, "snip", e).into_message()),
         );
     }
     if reads.act_grads {
@@ -200,7 +199,7 @@ fn grasp(input: &ProxyInput, ws: &[&Tensor], gf: &[Tensor]) -> Result<f64> {
         z = z.f_add(&g.detach().f_mul(g).and_then(|t| t.f_sum(g.kind())).map_err(f)?).map_err(f)?;
     }
     let hg = Tensor::f_run_backward(&[&z], ws, false, false).map_err(f)?;
-    tch::no_grad(|| sum_terms(ws, &hg, |w, h| w.f_mul(h)?.f_neg())).map_err(f)
+    no_grad(|| sum_terms(ws, &hg, |w, h| w.f_mul(h)?.f_neg())).map_err(f)
 }
 
 /// Jacobian covariance: J = d(sum y)/dx per sample, C = corrcoef(J),

@@ -54,7 +54,7 @@ pub(crate) fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
 }
 
 pub(crate) fn restore(vs: &nn::VarStore, snap: &HashMap<String, Tensor>) {
-    tch::no_grad(|| {
+    crate::exec::no_grad(|| {
         for (k, mut v) in vs.variables() {
             if let Some(s) = snap.get(&k) {
                 v.copy_(s);
