@@ -186,11 +186,18 @@ pub fn refusal(need: u64, total: Option<u64>) -> Option<String> {
     })
 }
 
-/// Whether an error says memory ran out (libtorch's CPU and CUDA allocators, or [`refusal`]):
-/// the machine's state, not the network's, so a rerun tries again.
+/// Whether an error says memory ran out (libtorch's CPU and CUDA allocators, C++'s
+/// `std::bad_alloc` through libtorch, or [`refusal`]):
+/// the machine's state, not the network's, so a rerun tries again. oneDNN's "could not create
+/// a primitive" counts too: it maps the code of every kernel it compiles, and under the run's
+/// address-space cap ([`cap_address_space`]) a long run's convolutions failed so, ResNet-18's
+/// among them, which scores alone (docs/proxies.md "Memory").
 pub fn is_out_of_memory(msg: &str) -> bool {
     let m = msg.to_ascii_lowercase();
-    m.contains("out of memory") || m.contains("can't allocate memory")
+    m.contains("out of memory")
+        || m.contains("can't allocate memory")
+        || m.contains("could not create a primitive")
+        || m.contains("std::bad_alloc")
 }
 
 /// The estimated peak of the proxies `todo` on `cg`, `lanes` at a time ([`network_peak`]), or
@@ -322,6 +329,10 @@ mod tests {
         assert!(is_out_of_memory("DefaultCPUAllocator: can't allocate memory: you tried to"));
         assert!(is_out_of_memory("grasp: CUDA out of memory. Tried to allocate 2.00 GiB"));
         assert!(!is_out_of_memory("jacov is undefined: a sample's input gradient is constant"));
+        let onednn = "node 5 '/layer1/layer1.0/conv1/Conv' (Conv): cannot run: Internal torch \
+                      error: could not create a primitive";
+        assert!(is_out_of_memory(onednn), "oneDNN's kernels are mapped memory");
+        assert!(is_out_of_memory("synflow: backward: Internal torch error: std::bad_alloc"));
     }
 
     fn nb201_cell() -> Cg {
