@@ -307,6 +307,33 @@ fn proxies_refuse_a_network_the_machine_cannot_hold_and_do_not_cache_the_refusal
     assert!(!text.contains("out of memory"), "the refusal was cached: {text}");
 }
 
+/// A network still out of memory after a run of several gets one more try, the same command in
+/// a fresh process (which holds none of what the others left), exactly once: the fresh process
+/// scores only what the cache lacks and never starts another; the parent reports every row.
+/// Here the fresh process refuses the 4096x4096 network again, and the row says so.
+#[cfg(feature = "torch")]
+#[test]
+fn networks_out_of_memory_after_others_get_one_fresh_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.onnx", &small_model());
+    let mut b = ModelBuilder::new("t", "x", &[1, 3, 4096, 4096], Weights::Data(1));
+    let c = b.conv("conv", "x", 64, 3, 1, 1, 1, false);
+    let r = b.relu("relu", &c);
+    let big = write(dir.path(), "big.onnx", &b.finish(&r).to_bytes());
+    let cache = dir.path().join("cache");
+    let args = ["proxies", a.to_str().unwrap(), big.to_str().unwrap(), "--names", "nwot"];
+    let more = ["--images", "gaussian", "--cache", cache.to_str().unwrap(), "--json"];
+    let (code, out, err) = nape(&[&args[..], &more[..]].concat());
+    assert_eq!(code, 5, "a partial result: {err}");
+    assert_eq!(err.matches("again in a fresh process").count(), 1, "{err}");
+    assert!(err.contains("big.onnx: nwot: out of memory"), "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = doc["networks"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "every row, once: {out}");
+    assert!(rows[0]["proxies"]["nwot"].is_number(), "a.onnx's value: {out}");
+    assert!(rows[1]["errors"]["nwot"].as_str().unwrap().contains("out of memory"), "{out}");
+}
+
 /// The text of the one cache file under `dir` (gzip-compressed JSONL).
 #[cfg(feature = "torch")]
 fn only_cache_file(dir: &Path) -> String {

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 mod cached;
 mod folded;
+mod fresh;
 mod output;
 mod published;
 mod scoring;
@@ -356,7 +357,15 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
         + &a.shape.options().binding_tag()
         + &reader;
     let mut cache: Cache<Cached> = Cache::open(&a.cache, &family, &tag)?;
-    let unkept = score_missing(a, &ps, &images, &jobs, device, &mut cache)?;
+    let (mut unkept, scored) = score_missing(a, &ps, &images, &jobs, device, &mut cache)?;
+    if fresh::is_child() {
+        return Ok(exit::OK);
+    }
+    if fresh::worth_it(&unkept, scored, device) {
+        fresh::rerun(unkept.len());
+        cache = Cache::open(&a.cache, &family, &tag)?;
+        fresh::settle(&mut unkept, &cache, &jobs);
+    }
     let rows: Vec<(&Job, Cached)> = jobs
         .iter()
         .map(|j| {

@@ -23,7 +23,8 @@ const SAVE_EVERY: usize = schedule::WINDOW;
 /// beside others is run again alone once they are done: the estimates that schedule networks
 /// do not see what the others left mapped under the address-space cap (a VGG at `--batch 8`
 /// failed beside other ImageNet networks and scores alone, docs/proxies.md "Memory"). Returns
-/// the errors it did not cache.
+/// the errors it did not cache, and how many networks it scored. The fresh process of
+/// [`super::fresh`] runs its networks one at a time from the start: they ran out of memory.
 pub(super) fn score_missing(
     a: &ProxiesArgs,
     ps: &[Box<dyn Proxy>],
@@ -31,19 +32,23 @@ pub(super) fn score_missing(
     jobs: &[Job],
     device: tch::Device,
     cache: &mut Cache<Cached>,
-) -> anyhow::Result<Unkept> {
+) -> anyhow::Result<(Unkept, usize)> {
     let keys: Vec<String> = ps.iter().map(|p| p.key()).collect();
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let networks = jobs.iter().filter(|j| lacks_any(cache, j, &keys)).count();
     let (intra, lanes) = split_threads(threads, networks, a.intra_op);
-    let at_once = Threads { intra, lanes, workers: (threads / intra).max(1) };
-    again_alone(jobs, at_once, |these, t| {
+    let mut at_once = Threads { intra, lanes, workers: (threads / intra).max(1) };
+    if super::fresh::is_child() {
+        at_once = Threads { lanes: 1, workers: 1, ..at_once };
+    }
+    let unkept = again_alone(jobs, at_once, |these, t| {
         let todo = missing(these.iter().copied(), cache, &keys);
         let cached = these.len() - todo.len();
         score_pass(a, (ps, &keys), images, todo, (device, t), cache, cached)
-    })
+    })?;
+    Ok((unkept, networks))
 }
 
 /// Runs `pass` over `jobs` with the threads `at_once`, then, when more than one network or
