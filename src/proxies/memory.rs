@@ -187,11 +187,11 @@ pub fn refusal(need: u64, total: Option<u64>) -> Option<String> {
 }
 
 /// Whether an error says memory ran out (libtorch's CPU and CUDA allocators, C++'s
-/// `std::bad_alloc` through libtorch, or [`refusal`]):
-/// the machine's state, not the network's, so a rerun tries again. oneDNN's "could not create
-/// a primitive" counts too: it maps the code of every kernel it compiles, and under the run's
-/// address-space cap ([`cap_address_space`]) a long run's convolutions failed so, ResNet-18's
-/// among them, which scores alone (docs/proxies.md "Memory").
+/// `std::bad_alloc` through libtorch, or [`refusal`]): the machine's state, not the network's,
+/// so a rerun tries again. oneDNN's "could not create a primitive" counts too: it maps the code
+/// of every kernel it compiles, and under the run's address-space cap ([`cap_address_space`])
+/// a long run's convolutions failed so, ResNet-18's among them, which scores alone
+/// (docs/proxies.md "Memory").
 pub fn is_out_of_memory(msg: &str) -> bool {
     let m = msg.to_ascii_lowercase();
     m.contains("out of memory")
