@@ -310,13 +310,14 @@ fn proxies_refuse_a_network_the_machine_cannot_hold_and_do_not_cache_the_refusal
 /// A network still out of memory after a run of several gets one more try, the same command in
 /// a fresh process (which holds none of what the others left), exactly once: the fresh process
 /// scores only what the cache lacks and never starts another; the parent reports every row.
-/// Here the fresh process refuses the 4096x4096 network again, and the row says so.
+/// Here the fresh process refuses the 16384x16384 network again (terabytes on any machine),
+/// and the row says so.
 #[cfg(feature = "torch")]
 #[test]
 fn networks_out_of_memory_after_others_get_one_fresh_process() {
     let dir = tempfile::tempdir().unwrap();
     let a = write(dir.path(), "a.onnx", &small_model());
-    let mut b = ModelBuilder::new("t", "x", &[1, 3, 4096, 4096], Weights::Data(1));
+    let mut b = ModelBuilder::new("t", "x", &[1, 3, 16384, 16384], Weights::Data(1));
     let c = b.conv("conv", "x", 64, 3, 1, 1, 1, false);
     let r = b.relu("relu", &c);
     let big = write(dir.path(), "big.onnx", &b.finish(&r).to_bytes());
