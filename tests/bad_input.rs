@@ -307,9 +307,9 @@ fn proxies_refuse_a_network_the_machine_cannot_hold_and_do_not_cache_the_refusal
     assert!(!text.contains("out of memory"), "the refusal was cached: {text}");
 }
 
-/// A network still out of memory after a run of several gets one more try, the same command in
-/// a fresh process (which holds none of what the others left), exactly once: the fresh process
-/// scores only what the cache lacks and never starts another; the parent reports every row.
+/// A network out of memory in a run of several gets one more try, the same command in a fresh
+/// process of its own (which holds none of what the others left), once: the fresh process
+/// scores only that network and never starts another; the parent reports every row.
 /// Here the fresh process refuses the 16384x16384 network again (terabytes on any machine),
 /// and the row says so.
 #[cfg(feature = "torch")]
@@ -326,7 +326,9 @@ fn networks_out_of_memory_after_others_get_one_fresh_process() {
     let more = ["--images", "gaussian", "--cache", cache.to_str().unwrap(), "--json"];
     let (code, out, err) = nape(&[&args[..], &more[..]].concat());
     assert_eq!(code, 5, "a partial result: {err}");
-    assert_eq!(err.matches("again in a fresh process").count(), 1, "{err}");
+    assert_eq!(err.matches("each in a fresh process").count(), 1, "{err}");
+    // the parent scored both; the child, given big.onnx's id, scored it alone
+    assert!(err.contains("scored 2 networks") && err.contains("scored 1 networks"), "{err}");
     assert!(err.contains("big.onnx: nwot: out of memory"), "{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows = doc["networks"].as_array().unwrap();

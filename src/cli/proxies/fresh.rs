@@ -3,18 +3,24 @@
 //! arenas, oneDNN's compiled kernels) is address space that the run's cap
 //! ([`crate::proxies::memory::cap_address_space`]) counts and nothing uses: in a run over 160
 //! ImageNet files at `--batch 8`, 22 networks still failed after the retry alone, and a fresh
-//! run scored them (docs/proxies.md "Memory"). The child runs the same arguments: the cache
-//! serves it everything the parent scored (values and the networks' own errors), so it scores
-//! only what ran out of memory, one network at a time, saves the cache and prints nothing on
-//! stdout; the parent reads the cache again and reports every row.
+//! run scored them (docs/proxies.md "Memory"). Each such network gets a process of its own,
+//! which runs the same arguments, told which network to score (a file of its id, so it reads
+//! no other file for its digest): the cache serves it everything else, so it scores only that
+//! network, saves the cache and prints nothing on stdout; the parent reads the cache again and
+//! reports every row.
 
 use super::cached::{Cached, Unkept};
 use super::Job;
 use crate::dataset::cache::Cache;
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
-/// Set in the fresh process's environment: it scores one network at a time, writes the cache
-/// and returns (the parent prints and writes the rows), and never starts another.
+/// Set in the fresh process's environment, to the file of the ids it is to score: it scores
+/// them one at a time, writes the cache and returns (the parent prints and writes the rows),
+/// and never starts another.
 const CHILD: &str = "NAPE_PROXIES_FRESH";
 
 /// Whether this process is the fresh one.
@@ -22,37 +28,64 @@ pub(super) fn is_child() -> bool {
     std::env::var_os(CHILD).is_some()
 }
 
-/// Whether the networks of `unkept` may score in a fresh process: on the CPU (a GPU's memory is
-/// not the address space this process holds), not from the fresh process itself, and only when
-/// this process also scored other networks (`scored` in all): one network alone in a process
-/// holds nothing another process would not.
-pub(super) fn worth_it(unkept: &Unkept, scored: usize, device: tch::Device) -> bool {
-    device == tch::Device::Cpu && !is_child() && !unkept.is_empty() && scored > unkept.len()
+/// Whether the network `id` is to be scored here: in the fresh process, one of the ids it was
+/// given (all, if their file cannot be read); anywhere else, every network.
+pub(super) fn wanted(id: &str) -> bool {
+    static IDS: OnceLock<Option<HashSet<String>>> = OnceLock::new();
+    let ids = IDS.get_or_init(|| {
+        let path = std::env::var_os(CHILD)?;
+        let text = std::fs::read_to_string(path).ok()?;
+        Some(text.lines().map(str::to_string).collect())
+    });
+    ids.as_ref().is_none_or(|ids| ids.contains(id))
 }
 
-/// Runs this command again in a fresh process, which scores into the cache what ran out of
-/// memory here. Its stderr is the user's (progress and warnings); a child that cannot start
-/// or fails is a warning: the parent then reports the errors it has.
-pub(super) fn rerun(networks: usize) {
-    eprintln!(
-        "{networks} networks ran out of memory in this process: again in a fresh process, \
-         one at a time"
-    );
-    let status = std::env::current_exe().and_then(|exe| {
-        Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env(CHILD, "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-    });
-    match status {
-        Ok(s) if s.success() => {}
-        // the child's own errors are the cache's (or out of memory again, reported below)
-        Ok(s) if s.code().is_some() => tracing::debug!("the fresh process ended with {s}"),
-        Ok(s) => tracing::warn!("the fresh process did not finish ({s})"),
-        Err(e) => tracing::warn!("the fresh process could not start: {e}"),
+/// Whether the networks of `unkept` may score in a fresh process: on the CPU (a GPU's memory is
+/// not the address space this process holds), not from the fresh process itself, and only
+/// when they ran beside other networks or lanes (`concurrent`) or after other networks
+/// (`scored` in all): one network alone on one lane of a process holds nothing another
+/// process would not.
+pub(super) fn worth_it(
+    unkept: &Unkept,
+    scored: usize,
+    concurrent: bool,
+    device: tch::Device,
+) -> bool {
+    let after_others = scored > unkept.len();
+    device == tch::Device::Cpu && !is_child() && !unkept.is_empty() && (concurrent || after_others)
+}
+
+/// Runs this command again for each network of `unkept`, each in a fresh process of its own,
+/// which scores it into the cache (its id in a temporary file under `dir`, the cache folder):
+/// one process for many would be a long run again (91 networks in one child reached its cap
+/// as their parent had). The children's stderr is the user's (progress and warnings); a child
+/// that cannot start or fails is a warning, and the parent reports the errors it has.
+pub(super) fn rerun(unkept: &Unkept, dir: &Path) {
+    let n = unkept.len();
+    eprintln!("{n} networks ran out of memory in this process: again, each in a fresh process");
+    for id in unkept.keys() {
+        if let Err(e) = child(id, dir) {
+            return tracing::warn!("no fresh process for {id}: {e}");
+        }
     }
+}
+
+/// Runs this command again in a fresh process that scores the network `id` alone.
+fn child(id: &str, dir: &Path) -> std::io::Result<()> {
+    let mut ids = tempfile::NamedTempFile::new_in(dir)?;
+    writeln!(ids, "{id}")?;
+    let status = Command::new(std::env::current_exe()?)
+        .args(std::env::args_os().skip(1))
+        .env(CHILD, ids.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()?;
+    match status.code() {
+        // the child's own errors are the cache's (or out of memory again, reported after)
+        Some(_) => tracing::debug!("the fresh process for {id} ended with {status}"),
+        None => tracing::warn!("the fresh process for {id} did not finish ({status})"),
+    }
+    Ok(())
 }
 
 /// Drops from `unkept` every proxy the cache now holds a value or an error for (what the fresh
@@ -109,9 +142,12 @@ mod tests {
     fn a_fresh_process_only_where_it_can_help() {
         let unkept: Unkept =
             [("a".to_string(), BTreeMap::from([("g".to_string(), "oom".to_string())]))].into();
-        assert!(worth_it(&unkept, 5, tch::Device::Cpu));
-        assert!(!worth_it(&unkept, 1, tch::Device::Cpu), "the network ran alone");
-        assert!(!worth_it(&unkept, 5, tch::Device::Cuda(0)), "a GPU's memory");
-        assert!(!worth_it(&Unkept::new(), 5, tch::Device::Cpu), "nothing to do");
+        let cpu = tch::Device::Cpu;
+        assert!(worth_it(&unkept, 5, false, cpu), "after other networks");
+        assert!(worth_it(&unkept, 1, true, cpu), "beside another lane");
+        assert!(!worth_it(&unkept, 1, false, cpu), "the network ran alone on one lane");
+        assert!(!worth_it(&unkept, 5, true, tch::Device::Cuda(0)), "a GPU's memory");
+        assert!(!worth_it(&Unkept::new(), 5, true, cpu), "nothing to do");
+        assert!(wanted("any.onnx"), "outside the fresh process, every network");
     }
 }

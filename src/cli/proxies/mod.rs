@@ -221,7 +221,9 @@ fn jobs(
         if p.extension().is_some_and(|x| x == "jsonl") {
             out.extend(manifest_jobs(p)?);
         } else {
-            out.extend(collect_onnx_files(std::slice::from_ref(p)).into_iter().map(Job::file));
+            let files = collect_onnx_files(std::slice::from_ref(p)).into_iter();
+            // a fresh process reads (for its digest) only the files it is to score
+            out.extend(files.filter(|f| fresh::wanted(&f.display().to_string())).map(Job::file));
         }
     }
     if out.is_empty() {
@@ -357,12 +359,13 @@ pub fn run(a: &ProxiesArgs) -> anyhow::Result<i32> {
         + &a.shape.options().binding_tag()
         + &reader;
     let mut cache: Cache<Cached> = Cache::open(&a.cache, &family, &tag)?;
-    let (mut unkept, scored) = score_missing(a, &ps, &images, &jobs, device, &mut cache)?;
+    let scored = score_missing(a, &ps, &images, &jobs, device, &mut cache)?;
     if fresh::is_child() {
         return Ok(exit::OK);
     }
-    if fresh::worth_it(&unkept, scored, device) {
-        fresh::rerun(unkept.len());
+    let mut unkept = scored.unkept;
+    if fresh::worth_it(&unkept, scored.networks, scored.concurrent, device) {
+        fresh::rerun(&unkept, &a.cache);
         cache = Cache::open(&a.cache, &family, &tag)?;
         fresh::settle(&mut unkept, &cache, &jobs);
     }

@@ -17,14 +17,21 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// is saved is a prefix of the sample but for the last window.
 const SAVE_EVERY: usize = schedule::WINDOW;
 
+/// What [`score_missing`] leaves: the errors it did not cache, how many networks it scored,
+/// and whether it ran more than one network or lane at a time.
+pub(super) struct Scored {
+    pub(super) unkept: Unkept,
+    pub(super) networks: usize,
+    pub(super) concurrent: bool,
+}
+
 /// Scores, in parallel, every job whose cached entry lacks one of the proxies `ps`, saving the
 /// cache after every [`SAVE_EVERY`] networks. Networks run together while their estimated
-/// peaks fit in the memory budget ([`proxies::schedule`]). A network that ran out of memory
-/// beside others is run again alone once they are done: the estimates that schedule networks
-/// do not see what the others left mapped under the address-space cap (a VGG at `--batch 8`
-/// failed beside other ImageNet networks and scores alone, docs/proxies.md "Memory"). Returns
-/// the errors it did not cache, and how many networks it scored. The fresh process of
-/// [`super::fresh`] runs its networks one at a time from the start: they ran out of memory.
+/// peaks fit in the memory budget ([`proxies::schedule`]). On a GPU a network that ran out of
+/// memory beside others is run again alone once they are done: the estimates that schedule
+/// networks do not see what the others hold. On the CPU that retry is the fresh process's
+/// ([`super::fresh`]), which also leaves behind what this process holds; the fresh process
+/// itself runs its networks one at a time from the start: they ran out of memory.
 pub(super) fn score_missing(
     a: &ProxiesArgs,
     ps: &[Box<dyn Proxy>],
@@ -32,7 +39,7 @@ pub(super) fn score_missing(
     jobs: &[Job],
     device: tch::Device,
     cache: &mut Cache<Cached>,
-) -> anyhow::Result<(Unkept, usize)> {
+) -> anyhow::Result<Scored> {
     let keys: Vec<String> = ps.iter().map(|p| p.key()).collect();
     let threads = a
         .threads
@@ -43,12 +50,17 @@ pub(super) fn score_missing(
     if super::fresh::is_child() {
         at_once = Threads { lanes: 1, workers: 1, ..at_once };
     }
-    let unkept = again_alone(jobs, at_once, |these, t| {
+    let mut pass = |these: &[&Job], t| {
         let todo = missing(these.iter().copied(), cache, &keys);
         let cached = these.len() - todo.len();
         score_pass(a, (ps, &keys), images, todo, (device, t), cache, cached)
-    })?;
-    Ok((unkept, networks))
+    };
+    let unkept = if device == tch::Device::Cpu {
+        pass(&jobs.iter().collect::<Vec<_>>(), at_once)?
+    } else {
+        again_alone(jobs, at_once, pass)?
+    };
+    Ok(Scored { unkept, networks, concurrent: at_once.workers * at_once.lanes > 1 })
 }
 
 /// Runs `pass` over `jobs` with the threads `at_once`, then, when more than one network or
