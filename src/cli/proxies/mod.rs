@@ -132,12 +132,12 @@ struct Job {
 impl Job {
     /// A file given by its path: keyed by its path and its bytes' md5, without a record.
     fn file(f: PathBuf) -> Job {
-        Job {
-            id: f.display().to_string(),
-            key: file_key(&f),
-            record: None,
-            source: JobSource::File(f),
-        }
+        Job { id: Job::file_id(&f), key: file_key(&f), record: None, source: JobSource::File(f) }
+    }
+
+    /// The id of the file `f`'s job: its path as given.
+    fn file_id(f: &std::path::Path) -> String {
+        f.display().to_string()
     }
 }
 
@@ -223,7 +223,7 @@ fn jobs(
         } else {
             let files = collect_onnx_files(std::slice::from_ref(p)).into_iter();
             // a fresh process reads (for its digest) only the files it is to score
-            out.extend(files.filter(|f| fresh::wanted(&f.display().to_string())).map(Job::file));
+            out.extend(files.filter(|f| fresh::wanted(&Job::file_id(f))).map(Job::file));
         }
     }
     if out.is_empty() {
