@@ -337,6 +337,34 @@ fn networks_out_of_memory_after_others_get_one_fresh_process() {
     assert!(rows[1]["errors"]["nwot"].as_str().unwrap().contains("out of memory"), "{out}");
 }
 
+/// Every network out of memory gets a fresh process of its own whatever named the networks:
+/// from a labels file (as from a manifest or a family), each child scores its one network,
+/// not every network the cache lacks (the other one out of memory too).
+#[cfg(feature = "torch")]
+#[test]
+fn a_labels_run_gives_each_network_out_of_memory_a_process_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.onnx", &small_model());
+    for (name, channels) in [("big.onnx", 64), ("big2.onnx", 65)] {
+        let mut b = ModelBuilder::new("t", "x", &[1, 3, 16384, 16384], Weights::Data(1));
+        let c = b.conv("conv", "x", channels, 3, 1, 1, 1, false);
+        let r = b.relu("relu", &c);
+        write(dir.path(), name, &b.finish(&r).to_bytes());
+    }
+    let labels =
+        write(dir.path(), "labels.csv", b"file,acc\na.onnx,0.5\nbig.onnx,0.6\nbig2.onnx,0.7\n");
+    let cache = dir.path().join("cache");
+    let args = ["proxies", "--labels", labels.to_str().unwrap(), "--names", "nwot"];
+    let more = ["--images", "gaussian", "--cache", cache.to_str().unwrap(), "--json"];
+    let (code, out, err) = nape(&[&args[..], &more[..]].concat());
+    assert_eq!(code, 5, "a partial result: {err}");
+    assert_eq!(err.matches("each in a fresh process").count(), 1, "{err}");
+    assert!(err.contains("scored 3 networks"), "the parent scored all three: {err}");
+    assert_eq!(err.matches("scored 1 networks").count(), 2, "one network per child: {err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["networks"].as_array().unwrap().len(), 3, "every row, once: {out}");
+}
+
 /// The text of the one cache file under `dir` (gzip-compressed JSONL).
 #[cfg(feature = "torch")]
 fn only_cache_file(dir: &Path) -> String {
