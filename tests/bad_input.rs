@@ -317,10 +317,7 @@ fn proxies_refuse_a_network_the_machine_cannot_hold_and_do_not_cache_the_refusal
 fn networks_out_of_memory_after_others_get_one_fresh_process() {
     let dir = tempfile::tempdir().unwrap();
     let a = write(dir.path(), "a.onnx", &small_model());
-    let mut b = ModelBuilder::new("t", "x", &[1, 3, 16384, 16384], Weights::Data(1));
-    let c = b.conv("conv", "x", 64, 3, 1, 1, 1, false);
-    let r = b.relu("relu", &c);
-    let big = write(dir.path(), "big.onnx", &b.finish(&r).to_bytes());
+    let big = write(dir.path(), "big.onnx", &huge_model(64));
     let cache = dir.path().join("cache");
     let args = ["proxies", a.to_str().unwrap(), big.to_str().unwrap(), "--names", "nwot"];
     let more = ["--images", "gaussian", "--cache", cache.to_str().unwrap(), "--json"];
@@ -345,12 +342,8 @@ fn networks_out_of_memory_after_others_get_one_fresh_process() {
 fn a_labels_run_gives_each_network_out_of_memory_a_process_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.onnx", &small_model());
-    for (name, channels) in [("big.onnx", 64), ("big2.onnx", 65)] {
-        let mut b = ModelBuilder::new("t", "x", &[1, 3, 16384, 16384], Weights::Data(1));
-        let c = b.conv("conv", "x", channels, 3, 1, 1, 1, false);
-        let r = b.relu("relu", &c);
-        write(dir.path(), name, &b.finish(&r).to_bytes());
-    }
+    write(dir.path(), "big.onnx", &huge_model(64));
+    write(dir.path(), "big2.onnx", &huge_model(65));
     let labels =
         write(dir.path(), "labels.csv", b"file,acc\na.onnx,0.5\nbig.onnx,0.6\nbig2.onnx,0.7\n");
     let cache = dir.path().join("cache");
@@ -363,6 +356,16 @@ fn a_labels_run_gives_each_network_out_of_memory_a_process_of_its_own() {
     assert_eq!(err.matches("scored 1 networks").count(), 2, "one network per child: {err}");
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["networks"].as_array().unwrap().len(), 3, "every row, once: {out}");
+}
+
+/// A convolution of `channels` and a ReLU on a 16384x16384 input: refused for out of memory on
+/// any machine (terabytes of proxies), in no time.
+#[cfg(feature = "torch")]
+fn huge_model(channels: usize) -> Vec<u8> {
+    let mut b = ModelBuilder::new("t", "x", &[1, 3, 16384, 16384], Weights::Data(1));
+    let c = b.conv("conv", "x", channels, 3, 1, 1, 1, false);
+    let r = b.relu("relu", &c);
+    b.finish(&r).to_bytes()
 }
 
 /// The text of the one cache file under `dir` (gzip-compressed JSONL).
