@@ -161,27 +161,30 @@ fn channels_last(x: &Tensor, pool: impl Fn(&Tensor) -> TchResult<Tensor>) -> Tch
     if x.dim() != 4 || x.size()[1] < 8 {
         return pool(x);
     }
-    let size = x.size();
-    // a round trip through a 2-D view: nothing in the forward, but the backward reshapes the
-    // gradient, which merges C with H and so copies it back to NCHW (a channels-last gradient would move the
-    // convolutions and normalisations before the pool onto other kernels, whose sums round
-    // differently)
-    // (a reshape: a view of a contiguous input, a copy of a sliced one, e.g. NASNet's shifted
-    // path `x[:, :, 1:, 1:]`, which no view can merge)
-    let x = x.f_reshape([size[0], -1])?.f_view(size.as_slice())?;
+    // a round trip on the way in: a channels-last gradient would move the convolutions and
+    // normalisations before the pool onto other kernels, whose sums round differently
+    let x = through_2d(x)?;
     let nhwc = x.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])?;
     // the same round trip on the way out, the other way: the pool's gradient arrives as an
     // NHWC copy, so its backward runs the channels-last kernel too (libtorch picks the pool
     // backward's kernel by the gradient's layout; the contiguous one is element by element)
-    let y = pool(&nhwc)?.f_permute([0, 2, 3, 1])?;
-    let s = y.size();
-    let y = y.f_view([s[0], -1])?.f_view(s.as_slice())?.f_permute([0, 3, 1, 2])?.f_contiguous()?;
-    // and a last round trip on the NCHW side, for second derivatives (GraSP): their tangent of
-    // the pool's output gradient comes back through the permute above as a permute, in
+    let y = through_2d(&pool(&nhwc)?.f_permute([0, 2, 3, 1])?)?;
+    let y = y.f_permute([0, 3, 1, 2])?.f_contiguous()?;
+    // and a last one on the NCHW side, for second derivatives (GraSP): their tangent of the
+    // pool's output gradient comes back through the permute above as a permute, in
     // channels-last order, and moved the double backward of the convolution after the pool onto
-    // other kernels (GraSP on NB-101 cells by 1e-4 to 3e-3); through this reshape it is copied
-    // back to NCHW. A view of a contiguous tensor: nothing in the forward or the first backward
-    y.f_reshape([s[0], -1])?.f_view(y.size().as_slice())
+    // other kernels (GraSP on NB-101 cells by 1e-4 to 3e-3)
+    through_2d(&y)
+}
+
+/// A round trip of a 4-D tensor through a 2-D view (`[N, C*H*W]` and back): nothing in the
+/// forward, but its backward reshapes the gradient, which merges the dimensions after the
+/// first and so copies a gradient of another layout back to this tensor's. (A reshape: a view
+/// of a tensor laid out as its sizes say, a copy of a sliced one, e.g. NASNet's shifted path
+/// `x[:, :, 1:, 1:]`, which no view can merge.)
+fn through_2d(t: &Tensor) -> TchResult<Tensor> {
+    let size = t.size();
+    t.f_reshape([size[0], -1])?.f_view(size.as_slice())
 }
 
 fn slice(node: &OpNode, args: &[Option<Tensor>]) -> R<Tensor> {
